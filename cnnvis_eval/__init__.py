@@ -1,0 +1,47 @@
+"""cnnvis_eval: CNN visualization methods for TensorFlow 2 / Keras 3, and their evaluation.
+
+Quick start::
+
+    import cnnvis_eval as cv
+    spec = cv.load_model("resnet50", weights=None, input_shape=(128, 128, 3))
+    x = spec.preprocess(images_uint8)                      # (N, 128, 128, 3) float32
+    exp = cv.explain("guided_backprop", spec, x, target=cv.ClassTarget("top"))
+    exp.heatmap                                            # float32 (N, 128, 128)
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from . import errors  # noqa: E402
+from .errors import CnnVisError, InputError, TargetError, UnsupportedLayerError  # noqa: E402
+from .methods import Explainer, Explanation, get_method, list_methods  # noqa: E402
+from .methods.base import register  # noqa: E402
+from .models import ModelSpec, list_models, load_model  # noqa: E402
+from .models.spec import as_spec  # noqa: E402
+from .targets import ClassTarget, NeuronTarget  # noqa: E402
+from ._explain import explain  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClassTarget",
+    "CnnVisError",
+    "Explainer",
+    "Explanation",
+    "InputError",
+    "ModelSpec",
+    "NeuronTarget",
+    "TargetError",
+    "UnsupportedLayerError",
+    "as_spec",
+    "errors",
+    "explain",
+    "get_method",
+    "list_methods",
+    "list_models",
+    "load_model",
+    "register",
+]

@@ -1,0 +1,369 @@
+"""Explainer base class, Explanation, and the method registry.
+
+Every visualization method is a small :class:`Explainer` subclass registered by name::
+
+    @register("saliency")
+    class Saliency(Explainer):
+        def _explain_batch(self, x, bound): ...
+
+The base class does what all methods share: it accepts a ModelSpec or any Keras model
+(flattened, softmax stripped), validates and copies the input, binds the target, splits the
+input into batches (with a progress bar on long runs), and assembles the
+:class:`Explanation`.  Gradients are always taken inside ``tf.function`` (see DESIGN.md:
+eager gradients of strided 1x1 convolutions crash TensorFlow 2.21 with oneDNN).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from ..models.spec import ModelSpec, as_spec
+from ..targets import BoundTarget, ClassTarget, Target, bind
+
+# ---------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type["Explainer"]] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator registering an Explainer under ``name``."""
+
+    def deco(cls):
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def get_method(name: str) -> type["Explainer"]:
+    """The Explainer class registered as ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise InputError(
+            f"unknown method {name!r}.{hint} Available: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def list_methods() -> list[str]:
+    """Names of all registered heatmap methods, sorted."""
+    return sorted(_REGISTRY)
+
+
+# ---------------------------------------------------------------------- results
+@dataclass
+class Explanation:
+    """The result of explaining a batch.
+
+    Attributes
+    ----------
+    heatmap : ndarray, float32, shape (N, H, W)
+        One map per image at input resolution; signed where the method is signed.
+    attribution : ndarray, float32, shape (N, H, W, C), or None
+        Per-channel attribution for methods that produce one.
+    method : str
+    target : ClassTarget or NeuronTarget
+        The target as requested.
+    indices : ndarray, int32, shape (N,)
+        The class or channel actually explained per image ("top" resolved).
+    scores : ndarray, float32, shape (N,)
+        The explained value per image (logit, or reduced channel activation).
+    meta : dict
+        Parameters, timing (``"seconds"``), and method diagnostics; per-image arrays have
+        the batch as first axis.
+    """
+
+    heatmap: np.ndarray
+    attribution: np.ndarray | None
+    method: str
+    target: Target
+    indices: np.ndarray
+    scores: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.heatmap)
+
+
+@dataclass
+class BatchResult:
+    """What :meth:`Explainer._explain_batch` returns for one batch (see Explanation)."""
+
+    heatmap: np.ndarray
+    attribution: np.ndarray | None
+    indices: np.ndarray
+    scores: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- helpers
+def reduce_channels(attr: np.ndarray, mode: str) -> np.ndarray:
+    """(N, H, W, C) attribution -> (N, H, W) heatmap.
+
+    ``"max_abs"`` (Simonyan et al.), ``"sum"`` (signed), ``"sum_abs"``, ``"l2"``, ``"max"``.
+    """
+    if mode == "max_abs":
+        return np.abs(attr).max(axis=-1)
+    if mode == "sum":
+        return attr.sum(axis=-1)
+    if mode == "sum_abs":
+        return np.abs(attr).sum(axis=-1)
+    if mode == "l2":
+        return np.sqrt((attr.astype(np.float64) ** 2).sum(axis=-1))
+    if mode == "max":
+        return attr.max(axis=-1)
+    raise InputError(f"unknown channel reduction {mode!r}; use max_abs, sum, sum_abs, l2 or max")
+
+
+def check_input(x: Any, graph, dtype=np.float32) -> np.ndarray:
+    """Validate a batch of model inputs and return a private float copy.
+
+    Raises
+    ------
+    InputError
+        Wrong rank, wrong channels or size for the model, integer dtype, NaN or inf, empty.
+    """
+    if isinstance(x, tf.Tensor):
+        x = x.numpy()
+    try:
+        arr = np.asarray(x)
+    except Exception as err:  # pragma: no cover - exotic inputs
+        raise InputError(f"x cannot be read as an array: {err}") from err
+    expected = graph.input_shape
+    if arr.ndim != len(expected):
+        hint = " (for one image pass x[None])" if arr.ndim == len(expected) - 1 else ""
+        raise InputError(
+            f"x must have shape (N, {', '.join('?' if d is None else str(d) for d in expected[1:])})"
+            f" for model {graph.model.name!r}; got shape {arr.shape}{hint}"
+        )
+    if arr.dtype.kind not in "f":
+        if arr.dtype.kind in "iub":
+            raise InputError(
+                f"x has dtype {arr.dtype}: pass preprocessed float images "
+                "(e.g. spec.preprocess(images_uint8))"
+            )
+        raise InputError(f"x has dtype {arr.dtype}; expected floating point images")
+    if arr.shape[0] == 0:
+        raise InputError("x is an empty batch (N = 0)")
+    for axis, (got, want) in enumerate(zip(arr.shape[1:], expected[1:]), start=1):
+        if want is not None and got != want:
+            what = "channels" if axis == arr.ndim - 1 else f"size along axis {axis}"
+            raise InputError(
+                f"x has {got} {what} but model {graph.model.name!r} expects {want} "
+                f"(input shape {expected[1:]}); got x.shape = {arr.shape}"
+            )
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise InputError(f"x contains {int(bad.sum())} NaN or inf values (first at index {tuple(np.argwhere(bad)[0])})")
+    return np.array(arr, dtype=dtype, copy=True)
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(np.all(a == b)) and np.shape(a) == np.shape(b)
+    except Exception:  # pragma: no cover - incomparable values
+        return False
+
+
+def _concat_meta(parts: list[dict], n: int) -> dict:
+    out: dict = {}
+    for key in parts[0]:
+        vals = [p[key] for p in parts]
+        first = vals[0]
+        if isinstance(first, np.ndarray) and first.ndim >= 1 and all(
+            isinstance(v, np.ndarray) for v in vals
+        ) and sum(len(v) for v in vals) == n:
+            out[key] = np.concatenate(vals, axis=0)
+        elif len(vals) == 1 or all(_same(v, first) for v in vals):
+            out[key] = first
+        else:
+            out[key] = vals
+    return out
+
+
+# ---------------------------------------------------------------------- Explainer
+class Explainer:
+    """Base class of all heatmap methods.
+
+    Parameters
+    ----------
+    model : ModelSpec or keras.Model
+        Sequential, functional or nested; a softmax at the end is stripped (on a clone).
+    **params
+        Method parameters (each subclass names its own keyword arguments).
+
+    Subclasses implement :meth:`_explain_batch`.  Class attributes: ``name`` (set by
+    :func:`register`), ``signed`` (heatmap may be negative), ``stochastic`` (takes a
+    ``seed``), ``default_batch_size``.
+    """
+
+    name: ClassVar[str] = "explainer"
+    signed: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
+    default_batch_size: ClassVar[int] = 16
+
+    def __init__(self, model: ModelSpec | Any, **params):
+        self.spec = as_spec(model)
+        self.graph = self.spec.graph
+        self.params: dict = dict(params)
+        self.dtype = np.float64 if self.graph.input_dtype == "float64" else np.float32
+        self._fns: dict = {}
+
+    # -- public -----------------------------------------------------------------
+    def explain(
+        self,
+        x,
+        target: Target | None = None,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> Explanation:
+        """Explain a batch of preprocessed images.
+
+        Parameters
+        ----------
+        x : array, shape (N, H, W, C), float
+            Model inputs (already preprocessed). Not modified.
+        target : ClassTarget, NeuronTarget, int or None
+            What to explain; default ``ClassTarget("top")``.
+        batch_size : int, optional
+            Images per batch (default ``default_batch_size``).
+        progress : bool, optional
+            Show a progress bar; default: only when there are several batches.
+
+        Returns
+        -------
+        Explanation
+            ``heatmap`` float32 (N, H, W), ``attribution`` (N, H, W, C) or None.
+        """
+        arr = check_input(x, self.graph, self.dtype)
+        bound = bind(target, self.graph, len(arr))
+        bs = int(batch_size or self.default_batch_size)
+        if bs < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        starts = range(0, len(arr), bs)
+        show = progress if progress is not None else len(starts) > 4
+        parts: list[BatchResult] = []
+        t0 = time.perf_counter()
+        for s in tqdm(starts, desc=self.name, unit="batch", disable=not show, leave=False):
+            sl = slice(s, s + bs)
+            parts.append(self._explain_batch(arr[sl], bound.batch(sl)))
+        seconds = time.perf_counter() - t0
+        heat = np.concatenate([p.heatmap for p in parts]).astype(np.float32, copy=False)
+        attr = None
+        if parts[0].attribution is not None:
+            attr = np.concatenate([p.attribution for p in parts]).astype(np.float32, copy=False)
+        meta = {"params": dict(self.params), "seconds": seconds, "batch_size": bs}
+        if self.graph.stripped:
+            meta["stripped_softmax"] = self.graph.stripped
+        meta.update(_concat_meta([p.meta for p in parts], len(arr)) if parts[0].meta else {})
+        return Explanation(
+            heatmap=heat,
+            attribution=attr,
+            method=self.name,
+            target=bound.target,
+            indices=np.concatenate([p.indices for p in parts]).astype(np.int32),
+            scores=np.concatenate([p.scores for p in parts]).astype(np.float32),
+            meta=meta,
+        )
+
+    __call__ = explain
+
+    def _explain_batch(self, x: np.ndarray, bound: BoundTarget) -> BatchResult:
+        raise NotImplementedError
+
+    # -- shared compiled pieces -----------------------------------------------
+    def _signature(self):
+        shape = (None,) + tuple(self.graph.input_shape[1:])
+        return tf.TensorSpec(shape, tf.as_dtype(self.dtype))
+
+    def _cached(self, key, build: Callable[[], Callable]) -> Callable:
+        if key not in self._fns:
+            self._fns[key] = build()
+        return self._fns[key]
+
+    def forward(self, x: np.ndarray, bound: BoundTarget) -> tuple[np.ndarray, np.ndarray]:
+        """Target scores and indices, shape (N,) each, from one compiled forward pass."""
+        key = ("forward", bound.key, bound.top, bound.reduce)
+
+        def build():
+            graph = self.graph
+
+            @tf.function(input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
+            def fwd(x, indices):
+                value = graph.run(x, [bound.key])[0]
+                return bound.select(value, indices)
+
+            return fwd
+
+        scores, idx = self._cached(key, build)(x, bound.indices)
+        return scores.numpy(), idx.numpy()
+
+    def resolve_top(self, x: np.ndarray, bound: BoundTarget) -> BoundTarget:
+        """Replace "top" by the indices picked on ``x`` (one forward pass), else unchanged."""
+        if not bound.top:
+            return bound
+        _, idx = self.forward(x, bound)
+        return bound.fixed(idx)
+
+    def gradients(
+        self, x, bound: BoundTarget, overrides: dict | None = None, tag: str = "plain"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gradient of the target w.r.t. the input, in one compiled forward+backward pass.
+
+        Parameters
+        ----------
+        x : array or tensor, shape (N, H, W, C)
+        overrides : dict, optional
+            Layer overrides (e.g. guided ReLUs); ``tag`` names them in the cache key.
+
+        Returns
+        -------
+        grads : (N, H, W, C), scores : (N,), indices : (N,)
+        """
+        fn = self._grad_fn(bound, overrides, tag)
+        g, s, i = fn(x, bound.indices)
+        return g.numpy(), s.numpy(), i.numpy()
+
+    def _grad_fn(self, bound: BoundTarget, overrides: dict | None, tag: str):
+        key = ("grad", bound.key, bound.top, bound.reduce, tag)
+
+        def build():
+            graph = self.graph
+
+            @tf.function(input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
+            def grad(x, indices):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    value = graph.run(x, [bound.key], overrides)[0]
+                    scores, idx = bound.select(value, indices)
+                g = tape.gradient(scores, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                return g, scores, idx
+
+            return grad
+
+        return self._cached(key, build)
+
+
+__all__ = [
+    "BatchResult",
+    "Explainer",
+    "Explanation",
+    "check_input",
+    "get_method",
+    "list_methods",
+    "reduce_channels",
+    "register",
+]

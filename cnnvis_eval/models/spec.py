@@ -1,0 +1,114 @@
+"""ModelSpec: a model together with what the methods and the suites need to know about it."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
+
+import keras
+import numpy as np
+
+from ..errors import InputError
+from .surgery import FlatGraph
+
+
+def _identity(x):
+    return np.array(x, dtype=np.float32, copy=True)
+
+
+@dataclass(eq=False)
+class ModelSpec:
+    """A Keras model and its metadata.
+
+    Attributes
+    ----------
+    name : str
+        ``"resnet50"``, ``"mini_vgg"``, or the user model's name.
+    model : keras.Model
+        The model. The zoo builds it with a linear head (pre-softmax logits); user models
+        ending in softmax are explained on their logits through :attr:`graph`.
+    preprocess : callable
+        ``images (N, H, W, 3) uint8 or float in [0, 255] -> float32 model input``; never
+        modifies its argument.
+    deprocess : callable
+        Inverse of ``preprocess`` (model input -> float image in [0, 255]), for display.
+    input_shape : tuple (H, W, C)
+    last_conv_layer : str or None
+        The last convolutional feature map (Grad-CAM's default layer).
+    intermediate_layers : tuple of str
+        Two well-spread high intermediate layers (the study's intermediate neurons).
+    input_range : (low, high)
+        Bounds of preprocessed inputs, each an array of shape (C,) (or None when unknown);
+        used by bounded relevance rules and by randomization baselines.
+    family : str
+        Architecture family (``"vgg"``, ``"resnet"``, ``"inception"``, ``"xception"``,
+        ``"mobilenet"``, or ``"custom"``).
+    weights : str or None
+        ``None`` (random), ``"imagenet"``, or the weights file path.
+    class_names : tuple of str or None
+    """
+
+    name: str
+    model: keras.Model
+    preprocess: Callable[[np.ndarray], np.ndarray] = _identity
+    deprocess: Callable[[np.ndarray], np.ndarray] = _identity
+    input_shape: tuple = ()
+    last_conv_layer: str | None = None
+    intermediate_layers: tuple = ()
+    input_range: tuple | None = None
+    family: str = "custom"
+    weights: str | None = None
+    class_names: tuple | None = None
+    info: dict = field(default_factory=dict)
+
+    @cached_property
+    def graph(self) -> FlatGraph:
+        """The flattened, softmax-free graph the methods run (built once, cached)."""
+        return FlatGraph(self.model, strip_softmax=True)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.graph.output_shape[-1])
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelSpec(name={self.name!r}, input_shape={self.input_shape}, "
+            f"weights={self.weights!r}, last_conv_layer={self.last_conv_layer!r})"
+        )
+
+
+_SPECS: "weakref.WeakKeyDictionary[keras.Model, ModelSpec]" = weakref.WeakKeyDictionary()
+
+
+def as_spec(model: "ModelSpec | keras.Model") -> ModelSpec:
+    """The ModelSpec of ``model``; a plain Keras model gets one derived from its layers.
+
+    Specs of plain models are cached per model object, so repeated calls share the
+    flattened graph (and explainers built on it).
+    """
+    from ..targets import last_conv_layer, pick_intermediate_layers
+
+    if isinstance(model, ModelSpec):
+        return model
+    if not isinstance(model, keras.Model):
+        raise InputError(
+            f"expected a ModelSpec or a keras.Model, got {type(model).__name__}; "
+            "load one with cnnvis_eval.load_model(...)"
+        )
+    try:
+        return _SPECS[model]
+    except (KeyError, TypeError):
+        pass
+    spec = ModelSpec(name=model.name, model=model)
+    graph = spec.graph
+    spec.input_shape = tuple(graph.input_shape[1:])
+    if not graph.opaque:
+        spec.last_conv_layer = last_conv_layer(graph)
+        spec.intermediate_layers = pick_intermediate_layers(graph)
+    try:
+        _SPECS[model] = spec
+    except TypeError:  # pragma: no cover - model not weak-referenceable
+        pass
+    return spec

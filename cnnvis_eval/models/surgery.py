@@ -1,0 +1,494 @@
+"""Model surgery without touching the user's model.
+
+The central object is :class:`FlatGraph`: a Keras 3 model (Sequential, functional, or
+either nested inside the other, as in ``Sequential([base_model, GlobalAveragePooling2D(),
+Dense(10)])``) flattened into one topologically ordered list of layer calls.  Running the
+graph calls the *original* layer objects on concrete tensors, so it adds no nodes to the
+user's layers and changes none of their weights; methods that need a different behaviour
+for some layer (guided ReLU, a softmax-free head, a relevance rule) pass *overrides* — a
+callable per layer name — and any layer they must change is cloned with copied weights
+first (:func:`clone_layer`).
+
+Keras' graph internals (``_nodes_by_depth``, ``Node.arguments``) are read in this module
+only, so a Keras upgrade that moves them breaks one file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import keras
+import numpy as np
+from keras.src.models.functional import Functional as _Functional
+
+from ..errors import InputError, TargetError, UnsupportedLayerError
+
+OUTPUT = "__output__"
+"""Name under which :meth:`FlatGraph.run` returns the model's (softmax-free) output."""
+
+
+class _Ref:
+    """Placeholder for a graph tensor inside a node's argument structure."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: int):
+        self.key = key
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"_Ref({self.key})"
+
+
+@dataclass(eq=False)
+class FlatNode:
+    """One layer call of a flattened model.
+
+    Attributes
+    ----------
+    layer : keras.layers.Layer or keras.Operation
+        The original (user's) layer object; never modified.
+    name : str
+        Unique name in the flat graph (the layer name, qualified by the enclosing nested
+        models as ``"outer/inner"`` only where plain names collide).
+    scope : tuple of str
+        Names of the nested models the call sits in, outermost first.
+    inputs, outputs : tuple of int
+        Keys of the tensors the call reads and writes.
+    """
+
+    layer: Any
+    name: str
+    scope: tuple[str, ...]
+    args: Any
+    kwargs: dict
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+    @property
+    def type_name(self) -> str:
+        return type(self.layer).__name__
+
+    @property
+    def qualified_name(self) -> str:
+        return "/".join(self.scope + (self.layer.name,))
+
+
+def _functional_of(model: keras.Model):
+    """The Functional graph behind a Functional or Sequential model, or None if subclassed."""
+    if isinstance(model, keras.Sequential):
+        fn = getattr(model, "_functional", None)
+        if fn is None:
+            raise InputError(
+                f"Sequential model {model.name!r} is not built: give it an Input layer or "
+                "call model.build((None, H, W, C)) before explaining it."
+            )
+        return fn
+    if isinstance(model, _Functional):
+        return model
+    return None
+
+
+def _shape_of(kt) -> tuple:
+    return tuple(None if d is None else int(d) for d in kt.shape)
+
+
+class FlatGraph:
+    """A Keras 3 model flattened into one list of layer calls (nested models inlined).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built Sequential, functional, or nested model with one image input and one output.
+        Subclassed models become a single opaque node (gradient methods still work; methods
+        that need the layers raise :class:`~cnnvis_eval.errors.UnsupportedLayerError`).
+    strip_softmax : bool
+        If the output is produced by a softmax (Dense/Conv ``activation="softmax"``,
+        ``Activation("softmax")`` or ``Softmax()``), run the graph without it so the output
+        is the pre-softmax logits.  The user's model is not modified: a Dense/Conv head is
+        replaced by a clone with copied weights and a linear activation.
+
+    Attributes
+    ----------
+    nodes : list of FlatNode
+        Layer calls in an order where every call comes after the calls it reads from.
+    input_key, output_key : int
+        Keys of the image input and of the model output.
+    stripped : str or None
+        Description of the softmax that was stripped, if any.
+    """
+
+    def __init__(self, model: keras.Model, strip_softmax: bool = True):
+        if not isinstance(model, keras.Model):
+            raise InputError(f"expected a keras.Model or ModelSpec, got {type(model).__name__}")
+        self.model = model
+        self.nodes: list[FlatNode] = []
+        self._shapes: dict[int, tuple] = {}
+        self._key_of: dict[int, int] = {}  # id(KerasTensor) -> key
+        self._keep: list = []  # keep KerasTensors alive so their ids stay unique
+        self._container_out: dict[str, int] = {}
+        self._next = 0
+        self.opaque = False
+        self.input_dtype = "float32"
+
+        fn = _functional_of(model)
+        if fn is None:
+            self._build_opaque(model)
+        else:
+            if len(fn.inputs) != 1:
+                raise InputError(
+                    f"model {model.name!r} has {len(fn.inputs)} inputs; cnnvis_eval explains "
+                    "models with one image input"
+                )
+            in_key = self._new_key(fn.inputs[0])
+            self.input_dtype = str(fn.inputs[0].dtype)
+            out_keys = self._flatten(fn, [in_key], scope=())
+            if len(out_keys) != 1:
+                raise InputError(
+                    f"model {model.name!r} has {len(out_keys)} outputs; explain a single-output "
+                    "model (e.g. keras.Model(model.input, model.outputs[i]))"
+                )
+            self.input_key, self.output_key = in_key, out_keys[0]
+        self._name_nodes()
+        self._producer = {k: n for n in self.nodes for k in n.outputs}
+        self._plans: dict[tuple, list[FlatNode]] = {}
+        self.overrides: dict[str, Callable] = {}
+        self.stripped: str | None = None
+        if strip_softmax:
+            self._strip_softmax()
+
+    # ------------------------------------------------------------------ building
+    def _new_key(self, kt) -> int:
+        key = self._next
+        self._next += 1
+        self._key_of[id(kt)] = key
+        self._keep.append(kt)
+        self._shapes[key] = _shape_of(kt)
+        return key
+
+    def _build_opaque(self, model):
+        self.opaque = True
+        inp = keras.KerasTensor(model.input_shape if hasattr(model, "input_shape") else None)
+        in_key = self._new_key(inp)
+        out = model.compute_output_spec(inp)
+        out_key = self._new_key(out)
+        self.nodes.append(
+            FlatNode(model, model.name, (), (_Ref(in_key),), {}, (in_key,), (out_key,))
+        )
+        self.input_key, self.output_key = in_key, out_key
+
+    def _flatten(self, fn, in_keys: Sequence[int], scope: tuple[str, ...]) -> list[int]:
+        for kt, key in zip(fn.inputs, in_keys):
+            self._key_of[id(kt)] = key
+            self._keep.append(kt)
+        for depth in sorted(fn._nodes_by_depth, reverse=True):
+            for node in fn._nodes_by_depth[depth]:
+                op = node.operation
+                if op is None or node.is_input:
+                    continue
+                if any(id(t) not in self._key_of for t in node.input_tensors):
+                    continue  # not on the path from the input (Keras does the same)
+                arg_keys = tuple(self._key_of[id(t)] for t in node.input_tensors)
+                if isinstance(op, keras.Model) and _functional_of(op) is not None:
+                    inner = _functional_of(op)
+                    if len(inner.inputs) != len(arg_keys):
+                        raise UnsupportedLayerError(
+                            f"nested model {op.name!r} is called with {len(arg_keys)} tensors "
+                            f"but has {len(inner.inputs)} inputs"
+                        )
+                    outs = self._flatten(inner, arg_keys, scope + (op.name,))
+                    for t, k in zip(node.outputs, outs):
+                        self._key_of[id(t)] = k
+                        self._keep.append(t)
+                    if len(outs) == 1:
+                        self._container_out.setdefault(op.name, outs[0])
+                    continue
+                conv = lambda x: _Ref(self._key_of[id(x)]) if isinstance(x, keras.KerasTensor) else x
+                args, kwargs = node.arguments.convert(conv)
+                out_keys = tuple(self._new_key(t) for t in node.outputs)
+                self.nodes.append(
+                    FlatNode(op, op.name, scope, args, dict(kwargs), arg_keys, out_keys)
+                )
+        return [self._key_of[id(t)] for t in fn.outputs]
+
+    def _name_nodes(self):
+        counts: dict[str, int] = {}
+        for n in self.nodes:
+            counts[n.layer.name] = counts.get(n.layer.name, 0) + 1
+        seen: dict[str, int] = {}
+        for n in self.nodes:
+            base = n.layer.name if counts[n.layer.name] == 1 else n.qualified_name
+            k = seen.get(base, 0)
+            seen[base] = k + 1
+            n.name = base if k == 0 else f"{base}@{k}"
+        self._by_name = {n.name: n for n in self.nodes}
+        for n in self.nodes:  # qualified names always work too
+            self._by_name.setdefault(n.qualified_name, n)
+
+    def _strip_softmax(self):
+        node = self._producer.get(self.output_key)
+        if node is None:
+            return
+        layer = node.layer
+        act = activation_name(getattr(layer, "activation", None))
+        if isinstance(layer, keras.layers.Softmax) or (
+            isinstance(layer, keras.layers.Activation) and act == "softmax"
+        ):
+            self.overrides[node.name] = lambda x, *a, **k: x
+            self.stripped = f"{node.name} ({type(layer).__name__})"
+        elif act == "softmax":
+            linear = clone_layer(layer, self.input_shapes(node)[0], activation="linear")
+            self.overrides[node.name] = lambda *a, **k: linear(*a, **k)
+            self.stripped = f"{node.name} (activation='softmax' of {type(layer).__name__})"
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def layer_names(self) -> list[str]:
+        """Unique names of all layer calls, input to output."""
+        return [n.name for n in self.nodes]
+
+    @property
+    def input_shape(self) -> tuple:
+        return self._shapes[self.input_key]
+
+    @property
+    def output_shape(self) -> tuple:
+        return self._shapes[self.output_key]
+
+    def shape(self, key: int) -> tuple:
+        return self._shapes[key]
+
+    def input_shapes(self, node: FlatNode) -> list[tuple]:
+        return [self._shapes[k] for k in node.inputs]
+
+    def output_shapes(self, node: FlatNode) -> list[tuple]:
+        return [self._shapes[k] for k in node.outputs]
+
+    def producer(self, key: int) -> FlatNode | None:
+        """The node that writes tensor ``key`` (None for the input)."""
+        return self._producer.get(key)
+
+    def consumers(self, key: int) -> list[FlatNode]:
+        return [n for n in self.nodes if key in n.inputs]
+
+    def has(self, name: str) -> bool:
+        return name in self._by_name or name in self._container_out
+
+    def node(self, name: str) -> FlatNode:
+        """The layer call named ``name`` (plain or ``outer/inner`` qualified)."""
+        if name in self._by_name:
+            return self._by_name[name]
+        raise TargetError(self._unknown(name))
+
+    def key(self, name: str | int) -> int:
+        """Tensor key of a layer's (first) output; ``OUTPUT`` gives the model output."""
+        if isinstance(name, (int, np.integer)):
+            return int(name)
+        if name == OUTPUT:
+            return self.output_key
+        if name in self._by_name:
+            return self._by_name[name].outputs[0]
+        if name in self._container_out:
+            return self._container_out[name]
+        raise TargetError(self._unknown(name))
+
+    def _unknown(self, name: str) -> str:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), self.layer_names, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        return (
+            f"model {self.model.name!r} has no layer named {name!r}{hint} "
+            f"({len(self.nodes)} layers; see FlatGraph.layer_names)"
+        )
+
+    # ------------------------------------------------------------------ running
+    def plan(self, keys: Iterable[int], stop_at: Iterable[int] = ()) -> list[FlatNode]:
+        """The nodes needed to compute tensors ``keys``, in execution order."""
+        keys, stop = tuple(keys), tuple(stop_at)
+        cache_key = (keys, stop)
+        if cache_key not in self._plans:
+            need, stack = set(), list(keys)
+            while stack:
+                k = stack.pop()
+                node = self._producer.get(k)
+                if node is None or id(node) in need or k in stop:
+                    continue
+                need.add(id(node))
+                stack.extend(node.inputs)
+            self._plans[cache_key] = [n for n in self.nodes if id(n) in need]
+        return self._plans[cache_key]
+
+    def call_node(self, node: FlatNode, values: Mapping[int, Any], override: Callable | None = None):
+        """Call one node on the tensors in ``values``; returns its output tensor(s)."""
+        args = keras.tree.map_structure(
+            lambda a: values[a.key] if isinstance(a, _Ref) else a, node.args
+        )
+        kwargs = keras.tree.map_structure(
+            lambda a: values[a.key] if isinstance(a, _Ref) else a, node.kwargs
+        )
+        fn = override if override is not None else self.overrides.get(node.name)
+        if fn is not None:
+            return fn(*args, **kwargs)
+        if getattr(node.layer, "_call_has_training_arg", False):
+            kwargs["training"] = False
+        return node.layer(*args, **kwargs)
+
+    def run(
+        self,
+        x,
+        outputs: Sequence[str | int] = (OUTPUT,),
+        overrides: Mapping[str, Callable] | None = None,
+        record: bool = False,
+    ):
+        """Run the graph on a batch.
+
+        Parameters
+        ----------
+        x : tensor, shape (N, H, W, C)
+        outputs : sequence of str or int
+            Layer names (their first output), tensor keys, or ``OUTPUT``.
+        overrides : mapping, optional
+            Layer name -> callable used instead of the layer (called with the same
+            arguments).  Added to the graph's own overrides (the softmax strip).
+        record : bool
+            Also return the dict of every computed tensor, by key.
+
+        Returns
+        -------
+        list of tensors (one per requested output), and the dict if ``record``.
+        """
+        keys = [self.key(o) for o in outputs]
+        merged = dict(self.overrides)
+        if overrides:
+            merged.update(overrides)
+        values: dict[int, Any] = {self.input_key: x}
+        for node in self.plan(keys):
+            out = self.call_node(node, values, merged.get(node.name))
+            outs = keras.tree.flatten(out)
+            for k, v in zip(node.outputs, outs):
+                values[k] = v
+        result = [values[k] for k in keys]
+        return (result, values) if record else result
+
+
+# ---------------------------------------------------------------------- layer helpers
+def activation_name(fn: Any) -> str | None:
+    """Name of a Keras activation function (``"relu"``, ``"softmax"``, ...) or None."""
+    if fn is None:
+        return None
+    if isinstance(fn, str):
+        return fn
+    try:
+        name = keras.activations.serialize(fn)
+        if isinstance(name, dict):
+            name = name.get("config", name.get("class_name"))
+        if isinstance(name, str):
+            return name.rsplit(">", 1)[-1]
+    except Exception:  # pragma: no cover - exotic callables
+        pass
+    return getattr(fn, "__name__", None)
+
+
+def clone_layer(layer, input_shape: tuple | Sequence[tuple], **changes):
+    """A copy of ``layer`` with config ``changes`` applied and the same weight values.
+
+    The copy is built for ``input_shape`` and gets *copies* of the weights, so changing it
+    never touches the original.
+    """
+    config = layer.get_config()
+    config.update(changes)
+    try:
+        clone = type(layer).from_config(config)
+        clone.build(input_shape)
+        clone.set_weights([np.array(w) for w in layer.get_weights()])
+    except Exception as err:  # pragma: no cover - only for exotic layers
+        raise UnsupportedLayerError(
+            f"cannot clone layer {layer.name!r} ({type(layer).__name__}) with {changes}: {err}"
+        ) from err
+    return clone
+
+
+@dataclass(frozen=True)
+class Rectifier:
+    """Parameters of a rectifying activation: ``min(max(x, threshold), max_value)``.
+
+    ``fused`` is True when the rectifier is the ``activation=`` of a Conv/Dense layer
+    (the layer must be split into a linear clone and a separate rectifier to change it).
+    """
+
+    threshold: float = 0.0
+    max_value: float | None = None
+    fused: bool = False
+
+
+def rectifier_of(layer) -> Rectifier | None:
+    """The rectifier a layer applies, or None if it applies none.
+
+    Recognised: ``activation="relu"``/``"relu6"`` on any layer, ``Activation("relu")``,
+    ``Activation("relu6")``, ``ReLU(max_value=..., threshold=...)`` without a negative
+    slope, and the ``keras.ops.relu``/``relu6`` operations.
+    """
+    if isinstance(layer, keras.layers.ReLU):
+        if float(getattr(layer, "negative_slope", 0.0) or 0.0) != 0.0:
+            return None
+        mv = layer.max_value
+        return Rectifier(float(layer.threshold or 0.0), None if mv is None else float(mv))
+    cls = type(layer).__name__
+    if cls in ("Relu", "Relu6") and not isinstance(layer, keras.layers.Layer):
+        return Rectifier(0.0, 6.0 if cls == "Relu6" else None)
+    act = activation_name(getattr(layer, "activation", None))
+    fused = not isinstance(layer, keras.layers.Activation)
+    if act == "relu":
+        return Rectifier(0.0, None, fused)
+    if act == "relu6":
+        return Rectifier(0.0, 6.0, fused)
+    return None
+
+
+def linear_part(graph: FlatGraph, node: FlatNode) -> Callable:
+    """A callable computing ``node``'s layer without its fused activation (a clone)."""
+    clone = clone_layer(node.layer, graph.input_shapes(node)[0], activation="linear")
+    return lambda *a, **k: clone(*a, **k)
+
+
+def to_logits(model: keras.Model) -> keras.Model:
+    """A new functional model (cloned layers, copied weights) returning pre-softmax logits.
+
+    Nested models are flattened.  The user's model is not modified.
+    """
+    graph = FlatGraph(model, strip_softmax=True)
+    if graph.opaque:
+        raise UnsupportedLayerError(
+            f"model {model.name!r} is subclassed; cannot rebuild it without its softmax"
+        )
+    inp = keras.Input(batch_shape=graph.input_shape)
+    cloned: dict[int, Any] = {}
+    overrides = {}
+    for node in graph.nodes:
+        if node.name in graph.overrides:
+            continue
+        layer = node.layer
+        if isinstance(layer, keras.layers.Layer):
+            key = id(layer)
+            if key not in cloned:
+                new = type(layer).from_config(layer.get_config())
+                new.build(graph.input_shapes(node)[0] if len(node.inputs) == 1 else graph.input_shapes(node))
+                new.set_weights([np.array(w) for w in layer.get_weights()])
+                cloned[key] = new
+            overrides[node.name] = cloned[key]
+    out = graph.run(inp, overrides=overrides)[0]
+    return keras.Model(inp, out, name=f"{model.name}_logits")
+
+
+__all__ = [
+    "OUTPUT",
+    "FlatGraph",
+    "FlatNode",
+    "Rectifier",
+    "activation_name",
+    "clone_layer",
+    "linear_part",
+    "rectifier_of",
+    "to_logits",
+]

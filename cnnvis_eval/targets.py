@@ -1,0 +1,314 @@
+"""What to explain: a class logit or one channel of an intermediate layer.
+
+``ClassTarget`` explains a pre-softmax logit; ``NeuronTarget`` explains one channel of a
+layer, reduced over its spatial map by mean, sum or max.  ``"top"`` picks, per image, the
+largest logit or the most activated channel (by mean over the map, as the study did).
+
+Targets are *bound* to a model graph and a batch (:func:`bind`): the layer is looked up,
+the indices are checked against the number of classes/channels, and the result knows how
+to pick its scalar per image inside a compiled TensorFlow function (:meth:`BoundTarget.select`).
+
+This module also picks layers: the last convolutional feature map before a target
+(:func:`last_conv_layer`) and two well-spread high intermediate layers
+(:func:`pick_intermediate_layers`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .errors import TargetError
+from .models.surgery import OUTPUT, FlatGraph, rectifier_of
+
+_REDUCE = ("mean", "sum", "max")
+Index = Union[int, Sequence[int], np.ndarray, str]
+
+
+@dataclass(frozen=True)
+class ClassTarget:
+    """A pre-softmax class logit.
+
+    Parameters
+    ----------
+    index : int, sequence of int (one per image), or "top"
+        The class to explain; ``"top"`` takes each image's largest logit.
+    """
+
+    index: Index = "top"
+
+    @property
+    def layer(self) -> str:
+        return OUTPUT
+
+    def describe(self) -> str:
+        return f"class {_fmt(self.index)}"
+
+
+@dataclass(frozen=True)
+class NeuronTarget:
+    """One channel of an intermediate layer, reduced over its spatial map.
+
+    Parameters
+    ----------
+    layer : str
+        Layer name (inside nested models too; ``"outer/inner"`` qualifies a clash).
+    channel : int, sequence of int (one per image), or "top"
+        ``"top"`` takes each image's most activated channel by mean over the map.
+    reduce : {"mean", "sum", "max"}
+        How the channel's map becomes the scalar that is explained.
+    """
+
+    layer: str
+    channel: Index = "top"
+    reduce: str = "mean"
+
+    def __post_init__(self):
+        if self.reduce not in _REDUCE:
+            raise TargetError(f"NeuronTarget.reduce must be one of {_REDUCE}, got {self.reduce!r}")
+        if not isinstance(self.layer, str) or not self.layer:
+            raise TargetError(f"NeuronTarget.layer must be a layer name, got {self.layer!r}")
+
+    @property
+    def index(self) -> Index:
+        return self.channel
+
+    def describe(self) -> str:
+        return f"{self.layer}[channel {_fmt(self.channel)}, {self.reduce}]"
+
+
+Target = Union[ClassTarget, NeuronTarget]
+
+
+def _fmt(index) -> str:
+    if isinstance(index, str):
+        return index
+    arr = np.asarray(index)
+    return str(int(arr)) if arr.ndim == 0 else "per-image"
+
+
+@dataclass(frozen=True)
+class BoundTarget:
+    """A target bound to a graph and a batch of ``n`` images.
+
+    Attributes
+    ----------
+    target : ClassTarget or NeuronTarget
+    key : int
+        Graph tensor holding the explained values (logits or the layer's output).
+    top : bool
+        Pick the index per image inside the compiled function.
+    indices : ndarray of int32, shape (n,)
+        Fixed indices (zeros when ``top``).
+    reduce : str
+        Spatial reduction ("mean", "sum", "max"); "none" for class logits.
+    units : int
+        Number of classes or channels.
+    """
+
+    target: Target
+    key: int
+    top: bool
+    indices: np.ndarray
+    reduce: str
+    units: int
+
+    @property
+    def is_class(self) -> bool:
+        return isinstance(self.target, ClassTarget)
+
+    def batch(self, sl: slice) -> "BoundTarget":
+        """The same target restricted to images ``sl`` of the batch."""
+        return BoundTarget(self.target, self.key, self.top, self.indices[sl], self.reduce, self.units)
+
+    def fixed(self, indices) -> "BoundTarget":
+        """The same target with ``"top"`` replaced by already resolved ``indices``."""
+        idx = np.asarray(indices, dtype=np.int32).reshape(-1)
+        return BoundTarget(self.target, self.key, False, idx, self.reduce, self.units)
+
+    def repeat(self, k: int) -> "BoundTarget":
+        """Each image's index repeated ``k`` times (for noise samples / integration steps)."""
+        return BoundTarget(
+            self.target, self.key, self.top, np.repeat(self.indices, k), self.reduce, self.units
+        )
+
+    def per_unit(self, value):
+        """Reduce a (N, K) or (N, ..., C) tensor to (N, units) explained values."""
+        if self.reduce == "none":
+            return value
+        axes = list(range(1, len(value.shape) - 1))
+        if not axes:
+            return value
+        return {"mean": tf.reduce_mean, "sum": tf.reduce_sum, "max": tf.reduce_max}[self.reduce](
+            value, axis=axes
+        )
+
+    def select(self, value, indices):
+        """Scalar per image and the index used (inside or outside ``tf.function``).
+
+        Parameters
+        ----------
+        value : tensor, shape (N, K) or (N, h, w, C)
+        indices : int32 tensor, shape (N,) (ignored when ``top``)
+
+        Returns
+        -------
+        scores : tensor, shape (N,)
+        indices : int32 tensor, shape (N,)
+        """
+        units = self.per_unit(value)
+        if self.top:
+            ranking = units
+            if self.reduce != "mean" and len(value.shape) > 2:
+                ranking = tf.reduce_mean(value, axis=list(range(1, len(value.shape) - 1)))
+            indices = tf.argmax(ranking, axis=-1, output_type=tf.int32)
+        scores = tf.gather(units, indices, axis=1, batch_dims=1)
+        return scores, indices
+
+
+def _indices(index: Index, n: int, units: int, what: str) -> tuple[bool, np.ndarray]:
+    if isinstance(index, str):
+        if index != "top":
+            raise TargetError(f"{what} must be an integer, a sequence of integers or 'top', got {index!r}")
+        return True, np.zeros(n, np.int32)
+    arr = np.asarray(index)
+    if arr.dtype.kind not in "iu":
+        raise TargetError(f"{what} must be integer(s) or 'top', got {index!r}")
+    if arr.ndim == 0:
+        arr = np.full(n, int(arr))
+    elif arr.ndim != 1 or len(arr) != n:
+        raise TargetError(f"{what} has {arr.size} entries for a batch of {n} images; give one per image")
+    bad = arr[(arr < 0) | (arr >= units)]
+    if bad.size:
+        raise TargetError(f"{what} {int(bad[0])} is out of range: the model has {units} (valid 0..{units - 1})")
+    return False, arr.astype(np.int32)
+
+
+def bind(target: Target | None, graph: FlatGraph, n: int) -> BoundTarget:
+    """Check ``target`` against ``graph`` and a batch of ``n`` images.
+
+    Raises
+    ------
+    TargetError
+        Unknown layer, index out of range, or an output of the wrong shape.
+    """
+    if target is None:
+        target = ClassTarget("top")
+    if isinstance(target, (int, np.integer, str)) and not isinstance(target, bool):
+        target = ClassTarget(target)
+    if isinstance(target, ClassTarget):
+        shape = graph.output_shape
+        if len(shape) != 2:
+            raise TargetError(
+                f"ClassTarget needs a model output of shape (N, classes); model {graph.model.name!r} "
+                f"outputs {shape}. Use a NeuronTarget for other outputs."
+            )
+        top, idx = _indices(target.index, n, shape[-1], "class index")
+        return BoundTarget(target, graph.output_key, top, idx, "none", shape[-1])
+    if isinstance(target, NeuronTarget):
+        key = graph.key(target.layer)
+        shape = graph.shape(key)
+        if len(shape) < 2:
+            raise TargetError(f"layer {target.layer!r} has output shape {shape}; it has no channels")
+        top, idx = _indices(target.channel, n, shape[-1], f"channel of layer {target.layer!r}")
+        return BoundTarget(target, key, top, idx, target.reduce, shape[-1])
+    raise TargetError(f"target must be a ClassTarget or NeuronTarget, got {type(target).__name__}")
+
+
+# ---------------------------------------------------------------------- layer picking
+_CONV = (
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Conv2DTranspose,
+)
+_SAME_MAP = (
+    keras.layers.BatchNormalization,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.Add,
+    keras.layers.Concatenate,
+    keras.layers.Dropout,
+    keras.layers.Multiply,
+)
+
+
+def is_conv(layer) -> bool:
+    """True for 2-D convolution layers (plain, depthwise, separable, transposed)."""
+    return isinstance(layer, _CONV)
+
+
+def last_conv_layer(graph: FlatGraph, before: str | int = OUTPUT) -> str | None:
+    """Name of the last convolutional feature map that feeds ``before``.
+
+    Finds the last convolution on the path to ``before`` and follows it forward through
+    layers that keep the map (BatchNorm, activations, residual Add, Concatenate), so the
+    result is the block output Grad-CAM conventionally uses (VGG16 ``block5_conv3``,
+    ResNet50 ``conv5_block3_out``, InceptionV3 ``mixed10``, Xception
+    ``block14_sepconv2_act``, MobileNetV2 ``out_relu``).  If ``before`` is itself a
+    convolutional feature map it is returned.  None when no convolution feeds it.
+    """
+    key = graph.key(before)
+    plan = graph.plan([key])
+    if not plan:
+        return None
+    target_node = graph.producer(key)
+    if target_node is not None and len(graph.shape(key)) == 4 and (
+        is_conv(target_node.layer) or isinstance(target_node.layer, _SAME_MAP)
+    ):
+        if any(is_conv(n.layer) for n in plan):
+            return target_node.name
+    convs = [n for n in plan if is_conv(n.layer)]
+    if not convs:
+        return None
+    in_plan = {id(n) for n in plan}
+    node = convs[-1]
+    shape = graph.shape(node.outputs[0])
+    while True:
+        nxt = [c for c in graph.consumers(node.outputs[0]) if id(c) in in_plan]
+        if len(nxt) != 1 or not isinstance(nxt[0].layer, _SAME_MAP):
+            break
+        if graph.shape(nxt[0].outputs[0])[1:3] != shape[1:3]:
+            break
+        # a join (Add/Concatenate) is the block output only once all its inputs are computed
+        node = nxt[0]
+    return node.name
+
+
+def pick_intermediate_layers(graph: FlatGraph, fractions=(0.6, 0.85)) -> tuple[str, ...]:
+    """Two well-spread high intermediate layers: rectified 4-D feature maps (or joins)
+    at the given fractions of the depth of the model's feature extractor."""
+    plan = graph.plan([graph.output_key])
+    cands = [
+        n
+        for n in plan
+        if len(graph.shape(n.outputs[0])) == 4
+        and (rectifier_of(n.layer) is not None or isinstance(n.layer, keras.layers.Concatenate))
+    ]
+    if not cands:
+        cands = [n for n in plan if len(graph.shape(n.outputs[0])) == 4]
+    if not cands:
+        return ()
+    picks = []
+    for f in fractions:
+        n = cands[min(len(cands) - 1, int(round(f * (len(cands) - 1))))]
+        if n.name not in picks:
+            picks.append(n.name)
+    return tuple(picks)
+
+
+__all__ = [
+    "ClassTarget",
+    "NeuronTarget",
+    "Target",
+    "BoundTarget",
+    "bind",
+    "is_conv",
+    "last_conv_layer",
+    "pick_intermediate_layers",
+]
