@@ -1,0 +1,1 @@
+"""Evaluation: cost references, the comparison grid, and scoring."""
