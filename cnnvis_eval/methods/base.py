@@ -72,8 +72,9 @@ class Explanation:
     ----------
     heatmap : ndarray, float32, shape (N, H, W)
         One map per image at input resolution; signed where the method is signed.
-    attribution : ndarray, float32, shape (N, H, W, C), or None
-        Per-channel attribution for methods that produce one.
+    attribution : ndarray, shape (N, H, W, C), or None
+        Per-channel attribution for methods that produce one; float32 (float64 for a
+        float64 model).
     method : str
     target : ClassTarget or NeuronTarget
         The target as requested.
@@ -167,7 +168,7 @@ def check_input(x: Any, graph, dtype=np.float32) -> np.ndarray:
             )
     bad = ~np.isfinite(arr)
     if bad.any():
-        raise InputError(f"x contains {int(bad.sum())} NaN or inf values (first at index {tuple(np.argwhere(bad)[0])})")
+        raise InputError(f"x contains {int(bad.sum())} NaN or inf values (first at index {tuple(int(i) for i in np.argwhere(bad)[0])})")
     return np.array(arr, dtype=dtype, copy=True)
 
 
@@ -220,7 +221,9 @@ class Explainer:
         self.graph = self.spec.graph
         self.params: dict = dict(params)
         self.dtype = np.float64 if self.graph.input_dtype == "float64" else np.float32
-        self._fns: dict = {}
+        # compiled functions live on the graph, so explainers of one model share traces
+        # (a key names everything the function depends on: target tensor, mode, overrides tag)
+        self._fns: dict = self.graph.fn_cache
 
     # -- public -----------------------------------------------------------------
     def explain(
@@ -250,7 +253,7 @@ class Explainer:
         """
         arr = check_input(x, self.graph, self.dtype)
         bound = bind(target, self.graph, len(arr))
-        bs = int(batch_size or self.default_batch_size)
+        bs = self.default_batch_size if batch_size is None else int(batch_size)
         if bs < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         starts = range(0, len(arr), bs)
@@ -264,7 +267,8 @@ class Explainer:
         heat = np.concatenate([p.heatmap for p in parts]).astype(np.float32, copy=False)
         attr = None
         if parts[0].attribution is not None:
-            attr = np.concatenate([p.attribution for p in parts]).astype(np.float32, copy=False)
+            # float32, or float64 for float64 models (reference tests run in float64)
+            attr = np.concatenate([p.attribution for p in parts]).astype(self.dtype, copy=False)
         meta = {"params": dict(self.params), "seconds": seconds, "batch_size": bs}
         if self.graph.stripped:
             meta["stripped_softmax"] = self.graph.stripped

@@ -143,7 +143,7 @@ class IntegratedGradients(Explainer):
         total = np.zeros(x.shape, np.float64)
         for a, b in _chunks(self.steps, per_call):
             total += chunk(x, base, alphas[a:b], bound.indices).numpy()
-        attr = ((x - base) * total / self.steps).astype(np.float32)
+        attr = (x - base) * total / self.steps
         delta = fx.astype(np.float64) - fb
         err = np.abs(attr.reshape(len(x), -1).sum(1, dtype=np.float64) - delta) / np.maximum(np.abs(delta), 1e-12)
         meta = {"completeness_error": err.astype(np.float32), "baseline_score": fb.astype(np.float32)}
@@ -236,7 +236,7 @@ class SmoothGrad(Explainer):
 
     def _explain_batch(self, x, bound):
         mean, sq, scores, idx = self.moments(x, bound)
-        attr = (sq if self.squared else mean).astype(np.float32)
+        attr = sq if self.squared else mean
         return BatchResult(reduce_channels(attr, "max_abs"), attr, idx, scores)
 
 
@@ -250,5 +250,5 @@ class VarGrad(SmoothGrad):
 
     def _explain_batch(self, x, bound):
         mean, sq, scores, idx = self.moments(x, bound)
-        attr = np.maximum(sq - mean * mean, 0.0).astype(np.float32)
+        attr = np.maximum(sq - mean * mean, 0.0)
         return BatchResult(attr.max(axis=-1), attr, idx, scores)

@@ -153,6 +153,7 @@ class FlatGraph:
         self._producer = {k: n for n in self.nodes for k in n.outputs}
         self._plans: dict[tuple, list[FlatNode]] = {}
         self.overrides: dict[str, Callable] = {}
+        self.fn_cache: dict = {}  # compiled functions shared by the explainers of this graph
         self.stripped: str | None = None
         if strip_softmax:
             self._strip_softmax()
@@ -462,7 +463,7 @@ def to_logits(model: keras.Model) -> keras.Model:
         raise UnsupportedLayerError(
             f"model {model.name!r} is subclassed; cannot rebuild it without its softmax"
         )
-    inp = keras.Input(batch_shape=graph.input_shape)
+    inp = keras.Input(batch_shape=graph.input_shape, dtype=graph.input_dtype)
     cloned: dict[int, Any] = {}
     overrides = {}
     for node in graph.nodes:

@@ -93,14 +93,25 @@ class TinyNet:
 
     def input_gradient(self, x, cls, rule: str = "gradient"):
         """d logit[cls] / d x with the chosen rectifier rule; cls is an int or (N,) ints."""
-        w, c = self.w, self.forward(x)
+        c = self.forward(x)
         n = len(x)
         dl = np.zeros_like(c["logits"])
         dl[np.arange(n), np.broadcast_to(cls, (n,))] = 1.0
-        df = dl @ w["w3"].T
-        dp = df.reshape(c["p"].shape)
-        da2 = maxpool2_backward(dp, c["win"])
-        dz2 = rect_backward(da2, c["z2"], rule, max_value=6.0)
-        da1 = conv2d_backward(dz2, c["a1"].shape, w["w2"])
-        dz1 = rect_backward(da1, c["z1"], rule)
-        return conv2d_backward(dz1, c["x"].shape, w["w1"])
+        return self.backward(c, "logits", dl, rule)
+
+    def backward(self, c, start: str, d, rule: str = "gradient"):
+        """Backpropagate ``d`` (the gradient at tensor ``start`` of the forward cache ``c``:
+        "logits", "a2" (after ReLU6), "z2", "a1" or "z1") down to the input."""
+        w = self.w
+        order = ["logits", "a2", "z2", "a1", "z1"]
+        i = order.index(start)
+        if i <= 0:
+            d = (d @ w["w3"].T).reshape(c["p"].shape)
+            d = maxpool2_backward(d, c["win"])
+        if i <= 1:
+            d = rect_backward(d, c["z2"], rule, max_value=6.0)
+        if i <= 2:
+            d = conv2d_backward(d, c["a1"].shape, w["w2"])
+        if i <= 3:
+            d = rect_backward(d, c["z1"], rule)
+        return conv2d_backward(d, c["x"].shape, w["w1"])

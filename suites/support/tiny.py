@@ -55,7 +55,7 @@ def tiny_input(n: int = 3, seed: int = 1, dtype=np.float64) -> np.ndarray:
 
 
 def weights_snapshot(model: keras.Model) -> list[np.ndarray]:
-    return [np.array(v) for v in model.weights]
+    return [np.array(v.numpy()) for v in model.weights]
 
 
 def assert_model_unchanged(model: keras.Model, before: list[np.ndarray], x=None, out_before=None):

@@ -1,0 +1,53 @@
+"""Benchmarks: gradient and modified-backprop methods beside a plain forward+backward pass.
+
+``extra_info["ratio"]`` = method time / (``passes`` plain forward+backward passes of the
+same model on the same batch).  Goals (issue 2): saliency, gradient x input, DeconvNet and
+guided backprop within 1.05x of one pass at batch 8; SmoothGrad, VarGrad and integrated
+gradients within 1.05x of n passes.  The ResNet50 224 px cases are `slow`; the default run
+uses MobileNetV2 at 96 px and, with --benchmark-disable, runs each once as a smoke check.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cnnvis_eval as cv
+from cnnvis_eval.evaluation.cost import reference_passes
+from conftest import big_spec, smooth_images
+
+N_SAMPLES = 16
+METHODS = {
+    "saliency": ({}, 1),
+    "gradient_x_input": ({}, 1),
+    "deconvnet": ({}, 1),
+    "guided_backprop": ({}, 1),
+    "integrated_gradients": ({"steps": N_SAMPLES}, N_SAMPLES),
+    "smoothgrad": ({"n": N_SAMPLES}, N_SAMPLES),
+    "vargrad": ({"n": N_SAMPLES}, N_SAMPLES),
+}
+MODELS = [
+    pytest.param(("mobilenet_v2", 96), id="mobilenet_v2@96"),
+    pytest.param(("resnet50", 224), id="resnet50@224", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", list(METHODS))
+def test_gradient_method_cost(bench_ratio, model, method):
+    name, size = model
+    spec = big_spec(name, size)
+    x = spec.preprocess(smooth_images(8, size))
+    params, passes = METHODS[method]
+    explainer = cv.get_method(method)(spec, **params)
+    _, fwd_bwd = reference_passes(spec)
+
+    def plain():
+        for _ in range(passes):
+            out = fwd_bwd(x).numpy()
+        return out
+
+    exp = bench_ratio(lambda: explainer.explain(x, batch_size=8), plain, rounds=3,
+                      method=method, model=f"{name}@{size}", batch=8, passes=passes)
+    assert exp.heatmap.shape == (8, size, size) and np.isfinite(exp.heatmap).all()

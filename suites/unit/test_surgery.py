@@ -1,0 +1,124 @@
+"""FlatGraph: nested models, softmax stripping, user models untouched."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import cnnvis_eval as cv
+from cnnvis_eval.models.surgery import OUTPUT, FlatGraph, rectifier_of, to_logits
+from suites.support import numpy_ref as R
+from suites.support import tiny
+
+
+@pytest.mark.parametrize("api", ["functional", "sequential", "nested"])
+def test_flat_graph_runs_like_the_model(api, tiny_x):
+    model = tiny.tiny_cnn(api=api)
+    graph = FlatGraph(model)
+    out = graph.run(tiny_x)[0]
+    np.testing.assert_allclose(np.asarray(out), np.asarray(model(tiny_x)), rtol=1e-12)
+    assert [n for n in graph.layer_names if n in ("conv1", "conv2", "relu6", "pool", "flatten", "dense")] == [
+        "conv1", "conv2", "relu6", "pool", "flatten", "dense"]
+    if api == "nested":
+        assert graph.node("conv1").scope == ("trunk",)
+        assert graph.node("trunk/conv1") is graph.node("conv1")
+        # the nested model's own name gives its output
+        np.testing.assert_allclose(np.asarray(graph.run(tiny_x, ["trunk"])[0]),
+                                   np.asarray(graph.run(tiny_x, ["relu6"])[0]))
+
+
+@pytest.mark.parametrize("api", ["functional", "sequential", "nested"])
+def test_methods_agree_across_apis(api, tiny_x):
+    """A Sequential or nested model gives the same guided backprop as the functional one."""
+    flat = cv.explain("guided_backprop", tiny.tiny_cnn(api="functional"), tiny_x)
+    other = cv.explain("guided_backprop", tiny.tiny_cnn(api=api), tiny_x)
+    np.testing.assert_allclose(other.attribution, flat.attribution, rtol=1e-12, atol=1e-14)
+    assert other.meta["rectifiers"] == 2
+
+
+def _softmax_variants():
+    def dense_act():
+        return tiny.tiny_cnn(softmax=True)
+
+    def activation_layer():
+        base = tiny.tiny_cnn()
+        return keras.Model(base.input, keras.layers.Activation("softmax", dtype="float64")(base.output))
+
+    def softmax_layer():
+        base = tiny.tiny_cnn()
+        return keras.Sequential([keras.Input((6, 6, 2), dtype="float64"), base, keras.layers.Softmax(dtype="float64")])
+
+    return {"dense_activation": dense_act, "activation_layer": activation_layer, "softmax_layer": softmax_layer}
+
+
+@pytest.mark.parametrize("kind", list(_softmax_variants()))
+def test_softmax_is_stripped_on_a_clone(kind, tiny_x):
+    model = _softmax_variants()[kind]()
+    probs = np.asarray(model(tiny_x))
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+    graph = FlatGraph(model)
+    assert graph.stripped is not None
+    ref = R.TinyNet(tiny.tiny_weights())
+    np.testing.assert_allclose(np.asarray(graph.run(tiny_x)[0]), ref.logits(tiny_x), rtol=1e-12)
+    exp = cv.explain("saliency", model, tiny_x)
+    np.testing.assert_allclose(exp.scores, ref.logits(tiny_x).max(1), rtol=1e-6)
+    assert "stripped_softmax" in exp.meta
+    np.testing.assert_array_equal(np.asarray(model(tiny_x)), probs)  # user model still softmax
+    logits_model = to_logits(model)
+    np.testing.assert_allclose(np.asarray(logits_model(tiny_x)), ref.logits(tiny_x), rtol=1e-12)
+    np.testing.assert_array_equal(np.asarray(model(tiny_x)), probs)
+
+
+def test_no_softmax_means_nothing_stripped(tiny_model):
+    assert FlatGraph(tiny_model).stripped is None
+
+
+def test_transfer_learning_nested_model(tiny_x):
+    """Sequential([base, GAP, Dense]) with a functional base: inner layers are reachable."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inp)
+    h = keras.layers.Conv2D(5, 3, name="c2")(h)
+    h = keras.layers.ReLU(6.0, name="r2")(h)
+    base = keras.Model(inp, h, name="base")
+    model = keras.Sequential([keras.Input((16, 16, 3)), base, keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    spec = cv.as_spec(model)
+    assert spec.last_conv_layer == "r2"
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
+    exp = cv.explain("saliency", model, x, target=cv.NeuronTarget("c2", 1))
+    assert exp.heatmap.shape == (2, 16, 16) and np.abs(exp.heatmap).max() > 0
+    gb = cv.explain("guided_backprop", model, x)
+    assert gb.meta["rectifiers"] == 2
+
+
+def test_rectifier_detection():
+    relu6_act = keras.layers.Activation("relu6")
+    assert rectifier_of(keras.layers.ReLU()) == rectifier_of(keras.layers.Activation("relu"))
+    assert rectifier_of(keras.layers.ReLU(max_value=6.0)).max_value == 6.0
+    assert rectifier_of(relu6_act).max_value == 6.0 and not rectifier_of(relu6_act).fused
+    assert rectifier_of(keras.layers.Dense(3, activation="relu")).fused
+    assert rectifier_of(keras.layers.ReLU(negative_slope=0.1)) is None
+    assert rectifier_of(keras.layers.Dense(3, activation="tanh")) is None
+    assert rectifier_of(keras.layers.Dense(3)) is None
+
+
+def test_unknown_layer_suggests_names(tiny_model):
+    graph = FlatGraph(tiny_model)
+    with pytest.raises(cv.TargetError, match=r"no layer named 'conv_1'.*'conv1'"):
+        graph.key("conv_1")
+    assert graph.key(OUTPUT) == graph.output_key
+
+
+def test_multi_output_model_is_rejected():
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(2, 3)(inp)
+    model = keras.Model(inp, [keras.layers.Flatten()(h), h])
+    with pytest.raises(cv.InputError, match="2 outputs"):
+        FlatGraph(model)
+
+
+def test_unbuilt_sequential_is_rejected():
+    with pytest.raises(cv.InputError, match="not built"):
+        FlatGraph(keras.Sequential([keras.layers.Dense(3)]))
