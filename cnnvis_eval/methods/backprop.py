@@ -21,7 +21,7 @@ rectifier; the user's model is never touched.  Overrides are built once per expl
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import Callable
 
 import tensorflow as tf
 
@@ -33,27 +33,6 @@ from .base import BatchResult, Explainer, reduce_channels, register
 def _forward(z, r: Rectifier):
     y = tf.where(z > r.threshold, z, tf.zeros_like(z))
     return y if r.max_value is None else tf.minimum(y, tf.cast(r.max_value, z.dtype))
-
-
-def _pass_mask(z, r: Rectifier):
-    mask = z > r.threshold
-    if r.max_value is not None:
-        mask = tf.logical_and(mask, z < tf.cast(r.max_value, z.dtype))
-    return mask
-
-
-def guided_rectifier(r: Rectifier) -> Callable:
-    """Rectifier whose backward pass is ``max(dy, 0) * [lo < z < hi]``."""
-
-    @tf.custom_gradient
-    def f(z):
-        def grad(dy):
-            keep = tf.logical_and(_pass_mask(z, r), dy > 0)
-            return tf.where(keep, dy, tf.zeros_like(dy))
-
-        return _forward(z, r), grad
-
-    return f
 
 
 def deconvnet_rectifier(r: Rectifier) -> Callable:
@@ -69,17 +48,51 @@ def deconvnet_rectifier(r: Rectifier) -> Callable:
     return f
 
 
+@tf.custom_gradient
+def positive_gradient(y):
+    """Identity whose backward pass keeps only the positive part of the gradient."""
+    return tf.identity(y), tf.nn.relu
+
+
+def guided_overrides(graph: FlatGraph) -> dict:
+    """Overrides for Guided Backprop that keep every rectifying layer intact.
+
+    The rectifier's own backward pass already multiplies by its pass mask
+    ``[lo < z < hi]`` (TensorFlow's ReLU6 gradient is ``0 < z < 6``), so an identity after
+    the layer that keeps only the positive gradient gives exactly the guided rule
+    ``max(dy, 0) * [lo < z < hi]`` — without splitting fused Conv+ReLU layers, which keeps
+    their fused forward kernels and costs nothing extra.
+    """
+    _check_visible(graph)
+    out: dict = {}
+    for node in graph.nodes:
+        if rectifier_of(node.layer) is None:
+            continue
+
+        def call(*a, _node=node, **k):
+            if getattr(_node.layer, "_call_has_training_arg", False):
+                k["training"] = False
+            return positive_gradient(_node.layer(*a, **k))
+
+        out[node.name] = call
+    return out
+
+
+def _check_visible(graph: FlatGraph) -> None:
+    if graph.opaque:
+        raise UnsupportedLayerError(
+            f"model {graph.model.name!r} is a subclassed model; modified backpropagation needs "
+            "to see its ReLU layers (build it with the functional or Sequential API)"
+        )
+
+
 def rectifier_overrides(graph: FlatGraph, make: Callable[[Rectifier], Callable]) -> dict:
     """Layer-name -> callable overrides replacing every rectifier of ``graph`` by ``make(r)``.
 
     Fused rectifiers (``Conv2D(activation="relu")``) become a linear clone of the layer
     followed by the new rectifier.
     """
-    if graph.opaque:
-        raise UnsupportedLayerError(
-            f"model {graph.model.name!r} is a subclassed model; modified backpropagation needs "
-            "to see its ReLU layers (build it with the functional or Sequential API)"
-        )
+    _check_visible(graph)
     out: dict = {}
     for node in graph.nodes:
         r = rectifier_of(node.layer)
@@ -97,18 +110,20 @@ def rectifier_overrides(graph: FlatGraph, make: Callable[[Rectifier], Callable])
 class ModifiedBackprop(Explainer):
     """Middle class: the gradient through rectifiers with a replaced backward rule.
 
-    Subclasses set ``rule`` to a factory ``Rectifier -> callable``.
+    Subclasses implement ``build_overrides(graph) -> {layer name: callable}``.
     heatmap = max over channels of |signal| (``channel_reduce`` overrides);
     ``attribution`` is the backpropagated signal, shape (N, H, W, C).
     ``meta["rectifiers"]`` counts the rectifiers that were replaced.
     """
 
-    rule: ClassVar[Callable[[Rectifier], Callable]]
-
     def __init__(self, model, *, channel_reduce: str = "max_abs"):
         super().__init__(model, channel_reduce=channel_reduce)
         self.channel_reduce = channel_reduce
-        self.overrides = rectifier_overrides(self.graph, type(self).rule)
+        self.overrides = self.build_overrides(self.graph)
+
+    @staticmethod
+    def build_overrides(graph: FlatGraph) -> dict:
+        raise NotImplementedError
 
     def _explain_batch(self, x, bound):
         g, s, i = self.gradients(x, bound, self.overrides, tag=self.name)
@@ -120,11 +135,17 @@ class ModifiedBackprop(Explainer):
 class GuidedBackprop(ModifiedBackprop):
     """Guided Backpropagation (Springenberg et al. 2015)."""
 
-    rule = staticmethod(guided_rectifier)
+    build_overrides = staticmethod(guided_overrides)
 
 
 @register("deconvnet")
 class DeconvNet(ModifiedBackprop):
-    """DeconvNet (Zeiler & Fergus 2014) as a modified backward pass."""
+    """DeconvNet (Zeiler & Fergus 2014) as a modified backward pass.
 
-    rule = staticmethod(deconvnet_rectifier)
+    The DeconvNet rule ignores the forward pass mask, so fused Conv+ReLU layers are split
+    into a linear clone (copied weights) and a rectifier with the replaced backward pass.
+    """
+
+    @staticmethod
+    def build_overrides(graph: FlatGraph) -> dict:
+        return rectifier_overrides(graph, deconvnet_rectifier)

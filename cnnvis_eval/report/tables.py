@@ -1,0 +1,141 @@
+"""Score tables: every table is a pivot of the one long results DataFrame.
+
+The long frame has one row per measurement with columns ``method, model, image, neuron,
+metric, value`` (suite runs add ``suite, test``).  :func:`pivot` turns one metric into a
+method x model table; :func:`score_tables` builds the report's set of tables (the objective
+counterpart of the study's table of hits) and :func:`totals` the per-method totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+
+COLUMNS = ["method", "model", "image", "neuron", "metric", "value"]
+
+
+@dataclass(frozen=True)
+class Score:
+    """One score table: which metric, how it is aggregated, and which direction is better."""
+
+    key: str
+    title: str
+    metric: str
+    higher_is_better: bool | None  # None: no "best" (e.g. agreement)
+    neuron: str | None = "logit"  # restrict to this neuron kind (None: all)
+    agg: str = "mean"
+    description: str = ""
+
+
+SCORES: tuple[Score, ...] = (
+    Score("pointing_game", "Localization: pointing-game hit rate", "pointing_game", True,
+          description="fraction of synthetic images whose heatmap maximum lies on the target object"),
+    Score("relevance_mass", "Localization: relevance mass on the object", "relevance_mass_accuracy", True,
+          description="share of positive relevance that falls inside the ground-truth mask"),
+    Score("deletion", "Faithfulness: deletion AUC", "deletion_auc", False,
+          description="area under the target score while the most relevant pixels are removed (lower is better)"),
+    Score("insertion", "Faithfulness: insertion AUC", "insertion_auc", True,
+          description="area under the target score while the most relevant pixels are revealed (higher is better)"),
+    Score("randomization", "Randomization: similarity after full cascading randomization",
+          "randomization_similarity", False,
+          description="Spearman rank correlation (absolute maps) between the heatmap of the trained model "
+                      "and of the fully re-initialized model (lower = more sensitive to the model = better)"),
+    Score("agreement", "Agreement with the other methods", "agreement", None, neuron=None,
+          description="mean Spearman rank correlation with every other method's heatmap of the same image and neuron"),
+    Score("cost", "Cost (ratio to one forward+backward pass)", "cost_ratio", False, neuron=None,
+          description="seconds per image divided by a plain forward+backward pass of the same model in the same run"),
+)
+
+
+def check_long(results: pd.DataFrame) -> pd.DataFrame:
+    """Validate the long results frame (required columns, numeric values)."""
+    missing = [c for c in COLUMNS if c not in results.columns]
+    if missing:
+        raise InputError(f"results frame lacks columns {missing}; it has {list(results.columns)}")
+    out = results.copy()
+    out["value"] = pd.to_numeric(out["value"], errors="coerce")
+    return out
+
+
+def pivot(results: pd.DataFrame, metric: str, neuron: str | None = None, agg: str = "mean") -> pd.DataFrame:
+    """Method x model table of ``metric`` aggregated over images (and neurons)."""
+    df = check_long(results)
+    df = df[df["metric"] == metric]
+    if neuron is not None:
+        df = df[df["neuron"] == neuron]
+    if df.empty:
+        return pd.DataFrame()
+    table = df.pivot_table(index="method", columns="model", values="value", aggfunc=agg)
+    table.columns.name = None
+    table.index.name = "method"
+    return table
+
+
+def score_tables(results: pd.DataFrame, scores=SCORES) -> dict[str, tuple[Score, pd.DataFrame]]:
+    """The report's score tables that have data: key -> (Score, method x model table)."""
+    out = {}
+    for s in scores:
+        t = pivot(results, s.metric, s.neuron, s.agg)
+        if not t.empty:
+            out[s.key] = (s, t)
+    return out
+
+
+def best_mask(table: pd.DataFrame, higher_is_better: bool | None) -> pd.DataFrame:
+    """Boolean frame marking the best method per model column (ties all marked)."""
+    if higher_is_better is None or table.empty:
+        return pd.DataFrame(False, index=table.index, columns=table.columns)
+    best = table.max() if higher_is_better else table.min()
+    return table.eq(best, axis=1) & table.notna()
+
+
+def totals(results: pd.DataFrame, scores=SCORES) -> pd.DataFrame:
+    """Per-method totals across the score tables.
+
+    Columns: ``pointing_game_hits`` (images whose heatmap maximum hit the object, summed
+    over models — the objective counterpart of the study's "hits"), ``wins`` (model columns
+    in which the method is best, over all directed tables), and ``mean_rank`` (mean rank
+    over all directed tables and models; 1 = best).
+    """
+    df = check_long(results)
+    methods = sorted(df["method"].unique())
+    out = pd.DataFrame(index=pd.Index(methods, name="method"))
+    pg = df[(df["metric"] == "pointing_game") & (df["neuron"] == "logit")]
+    out["pointing_game_hits"] = pg.groupby("method")["value"].sum().reindex(methods).fillna(0).astype(int)
+    wins = pd.Series(0, index=methods)
+    ranks = []
+    for s, t in score_tables(results, scores).values():
+        if s.higher_is_better is None:
+            continue
+        wins = wins.add(best_mask(t, s.higher_is_better).sum(axis=1), fill_value=0)
+        ranks.append(t.rank(ascending=not s.higher_is_better, method="min"))
+    out["wins"] = wins.reindex(methods).fillna(0).astype(int)
+    if ranks:
+        stacked = pd.concat(ranks, axis=1)
+        out["mean_rank"] = stacked.mean(axis=1).reindex(methods)
+    return out.sort_values(["wins", "pointing_game_hits"], ascending=False)
+
+
+def to_html(table: pd.DataFrame, higher_is_better: bool | None = None, fmt: str = "{:.3f}") -> str:
+    """HTML table with the best value per column in bold (class ``best``)."""
+    if table.empty:
+        return "<p><em>no data</em></p>"
+    mask = best_mask(table, higher_is_better)
+
+    def cell(v, b):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return '<td class="na">n/a</td>'
+        text = fmt.format(v) if isinstance(v, (int, float, np.number)) else str(v)
+        return f'<td class="best">{text}</td>' if b else f"<td>{text}</td>"
+
+    head = "".join(f"<th>{c}</th>" for c in table.columns)
+    rows = []
+    for idx in table.index:
+        cells = "".join(cell(table.at[idx, c], bool(mask.at[idx, c])) for c in table.columns)
+        rows.append(f"<tr><th>{idx}</th>{cells}</tr>")
+    return (f'<table class="scores"><thead><tr><th>{table.index.name or ""}</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
