@@ -302,14 +302,18 @@ class _RowScorer:
     """
 
     def __init__(self, owner: "Lime", x, fudged, segments, index):
-        self.owner, self.x, self.fudged, self.segments = owner, x, fudged, segments
+        n = int(segments.max()) + 1
+        onehot = np.zeros((n, segments.size), owner.dtype)
+        onehot[segments.reshape(-1), np.arange(segments.size)] = 1
+        self.owner, self.x, self.fudged = owner, tf.constant(x), tf.constant(fudged)
+        self.onehot = tf.constant(onehot)
         self.index = np.int32(index)
 
     def score_rows(self, rows):
         fn = self.owner._lime_fn(self.owner._bound)
         rows = np.asarray(rows, self.owner.dtype)
         idx = np.full(len(rows), self.index, np.int32)
-        s = fn(self.x, self.fudged, self.segments, rows, idx).numpy()
+        s = fn(self.x, self.fudged, self.onehot, rows, idx).numpy()
         self.owner._tick(len(rows))
         return s.astype(np.float64)[:, None]
 
@@ -437,7 +441,8 @@ class Lime(PerturbationExplainer):
             return self._segmentation
         key = (int(shape[0]), int(shape[1]))
         if key not in self._segmenters:
-            self._segmenters[key] = SegmentationAlgorithm(self._segmentation, **self.segmentation_params(shape))
+            params = self.segmentation_params(shape)
+            self._segmenters[key] = SegmentationAlgorithm(self._segmentation, **params)
         return self._segmenters[key]
 
     def calls_per_image(self, shape) -> int:
@@ -466,12 +471,13 @@ class Lime(PerturbationExplainer):
             graph, img = self.graph, self._image_spec()
 
             @tf.function(input_signature=[
-                img, img, tf.TensorSpec(img.shape[:2], tf.int32),
+                img, img, tf.TensorSpec((None, None), img.dtype),
                 tf.TensorSpec((None, None), img.dtype), tf.TensorSpec((None,), tf.int32),
             ])
-            def score(x, fudged, segments, rows, indices):
-                keep = tf.gather(rows, segments, axis=1) > 0.5  # (b, H, W)
-                xs = tf.where(keep[..., None], x[None], fudged[None])
+            def score(x, fudged, onehot, rows, indices):
+                # rows (b, n) 0/1 @ onehot (n, H*W) -> exactly 0/1 per pixel
+                keep = tf.reshape(tf.matmul(rows, onehot), tf.concat([[-1], tf.shape(x)[:2], [1]], 0))
+                xs = tf.where(keep > 0.5, x[None], fudged[None])
                 value = graph.run(xs, [bound.key])[0]
                 return bound.select(value, indices)[0]
 
