@@ -12,6 +12,7 @@ from lime import lime_image
 import cnnvis_eval as cv
 from cnnvis_eval.errors import InputError, TargetError
 from cnnvis_eval.methods.perturbation import BatchedLimeImageExplainer, Lime, Occlusion, Rise
+from conftest import big_params, big_spec
 from suites.support import perturb_models as pm
 
 SIZE = 40
@@ -297,3 +298,22 @@ def test_mini_model_on_photos(method, params):
     exp = cv.explain(method, spec, x, progress=False, **params)
     assert exp.heatmap.shape == (2, h, w) and np.all(np.isfinite(exp.heatmap))
     assert np.ptp(exp.heatmap[0]) > 0
+
+
+# ---------------------------------------------------------------------- big architectures
+@pytest.mark.slow
+@pytest.mark.parametrize("name", big_params())
+def test_big_architectures(name, big_input):
+    """All three methods run on the five architectures (96 px, random weights, 2 images) for
+    a class and an intermediate channel, with few samples."""
+    spec = big_spec(name)
+    x = big_input(spec, n=2)
+    before = x.copy()
+    for method, params in (("lime", {"num_samples": 24}), ("occlusion", {"window": 32, "stride": 32}),
+                           ("rise", {"n_masks": 24})):
+        explainer = cv.get_method(method)(spec, progress=False, **params)
+        for target in (cv.ClassTarget("top"), cv.NeuronTarget(spec.intermediate_layers[0])):
+            exp = explainer.explain(x, target)
+            assert exp.heatmap.shape == (2, 96, 96) and np.all(np.isfinite(exp.heatmap))
+            assert np.ptp(exp.heatmap[0]) > 0, (method, target)
+    np.testing.assert_array_equal(x, before)
