@@ -19,6 +19,7 @@ from . import errors  # noqa: E402
 from .errors import CnnVisError, InputError, TargetError, UnsupportedLayerError  # noqa: E402
 from .methods import Explainer, Explanation, get_method, list_methods  # noqa: E402
 from .methods.base import register  # noqa: E402
+from .methods.synthesis import activation_maximization, network_inversion  # noqa: E402
 from .models import ModelSpec, list_models, load_model  # noqa: E402
 from .models.spec import as_spec  # noqa: E402
 from .targets import ClassTarget, NeuronTarget  # noqa: E402
@@ -36,6 +37,7 @@ __all__ = [
     "NeuronTarget",
     "TargetError",
     "UnsupportedLayerError",
+    "activation_maximization",
     "as_spec",
     "errors",
     "explain",
@@ -43,5 +45,6 @@ __all__ = [
     "list_methods",
     "list_models",
     "load_model",
+    "network_inversion",
     "register",
 ]

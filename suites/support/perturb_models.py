@@ -1,0 +1,135 @@
+"""Hand-set models and NumPy references for the perturbation and synthesis tests.
+
+Nothing here imports cnnvis_eval (DESIGN.md rule 5): the references are independent
+re-computations with plain loops.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def region_model(size: int = 32, region=(4, 16, 4, 16), dtype: str = "float32") -> keras.Model:
+    """A model whose logit 0 depends only on the texture inside one image region.
+
+    x (size, size, 3) -> Conv2D "texture" (2 filters: +/- Laplacian of the channel sum,
+    ReLU, so the two channels together are |Laplacian|) -> Cropping2D "region" to rows
+    ``region[0]:region[1]``, cols ``region[2]:region[3]`` -> GlobalAveragePooling ->
+    Dense "logits" (2): logit 0 = mean |Laplacian| in the region (times 10), logit 1 = its
+    negative.  Flat superpixels (LIME's mean colour) and faded pixels (RISE) lower logit 0
+    exactly when they fall inside the region.
+    """
+    r0, r1, c0, c1 = region
+    k = np.zeros((3, 3, 3, 2))
+    for c in range(3):
+        k[:, :, c, 0] = LAPLACIAN
+        k[:, :, c, 1] = -LAPLACIAN
+    inp = keras.Input((size, size, 3), dtype=dtype, name="image")
+    conv = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="texture", dtype=dtype)
+    crop = keras.layers.Cropping2D(((r0, size - r1), (c0, size - c1)), name="region", dtype=dtype)
+    gap = keras.layers.GlobalAveragePooling2D(name="gap", dtype=dtype)
+    dense = keras.layers.Dense(2, name="logits", dtype=dtype)
+    model = keras.Model(inp, dense(gap(crop(conv(inp)))), name="region_model")
+    conv.set_weights([k, np.zeros(2)])
+    dense.set_weights([np.array([[10.0, -10.0], [10.0, -10.0]]), np.zeros(2)])
+    return model
+
+
+def textured_image(size: int = 32, seed: int = 0, tile: int = 8) -> np.ndarray:
+    """(1, size, size, 3) float32 image in [-1, 1]: flat coloured tiles of ``tile`` px with a
+    fine random texture on top (so superpixels follow the tiles and every tile has texture)."""
+    rng = np.random.default_rng(seed)
+    n = -(-size // tile)
+    colours = rng.uniform(-0.6, 0.6, (n, n, 3))
+    img = np.repeat(np.repeat(colours, tile, 0), tile, 1)[:size, :size]
+    img = img + rng.uniform(-0.3, 0.3, (size, size, 1))
+    return np.clip(img, -1, 1)[None].astype(np.float32)
+
+
+def linear_model(size: int = 12, channels: int = 2, classes: int = 3, seed: int = 0,
+                 dtype: str = "float64") -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    """logits = flatten(x) @ W + b; returns (model, W (size, size, channels, classes), b)."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 1, (size, size, channels, classes))
+    b = rng.normal(0, 1, classes)
+    inp = keras.Input((size, size, channels), dtype=dtype, name="image")
+    dense = keras.layers.Dense(classes, name="logits", dtype=dtype)
+    model = keras.Model(inp, dense(keras.layers.Flatten(dtype=dtype)(inp)), name="linear")
+    dense.set_weights([w.reshape(-1, classes), b])
+    return model, w, b
+
+
+def occlusion_reference(x, w, b, cls: int, window, stride, baseline: float) -> np.ndarray:
+    """Occlusion map of the linear model by brute force: for every window position (a last
+    position flush with the border added when the stride misses it) evaluate the occluded
+    logit, credit the drop to the window's pixels, average per pixel.  x (H, W, C)."""
+    h, wd, _ = x.shape
+    (wh, ww), (sh, sw) = window, stride
+
+    def starts(n, k, s):
+        out = list(range(0, n - k + 1, s))
+        if out[-1] != n - k:
+            out.append(n - k)
+        return out
+
+    def logit(img):
+        return float(np.sum(img * w[..., cls]) + b[cls])
+
+    f0 = logit(x)
+    total = np.zeros((h, wd))
+    count = np.zeros((h, wd))
+    for y0 in starts(h, wh, sh):
+        for x0 in starts(wd, ww, sw):
+            occ = x.copy()
+            occ[y0:y0 + wh, x0:x0 + ww, :] = baseline
+            total[y0:y0 + wh, x0:x0 + ww] += f0 - logit(occ)
+            count[y0:y0 + wh, x0:x0 + ww] += 1
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)  # uncovered: 0
+
+
+def rise_masks_reference(grids, shifts, size) -> np.ndarray:
+    """Petsiuk et al.'s mask generator: each binary grid upsampled with
+    ``skimage.transform.resize(order=1, mode="reflect", anti_aliasing=False)`` to
+    ``(s + 1) * cell`` pixels and cropped at its shift.  grids (N, s, s), shifts (N, 2)."""
+    from skimage.transform import resize
+
+    h, w = size
+    s = grids.shape[1]
+    ch, cw = -(-h // s), -(-w // s)
+    out = np.empty((len(grids), h, w))
+    for i, (g, (dy, dx)) in enumerate(zip(grids, shifts)):
+        up = resize(g.astype(np.float64), ((s + 1) * ch, (s + 1) * cw), order=1,
+                    mode="reflect", anti_aliasing=False)
+        out[i] = up[dy:dy + h, dx:dx + w]
+    return out
+
+
+def tv_numpy(u: np.ndarray, beta: float = 2.0, scale: float = 1.0) -> float:
+    """Total variation with exponent beta of one image u (H, W, C), by explicit loops over
+    the pixels with a right and a lower neighbour (mean over them)."""
+    h, w, _ = u.shape
+    vals = []
+    for i in range(h - 1):
+        for j in range(w - 1):
+            d = np.sum((u[i, j + 1] - u[i, j]) ** 2) + np.sum((u[i + 1, j] - u[i, j]) ** 2)
+            vals.append((d / scale**2) ** (beta / 2))
+    return float(np.mean(vals))
+
+
+def small_cnn(size: int = 32, seed: int = 0, classes: int = 5) -> keras.Model:
+    """A small random-weight ReLU CNN (He init, seeded): conv8-conv16-pool-conv32-GAP-dense."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 3), name="image")
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1",
+                            kernel_initializer="he_normal")(inp)
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2",
+                            kernel_initializer="he_normal")(h)
+    h = keras.layers.MaxPooling2D(2, name="pool")(h)
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv3",
+                            kernel_initializer="he_normal")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    out = keras.layers.Dense(classes, name="logits")(h)
+    return keras.Model(inp, out, name="small_cnn")

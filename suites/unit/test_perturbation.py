@@ -1,0 +1,319 @@
+"""Perturbation methods: LIME, occlusion, RISE (cnnvis_eval.methods.perturbation)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import keras
+import numpy as np
+import pytest
+from lime import lime_image
+
+import cnnvis_eval as cv
+from cnnvis_eval.errors import InputError, TargetError
+from cnnvis_eval.methods.perturbation import BatchedLimeImageExplainer, Lime, Occlusion, Rise
+from conftest import big_params, big_spec
+from suites.support import perturb_models as pm
+
+SIZE = 40
+REGION = (8, 32, 8, 32)  # rows 8:32, cols 8:32 = 3 x 3 of the 8-px tiles
+
+
+@pytest.fixture(scope="module")
+def region():
+    model = pm.region_model(SIZE, REGION)
+    inside = np.zeros((SIZE, SIZE), bool)
+    inside[REGION[0]:REGION[1], REGION[2]:REGION[3]] = True
+    x = np.concatenate([pm.textured_image(SIZE, seed=0), pm.textured_image(SIZE, seed=1)])
+    return model, x, inside
+
+
+@pytest.fixture(scope="module")
+def linear():
+    return pm.linear_model(size=12, channels=2, classes=3, seed=0)
+
+
+def _lime(model, **kw):
+    kw.setdefault("num_samples", 200)
+    kw.setdefault("progress", False)
+    return Lime(model, **kw)
+
+
+# ---------------------------------------------------------------------- registry
+def test_registered():
+    for name in ("lime", "occlusion", "rise"):
+        assert name in cv.list_methods()
+    assert cv.get_method("lime").stochastic and cv.get_method("rise").stochastic
+    assert not cv.get_method("occlusion").stochastic
+
+
+# ---------------------------------------------------------------------- LIME
+@pytest.mark.parametrize("segmentation", ["quickshift", "slic"])
+def test_lime_top_superpixels_lie_in_the_region(region, segmentation):
+    model, x, inside = region
+    exp = _lime(model, segmentation=segmentation).explain(x[:1], cv.ClassTarget(0))
+    seg, top = exp.meta["segments"][0], exp.meta["top_mask"][0]
+    assert exp.heatmap.shape == (1, SIZE, SIZE) and exp.heatmap.dtype == np.float32
+    top_ids = np.unique(seg[top])
+    assert len(top_ids) == 5  # top_k default, as in the study
+    for s in top_ids:  # every top superpixel lies (mostly) inside the region
+        assert inside[seg == s].mean() > 0.5, (s, inside[seg == s].mean())
+    # superpixels entirely outside the region do not matter to the model
+    w = exp.meta["weights"][0]
+    outside = [s for s in range(len(w)) if not inside[seg == s].any()]
+    assert np.abs(w[outside]).max() < 0.2 * w[top_ids].min()
+    # heatmap = the superpixel weights painted on their pixels
+    np.testing.assert_array_equal(exp.heatmap[0], w[seg])
+    assert exp.scores[0] == pytest.approx(float(model(x[:1])[0, 0]), rel=1e-5)
+    assert exp.meta["r2"][0] > 0.9
+
+
+def test_lime_is_built_on_the_lime_package(region):
+    """Our batched data_labels draws the same samples and builds the same images as lime's
+    own loop, and the whole explanation equals lime's explain_instance."""
+    model, x, _ = region
+    image = x[0].astype(np.float64)
+    exp = _lime(model, num_samples=60, seed=3).explain(x[:1], cv.ClassTarget(0))
+    segments = exp.meta["segments"][0]
+
+    def classifier(images):  # plain Keras call, outside cnnvis_eval
+        return np.asarray(model(np.asarray(images, np.float32)))[:, :1].astype(np.float64)
+
+    fudged = np.zeros_like(image)
+    for s in np.unique(segments):
+        fudged[segments == s] = image[segments == s].mean(axis=0)
+    orig = lime_image.LimeImageExplainer(random_state=7).data_labels(
+        image, fudged, segments, classifier, 25, batch_size=7)
+    ours = BatchedLimeImageExplainer(random_state=7).data_labels(
+        image, fudged, segments, classifier, 25, batch_size=7)
+    np.testing.assert_array_equal(orig[0], ours[0])
+    np.testing.assert_array_equal(orig[1], ours[1])
+
+    ref = lime_image.LimeImageExplainer(
+        kernel_width=0.25, feature_selection="none", random_state=np.random.RandomState(3)
+    ).explain_instance(
+        image, classifier, labels=(0,), hide_color=None, top_labels=None,
+        num_features=int(segments.max()) + 1, num_samples=60, batch_size=16,
+        segmentation_fn=lambda _img: segments, random_seed=3,
+    )
+    ref_w = np.zeros(int(segments.max()) + 1)
+    for f, w in ref.local_exp[0]:
+        ref_w[f] = w
+    np.testing.assert_allclose(exp.meta["weights"][0], ref_w, rtol=1e-3, atol=1e-4)
+    _, ref_mask = ref.get_image_and_mask(0, positive_only=True, num_features=5, hide_rest=False)
+    np.testing.assert_array_equal(exp.meta["top_mask"][0], ref_mask > 0)
+
+
+def test_lime_seeded_and_batch_equals_per_image(region):
+    model, x, _ = region
+    lime = _lime(model, num_samples=100, seed=5)
+    batch = lime.explain(x, cv.ClassTarget(0))
+    again = lime.explain(x, cv.ClassTarget(0))
+    np.testing.assert_array_equal(batch.heatmap, again.heatmap)
+    np.testing.assert_array_equal(batch.meta["segments"], again.meta["segments"])
+    for i in range(len(x)):
+        one = lime.explain(x[i:i + 1], cv.ClassTarget(0))
+        np.testing.assert_array_equal(one.heatmap[0], batch.heatmap[i])
+        np.testing.assert_array_equal(one.meta["top_mask"][0], batch.meta["top_mask"][i])
+    other = _lime(model, num_samples=100, seed=6).explain(x[:1], cv.ClassTarget(0))
+    assert not np.array_equal(other.heatmap[0], batch.heatmap[0])
+    # batch size of the model calls does not change the result
+    small = lime.explain(x[:1], cv.ClassTarget(0), batch_size=7)
+    np.testing.assert_allclose(small.heatmap[0], batch.heatmap[0], rtol=1e-4, atol=1e-5)
+    assert small.meta["batch_size"] == 7 and small.meta["model_calls"] == 101
+
+
+def test_lime_neuron_target_top_resolved_on_the_image(region):
+    model, x, inside = region
+    exp = _lime(model).explain(x[:1], cv.NeuronTarget("region", "top", reduce="sum"))
+    sub = keras.Model(model.input, model.get_layer("region").output)
+    maps = np.asarray(sub(x[:1]))
+    assert exp.indices[0] == int(maps.mean(axis=(1, 2)).argmax(-1)[0])
+    assert exp.scores[0] == pytest.approx(float(maps[0, ..., exp.indices[0]].sum()), rel=1e-4)
+    seg, top = exp.meta["segments"][0], exp.meta["top_mask"][0]
+    for s in np.unique(seg[top]):
+        assert inside[seg == s].mean() > 0.5
+
+
+# ---------------------------------------------------------------------- occlusion
+@pytest.mark.parametrize(
+    "window, stride, baseline",
+    [(3, 1, 0.0), (4, 3, 0.5), ((2, 5), (3, 4), -1.0), (12, 5, 0.25)],
+    ids=["w3s1", "w4s3-border", "w2x5s3x4", "full-window"],
+)
+def test_occlusion_equals_exact_window_contributions(linear, window, stride, baseline):
+    model, w, b = linear
+    x = np.random.default_rng(1).normal(size=(2, 12, 12, 2))
+    occ = Occlusion(model, window=window, stride=stride, baseline=baseline, progress=False)
+    exp = occ.explain(x, cv.ClassTarget(1), batch_size=5)
+    win, st = occ.geometry(x.shape[1:])
+    for i in range(2):
+        ref = pm.occlusion_reference(x[i], w, b, 1, win, st, baseline)
+        np.testing.assert_allclose(exp.heatmap[i], ref, rtol=1e-5, atol=1e-5)
+    assert exp.heatmap.shape == (2, 12, 12)
+    np.testing.assert_allclose(exp.scores, x.reshape(2, -1) @ w[..., 1].reshape(-1) + b[1], rtol=1e-6)
+
+
+def test_occlusion_default_geometry_and_baselines(linear):
+    model, w, b = linear
+    x = np.random.default_rng(2).normal(size=(1, 12, 12, 2))
+    occ = Occlusion(model, progress=False)
+    assert occ.geometry((224, 224)) == ((16, 16), (8, 8))
+    (wh, ww), st = occ.geometry((12, 12))
+    assert (wh, ww) == (2, 2) and st == (1, 1)
+    exp = occ.explain(x, 0)
+    np.testing.assert_allclose(exp.heatmap[0], pm.occlusion_reference(x[0], w, b, 0, (2, 2), (1, 1), 0.0),
+                               rtol=1e-5, atol=1e-6)
+    per_channel = Occlusion(model, window=3, stride=3, baseline=[0.5, -0.5], progress=False).explain(x, 0)
+    # a per-channel baseline equals the reference with that baseline image
+    wx = (x[0] - np.array([0.5, -0.5])) * w[..., 0]
+    ref = np.zeros((12, 12))
+    for y0 in range(0, 12, 3):
+        for x0 in range(0, 12, 3):
+            ref[y0:y0 + 3, x0:x0 + 3] = wx[y0:y0 + 3, x0:x0 + 3].sum()
+    np.testing.assert_allclose(per_channel.heatmap[0], ref, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- RISE
+def test_rise_masks_are_petsiuk_masks(linear):
+    model, _, _ = linear
+    rise = Rise(model, n_masks=40, grid_size=5, p_keep=0.4, seed=3, progress=False)
+    d = rise.draws((12, 12))
+    ref = pm.rise_masks_reference(d["grids"], d["shifts"], (12, 12))
+    np.testing.assert_allclose(rise.masks((12, 12)), ref, atol=1e-12)
+    assert 0.3 < d["grids"].mean() < 0.5
+
+
+def test_rise_heatmap_equals_weighted_mask_sum(linear):
+    model, w, b = linear
+    x = np.random.default_rng(4).normal(size=(1, 12, 12, 2))
+    rise = Rise(model, n_masks=64, grid_size=4, p_keep=0.5, seed=0, baseline=0.3, progress=False)
+    exp = rise.explain(x, cv.ClassTarget(2), batch_size=10)
+    masks = pm.rise_masks_reference(rise.draws((12, 12))["grids"], rise.draws((12, 12))["shifts"], (12, 12))
+    samples = 0.3 + masks[..., None] * (x[0] - 0.3)
+    scores = samples.reshape(64, -1) @ w[..., 2].reshape(-1) + b[2]
+    ref = np.tensordot(scores, masks, axes=1) / (64 * 0.5)
+    np.testing.assert_allclose(exp.heatmap[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_rise_maximum_in_region_and_seeded(region):
+    model, x, inside = region
+    rise = Rise(model, n_masks=800, seed=0, progress=False)
+    exp = rise.explain(x, cv.ClassTarget(0))
+    for i in range(len(x)):
+        peak = np.unravel_index(exp.heatmap[i].argmax(), exp.heatmap[i].shape)
+        assert inside[peak], peak
+        assert exp.heatmap[i][inside].mean() > exp.heatmap[i][~inside].mean()
+    again = Rise(model, n_masks=800, seed=0, progress=False).explain(x[1:], cv.ClassTarget(0))
+    np.testing.assert_array_equal(again.heatmap[0], exp.heatmap[1])  # seeded; batch == per image
+    other = Rise(model, n_masks=800, seed=1, progress=False).explain(x[:1], cv.ClassTarget(0))
+    assert not np.allclose(other.heatmap[0], exp.heatmap[0])
+
+
+# ---------------------------------------------------------------------- contract
+def test_model_and_input_unchanged(linear, region):
+    model, _, _ = linear
+    x = np.random.default_rng(5).normal(size=(2, 12, 12, 2))
+    x_before = x.copy()
+    w_before = model.get_weights()
+    out_before = np.asarray(model(x))
+    Lime(model, num_samples=20, progress=False).explain(x, 0)
+    Occlusion(model, window=4, stride=4, progress=False).explain(x, 0)
+    Rise(model, n_masks=16, progress=False).explain(x, 0)
+    np.testing.assert_array_equal(x, x_before)
+    for a, b in zip(model.get_weights(), w_before):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.asarray(model(x)), out_before)
+
+
+def test_progress_bar(linear, capsys):
+    model, _, _ = linear
+    x = np.zeros((1, 12, 12, 2))
+    Rise(model, n_masks=400).explain(x, 0)  # > 300 model inputs: a bar by default
+    assert "rise" in capsys.readouterr().err
+    Rise(model, n_masks=400, progress=False).explain(x, 0)
+    Rise(model, n_masks=400).explain(x, 0, progress=False)
+    Rise(model, n_masks=40).explain(x, 0)  # few inputs: silent
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda m: Lime(m, num_samples=0), "num_samples"),
+        (lambda m: Lime(m, segmentation="watershed"), "segmentation"),
+        (lambda m: Lime(m, segmentation="slic", segmentation_params={"n_segmnts": 5}), "n_segmnts"),
+        (lambda m: Lime(m, top_k=0), "top_k"),
+        (lambda m: Lime(m, batch_size=0), "batch_size"),
+        (lambda m: Occlusion(m, window=13), "larger than the image"),
+        (lambda m: Occlusion(m, window=(2, 2, 2)), "window"),
+        (lambda m: Occlusion(m, stride=0), "stride"),
+        (lambda m: Occlusion(m, baseline="grey"), "baseline"),
+        (lambda m: Rise(m, n_masks=0), "n_masks"),
+        (lambda m: Rise(m, p_keep=1.5), "p_keep"),
+        (lambda m: Rise(m, grid_size=20), "grid_size"),
+    ],
+    ids=["lime-samples", "lime-seg", "lime-seg-param", "lime-topk", "lime-batch", "occ-window",
+         "occ-window-shape", "occ-stride", "occ-baseline", "rise-masks", "rise-p", "rise-grid"],
+)
+def test_bad_parameters(linear, make, match):
+    model, _, _ = linear
+    with pytest.raises(InputError, match=match):
+        make(model)
+
+
+def test_bad_inputs_and_targets(linear):
+    model, _, _ = linear
+    occ = Occlusion(model, window=4, progress=False)
+    x = np.zeros((1, 12, 12, 2))
+    with pytest.raises(InputError, match="shape"):
+        occ.explain(np.zeros((1, 10, 12, 2)), 0)
+    with pytest.raises(TargetError, match="out of range"):
+        occ.explain(x, 3)
+    with pytest.raises(TargetError, match="no layer named"):
+        occ.explain(x, cv.NeuronTarget("nope", 0))
+    with pytest.raises(InputError, match="baseline has shape"):
+        Occlusion(model, window=4, baseline=np.zeros(5), progress=False).explain(x, 0)
+    with pytest.raises(InputError, match="batch_size"):
+        occ.explain(x, 0, batch_size=0)
+
+
+# ---------------------------------------------------------------------- mini models
+_MINI = importlib.util.find_spec("cnnvis_eval.models.mini") is not None
+needs_mini = pytest.mark.skipif(not _MINI, reason="cnnvis_eval.models.mini (issue 6) is not in this checkout")
+
+
+@needs_mini
+@pytest.mark.parametrize("method, params", [
+    ("lime", {"num_samples": 200}), ("occlusion", {}), ("rise", {"n_masks": 500}),
+])
+def test_mini_model_on_photos(method, params):
+    from skimage import data
+    from skimage.transform import resize
+
+    spec = cv.load_model("mini_vgg")
+    h, w = spec.input_shape[:2]
+    imgs = np.stack([resize(f(), (h, w), preserve_range=True) for f in (data.chelsea, data.coffee)])
+    x = spec.preprocess(imgs.astype(np.float32))
+    exp = cv.explain(method, spec, x, progress=False, **params)
+    assert exp.heatmap.shape == (2, h, w) and np.all(np.isfinite(exp.heatmap))
+    assert np.ptp(exp.heatmap[0]) > 0
+
+
+# ---------------------------------------------------------------------- big architectures
+@pytest.mark.slow
+@pytest.mark.parametrize("name", big_params())
+def test_big_architectures(name, big_input):
+    """All three methods run on the five architectures (96 px, random weights, 2 images) for
+    a class and an intermediate channel, with few samples."""
+    spec = big_spec(name)
+    x = big_input(spec, n=2)
+    before = x.copy()
+    for method, params in (("lime", {"num_samples": 24}), ("occlusion", {"window": 32, "stride": 32}),
+                           ("rise", {"n_masks": 24})):
+        explainer = cv.get_method(method)(spec, progress=False, **params)
+        for target in (cv.ClassTarget("top"), cv.NeuronTarget(spec.intermediate_layers[0])):
+            exp = explainer.explain(x, target)
+            assert exp.heatmap.shape == (2, 96, 96) and np.all(np.isfinite(exp.heatmap))
+            assert np.ptp(exp.heatmap[0]) > 0, (method, target)
+    np.testing.assert_array_equal(x, before)
