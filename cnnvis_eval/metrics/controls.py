@@ -62,8 +62,12 @@ class EdgeExplainer(_Control):
     def _explain_batch(self, x, bound):
         s, i = self._scores(x, bound)
         x64 = x.astype(np.float64)
-        gy = ndimage.sobel(x64, axis=1, mode="nearest")
-        gx = ndimage.sobel(x64, axis=2, mode="nearest")
+        # Sobel along H and W only (scipy's ndimage.sobel would also smooth over the batch
+        # and channel axes): derivative [-1, 0, 1] on one axis, smoothing [1, 2, 1] on the other
+        d, s = [-1.0, 0.0, 1.0], [1.0, 2.0, 1.0]
+        c1 = lambda a, w, ax: ndimage.correlate1d(a, w, axis=ax, mode="nearest")  # noqa: E731
+        gx = c1(c1(x64, d, 2), s, 1)
+        gy = c1(c1(x64, d, 1), s, 2)
         heat = np.sqrt((gx * gx + gy * gy).sum(-1)).astype(np.float32)
         return BatchResult(heat, None, i, s)
 

@@ -228,7 +228,7 @@ class TopKIoU(Similarity):
             raise InputError(f"k must be a fraction in (0, 1] or a pixel count >= 1, got {k!r}")
         self.k, self.absolute = k, bool(absolute)
 
-    def _count(self, pixels: int) -> int:
+    def _k(self, pixels: int) -> int:
         k = self.k if isinstance(self.k, (int, np.integer)) else int(round(self.k * pixels))
         return int(min(max(k, 1), pixels))
 
@@ -237,7 +237,7 @@ class TopKIoU(Similarity):
         if self.absolute:
             a, b = np.abs(a), np.abs(b)
         n, p = a.shape
-        k = self._count(p)
+        k = self._k(p)
         top_a = np.argsort(-a, axis=1, kind="stable")[:, :k]
         top_b = np.argsort(-b, axis=1, kind="stable")[:, :k]
         ma = np.zeros((n, p), bool)
