@@ -49,6 +49,7 @@ valid for the gradient family and the controls.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import zlib
@@ -58,6 +59,7 @@ from typing import Any, Callable, Iterator, Sequence
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from ..errors import InputError, TargetError, UnsupportedArchitectureError
 from ..methods.base import Explanation
@@ -485,7 +487,22 @@ def randomization_explanations(
             ex = shared
         else:  # a fresh graph (empty compiled-function cache) over the randomized clone
             ex = factory(dataclasses.replace(work))
-        yield i + 1, rnd.groups[i].name, ex.explain(x, target=fixed, batch_size=batch_size, progress=False)
+        with _quiet_retracing():
+            exp = ex.explain(x, target=fixed, batch_size=batch_size, progress=False)
+        yield i + 1, rnd.groups[i].name, exp
+
+
+@contextlib.contextmanager
+def _quiet_retracing():
+    """Silence TensorFlow's "N out of the last N calls triggered retracing" warning: a
+    fresh explainer per step traces new functions on purpose."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _similarities(similarity) -> list[Metric]:
