@@ -25,8 +25,8 @@ from .base import image_rng
 
 class _Control(Explainer):
     def _scores(self, x, bound):
-        s, i = self.forward(x, bound)
-        return s, i
+        """Target scores and indices (one forward pass); the maps never use them."""
+        return self.forward(x, bound)
 
 
 class ConstantExplainer(_Control):
