@@ -1,0 +1,253 @@
+"""Randomization: clones, layer groups, re-initialization, curves, and the negative controls.
+
+Negative controls (DESIGN rule 6): on a small CNN trained inline, the constant and the
+edge-detector explainers must *fail* the model-parameter randomization test (their maps
+do not change at all), while the gradient (saliency) must pass (its similarity drops).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import cnnvis_eval as cv
+from cnnvis_eval import metrics as M
+from cnnvis_eval.errors import InputError, TargetError
+from cnnvis_eval.metrics import randomization as R
+from conftest import big_params, big_spec
+from suites.support import metric_models as MM
+from suites.support import tiny
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model, acc = MM.trained_bars_cnn()
+    assert acc > 0.9, f"the inline bars CNN did not train (accuracy {acc:.2f})"
+    x, _, _ = MM.bars(6, seed=11)
+    return model, x
+
+
+def bn_model():
+    inp = keras.Input((8, 8, 2))
+    h = keras.layers.Conv2D(4, 3, name="c1")(inp)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.ReLU(name="r1")(h)
+    h = keras.layers.Conv2D(4, 3, name="c2", activation="relu")(h)
+    out = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D(name="gap")(h))
+    model = keras.Model(inp, out, name="bn_model")
+    rng = np.random.default_rng(0)  # "trained" values everywhere (fresh BatchNorm equals its init)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(w.dtype) for w in model.get_weights()])
+    return model
+
+
+# ---------------------------------------------------------------------- groups
+def test_groups_of_the_tiny_model():
+    for api in ("functional", "sequential", "nested"):
+        groups = R.layer_groups(tiny.tiny_cnn(api=api))
+        assert [(g.name, g.layers) for g in groups] == [("dense", ("dense",)), ("conv2", ("conv2",)),
+                                                        ("conv1", ("conv1",))]
+
+
+def test_batchnorm_goes_with_its_layer():
+    m = bn_model()
+    for gran in ("layer", "block"):
+        groups = R.layer_groups(m, gran)
+        assert [(g.name, g.layers) for g in groups] == [("head", ("head",)), ("c2", ("c2",)),
+                                                        ("c1", ("c1", "bn1"))]
+
+
+@pytest.mark.parametrize("name", [p.values[0] for p in big_params()], ids=[p.id for p in big_params()])
+def test_block_groups_of_the_five_architectures(name):
+    spec = big_spec(name)
+    groups = R.layer_groups(spec)
+    names = [g.name for g in groups]
+    assert names[0] == "predictions"
+    first = {"vgg16": ["predictions", "fc2", "fc1", "block5", "block4", "block3", "block2", "block1"],
+             "resnet50": ["predictions", "conv5_block3", "conv5_block2", "conv5_block1", "conv4_block6"],
+             "inception_v3": ["predictions", "mixed10", "mixed9", "mixed8", "mixed7"],
+             "xception": ["predictions", "block14", "block13", "block12"],
+             "mobilenet_v2": ["predictions", "Conv_1", "block_16", "block_15"]}[name]
+    assert names[:len(first)] == first
+    weighted = {id(n.layer) for n in spec.graph.nodes if n.layer.weights}
+    covered = [id(spec.graph.node(lname).layer) for g in groups for lname in g.layers]
+    assert len(covered) == len(set(covered)) == len(weighted)  # every weighted layer exactly once
+    assert len(groups) == {"vgg16": 8, "resnet50": 18, "inception_v3": 17, "xception": 15,
+                           "mobilenet_v2": 20}[name]
+
+
+def test_explicit_groups_and_errors():
+    m = tiny.tiny_cnn()
+    groups = R.layer_groups(m, [("top", ["dense"]), ["conv2", "conv1"]])
+    assert [(g.name, g.layers) for g in groups] == [("top", ("dense",)), ("group1", ("conv2", "conv1"))]
+    with pytest.raises(TargetError, match="conv3"):
+        R.layer_groups(m, [["conv3"]])
+    with pytest.raises(InputError, match="no weights"):
+        R.layer_groups(m, [["pool"]])
+    with pytest.raises(InputError, match="granularity"):
+        R.layer_groups(m, "blocks")
+
+
+# ---------------------------------------------------------------------- clones
+@pytest.mark.parametrize("api", ["functional", "sequential", "nested"])
+def test_clone_with_weights(api):
+    model = tiny.tiny_cnn(api=api, softmax=True)
+    x = tiny.tiny_input()
+    clone = R.clone_with_weights(model)
+    assert clone.model is not model and clone.info["clone_of"] == model.name
+    logits = np.asarray(cv.as_spec(model).graph.run(x)[0])
+    np.testing.assert_array_equal(np.asarray(clone.model(x)), logits)  # linear head: logits
+    assert clone.graph.stripped is None
+    orig_ids = {id(v) for v in model.weights}
+    assert not any(id(v) in orig_ids for v in clone.model.weights)
+    before = tiny.weights_snapshot(model)
+    for v in clone.model.weights:
+        v.assign(np.zeros(v.shape))
+    tiny.assert_model_unchanged(model, before)
+
+
+# ---------------------------------------------------------------------- re-initialization
+def _by_layer(spec):
+    g = spec.graph
+    return {n.name: [np.array(v.numpy()) for v in n.layer.weights] for n in g.nodes if n.layer.weights}
+
+
+@pytest.mark.parametrize("mode", ["cascading", "independent"])
+def test_randomized_models_change_the_right_layers(mode):
+    model = bn_model()
+    orig = _by_layer(cv.as_spec(model))
+    before = tiny.weights_snapshot(model)
+    steps = list(R.randomized_models(model, mode))
+    assert [s for s, _ in steps] == ["head", "c2", "c1"]
+    order = ["head", "c2", "c1"]
+    for k, (_, spec) in enumerate(steps):
+        now = _by_layer(spec)
+        changed = {name for name in now if not all(np.array_equal(a, b) for a, b in zip(now[name], orig[name]))}
+        want = set(order[:k + 1]) if mode == "cascading" else {order[k]}
+        if "c1" in want:
+            want.add("bn1")
+        assert changed == want, (k, changed)
+    tiny.assert_model_unchanged(model, before)
+
+
+def test_reinitialization_uses_each_layers_initializer_and_seed():
+    model = bn_model()
+    last = list(R.randomized_models(model, "cascading", seed=3))[-1][1]
+    bn = last.graph.node("bn1").layer
+    np.testing.assert_array_equal(bn.gamma.numpy(), 1.0)  # BatchNorm initializers: ones / zeros
+    np.testing.assert_array_equal(bn.beta.numpy(), 0.0)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), 0.0)
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), 1.0)
+    c2 = last.graph.node("c2").layer
+    np.testing.assert_array_equal(c2.bias.numpy(), 0.0)  # bias_initializer="zeros"
+    k = c2.kernel.numpy()
+    limit = np.sqrt(6 / (3 * 3 * 4 + 3 * 3 * 4))  # glorot_uniform bound
+    assert np.abs(k).max() <= limit and k.std() > 0.4 * limit
+    again = list(R.randomized_models(model, "cascading", seed=3))[-1][1]
+    other = list(R.randomized_models(model, "cascading", seed=4))[-1][1]
+    for a, b, c in zip(last.model.weights, again.model.weights, other.model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(k, other.graph.node("c2").layer.kernel.numpy())
+    # each layer draws its own values (not one stream copied around)
+    assert not np.allclose(last.graph.node("c1").layer.kernel.numpy().ravel()[:10], k.ravel()[:10])
+
+
+# ---------------------------------------------------------------------- curves
+def test_curve_frame_and_model_unchanged():
+    model = tiny.tiny_cnn(api="nested", softmax=True)
+    x = tiny.tiny_input(3)
+    before, out = tiny.weights_snapshot(model), np.asarray(model(x))
+    df = R.randomization_curve(model, x, "saliency", similarity=["spearman_abs", "ssim"], max_steps=2,
+                               reuse_explainer=True)
+    assert list(df.columns) == ["method", "model", "mode", "step", "layer", "image", "metric", "value"]
+    assert len(df) == 3 * 2 * 3  # steps (original + 2) x metrics x images
+    assert set(df.method) == {"saliency"} and set(df.model) == {"tiny_nested"}
+    np.testing.assert_allclose(df[df.step == 0].value, 1.0)
+    assert df[df.step > 0].value.max() < 1.0
+    tiny.assert_model_unchanged(model, before, x, out)
+
+
+def test_reused_explainer_gives_the_same_curve(trained):
+    model, x = trained
+    a = R.randomization_curve(model, x, "saliency", similarity="spearman_abs")
+    b = R.randomization_curve(model, x, "saliency", similarity="spearman_abs", reuse_explainer=True)
+    np.testing.assert_allclose(a.value, b.value, rtol=1e-6, atol=1e-6)
+
+
+def test_target_is_fixed_across_steps(trained):
+    model, x = trained
+    exps = list(R.randomization_explanations(model, x, "saliency", max_steps=3))
+    for _, _, e in exps[1:]:
+        np.testing.assert_array_equal(e.indices, exps[0][2].indices)
+
+
+@pytest.mark.parametrize("mode", ["cascading", "independent"])
+def test_negative_controls_fail_and_saliency_passes(trained, mode):
+    model, x = trained
+    before, out = tiny.weights_snapshot(model), np.asarray(model(x))
+    curves = {name: R.randomization_curve(model, x, ex, mode=mode, reuse_explainer=True)
+              for name, ex in [("saliency", "saliency"), ("constant", M.ConstantExplainer),
+                               ("edge", M.EdgeExplainer)]}
+    for name in ("constant", "edge"):  # model-independent maps: similarity stays 1 at every step
+        assert curves[name].value.min() > 0.99, name
+    sal = curves["saliency"]
+    final = sal[(sal.step == sal.step.max()) & (sal.metric == "spearman_abs")].value
+    assert final.mean() < 0.5, final.mean()
+    steps = sal[sal.metric == "spearman_abs"].groupby("step").value.mean()
+    assert steps.iloc[1:].max() < 0.9
+    tiny.assert_model_unchanged(model, before, x, out)
+
+
+def test_model_randomization_metric(trained):
+    model, x = trained
+    mpr = M.get_metric("model_randomization")(reuse_explainer=True)
+    sal = mpr.evaluate(model, x, "saliency")
+    const = mpr.evaluate(model, x, M.ConstantExplainer)
+    assert sal.shape == (len(x),) and (const == 1.0).all() and sal.mean() < 0.5
+    indep = M.get_metric("model_randomization")(mode="independent", reuse_explainer=True)
+    assert indep.params["reduce"] == "mean" and indep.evaluate(model, x, "saliency").mean() < 0.9
+
+
+def test_random_logit(trained):
+    model, x = trained
+    rl = M.get_metric("random_logit")()
+    np.testing.assert_array_equal(rl.evaluate(model, x, M.ConstantExplainer), 1.0)
+    assert rl.evaluate(model, x, "gradient_x_input").mean() < 0.9
+    other = R.random_other_class(np.array([0, 1, 2, 3, 4] * 20), 5, seed=0)
+    assert (other != np.array([0, 1, 2, 3, 4] * 20)).all() and set(other) == {0, 1, 2, 3, 4}
+    np.testing.assert_array_equal(other, R.random_other_class(np.array([0, 1, 2, 3, 4] * 20), 5, seed=0))
+    with pytest.raises(TargetError, match="ClassTarget"):
+        rl.evaluate(model, x, "saliency", cv.NeuronTarget("conv2", 0))
+
+
+# ---------------------------------------------------------------------- data randomization
+def test_train_on_permuted_labels_passes_permuted_labels():
+    seen = {}
+
+    def spy(x, y, **kw):
+        seen.update(y=y, kw=kw, x=x)
+        return "model"
+
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    y = np.arange(20) % 4
+    x0, y0 = x.copy(), y.copy()
+    assert R.train_on_permuted_labels(spy, x, y, seed=1, epochs=3) == "model"
+    assert seen["kw"] == {"epochs": 3}
+    assert sorted(seen["y"]) == sorted(y) and not np.array_equal(seen["y"], y)
+    np.testing.assert_array_equal(seen["y"], R.permuted_labels(y, seed=1))
+    assert not np.array_equal(R.permuted_labels(y, seed=1), R.permuted_labels(y, seed=2))
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(y, y0)
+    with pytest.raises(InputError):
+        R.train_on_permuted_labels(spy, x, y[:5])
+
+
+def test_data_randomization_with_an_inline_trainer(trained):
+    model, x = trained
+    xs, ys, _ = MM.bars(128, seed=3)
+    shuffled = R.train_on_permuted_labels(lambda a, b: MM.train_bars(a, b, seed=0, epochs=2), xs, ys, seed=0)
+    same = R.compare_models(model, model, x, "saliency", similarity=["spearman_abs"])
+    np.testing.assert_allclose(same.value, 1.0)
+    diff = R.compare_models(model, shuffled, x, "saliency", similarity=["spearman_abs"])
+    assert list(diff.columns) == ["method", "image", "metric", "value"]
+    assert diff.value.mean() < 0.9
