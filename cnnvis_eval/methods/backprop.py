@@ -135,6 +135,8 @@ class ModifiedBackprop(Explainer):
 class GuidedBackprop(ModifiedBackprop):
     """Guided Backpropagation (Springenberg et al. 2015)."""
 
+    reads_weights_once = False
+
     build_overrides = staticmethod(guided_overrides)
 
 

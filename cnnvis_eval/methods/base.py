@@ -208,13 +208,17 @@ class Explainer:
 
     Subclasses implement :meth:`_explain_batch`.  Class attributes: ``name`` (set by
     :func:`register`), ``signed`` (heatmap may be negative), ``stochastic`` (takes a
-    ``seed``), ``default_batch_size``.
+    ``seed``), ``default_batch_size``, ``reads_weights_once``.
     """
 
     name: ClassVar[str] = "explainer"
     signed: ClassVar[bool] = False
     stochastic: ClassVar[bool] = False
     default_batch_size: ClassVar[int] = 16
+    #: True when the explainer copies or derives state from the weights when it is built
+    #: (clones, folded layers), so it must be rebuilt after the weights change; False when
+    #: its compiled functions read the model's variables at call time.
+    reads_weights_once: ClassVar[bool] = True
 
     def __init__(self, model: ModelSpec | Any, **params):
         self.spec = as_spec(model)

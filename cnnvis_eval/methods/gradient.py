@@ -29,6 +29,8 @@ class Saliency(Explainer):
     ``attribution`` is the raw gradient, shape (N, H, W, C).
     """
 
+    reads_weights_once = False
+
     def __init__(self, model, *, signed: bool = False):
         super().__init__(model, signed=signed)
         self.signed = bool(signed)  # instance value shadows the class default
@@ -44,6 +46,8 @@ class GradientXInput(Explainer):
 
     On a bias-free ReLU network it equals LRP-0 and sums to the explained logit.
     """
+
+    reads_weights_once = False
 
     signed = True
 
@@ -78,6 +82,8 @@ class IntegratedGradients(Explainer):
     ``meta["completeness_error"]`` (N,): |sum(attribution) - (f(x) - f(baseline))| /
     |f(x) - f(baseline)|, the completeness axiom's relative error.
     """
+
+    reads_weights_once = False
 
     signed = True
 
@@ -172,6 +178,8 @@ class SmoothGrad(Explainer):
 
     heatmap = max over channels of |mean gradient| (or of the mean squared gradient).
     """
+
+    reads_weights_once = False
 
     stochastic = True
 

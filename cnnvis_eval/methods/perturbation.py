@@ -87,6 +87,7 @@ class PerturbationExplainer(Explainer):
 
     signed = True
     default_batch_size = 1  # images per _explain_batch; their perturbations are batched
+    reads_weights_once = False  # only calls the model, through compiled functions
 
     def __init__(self, model, *, batch_size: int = 32, progress: bool | None = None, **params):
         super().__init__(model, batch_size=batch_size, progress=progress, **params)
