@@ -68,6 +68,57 @@ def big_input():
     return make
 
 
+def mini_spec(name: str) -> cv.ModelSpec:
+    """A committed trained mini model (see cnnvis_eval.models.mini), cached per session."""
+    if name not in _SPECS:
+        _SPECS[name] = cv.load_model(name)
+    return _SPECS[name]
+
+
+MINI = ("mini_vgg", "mini_resnet", "mini_inception", "mini_xception", "mini_mobilenet")
+MINI_SHORTCUT = tuple(f"{n}_shortcut" for n in MINI)
+
+
+def mini_params(names=MINI, marks=()):
+    return [pytest.param(n, id=n, marks=marks) for n in names]
+
+
+@pytest.fixture(scope="session", params=mini_params())
+def mini_model(request) -> cv.ModelSpec:
+    """Each of the five trained mini models (64 px, four shape classes)."""
+    return mini_spec(request.param)
+
+
+@pytest.fixture(scope="session", params=mini_params(MINI_SHORTCUT))
+def shortcut_model(request) -> cv.ModelSpec:
+    """Each mini model trained on the shortcut variant (a class-revealing corner marker)."""
+    return mini_spec(request.param)
+
+
+@pytest.fixture(scope="session")
+def synthetic_batch():
+    """16 synthetic test images (seed never used in training) with labels and object masks."""
+    from cnnvis_eval.data.synthetic import make_synthetic
+
+    return make_synthetic(16, 64, seed=4242)
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """``photos(size, names=None)``: the default ten bundled photos as uint8 (N, size, size, 3)."""
+    from cnnvis_eval.data.photos import load_photos
+
+    cache = {}
+
+    def get(size: int = 64, names=None):
+        key = (size, tuple(names) if names else None)
+        if key not in cache:
+            cache[key] = load_photos(names, size)
+        return cache[key].copy()
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """The tiny hand-set float64 CNN (conv-relu, conv, ReLU6, max-pool, dense)."""
