@@ -1,72 +1,120 @@
-"""Command line: ``cnnvis-eval run | list``."""
+"""Command line: ``cnnvis-eval run | report | list``.
+
+``cnnvis-eval run`` evaluates every method on the embedded default — the trained mini models
+of the five families, on the synthetic benchmark and bundled photos — and writes
+``reports/<run-id>/index.html``.  Running the same command again resumes the same run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 
-def _photo(size: int):
-    import numpy as np
-    from skimage import data, transform
-
-    img = data.chelsea()
-    h, w = img.shape[:2]
-    s = min(h, w)
-    img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-    return (transform.resize(img, (size, size), anti_aliasing=True) * 255).astype(np.uint8)
+def _split(values):
+    """Accept both ``--methods a b`` and ``--methods a,b``."""
+    if not values:
+        return ()
+    out = []
+    for v in values:
+        out += [p for p in v.split(",") if p]
+    return tuple(out)
 
 
 def cmd_run(args) -> int:
-    import cnnvis_eval as cv
-    from cnnvis_eval.viz import save_grid
+    from .errors import CnnVisError
+    from .evaluation.grid import GridRun, RunConfig
+    from .report import build_report
 
-    methods = args.methods or cv.list_methods()
-    out = Path(args.out) / time.strftime("demo-%Y%m%d-%H%M%S")
-    spec = cv.load_model(args.model, weights=args.weights, input_shape=(args.size, args.size, 3))
-    img = _photo(args.size)
-    x = spec.preprocess(img[None])
-    rows, signed = {}, {}
-    for m in methods:
-        t0 = time.perf_counter()
-        exp = cv.explain(m, spec, x)
-        rows[m] = [exp.heatmap[0]]
-        signed[m] = bool(getattr(cv.get_method(m), "signed", False))
-        print(f"{m:24s} {time.perf_counter() - t0:6.2f} s  target index {exp.indices[0]}")
-    path = save_grid(out / "grid.png", [img], rows, signed=signed, col_titles=[f"{spec.name} ({args.weights or 'random'})"])
-    print(f"wrote {path}")
+    kw = {}
+    if args.models:
+        kw["models"] = _split(args.models)
+    if args.model_file:
+        kw["model_files"] = tuple(args.model_file)
+        if not args.models:
+            kw["models"] = ()
+    if args.images:
+        imgs = _split(args.images)
+        kw["photos"] = tuple(i for i in imgs if not i.startswith("synthetic"))
+        syn = [i for i in imgs if i.startswith("synthetic")]
+        kw["synthetic"] = int(syn[0].split(":")[1]) if syn and ":" in syn[0] else (8 if syn else 0)
+    if args.synthetic is not None:
+        kw["synthetic"] = args.synthetic
+    try:
+        config = RunConfig(
+            methods=_split(args.methods),
+            weights=None if args.weights in (None, "none", "None") else args.weights,
+            input_size=args.input_size,
+            seed=args.seed,
+            **kw,
+        )
+        out = Path(args.out) / (args.run_id or config.run_id())
+        print(f"run {out.name}: {len(config.models) + len(config.model_files)} models x "
+              f"{len(config.methods)} methods x {len(config.photos) + config.synthetic} images x 3 neurons -> {out}")
+        GridRun(config, out, progress=not args.quiet).run()
+        page = build_report(out)
+    except CnnVisError as err:
+        print(f"cnnvis-eval: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {page}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .errors import CnnVisError
+    from .report import build_report
+
+    try:
+        page = build_report(args.results_dir)
+    except CnnVisError as err:
+        print(f"cnnvis-eval: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {page}")
     return 0
 
 
 def cmd_list(args) -> int:
     import cnnvis_eval as cv
+    from .data.photos import DEFAULT_PHOTOS, list_photos
+    from .metrics import list_metrics
 
     print("methods:", ", ".join(cv.list_methods()))
-    print("models:", ", ".join(cv.list_models()))
+    print("models: ", ", ".join(cv.list_models()))
+    print("metrics:", ", ".join(list_metrics()))
+    print("images: ", ", ".join(list_photos()), "(default:", ", ".join(DEFAULT_PHOTOS) + ")",
+          "and synthetic[:N]")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cnnvis-eval", description=__doc__)
+    p = argparse.ArgumentParser(prog="cnnvis-eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="explain a bundled photo with every method and write a PNG grid")
-    r.add_argument("--model", default="mobilenet_v2")
-    r.add_argument("--weights", default=None, help="none (random), imagenet, or a weights file")
-    r.add_argument("--size", type=int, default=128)
-    r.add_argument("--methods", nargs="*")
-    r.add_argument("--out", default="reports")
+    r = sub.add_parser("run", help="run the comparison grid and write an HTML report")
+    r.add_argument("--models", nargs="*", help="model names (default: the five mini models)")
+    r.add_argument("--model-file", action="append", metavar="PATH",
+                   help="evaluate a saved Keras model (.keras; loaded in safe mode); repeatable")
+    r.add_argument("--methods", nargs="*", help="method names (default: all)")
+    r.add_argument("--images", nargs="*", help="photo names and/or synthetic[:N]")
+    r.add_argument("--synthetic", type=int, default=None, help="number of synthetic benchmark images")
+    r.add_argument("--weights", default=None, help="none (random), imagenet, or a weights file (big models)")
+    r.add_argument("--input-size", type=int, default=None, help="input size of the big models (default native)")
+    r.add_argument("--out", default="reports", help="parent folder of the run folder")
+    r.add_argument("--run-id", default=None, help="run folder name (default: derived from the configuration)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
-    ls = sub.add_parser("list", help="list methods and models")
+    rep = sub.add_parser("report", help="(re)build index.html for a results folder")
+    rep.add_argument("results_dir")
+    rep.set_defaults(func=cmd_report)
+    ls = sub.add_parser("list", help="list methods, models, metrics and images")
     ls.set_defaults(func=cmd_list)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "weights", None) in ("none", "None"):
-        args.weights = None
     return args.func(args)
 
 

@@ -1,0 +1,159 @@
+"""Reports: pandas score tables, matplotlib figures, and a self-contained HTML page.
+
+:func:`build_report` turns a results folder (a grid run, or a suite run written with
+``pytest --cnnvis-report DIR``) into ``DIR/index.html`` plus the figures as PNG files in
+``DIR/figures/``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import figures, html, tables
+
+__all__ = ["build_report", "figures", "html", "tables"]
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if path.is_file():
+        return pd.read_parquet(path)
+    csv = path.with_suffix(".csv")
+    return pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
+
+
+def _signed_methods() -> dict:
+    try:
+        from ..methods.base import _REGISTRY
+
+        return {n: bool(getattr(c, "signed", False)) for n, c in _REGISTRY.items()}
+    except Exception:  # pragma: no cover - report built without the methods
+        return {}
+
+
+def _grid_figures(root: Path, cells: pd.DataFrame, max_images: int) -> list[dict]:
+    """One heatmap grid per (image, neuron): rows methods, columns models."""
+    img_dir, heat_dir = root / "images", root / "heatmaps"
+    if not img_dir.is_dir() or not heat_dir.is_dir():
+        return []
+    models = sorted(p.stem for p in img_dir.glob("*.npz"))
+    images, ids = {}, {}
+    for m in models:
+        with np.load(img_dir / f"{m}.npz") as z:
+            images[m], ids[m] = z["images"], [str(i) for i in z["ids"]]
+    methods = sorted({p.name for m in models for p in (heat_dir / m).glob("*") if p.is_dir()})
+    if not methods:
+        return []
+    signed = _signed_methods()
+    common = [i for i in ids[models[0]] if all(i in ids[m] for m in models)]
+    # prefer showing photos and synthetic images alike: alternate them
+    photos = [i for i in common if not i.startswith("syn")]
+    syn = [i for i in common if i.startswith("syn")]
+    chosen = [v for pair in zip(photos, syn) for v in pair] + photos[len(syn):] + syn[len(photos):]
+    chosen = chosen[:max_images]
+    out = []
+    neurons = ["logit", "mid", "high"]
+    for image in chosen:
+        for neuron in neurons:
+            maps, labels = {}, {}
+            for m in models:
+                k = ids[m].index(image)
+                for meth in methods:
+                    p = heat_dir / m / meth / f"{neuron}.npz"
+                    if p.is_file():
+                        with np.load(p) as z:
+                            maps[(meth, m)] = z["heatmap"][k].astype(np.float32)
+                            idx = int(z["indices"][k])
+                        layer = ""
+                        if not cells.empty:
+                            row = cells[(cells["model"] == m) & (cells["neuron"] == neuron)]
+                            layer = str(row["layer"].iloc[0]) if len(row) else ""
+                        what = f"class {idx}" if neuron == "logit" else f"{layer}[{idx}]"
+                        labels[m] = f"{m}\n{what}"
+            if not maps:
+                continue
+            png = figures.heatmap_grid(root / "figures" / f"grid_{image}_{neuron}.png",
+                                       {m: images[m][ids[m].index(image)] for m in models}, maps, methods,
+                                       models, signed=signed, title=f"{image} — neuron: {neuron}",
+                                       col_labels=labels)
+            out.append(html.figure(png, f"{image}, neuron {neuron}"))
+    return out
+
+
+def build_report(results_dir: str | Path, title: str | None = None, max_images: int = 4) -> Path:
+    """Write ``index.html`` (and ``figures/*.png``) for a results folder; returns its path."""
+    root = Path(results_dir)
+    results = _read(root / "results.parquet")
+    if results.empty:
+        from ..errors import InputError
+
+        raise InputError(f"{str(root)!r} has no results.parquet / results.csv to report on")
+    cells = _read(root / "cells.parquet")
+    curves = _read(root / "curves.parquet")
+    agreement = _read(root / "agreement.parquet")
+    bench = _read(root / "benchmarks.parquet")
+
+    score_html = []
+    for s, t in tables.score_tables(results).values():
+        better = {True: "higher", False: "lower", None: ""}[s.higher_is_better]
+        score_html.append({"title": s.title, "description": s.description, "better": better,
+                           "html": tables.to_html(t, s.higher_is_better)})
+        t.to_csv(root / f"table_{s.key}.csv")
+    totals = tables.totals(results)
+    totals.to_csv(root / "table_totals.csv")
+
+    agree_figs = []
+    if not agreement.empty:
+        for (model, neuron), g in agreement.groupby(["model", "neuron"]):
+            if neuron != "logit":
+                continue
+            mat = g.pivot(index="method_a", columns="method_b", values="value")
+            png = figures.agreement_heatmap(root / "figures" / f"agreement_{model}.png", mat,
+                                            f"{model}: mean Spearman (|maps|)")
+            agree_figs.append(html.figure(png, f"Agreement between methods on {model} (top-class heatmaps)"))
+
+    curve_figs = []
+    if not curves.empty:
+        png = figures.randomization_curves(root / "figures" / "randomization.png", curves, "spearman_abs")
+        curve_figs.append(html.figure(png, "Spearman rank correlation (absolute maps) with the trained model's "
+                                           "heatmap as the model is re-initialized from the top down"))
+
+    cost = tables.pivot(results, "cost_ratio", None)
+    cost_figs = []
+    cost_html = tables.to_html(cost, False, "{:.2f}") if not cost.empty else "<p><em>no cost measurements</em></p>"
+    if not cost.empty:
+        cost_figs.append(html.figure(figures.cost_chart(root / "figures" / "cost.png", cost),
+                                     "Cost per image relative to one plain forward+backward pass"))
+    if not bench.empty:
+        cost_html += "<h3>Benchmarks (pytest-benchmark)</h3>" + bench.to_html(index=False, float_format="%.3f")
+
+    cells_html = "<p><em>no cell table</em></p>"
+    if not cells.empty:
+        summary = cells.pivot_table(index="method", columns="status", values="model", aggfunc="count").fillna(0)
+        cells_html = summary.astype(int).to_html()
+        bad = cells[cells["status"] != "ok"][["model", "method", "neuron", "status", "message"]]
+        if len(bad):
+            cells_html += bad.to_html(index=False)
+
+    config = ""
+    cfg = root / "config.json"
+    if cfg.is_file():
+        config = json.dumps(json.loads(cfg.read_text()), indent=2, sort_keys=True)
+    return html.render(
+        root / "index.html",
+        title=title or f"cnnvis_eval report — {root.name}",
+        subtitle=f"{results['method'].nunique()} methods, {results['model'].nunique()} models, "
+                 f"{len(results)} measurements",
+        tables=score_html,
+        totals=tables.to_html(totals, None, "{:.2f}"),
+        grids=_grid_figures(root, cells, max_images),
+        agreement=agree_figs,
+        curves=curve_figs,
+        cost=cost_html,
+        cost_figs=cost_figs,
+        cells=cells_html,
+        config=config,
+    )
