@@ -387,7 +387,7 @@ class GridRun:
         indices = np.concatenate([p.indices for p in parts])
         scores = np.concatenate([p.scores for p in parts])
         warm = (t2 - t1) / max(1, len(x) - 1) if len(x) > 1 else (t1 - t0)
-        self.store.save_cell(path, heatmap=heat.astype(np.float16), indices=indices, scores=scores,
+        self.store.save_cell(path, heatmap=heat.astype(np.float32), indices=indices, scores=scores,
                              seconds=np.float64(t2 - t0), seconds_per_image=np.float64(warm))
         return {"status": "ok", "message": "", "seconds": t2 - t0, "seconds_per_image": warm,
                 "indices": " ".join(map(str, indices.tolist()))}
@@ -439,7 +439,8 @@ class GridRun:
                                         [c["seconds_per_image"] / ref_per_image]))
                     frames.append(_rows(c["method"], model, ["*"], "logit", "seconds_per_image",
                                         [c["seconds_per_image"]]))
-            frames.append(_rows("(forward+backward)", model, ["*"], "logit", "seconds_per_image", [ref_per_image]))
+            store.save_rows(store.rows_path("reference", model),
+                            pd.DataFrame({"model": [model], "forward_backward_seconds_per_image": [ref_per_image]}))
         if frames:
             store.save_rows(path, pd.concat(frames, ignore_index=True))
 
@@ -494,6 +495,9 @@ class GridRun:
             not f.empty for f in frames) else pd.DataFrame(columns=["method", "model", "image", "neuron", "metric", "value"])
         results.to_parquet(self.store.root / "results.parquet", index=False)
         results.to_csv(self.store.root / "results.csv", index=False)
+        reference = self.store.load_rows("reference")
+        if not reference.empty:
+            reference.to_parquet(self.store.root / "reference.parquet", index=False)
         agreement = self.store.load_rows("agreement")
         if not agreement.empty:
             agreement.to_parquet(self.store.root / "agreement.parquet", index=False)

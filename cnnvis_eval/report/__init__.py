@@ -127,6 +127,10 @@ def build_report(results_dir: str | Path, title: str | None = None, max_images: 
     if not cost.empty:
         cost_figs.append(html.figure(figures.cost_chart(root / "figures" / "cost.png", cost),
                                      "Cost per image relative to one plain forward+backward pass"))
+    reference = _read(root / "reference.parquet")
+    if not reference.empty:
+        cost_html += ("<p class=\"desc\">Reference: one plain forward+backward pass per image (seconds)</p>"
+                      + reference.to_html(index=False, float_format="%.4f"))
     if not bench.empty:
         cost_html += "<h3>Benchmarks (pytest-benchmark)</h3>" + bench.to_html(index=False, float_format="%.3f")
 

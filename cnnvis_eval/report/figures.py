@@ -95,7 +95,7 @@ def agreement_heatmap(path: str | Path, matrix: pd.DataFrame, title: str = "") -
 def randomization_curves(path: str | Path, curves: pd.DataFrame, metric: str | None = None) -> Path:
     """Cascading-randomization curves: one panel per method, one line per model.
 
-    ``curves`` has columns ``method, model, step_index, step, metric, value`` (value
+    ``curves`` has columns ``method, model, step, layer, metric, value`` (value
     averaged over images here); step 0 is the trained model.
     """
     df = curves if metric is None else curves[curves["metric"] == metric]
@@ -107,7 +107,7 @@ def randomization_curves(path: str | Path, curves: pd.DataFrame, metric: str | N
         ax = axes[k // ncol, k % ncol]
         sub = df[df["method"] == meth]
         for model, g in sub.groupby("model"):
-            g = g.groupby("step_index")["value"].mean()
+            g = g.groupby("step")["value"].mean()
             ax.plot(g.index, g.values, marker=".", label=model)
         ax.set_title(meth, fontsize=8)
         ax.set_ylim(-0.2, 1.05)
