@@ -17,6 +17,8 @@ import pytest  # noqa: E402
 import cnnvis_eval as cv  # noqa: E402
 from suites.support import tiny  # noqa: E402
 
+pytest_plugins = ["suites.support.record"]
+
 BIG = ("vgg16", "inception_v3", "xception", "resnet50", "mobilenet_v2")
 BIG_SIZE = 96
 

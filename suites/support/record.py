@@ -1,0 +1,93 @@
+"""pytest plugin: every measurement the suites make goes into one long DataFrame.
+
+Tests take the ``record`` fixture and call ``record(metric, values, method=..., model=...,
+image=..., neuron=...)``; ``record.curve(frame)`` stores randomization curves.  At the end
+of the session the rows are written to ``reports/suite/results.parquet`` (and CSV), and,
+with ``pytest suites/ --cnnvis-report DIR``, to ``DIR`` together with an HTML report built
+like a grid run's (``cnnvis-eval report DIR`` rebuilds it).
+
+Rows are recorded whatever the test's outcome, so the numbers of expected failures
+(``xfail``) reach the report too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+COLUMNS = ["suite", "test", "method", "model", "image", "neuron", "metric", "value"]
+_ROWS: list[pd.DataFrame] = []
+_CURVES: list[pd.DataFrame] = []
+_AGREEMENT: list[pd.DataFrame] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption("--cnnvis-report", action="store", default=None, metavar="DIR",
+                     help="write the suite's measurements and an HTML report to DIR")
+
+
+class Recorder:
+    def __init__(self, node):
+        self.node = node
+        parts = Path(str(node.fspath)).parts
+        self.suite = parts[parts.index("suites") + 1] if "suites" in parts else "suites"
+        self.test = node.name
+
+    def __call__(self, metric: str, values, method: str = "", model: str = "", image=None,
+                 neuron: str = "logit"):
+        """Record one value or one value per image (``image``: ids, default 0..N-1)."""
+        vals = np.atleast_1d(np.asarray(values, dtype=np.float64)).reshape(-1)
+        if image is None:
+            image = [str(i) for i in range(len(vals))]
+        elif np.isscalar(image):
+            image = [str(image)] * len(vals)
+        _ROWS.append(pd.DataFrame({"suite": self.suite, "test": self.test, "method": method, "model": model,
+                                   "image": [str(i) for i in image], "neuron": neuron, "metric": metric,
+                                   "value": vals}))
+
+    def curve(self, frame: pd.DataFrame):
+        """Store a randomization curve frame (columns method, model, step, layer, image, metric, value)."""
+        _CURVES.append(frame.assign(suite=self.suite, test=self.test))
+
+    def agreement(self, matrix: pd.DataFrame, model: str, neuron: str = "logit"):
+        """Store a method x method agreement matrix."""
+        long = matrix.reset_index(names="method_a").melt(id_vars="method_a", var_name="method_b", value_name="value")
+        _AGREEMENT.append(long.assign(model=model, neuron=neuron))
+
+
+@pytest.fixture
+def record(request) -> Recorder:
+    return Recorder(request.node)
+
+
+def results_frame() -> pd.DataFrame:
+    return pd.concat(_ROWS, ignore_index=True) if _ROWS else pd.DataFrame(columns=COLUMNS)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _ROWS:
+        return
+    results = results_frame()
+    out = Path(session.config.rootpath) / "reports" / "suite"
+    targets = [out]
+    extra = session.config.getoption("--cnnvis-report")
+    if extra:
+        targets.append(Path(extra))
+    for d in targets:
+        d.mkdir(parents=True, exist_ok=True)
+        results.to_parquet(d / "results.parquet", index=False)
+        results.to_csv(d / "results.csv", index=False)
+        if _CURVES:
+            pd.concat(_CURVES, ignore_index=True).to_parquet(d / "curves.parquet", index=False)
+        if _AGREEMENT:
+            pd.concat(_AGREEMENT, ignore_index=True).to_parquet(d / "agreement.parquet", index=False)
+    if extra:
+        from cnnvis_eval.report import build_report
+
+        page = build_report(extra, title="cnnvis_eval suite report")
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(f"cnnvis_eval suite report: {page}")
