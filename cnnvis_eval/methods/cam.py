@@ -32,8 +32,9 @@ is found.  ``layer="name"`` overrides; ``exp.meta["layer"]`` records the layer u
 **Cost.**  The gradient methods run one compiled pass that records ``A`` and takes the
 gradient of the target with respect to ``A`` only: the tape watches ``A`` and nothing
 else, so the backward pass stops at the layer (it never reaches the input).  That pass is
-shared by all CAM explainers of the same model (Grad-CAM, Grad-CAM++, Layer-CAM and the
-Grad-CAM inside Guided Grad-CAM trace it once).
+shared by all CAM explainers of the same model and target layer (CAM, Grad-CAM,
+Grad-CAM++, Layer-CAM, Score-CAM and the Grad-CAM inside Guided Grad-CAM trace it once;
+CAM and Score-CAM only read its feature maps).
 """
 
 from __future__ import annotations
@@ -543,7 +544,9 @@ class Cam(CamBase):
 
     def _explain_batch(self, x, bound):
         layer = self.layer_for(bound)
-        a, _, s, i = self.layer_maps(x, bound, layer, gradients=False)
+        # the family's shared pass: its backward only crosses the head (negligible), and one
+        # trace then serves CAM, Grad-CAM, Grad-CAM++, Layer-CAM and Score-CAM
+        a, _, s, i = self.layer_maps(x, bound, layer)
         low = self.class_maps(a, i)
         return self.finish(low, x, s, i, layer, head=self.head.description)
 
@@ -629,7 +632,7 @@ class ScoreCam(CamBase):
 
     def _explain_batch(self, x, bound):
         layer = self.layer_for(bound)
-        a, _, s, idx = self.layer_maps(x, bound, layer, gradients=False)
+        a, _, s, idx = self.layer_maps(x, bound, layer)  # shared pass (see Cam); G unused
         bound = bound.fixed(idx)
         n, h, w, k = a.shape
         a64 = a.astype(np.float64)
