@@ -56,15 +56,6 @@ from .base import BatchResult, Explainer, register
 # ---------------------------------------------------------------------- shared helpers
 
 
-def shared_cache(graph: FlatGraph) -> dict:
-    """A dict of compiled functions stored on ``graph``, shared by every explainer of it.
-
-    Kept as an attribute of the graph (not in a global registry) so that it is freed with
-    the model.
-    """
-    return vars(graph).setdefault("_cnnvis_shared_fns", {})
-
-
 def _ancestors(graph: FlatGraph, key: int) -> set[int]:
     """Tensor keys that ``key`` depends on (including ``key`` and the input)."""
     keys = {graph.input_key, key}
@@ -213,10 +204,9 @@ class CamBase(Explainer):
 
     def _maps_fn(self, bound: BoundTarget, lkey: int, gradients: bool) -> Callable:
         graph = self.graph
-        key = ("cam_maps", gradients, bound.key, bound.top, bound.reduce, lkey, self.dtype)
-        cache = shared_cache(graph)
-        if key in cache:
-            return cache[key]
+        key = ("cam_maps", gradients, bound.key, bound.top, bound.reduce, lkey)
+        if key in self._fns:  # graph.fn_cache: shared by every explainer of this model
+            return self._fns[key]
         sig = [self._signature(), tf.TensorSpec((None,), tf.int32)]
         tkey = bound.key
 
@@ -239,7 +229,7 @@ class CamBase(Explainer):
                 scores, idx = bound.select(values[tkey], indices)
                 return values[lkey], scores, idx
 
-        cache[key] = fn
+        self._fns[key] = fn
         return fn
 
     # -- assembling -------------------------------------------------------------------
@@ -603,7 +593,7 @@ class ScoreCam(CamBase):
 
     def _score_fn(self, bound: BoundTarget, h: int, w: int) -> Callable:
         graph = self.graph
-        key = ("score_cam", bound.key, bound.reduce, h, w, self.dtype)
+        key = ("score_cam", bound.key, bound.reduce, h, w)
 
         def build():
             sig = self._signature()

@@ -295,19 +295,21 @@ class VisualBackProp(Explainer):
 
     def _fn(self, bound: BoundTarget, plan: VbpPlan) -> Callable:
         graph = self.graph
-        key = ("vbp", bound.key, bound.top, bound.reduce, plan.keys)
+        key = ("vbp", bound.key, bound.top, bound.reduce, plan.keys, self.normalize_maps)
 
         def build():
             tkey = bound.key
             norm = self.normalize_maps
+            rects = [rectifier_of(graph.producer(k).layer) for k in plan.keys]
+            rectified = tuple(r is not None and r.threshold >= 0 for r in rects)  # already >= 0
 
             @tf.function(input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
             def fn(x, indices):
                 values = graph.run(x, [tkey, *plan.keys])
                 scores, idx = bound.select(values[0], indices)
                 mask = None
-                for value, steps in zip(reversed(values[1:]), reversed(plan.undo)):
-                    avg = tf.reduce_mean(tf.nn.relu(value), axis=-1)
+                for value, steps, pos in zip(reversed(values[1:]), reversed(plan.undo), reversed(rectified)):
+                    avg = tf.reduce_mean(value if pos else tf.nn.relu(value), axis=-1)
                     if norm:
                         avg = _min_max(avg)
                     mask = avg if mask is None else _scale_max(mask * avg)
