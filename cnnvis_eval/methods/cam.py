@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError, TargetError, UnsupportedArchitectureError, UnsupportedLayerError
 from ..models.surgery import FlatGraph, FlatNode, activation_name
-from ..targets import BoundTarget, is_conv, last_conv_layer
+from ..targets import BoundTarget, last_conv_layer
 from .backprop import GuidedBackprop
 from .base import BatchResult, Explainer, register
 
@@ -233,9 +233,32 @@ class CamBase(Explainer):
         return fn
 
     # -- assembling -------------------------------------------------------------------
-    def combine(self, a: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """(N, h, w, K) maps and gradients (float64) -> (N, h, w) map before the ReLU."""
+    def combine(self, a, g):
+        """(N, h, w, K) maps and gradients -> (N, h, w) map before the ReLU.
+
+        TensorFlow ops, run inside a small compiled function (in the model's dtype).
+        """
         raise NotImplementedError
+
+    def _combine_fn(self) -> Callable:
+        """Compiled ``(A, G) -> (low-res map, upsampled map)`` for this method."""
+        size = tuple(self.graph.input_shape[1:3])
+        key = ("cam_combine", type(self), self.relu, size)
+
+        def build():
+            spec = tf.TensorSpec((None, None, None, None), tf.as_dtype(self.dtype))
+            combine, relu = self.combine, self.relu
+
+            @tf.function(input_signature=[spec, spec])
+            def fn(a, g):
+                low = combine(a, g)
+                if relu:
+                    low = tf.nn.relu(low)
+                return low, tf.image.resize(low[..., None], size, method="bilinear")[..., 0]
+
+            return fn
+
+        return self._cached(key, build)
 
     def finish(self, low: np.ndarray, x: np.ndarray, scores, indices, layer: str, **meta) -> BatchResult:
         """Rectify (if ``relu``), upsample to the input size, and pack a BatchResult."""
@@ -247,9 +270,11 @@ class CamBase(Explainer):
 
     def _explain_batch(self, x, bound):
         layer = self.layer_for(bound)
-        a, g, s, i = self.layer_maps(x, bound, layer)
-        low = self.combine(a.astype(np.float64), g.astype(np.float64))
-        return self.finish(low, x, s, i, layer)
+        # tensors stay in TensorFlow: the pass (shared by the family) feeds the combination
+        a, g, s, i = self._maps_fn(bound, self.graph.key(layer), True)(x, bound.indices)
+        low, heat = self._combine_fn()(a, g)
+        meta = {"layer": layer, "low_res": low.numpy().astype(np.float32)}
+        return BatchResult(heat.numpy().astype(np.float32), None, i.numpy(), s.numpy(), meta)
 
 
 # ---------------------------------------------------------------------- gradient CAMs
@@ -269,8 +294,8 @@ class GradCam(CamBase):
     """
 
     def combine(self, a, g):
-        w = g.mean(axis=(1, 2))  # (N, K)
-        return np.einsum("nhwk,nk->nhw", a, w)
+        w = tf.reduce_mean(g, axis=(1, 2))  # (N, K)
+        return tf.einsum("nhwk,nk->nhw", a, w)
 
 
 @register("grad_cam_plus_plus")
@@ -284,11 +309,11 @@ class GradCamPlusPlus(CamBase):
 
     def combine(self, a, g):
         g2 = g * g
-        denom = 2.0 * g2 + a.sum(axis=(1, 2), keepdims=True) * g2 * g
-        safe = np.where(denom != 0.0, denom, 1.0)
-        alpha = np.where(denom != 0.0, g2 / safe, 0.0)
-        w = (alpha * np.maximum(g, 0.0)).sum(axis=(1, 2))
-        return np.einsum("nhwk,nk->nhw", a, w)
+        denom = 2.0 * g2 + tf.reduce_sum(a, axis=(1, 2), keepdims=True) * g2 * g
+        nonzero = tf.not_equal(denom, 0.0)
+        alpha = tf.where(nonzero, g2 / tf.where(nonzero, denom, tf.ones_like(denom)), tf.zeros_like(g2))
+        w = tf.reduce_sum(alpha * tf.nn.relu(g), axis=(1, 2))
+        return tf.einsum("nhwk,nk->nhw", a, w)
 
 
 @register("layer_cam")
@@ -296,7 +321,7 @@ class LayerCam(CamBase):
     """Layer-CAM (Jiang et al. 2021): ``ReLU(sum_k ReLU(G_k) * A_k)``, a per-location weight."""
 
     def combine(self, a, g):
-        return (np.maximum(g, 0.0) * a).sum(axis=-1)
+        return tf.reduce_sum(tf.nn.relu(g) * a, axis=-1)
 
 
 # ---------------------------------------------------------------------- CAM
