@@ -162,6 +162,8 @@ class CamBase(Explainer):
     Subclasses implement :meth:`combine` (gradient methods) or override ``_explain_batch``.
     """
 
+    reads_weights_once = False  # compiled passes read the variables at call time
+
     def __init__(self, model, *, layer: str | None = None, relu: bool = True, **params):
         super().__init__(model, layer=layer, relu=relu, **params)
         self.layer = layer
@@ -692,6 +694,8 @@ class GuidedGradCam(Explainer):
     channel_reduce : str
         Guided backprop's channel reduction (default ``"max_abs"``).
     """
+
+    reads_weights_once = False  # compiled passes read the variables at call time
 
     def __init__(self, model, *, layer: str | None = None, channel_reduce: str = "max_abs"):
         super().__init__(model, layer=layer, channel_reduce=channel_reduce)

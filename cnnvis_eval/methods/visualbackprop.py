@@ -279,6 +279,8 @@ class VisualBackProp(Explainer):
     first), ``meta["layer"]`` the deepest.  One compiled forward pass, no gradients.
     """
 
+    reads_weights_once = False  # compiled passes read the variables at call time
+
     def __init__(self, model, *, layer: str | None = None, normalize_maps: bool = False):
         super().__init__(model, layer=layer, normalize_maps=normalize_maps)
         self.layer = layer
