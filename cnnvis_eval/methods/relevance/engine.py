@@ -53,12 +53,12 @@ def start_relevance(value, indices, reduce: str):
     if rank == 2 or reduce in ("none", "sum"):
         return r
     if reduce == "mean":
-        size = int(np.prod(value.shape[1:-1]))
-        return r / tf.cast(size, value.dtype)
+        size = tf.reduce_prod(tf.shape(value)[1:-1])
+        return r / tf.cast(size, value.dtype)  # integer -> float: exact
     if reduce == "max":
         chan = tf.reduce_sum(r, axis=-1)  # (N, ...spatial)
         flat = tf.reshape(chan, [tf.shape(chan)[0], -1])
-        pos = tf.one_hot(tf.argmax(flat, axis=-1), flat.shape[1], dtype=value.dtype)
+        pos = tf.one_hot(tf.argmax(flat, axis=-1), tf.shape(flat)[1], dtype=value.dtype)
         return r * tf.reshape(pos, tf.shape(chan))[..., None]
     raise ValueError(f"unknown reduce {reduce!r}")
 

@@ -128,7 +128,7 @@ def tf_transform(w, variant: Variant):
     if variant == "ones":
         return tf.ones_like(w)
     if isinstance(variant, tuple) and len(variant) == 2 and variant[0] in ("gamma+", "gamma-"):
-        g = tf.cast(float(variant[1]), w.dtype)
+        g = tf.constant(float(variant[1]), w.dtype)
         part = tf.nn.relu(w) if variant[0] == "gamma+" else tf.minimum(w, tf.zeros_like(w))
         return w + g * part
     raise ValueError(f"unknown weight variant {variant!r}")

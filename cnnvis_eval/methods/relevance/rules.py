@@ -53,7 +53,7 @@ def safe_divide(r, z, epsilon: float = 0.0):
     where ``z != 0`` and 0 where ``z == 0``."""
     if epsilon:
         sign = tf.where(z >= 0, tf.ones_like(z), -tf.ones_like(z))
-        return r / (z + tf.cast(epsilon, z.dtype) * sign)
+        return r / (z + tf.constant(epsilon, z.dtype) * sign)
     zero = tf.equal(z, 0)
     return tf.where(zero, tf.zeros_like(r), r / tf.where(zero, tf.ones_like(z), z))
 
@@ -422,7 +422,7 @@ class SignedShare(Rule):
         total = tf.add_n(ps)
         zero = tf.equal(total, 0)
         safe = tf.where(zero, tf.ones_like(total), total)
-        equal = tf.cast(1.0 / len(xs), relevance.dtype)
+        equal = tf.constant(1.0 / len(xs), relevance.dtype)
         return [tf.where(zero, equal * relevance, p / safe * relevance) for p in ps]
 
 
