@@ -195,6 +195,7 @@ class RelevanceEngine:
         graph, program, rules, domains = self.graph, plan.program, plan.rules, plan.domains
         key, positive = bound.key, self.positive_top
         producers = {op.output: op for op in program.ops}
+        kept = kept_keys(program)
 
         @tf.function(input_signature=[signature, tf.TensorSpec((None,), tf.int32)], autograph=False)
         def explain(x, indices):
@@ -204,7 +205,7 @@ class RelevanceEngine:
             if positive:
                 r0 = r0 * tf.cast(scores > 0, r0.dtype)[(...,) + (None,) * (len(r0.shape) - 1)]
             top = _total(r0)
-            aux = _Aux(values, producers, program.input_key)
+            aux = _Aux(values, producers, program.input_key, kept)
             rel = {key: r0}
             total, sums = top, []
             for op in reversed(program.ops):
@@ -212,7 +213,10 @@ class RelevanceEngine:
                 if r is None:
                     sums.append(total)
                     continue
-                r_ins = _backward(op, r, values, rules, domains, aux, op.name in plan.may_lose)
+                # the rule's own forward (z = f'(x)) only depends on forward values; without
+                # this the executor may run every rule's forward early and keep all z alive
+                with tf.control_dependencies([r]):
+                    r_ins = _backward(op, r, values, rules, domains, aux, op.name in plan.may_lose)
                 total = total - _total(r) + tf.add_n([_total(t) for t in r_ins])
                 sums.append(total)
                 for k, t in zip(op.inputs, r_ins):
@@ -226,11 +230,39 @@ class RelevanceEngine:
 
 
 class _Aux:
-    """Supports (1 = real value, 0 = zero-padding) and bounds of tensors, built on demand."""
+    """Values the backward pass reads, plus supports (1 = real value, 0 = zero-padding)
+    and bounds of tensors, built on demand.
 
-    def __init__(self, values, producers, input_key):
+    Forward values the rules read anyway (layer inputs) are taken from the recording;
+    the operands of a residual sum are recomputed from them when cheap (the output of a
+    linear op: one call of its layer; a sum: the sum of its recomputed operands), so the
+    forward pass does not have to keep them alive until the backward pass reaches them.
+    """
+
+    def __init__(self, values, producers, input_key, kept=frozenset()):
         self.values, self.producers, self.input_key = values, producers, input_key
+        self.kept = kept
         self._support: dict = {}
+        self._memo: dict = {}
+
+    def value(self, key):
+        if key in self.kept or key == self.input_key:
+            return self.values[key]
+        if key not in self._memo:
+            op = self.producers.get(key)
+            if op is not None and op.kind == "linear" and op.inputs[0] in self.kept:
+                lmap = op.lmap
+                z = lmap.apply(self.values[op.inputs[0]], "plain")
+                b = lmap.bias("plain")
+                z = z if b is None else z + b
+                if op.rectifier is not None:
+                    z = _rectify(z, op.rectifier)
+                self._memo[key] = z
+            elif op is not None and op.kind == "add":
+                self._memo[key] = tf.add_n([self.value(k) for k in op.inputs])
+            else:
+                self._memo[key] = self.values[key]
+        return self._memo[key]
 
     def _through(self, key):
         """The op that only moves values into ``key`` (padding, reshape, identity), or None."""
@@ -265,6 +297,21 @@ class _Aux:
         return op.call(lo), op.call(hi)
 
 
+def _rectify(z, r):
+    """A fused rectifier (Keras ReLU semantics: x if x > threshold else 0, capped)."""
+    y = tf.where(z > r.threshold, z, tf.zeros_like(z)) if r.threshold else tf.nn.relu(z)
+    return y if r.max_value is None else tf.minimum(y, tf.constant(r.max_value, z.dtype))
+
+
+def kept_keys(program: Program) -> frozenset:
+    """Forward tensors the backward pass reads directly: inputs of rules and route ops."""
+    kept = {program.output_key}
+    for op in program.ops:
+        if op.kind in ("linear", "route"):
+            kept.update(op.inputs)
+    return frozenset(kept)
+
+
 def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True) -> list:
     """Relevance of each input of ``op`` from the relevance ``r`` of its output."""
     if op.kind == "linear":
@@ -282,8 +329,9 @@ def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True) -
         sizes = [int(values[k].shape[op.axis]) for k in op.inputs]
         return list(tf.split(r, sizes, axis=op.axis))
     if op.kind == "add":
-        xs = [values[k] for k in op.inputs]
-        shares = rules[op.name].merge(xs, values[op.output], r)
+        xs = [aux.value(k) for k in op.inputs]
+        y = tf.add_n(xs) if all(x.shape == xs[0].shape for x in xs) else aux.value(op.output)
+        shares = rules[op.name].merge(xs, y, r)
         return [_unbroadcast(s, x.shape) for s, x in zip(shares, xs)]
     if op.kind == "route":
         xs = [values[k] for k in op.inputs]
@@ -295,4 +343,4 @@ def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True) -
     raise ValueError(f"unknown op kind {op.kind!r}")  # pragma: no cover
 
 
-__all__ = ["RelevanceEngine", "Plan", "positive_support", "start_relevance"]
+__all__ = ["RelevanceEngine", "Plan", "kept_keys", "positive_support", "start_relevance"]
