@@ -10,8 +10,6 @@ MobileNetV2-like graph and on the graphs of the real mobilenet_v2, resnet50 and 
 from __future__ import annotations
 
 import keras
-import numpy as np
-import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval.methods.relevance import ZBox

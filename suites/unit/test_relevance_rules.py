@@ -355,3 +355,24 @@ def test_user_model_unchanged(preset):
     exp = explainer("bn", preset)  # built (weights copied, BN folded) and run on the net
     exp.explain(x)
     tiny.assert_model_unchanged(model, before, x, out)
+
+
+def test_operator_add_with_broadcasting():
+    """``a + b`` on KerasTensors (a keras.ops node), broadcasting a (N, 1, 1, C) term:
+    relevance is split by SignedShare and summed back over the broadcast axes."""
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(3, 3, padding="same", activation="relu")(inp)
+    g = keras.layers.Conv2D(3, 1)(keras.layers.GlobalAveragePooling2D(keepdims=True)(a))
+    y = keras.layers.ReLU()(a + g)
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(y)))
+    x = np.random.default_rng(0).normal(size=(4, 6, 6, 2)).astype("float32")
+    exp = cv.get_method("deep_taylor")(model)
+    assert "SignedShare()" in exp.rules().values()
+    e = exp.explain(x)
+    ok = e.scores > 0
+    assert ok.any()
+    total = e.attribution.astype(np.float64).reshape(4, -1).sum(1)
+    np.testing.assert_allclose(total[ok], e.scores[ok], rtol=1e-4)
+    with pytest.raises(UnsupportedLayerError, match="adds a constant"):
+        cv.get_method("deep_taylor")(keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(a + 1.0))))

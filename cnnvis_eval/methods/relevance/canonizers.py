@@ -236,6 +236,8 @@ def _node_op(node: FlatNode, graph: FlatGraph, method: str) -> Op:
     if isinstance(layer, keras.layers.Add) or (
         type(layer).__name__ == "Add" and not isinstance(layer, keras.layers.Layer)
     ):
+        if len(ins) < 2:
+            raise _unsupported(node, method, "adds a constant to a tensor")
         return Op(kind="add", **base)
     if isinstance(layer, keras.layers.Concatenate):
         return Op(kind="concat", axis=int(layer.axis), **base)

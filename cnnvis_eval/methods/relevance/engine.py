@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import tensorflow as tf
 
 from ...targets import BoundTarget
@@ -259,7 +258,7 @@ class _Aux:
                     z = _rectify(z, op.rectifier)
                 self._memo[key] = z
             elif op is not None and op.kind == "add":
-                self._memo[key] = tf.add_n([self.value(k) for k in op.inputs])
+                self._memo[key] = _sum([self.value(k) for k in op.inputs])
             else:
                 self._memo[key] = self.values[key]
         return self._memo[key]
@@ -297,6 +296,14 @@ class _Aux:
         return op.call(lo), op.call(hi)
 
 
+def _sum(xs):
+    """Elementwise sum with broadcasting (as Keras' Add)."""
+    y = xs[0]
+    for x in xs[1:]:
+        y = y + x
+    return y
+
+
 def _rectify(z, r):
     """A fused rectifier (Keras ReLU semantics: x if x > threshold else 0, capped)."""
     y = tf.where(z > r.threshold, z, tf.zeros_like(z)) if r.threshold else tf.nn.relu(z)
@@ -330,8 +337,7 @@ def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True) -
         return list(tf.split(r, sizes, axis=op.axis))
     if op.kind == "add":
         xs = [aux.value(k) for k in op.inputs]
-        y = tf.add_n(xs) if all(x.shape == xs[0].shape for x in xs) else aux.value(op.output)
-        shares = rules[op.name].merge(xs, y, r)
+        shares = rules[op.name].merge(xs, _sum(xs), r)
         return [_unbroadcast(s, x.shape) for s, x in zip(shares, xs)]
     if op.kind == "route":
         xs = [values[k] for k in op.inputs]

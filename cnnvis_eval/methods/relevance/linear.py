@@ -19,32 +19,13 @@ Variant names: ``"plain"`` (W), ``"plus"`` (W+ = max(W, 0)), ``"minus"`` (W- = m
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable
+from typing import Callable, Hashable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 Variant = Hashable
-
-
-def transform(w: np.ndarray, variant: Variant) -> np.ndarray:
-    """Apply a weight (or bias) variant to a NumPy array (float64 arithmetic)."""
-    w = np.asarray(w, np.float64)
-    if variant == "plain":
-        return w
-    if variant == "plus":
-        return np.maximum(w, 0.0)
-    if variant == "minus":
-        return np.minimum(w, 0.0)
-    if variant == "square":
-        return w * w
-    if variant == "ones":
-        return np.ones_like(w)
-    if isinstance(variant, tuple) and len(variant) == 2 and variant[0] in ("gamma+", "gamma-"):
-        g = float(variant[1])
-        return w + g * (np.maximum(w, 0.0) if variant[0] == "gamma+" else np.minimum(w, 0.0))
-    raise ValueError(f"unknown weight variant {variant!r}")
 
 
 def _bias_variant(variant: Variant) -> Variant | None:
@@ -116,7 +97,7 @@ class _Weights:
 
 
 def tf_transform(w, variant: Variant):
-    """:func:`transform` on a tensor (inside the compiled function)."""
+    """A weight (or bias) variant of tensor ``w``, computed inside the compiled function."""
     if variant == "plain":
         return tf.convert_to_tensor(w)
     if variant == "plus":
@@ -132,10 +113,6 @@ def tf_transform(w, variant: Variant):
         part = tf.nn.relu(w) if variant[0] == "gamma+" else tf.minimum(w, tf.zeros_like(w))
         return w + g * part
     raise ValueError(f"unknown weight variant {variant!r}")
-
-
-def _vname(v) -> str:
-    return v if isinstance(v, str) else f"{v[0]}{v[1]}".replace("+", "p").replace("-", "m")
 
 
 class KernelMap(LinearMap):
@@ -282,4 +259,4 @@ class ScaleMap(LinearMap):
         return bool(np.any(self.w.numpy()[1] > 0))
 
 
-__all__ = ["LinearMap", "KernelMap", "SeparableMap", "PoolMap", "ScaleMap", "transform", "tf_transform"]
+__all__ = ["LinearMap", "KernelMap", "SeparableMap", "PoolMap", "ScaleMap", "tf_transform"]

@@ -39,8 +39,7 @@ default) instead of dropping it; other rules drop it (visible in ``meta["relevan
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -52,10 +51,9 @@ def safe_divide(r, z, epsilon: float = 0.0):
     """``r / (z + epsilon * sign(z))`` with ``sign(0) = 1``; if ``epsilon == 0``, ``r / z``
     where ``z != 0`` and 0 where ``z == 0``."""
     if epsilon:
-        sign = tf.where(z >= 0, tf.ones_like(z), -tf.ones_like(z))
-        return r / (z + tf.constant(epsilon, z.dtype) * sign)
-    zero = tf.equal(z, 0)
-    return tf.where(zero, tf.zeros_like(r), r / tf.where(zero, tf.ones_like(z), z))
+        eps = tf.constant(epsilon, z.dtype)
+        return r / (z + tf.where(z >= 0, eps, -eps))
+    return tf.math.divide_no_nan(r, z)
 
 
 def _vjp(lmap, terms, relevance, bias=None, epsilon: float = 0.0):
