@@ -205,7 +205,7 @@ class RelevanceEngine:
                 r0 = r0 * tf.cast(scores > 0, r0.dtype)[(...,) + (None,) * (len(r0.shape) - 1)]
             top = _total(r0)
             aux = _Aux(values, producers, program.input_key, kept)
-            rel = {key: r0}
+            rel, tot = {key: r0}, {key: top}  # relevance in flight and its per-image sums
             total, sums = top, []
             for op in reversed(program.ops):
                 r = rel.pop(op.output, None)
@@ -216,10 +216,12 @@ class RelevanceEngine:
                 # this the executor may run every rule's forward early and keep all z alive
                 with tf.control_dependencies([r]):
                     r_ins = _backward(op, r, values, rules, domains, aux, op.name in plan.may_lose)
-                total = total - _total(r) + tf.add_n([_total(t) for t in r_ins])
+                t_ins = [_total(t) for t in r_ins]
+                total = total - tot.pop(op.output) + tf.add_n(t_ins)
                 sums.append(total)
-                for k, t in zip(op.inputs, r_ins):
+                for k, t, s in zip(op.inputs, r_ins, t_ins):
                     rel[k] = t if k not in rel else rel[k] + t
+                    tot[k] = s if k not in tot else tot[k] + s
             r_in = rel.get(program.input_key)
             if r_in is None:
                 r_in = tf.zeros_like(x)
