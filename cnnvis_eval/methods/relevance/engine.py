@@ -1,0 +1,354 @@
+"""The relevance engine: one recorded forward pass, one modified backward pass.
+
+For a bound target the engine builds (once) the canonical program of the explained tensor
+(:func:`~.canonizers.canonize`), lets the composite assign rules, and compiles one
+``tf.function`` that
+
+1. runs the model graph once, recording every tensor (``graph.run(..., record=True)``);
+2. sets the starting relevance at the explained tensor (see :func:`start_relevance`);
+3. walks the program in reverse topological order, from the target back to the input,
+   turning the relevance of each op's output into relevance of its inputs (rules for
+   linear ops and sums, slicing for concatenation, vector-Jacobian products for max
+   pooling / padding / reshaping, pass-through for rectifiers), summing relevance where a
+   tensor feeds several ops;
+4. returns the input relevance and, per image, the total relevance still in flight after
+   every op (so a leak can be located).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from ...targets import BoundTarget
+from .canonizers import DEFAULT_CANONIZERS, Program, canonize
+from .composites import NONNEG, Composite
+from .rules import Inputs
+
+
+def start_relevance(value, indices, reduce: str):
+    """Starting relevance at the explained tensor; it sums to the explained score.
+
+    Parameters
+    ----------
+    value : tensor (N, K) logits, or (N, ..., C) layer output
+    indices : int32 tensor (N,)
+        Class or channel per image.
+    reduce : {"none", "sum", "mean", "max"}
+        ``"none"`` (a class logit) and ``"sum"``: the selected unit's / channel's values;
+        ``"mean"``: the channel's map divided by its number of positions; ``"max"``: the
+        channel's value at its (first) maximal position, zero elsewhere.
+
+    Returns
+    -------
+    tensor of value's shape, zero outside the selected unit/channel.
+    """
+    c = value.shape[-1]
+    rank = len(value.shape)
+    oh = tf.one_hot(indices, c, dtype=value.dtype)
+    oh = tf.reshape(oh, tf.concat([tf.shape(oh)[:1], tf.ones([rank - 2], tf.int32), [c]], 0))
+    r = value * oh
+    if rank == 2 or reduce in ("none", "sum"):
+        return r
+    if reduce == "mean":
+        size = tf.reduce_prod(tf.shape(value)[1:-1])
+        return r / tf.cast(size, value.dtype)  # integer -> float: exact
+    if reduce == "max":
+        chan = tf.reduce_sum(r, axis=-1)  # (N, ...spatial)
+        flat = tf.reshape(chan, [tf.shape(chan)[0], -1])
+        pos = tf.one_hot(tf.argmax(flat, axis=-1), tf.shape(flat)[1], dtype=value.dtype)
+        return r * tf.reshape(pos, tf.shape(chan))[..., None]
+    raise ValueError(f"unknown reduce {reduce!r}")
+
+
+def _unbroadcast(t, shape):
+    """Sum ``t`` over the axes where ``shape`` (static, with batch) broadcast to it."""
+    if tuple(t.shape[1:]) == tuple(shape[1:]):
+        return t
+    extra = len(t.shape) - len(shape)
+    if extra:
+        t = tf.reduce_sum(t, axis=list(range(1, 1 + extra)))
+    axes = [i for i in range(1, len(shape)) if shape[i] == 1 and t.shape[i] != 1]
+    return tf.reduce_sum(t, axis=axes, keepdims=True) if axes else t
+
+
+def _total(t):
+    """Per-image sum, (N,) float64."""
+    return tf.cast(tf.reduce_sum(t, axis=list(range(1, len(t.shape)))), tf.float64)
+
+
+def positive_support(program: Program, rules: dict, domains: dict, positive_top: bool) -> tuple[dict, set]:
+    """Static analysis: where can relevance meet a zero rule denominator?
+
+    Relevance at a tensor is *positive-supported* when it can be non-zero only where the
+    tensor's value is > 0.  The starting relevance is (a non-negative target layer, or a
+    logit with ``max(0, score)``); a-proportional rules (``R_in = x * c``) on
+    non-negative inputs, rectifiers, max pooling, padding/reshaping, concatenation and
+    :class:`~.rules.SignedShare` keep it; w**2, flat, zB, pass-through BatchNorm and
+    epsilon sums break it.  For a z+ layer whose output relevance is positive-supported and
+    whose bias is <= 0 (or an alpha-beta layer with its bias in the denominator), every
+    output with relevance has ``z > 0`` hence a non-zero denominator, so the fallback can
+    never fire and is not built.
+
+    Returns
+    -------
+    supported : dict tensor key -> bool
+    may_lose : set of op names whose rule may meet a zero denominator
+    """
+    key = program.output_key
+    rank = len(program.graph.shape(key))
+    sup: dict[int, bool] = {key: domains.get(key) == NONNEG or (positive_top and rank == 2)}
+    may_lose: set = set()
+
+    def give(k, flag):
+        sup[k] = sup.get(k, True) and flag
+
+    for op in reversed(program.ops):
+        out = sup.get(op.output, True)
+        if op.kind == "linear":
+            rule = rules[op.name]
+            with_bias = bool(getattr(rule, "bias", False)) and type(rule).__name__ == "AlphaBeta"
+            bias_ok = with_bias or not op.lmap.positive_bias()
+            lose = getattr(rule, "fallback", False) and not (out and bias_ok)
+            if lose:
+                may_lose.add(op.name)
+            k = op.inputs[0]
+            give(k, rule.proportional and domains.get(k) == NONNEG and not lose)
+        elif op.kind in ("pass", "route", "concat"):
+            for k in op.inputs:
+                give(k, out)
+        elif op.kind == "add":
+            for k in op.inputs:
+                give(k, out and rules[op.name].keeps_sign)
+    return sup, may_lose
+
+
+@dataclass
+class Plan:
+    """A program with its rules, input domains and fallback sites, ready to run."""
+
+    program: Program
+    rules: dict
+    domains: dict
+    may_lose: set
+
+    @property
+    def layers(self) -> list[str]:
+        """Op names in the order the backward pass visits them (output to input)."""
+        return [op.name for op in reversed(self.program.ops)]
+
+    def describe(self) -> dict[str, str]:
+        return {name: repr(rule) for name, rule in self.rules.items()}
+
+
+class RelevanceEngine:
+    """Compiled relevance propagation for one model and composite.
+
+    Parameters
+    ----------
+    graph : FlatGraph
+    composite : Composite
+    method : str
+        Name used in error messages.
+    positive_top : bool
+        Start from ``max(0, score)`` instead of the score (z+ presets).
+    canonizers : sequence
+        Rewrite steps applied to the program (default: fold BatchNorm).
+    """
+
+    def __init__(self, graph, composite: Composite, method: str, positive_top: bool = False,
+                 canonizers=DEFAULT_CANONIZERS):
+        self.graph = graph
+        self.composite = composite
+        self.method = method
+        self.positive_top = bool(positive_top)
+        self.canonizers = tuple(canonizers)
+        self._plans: dict[int, Plan] = {}
+        self._fns: dict = {}
+
+    def plan(self, key: int) -> Plan:
+        """Program, rules and domains for graph tensor ``key`` (built once)."""
+        if key not in self._plans:
+            program = canonize(self.graph, key, self.method, self.canonizers)
+            rules = self.composite.assign(program)
+            domains = self.composite.domains(program)
+            _, may_lose = positive_support(program, rules, domains, self.positive_top)
+            self._plans[key] = Plan(program, rules, domains, may_lose)
+        return self._plans[key]
+
+    def function(self, bound: BoundTarget, signature):
+        """Compiled ``f(x, indices) -> (R_input, scores, indices, top, sums)``.
+
+        ``R_input`` (N, H, W, C); ``scores``/``indices``/``top`` (N,); ``sums`` (N, L) float64,
+        the relevance in flight after each op of :attr:`Plan.layers`.
+        """
+        cache_key = (bound.key, bound.top, bound.reduce)
+        if cache_key not in self._fns:
+            plan = self.plan(bound.key)
+            self._fns[cache_key] = self._compile(plan, bound, signature)
+        return self._fns[cache_key]
+
+    # ------------------------------------------------------------------ compiled body
+    def _compile(self, plan: Plan, bound: BoundTarget, signature):
+        graph, program, rules, domains = self.graph, plan.program, plan.rules, plan.domains
+        key, positive = bound.key, self.positive_top
+        producers = {op.output: op for op in program.ops}
+        kept = kept_keys(program)
+
+        @tf.function(input_signature=[signature, tf.TensorSpec((None,), tf.int32)], autograph=False)
+        def explain(x, indices):
+            (value,), values = graph.run(x, [key], record=True)
+            scores, idx = bound.select(value, indices)
+            r0 = start_relevance(value, idx, bound.reduce)
+            if positive:
+                r0 = r0 * tf.cast(scores > 0, r0.dtype)[(...,) + (None,) * (len(r0.shape) - 1)]
+            top = _total(r0)
+            aux = _Aux(values, producers, program.input_key, kept)
+            rel, tot = {key: r0}, {key: top}  # relevance in flight and its per-image sums
+            total, sums = top, []
+            for op in reversed(program.ops):
+                r = rel.pop(op.output, None)
+                if r is None:
+                    sums.append(total)
+                    continue
+                # the rule's own forward (z = f'(x)) only depends on forward values; without
+                # this the executor may run every rule's forward early and keep all z alive
+                with tf.control_dependencies([r]):
+                    r_ins = _backward(op, r, values, rules, domains, aux, op.name in plan.may_lose)
+                t_ins = [_total(t) for t in r_ins]
+                total = total - tot.pop(op.output) + tf.add_n(t_ins)
+                sums.append(total)
+                for k, t, s in zip(op.inputs, r_ins, t_ins):
+                    rel[k] = t if k not in rel else rel[k] + t
+                    tot[k] = s if k not in tot else tot[k] + s
+            r_in = rel.get(program.input_key)
+            if r_in is None:
+                r_in = tf.zeros_like(x)
+            return r_in, scores, idx, top, tf.stack(sums, axis=1)
+
+        return explain
+
+
+class _Aux:
+    """Values the backward pass reads, plus supports (1 = real value, 0 = zero-padding)
+    and bounds of tensors, built on demand.
+
+    Forward values the rules read anyway (layer inputs) are taken from the recording;
+    the operands of a residual sum are recomputed from them when cheap (the output of a
+    linear op: one call of its layer; a sum: the sum of its recomputed operands), so the
+    forward pass does not have to keep them alive until the backward pass reaches them.
+    """
+
+    def __init__(self, values, producers, input_key, kept=frozenset()):
+        self.values, self.producers, self.input_key = values, producers, input_key
+        self.kept = kept
+        self._support: dict = {}
+        self._memo: dict = {}
+
+    def value(self, key):
+        if key in self.kept or key == self.input_key:
+            return self.values[key]
+        if key not in self._memo:
+            op = self.producers.get(key)
+            if op is not None and op.kind == "linear" and op.inputs[0] in self.kept:
+                lmap = op.lmap
+                z = lmap.apply(self.values[op.inputs[0]], "plain")
+                b = lmap.bias("plain")
+                z = z if b is None else z + b
+                if op.rectifier is not None:
+                    z = _rectify(z, op.rectifier)
+                self._memo[key] = z
+            elif op is not None and op.kind == "add":
+                self._memo[key] = _sum([self.value(k) for k in op.inputs])
+            else:
+                self._memo[key] = self.values[key]
+        return self._memo[key]
+
+    def _through(self, key):
+        """The op that only moves values into ``key`` (padding, reshape, identity), or None."""
+        op = self.producers.get(key)
+        if op is None:
+            return None
+        if (op.kind == "route" and op.shape_only) or (op.kind == "pass" and op.rectifier is None):
+            return op
+        return None
+
+    def support(self, key):
+        if key not in self._support:
+            op = self._through(key) if key != self.input_key else None
+            if op is None:
+                self._support[key] = tf.ones_like(self.values[key])
+            elif op.kind == "pass":
+                self._support[key] = self.support(op.inputs[0])
+            else:
+                self._support[key] = op.call(self.support(op.inputs[0]))
+        return self._support[key]
+
+    def bounds(self, key, low, high):
+        op = self._through(key) if key != self.input_key else None
+        if op is None:
+            v = self.values[key]
+            lo = tf.broadcast_to(tf.constant(low, v.dtype), tf.shape(v))
+            hi = tf.broadcast_to(tf.constant(high, v.dtype), tf.shape(v))
+            return lo, hi
+        lo, hi = self.bounds(op.inputs[0], low, high)
+        if op.kind == "pass":
+            return lo, hi
+        return op.call(lo), op.call(hi)
+
+
+def _sum(xs):
+    """Elementwise sum with broadcasting (as Keras' Add)."""
+    y = xs[0]
+    for x in xs[1:]:
+        y = y + x
+    return y
+
+
+def _rectify(z, r):
+    """A fused rectifier (Keras ReLU semantics: x if x > threshold else 0, capped)."""
+    y = tf.where(z > r.threshold, z, tf.zeros_like(z)) if r.threshold else tf.nn.relu(z)
+    return y if r.max_value is None else tf.minimum(y, tf.constant(r.max_value, z.dtype))
+
+
+def kept_keys(program: Program) -> frozenset:
+    """Forward tensors the backward pass reads directly: inputs of rules and route ops."""
+    kept = {program.output_key}
+    for op in program.ops:
+        if op.kind in ("linear", "route"):
+            kept.update(op.inputs)
+    return frozenset(kept)
+
+
+def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True) -> list:
+    """Relevance of each input of ``op`` from the relevance ``r`` of its output."""
+    if op.kind == "linear":
+        k = op.inputs[0]
+        inputs = Inputs(
+            values[k], domains[k] == NONNEG,
+            support=lambda: aux.support(k),
+            bounds=lambda lo, hi: aux.bounds(k, lo, hi),
+            may_lose=may_lose,
+        )
+        return [rules[op.name].backward(op.lmap, inputs, r)]
+    if op.kind == "pass":
+        return [r]
+    if op.kind == "concat":
+        sizes = [int(values[k].shape[op.axis]) for k in op.inputs]
+        return list(tf.split(r, sizes, axis=op.axis))
+    if op.kind == "add":
+        xs = [aux.value(k) for k in op.inputs]
+        shares = rules[op.name].merge(xs, _sum(xs), r)
+        return [_unbroadcast(s, x.shape) for s, x in zip(shares, xs)]
+    if op.kind == "route":
+        xs = [values[k] for k in op.inputs]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(xs)
+            y = op.call(*xs)
+        return tape.gradient(y, xs, output_gradients=r,
+                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    raise ValueError(f"unknown op kind {op.kind!r}")  # pragma: no cover
+
+
+__all__ = ["RelevanceEngine", "Plan", "kept_keys", "positive_support", "start_relevance"]

@@ -1,0 +1,77 @@
+"""Cost of the relevance methods: time (pytest-benchmark, as a ratio to a plain
+forward+backward pass of the same model and batch) and peak memory (fresh processes).
+
+Goal (issue 4): one explanation within 3x the time of a forward+backward pass at batch 8
+(ResNet50 224 px; also MobileNetV2), peak working memory within 2x.  Run with::
+
+    python -m pytest suites/benchmarks/test_bench_relevance.py -m slow --benchmark-enable
+
+The ratios land in the benchmark's ``extra_info``: ``ratio`` (the shared fixture: the
+method's rounds, then the baseline's) and ``paired_ratio`` (median over rounds of method
+and baseline called back to back, which is robust to the load of a shared machine
+changing between the two blocks).  Memory goes to the test's ``record_property`` and
+stdout (``-s``).  Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import cnnvis_eval as cv
+from cnnvis_eval.evaluation.cost import reference_passes
+from conftest import big_spec, smooth_images
+
+from .memory_probe import run as memory_probe
+
+SIZE, BATCH = 224, 8
+ARCHS = ("resnet50", "mobilenet_v2")
+METHODS = ("deep_taylor", "lrp_epsilon", "lrp_alpha1beta0")
+
+
+@pytest.mark.slow
+@pytest.mark.benchmark(group="relevance")
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bench_relevance(arch, method, bench_ratio, benchmark):
+    spec = big_spec(arch, SIZE)
+    x = spec.preprocess(smooth_images(BATCH, SIZE))
+    _, forward_backward = reference_passes(spec)
+    exp = cv.get_method(method)(spec)
+    run, base = (lambda: exp.explain(x)), (lambda: forward_backward(x).numpy())
+    result = bench_ratio(run, base, rounds=5, arch=arch, size=SIZE, batch=BATCH, method=method)
+    assert result.heatmap.shape == (BATCH, SIZE, SIZE)
+    if not benchmark.disabled:
+        benchmark.extra_info["paired_ratio"] = paired_ratio(run, base)
+
+
+def paired_ratio(fn, baseline, rounds: int = 5) -> float:
+    """Median of fn-time / baseline-time over rounds of the two called back to back."""
+    ratios = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        t1 = time.perf_counter()
+        baseline()
+        t2 = time.perf_counter()
+        ratios.append((t1 - t0) / (t2 - t1))
+    return float(np.median(ratios))
+
+
+@pytest.mark.slow
+@pytest.mark.benchmark(group="relevance-memory")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_memory_relevance(arch, record_property):
+    ref = memory_probe(arch, SIZE, BATCH, "reference")
+    print(f"\n{arch}@{SIZE} batch {BATCH} forward+backward: call {ref['call_mb']:.0f} MB, "
+          f"peak {ref['peak_mb']:.0f} MB")
+    for method in ("deep_taylor", "lrp_epsilon"):
+        m = memory_probe(arch, SIZE, BATCH, method)
+        ratio = m["call_mb"] / ref["call_mb"]
+        record_property(f"memory_ratio[{method}]", ratio)
+        record_property(f"memory[{method}]", m)
+        print(f"{arch}@{SIZE} {method}: call {m['call_mb']:.0f} MB (x{ratio:.2f}), "
+              f"peak {m['peak_mb']:.0f} MB (x{m['peak_mb'] / ref['peak_mb']:.2f}), "
+              f"resident before the call {m['base_mb']:.0f} MB vs {ref['base_mb']:.0f} MB")
