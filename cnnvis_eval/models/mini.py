@@ -316,6 +316,13 @@ def train_model(name: str, data, epochs: int, seed: int = WEIGHT_SEED, lr: float
     return model
 
 
+def save_inference_model(model: keras.Model, path: Path) -> None:
+    """Save the architecture and weights only (no optimizer state: 3x smaller files)."""
+    clean = keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    clean.save(path)
+
+
 EPOCHS = {"vgg": 10, "resnet": 10, "inception": 10, "xception": 12, "mobilenet": 12}
 SHORTCUT_EPOCHS = 3
 N_TRAIN, N_TEST = 5000, 800
@@ -344,7 +351,7 @@ def train_all(out: Path | None = None, names=MINI_MODELS, verbose: int = 0) -> d
         epochs = SHORTCUT_EPOCHS if shortcut else EPOCHS[family]
         model = train_model(name, short_train if shortcut else clean_train, epochs, verbose=verbose)
         seconds = time.perf_counter() - t0
-        model.save(out / f"{name}.keras")
+        save_inference_model(model, out / f"{name}.keras")
         entry = {
             "family": family,
             "data_seed": TRAIN_SEED + (1 if shortcut else 0),
