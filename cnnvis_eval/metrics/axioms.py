@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from ..errors import InputError, UnsupportedLayerError
 from ..methods.base import Explanation, check_input
-from ..models.spec import ModelSpec, as_spec
+from ..models.spec import ModelSpec, _identity, as_spec
 from ..models.surgery import clone_layer
 from ..targets import bind
 from .base import Metric, as_array, check_maps, fixed_target, register_metric
@@ -189,7 +189,8 @@ def shift_model(model, shift) -> ModelSpec:
     -------
     ModelSpec
         The shifted clone; ``info["input_shift"]`` holds the shift and, per first layer,
-        how it was folded (``"bias"`` or ``"bias_map"``).
+        how it was folded (``"bias"`` or ``"bias_map"``).  Its ``preprocess``,
+        ``deprocess`` and ``input_range`` are those of ``model`` moved by the shift.
     """
     spec = as_spec(model)
     graph = spec.graph
@@ -233,6 +234,39 @@ def shift_model(model, shift) -> ModelSpec:
         else:
             layer.bias_map.assign((np.asarray(layer.bias_map.numpy(), np.float64) - resp).astype(layer.bias_map.dtype))
     out.info = {**out.info, "input_shift": {"shift": np.asarray(shift), "folded": how}}
+    return _shifted_metadata(out, spec, c_img)
+
+
+def _shifted_metadata(out: ModelSpec, spec: ModelSpec, c_img: np.ndarray) -> ModelSpec:
+    """Make ``g``'s spec describe ``g``'s inputs ``x + c`` (in place, returns ``out``).
+
+    Preprocessing adds ``c`` and deprocessing removes it (a spec without preprocessing, the
+    identity, keeps it: its inputs are already model inputs); the per-channel
+    ``input_range`` moves by ``c`` (to None when ``c`` varies over the image, which a
+    per-channel range cannot express).  Methods that read the input domain (zB bounds,
+    "black" baselines, LIME's display image) then see on ``g`` the domain of ``f``, shifted.
+    """
+    pre, de = spec.preprocess, spec.deprocess
+    if pre is not _identity:
+        def preprocess(images):
+            x = np.asarray(pre(images))
+            return (x + c_img.astype(x.dtype)).astype(x.dtype)
+
+        out.preprocess = preprocess
+    if de is not _identity:
+        def deprocess(x):
+            x = np.asarray(x)
+            return de((x - c_img.astype(x.dtype)).astype(x.dtype))
+
+        out.deprocess = deprocess
+    rng = spec.input_range
+    if rng is not None:
+        flat = c_img.reshape(-1, c_img.shape[-1])
+        if np.all(flat == flat[:1]):
+            rng = tuple(None if v is None else (np.asarray(v) + flat[0]).astype(np.asarray(v).dtype) for v in rng)
+        else:
+            rng = None
+    out.input_range = rng
     return out
 
 
