@@ -63,6 +63,12 @@ def record(request) -> Recorder:
     return Recorder(request.node)
 
 
+@pytest.fixture(scope="module")
+def module_record(request) -> Recorder:
+    """``record`` for module-scoped fixtures (rows are attributed to the test module)."""
+    return Recorder(request.node)
+
+
 def results_frame() -> pd.DataFrame:
     return pd.concat(_ROWS, ignore_index=True) if _ROWS else pd.DataFrame(columns=COLUMNS)
 

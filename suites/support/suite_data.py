@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +20,14 @@ SUITE_PARAMS: dict[str, dict] = {
 }
 
 EVAL_SEED = 4242  # never used to train the mini models
+EVAL_IMAGES = 16  # synthetic images per mini model in the evaluation suites
+
+# Methods whose maps lose similarity under full cascading randomization of the trained
+# mini models (spearman_abs < 0.5 on every mini; suites/sanity/test_randomization.py).
+RANDOMIZATION_SENSITIVE: tuple[str, ...] = (
+    "cam", "deep_taylor", "grad_cam", "gradient_x_input", "guided_grad_cam", "integrated_gradients",
+    "lrp_alpha1beta0", "lrp_epsilon", "occlusion", "saliency", "smoothgrad",
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -35,3 +44,52 @@ def final_similarity(curve, metric: str = "spearman_abs") -> np.ndarray:
     """Per-image similarity at the last step of a randomization curve frame."""
     c = curve[curve["metric"] == metric]
     return c[c["step"] == c["step"].max()].sort_values("image")["value"].to_numpy()
+
+
+_SPECS: dict = {}
+_EXPLAINED: dict = {}
+
+
+class Explained(NamedTuple):
+    """Heatmaps of one method on one mini model over the evaluation images."""
+
+    heatmap: np.ndarray  # float32 (N, H, W)
+    spec: object  # ModelSpec of the explained model
+    data: object  # SyntheticSet (images, labels, masks, marker_masks)
+    x: np.ndarray  # preprocessed images (N, H, W, 3)
+
+
+def mini(name: str):
+    """The ModelSpec of a mini model, loaded once per session."""
+    import cnnvis_eval as cv
+
+    if name not in _SPECS:
+        _SPECS[name] = cv.load_model(name)
+    return _SPECS[name]
+
+
+def explained(method: str, model: str, n: int = 16, marker: bool = False) -> Explained:
+    """``method``'s heatmaps on mini ``model`` for the first ``n`` evaluation images (with
+    the shortcut marker if ``marker``), explaining each image's true class; computed once
+    per session (localization, faithfulness and the shortcut test share them).
+
+    ``method`` is a registered method name or ``"control:<name>"`` for a negative control
+    of :data:`cnnvis_eval.metrics.CONTROLS`.  Raises UnsupportedArchitectureError where the
+    method does not apply (CAM without a GAP head).
+    """
+    import cnnvis_eval as cv
+
+    key = (method, model, n, marker)
+    if key not in _EXPLAINED:
+        spec = mini(model)
+        syn = benchmark(n, shortcut=marker)
+        x = spec.preprocess(syn.images)
+        target = cv.ClassTarget(syn.labels)
+        if method.startswith("control:"):
+            from cnnvis_eval.metrics import CONTROLS
+
+            heat = CONTROLS[method.split(":", 1)[1]](spec).explain(x, target=target).heatmap
+        else:
+            heat = cv.explain(method, spec, x, target=target, progress=False, **params(method)).heatmap
+        _EXPLAINED[key] = Explained(heat, spec, syn, x)
+    return _EXPLAINED[key]
