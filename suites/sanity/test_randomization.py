@@ -1,0 +1,512 @@
+"""Randomization sanity checks for every registered heatmap method on the trained mini models.
+
+Model-parameter randomization (Adebayo et al. 2018, "Sanity Checks for Saliency Maps"): a
+method that explains the model must change its map when the model's weights are replaced
+by random ones.  Steps here are coarse, top down (cascading: cumulative; independent: one
+group at a time, the others trained), over the groups of
+:func:`~cnnvis_eval.metrics.layer_groups` (``"block"``):
+
+1. ``logits``   - the output layer only;
+2. ``top_half`` - the groups ``1 .. max(2, G // 2) - 1`` below it (G groups): mini_vgg
+   ``fc1``; mini_resnet ``stage3``; mini_inception ``mixed3``; mini_xception
+   ``exit_sepconv, block3``; mini_mobilenet ``Conv_1, block_5, block_4``;
+3. ``rest``     - everything below (after cascading step 3 every weight is random).
+
+The random-logit test (Sixt et al. 2020, "When Explanations Lie") explains a random
+*other* class of the same trained model.  Similarity is the mean over ``N_IMAGES`` images
+of Spearman's rank correlation of the absolute maps (``spearman_abs``, normalized as
+Adebayo et al.).  Every curve and value is recorded (``record.curve`` / ``record``)
+*before* anything is asserted, so the expected failures reach the report too.
+
+Checks (a method that explains the model must stay below the threshold):
+
+* ``logits_layer`` - cascading step 1 < ``LOGIT_THRESHOLD``: the map of a class changes
+  when the class layer is re-initialized;
+* ``random_logit`` - another class's map < ``LOGIT_THRESHOLD``;
+* ``full`` - cascading step 3 (all weights random) < ``FULL_THRESHOLD``;
+* ``independent_lower`` (slow) - the lower half alone re-initialized, head and upper
+  blocks trained, < ``FULL_THRESHOLD``.
+
+The thresholds are round numbers: a rank correlation of 0.9 with the trained map means
+"unchanged"; after every weight is random, 0.6 still means "mostly the same picture"
+(model-blind controls give 1.0, see ``test_negative_controls.py``).  On the minis the
+measured similarities form a continuum (table at the end of this file), so each
+(check, method, model) cell is classified from that measurement, with ``MARGIN``:
+
+* below threshold - MARGIN: asserted to pass;
+* at or above threshold + MARGIN: ``xfail(strict=True)`` with the citation where the
+  literature predicts the failure, "measured" otherwise;
+* within MARGIN of the threshold (``OPEN``): recorded, then skipped with the measured
+  value (asserting either way would be fragile).
+
+Literature and what the minis show:
+
+* Guided Backprop: Adebayo et al. (Fig. 2) and Nie et al. 2018 ("A Theoretical
+  Explanation for Perplexing Behaviors of Backpropagation-based Visualizations": it
+  recovers the image whatever the class).  Measured: unchanged after re-initializing the
+  head (.96-.97) on four minis, .89 (OPEN) on mini_resnet; the same across classes only
+  on mini_vgg (.96; elsewhere .78-.92).  *Deviation:* Adebayo et al. also found it similar after randomizing all
+  of Inception v4; on the minis full randomization destroys it (.10-.47): asserted.
+* Guided Grad-CAM (Adebayo et al.: insensitive): *deviation*, on the minis it inherits
+  Grad-CAM's sensitivity at every step (step 1 -.36-.63, classes -.39-.68): asserted.
+* DeconvNet (Nie et al.: class-insensitive): *deviation*, insensitive to the head only on
+  mini_inception (.95); elsewhere .43-.76: asserted.
+* z+ family (``deep_taylor``, ``deep_taylor_bounded``, ``lrp_alpha1beta0``): Sixt et al.
+  prove that z+ / alpha1-beta0 relevance converges to a map that does not depend on the
+  upper layers' parameters.  The registered presets start from ``max(0, logit)``: after
+  re-initializing the head the explained logit is often negative and the map is then
+  *all zero*, which the similarity convention for a constant map (0) would read as
+  "sensitive" (:func:`test_z_plus_default_preset_empties_instead_of_changing`).  That is
+  an artefact, so these three run here with ``positive_top = False`` (start from the
+  signed logit; z+ is linear in the starting relevance, only sign and scale change).
+  Then: .94-.99 after re-initializing the head (xfail, cited); across classes .82-.99
+  (xfail where >= .93, else OPEN or asserted as measured).
+* VisualBackProp averages feature maps and never reads the class layer (Bojarski et al.
+  2016): exactly 1.0 at step 1 and across classes (xfail by construction); after full
+  randomization the averaged random feature maps still trace the input (.69-.88 on three
+  minis: xfail, measured).
+* Gradient, gradient x input, integrated gradients, SmoothGrad, Grad-CAM (Adebayo et al.),
+  LRP-epsilon (Sixt et al.: sensitive), CAM, occlusion: asserted sensitive in every cell
+  but one (SmoothGrad, independent, mini_inception, .55: OPEN).
+* No literature claim, measured: Grad-CAM++ and Layer-CAM keep the map when only the
+  head changes (.87-.97, but Layer-CAM .64 on mini_vgg; plausibly because their
+  positive-gradient weights multiply the unchanged last-layer activations), and on
+  mini_inception even after full randomization (.79); Score-CAM keeps it on mini_resnet
+  and mini_xception (.98); VarGrad, LIME and LRP-composite stay above 0.6 on
+  mini_inception in some checks.
+* The random-logit test is weaker here than on ImageNet: each synthetic image holds one
+  object and the four classes are shapes, so every class's evidence is that object and
+  even the plain gradient keeps .71-.82 across classes.
+
+Negative controls (constant, edge detector) and the saliency positive control live in
+``test_negative_controls.py`` and are not repeated here.
+
+Budget: by default mini_vgg with every method and mini_resnet with the compiled
+gradient / backprop / CAM methods (``is_default``), cascading + random logit, on
+``N_IMAGES`` images; ``-m slow`` adds the rest (relevance and perturbation methods on
+mini_resnet, the three other minis) and independent randomization.  Each (method,
+model, mode) curve is computed once per session; the random-logit maps come from the
+explainer of the curve's step 0 (one compilation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cnnvis_eval as cv
+from cnnvis_eval import metrics as M
+from conftest import MINI, mini_spec
+from suites.support.suite_data import benchmark, params
+
+METHODS = tuple(cv.list_methods())
+MODELS = ("mini_vgg", "mini_resnet", "mini_inception", "mini_xception", "mini_mobilenet")
+N_IMAGES = 4
+SEED = 0
+
+FULL_THRESHOLD = 0.6
+LOGIT_THRESHOLD = 0.9
+MARGIN = 0.03
+
+Z_PLUS = ("deep_taylor", "deep_taylor_bounded", "lrp_alpha1beta0")
+NOT_APPLICABLE = (cv.errors.UnsupportedArchitectureError, cv.errors.UnsupportedLayerError)
+
+ADEBAYO = "Adebayo et al. 2018, Sanity Checks for Saliency Maps"
+NIE = "Nie et al. 2018, A Theoretical Explanation for Perplexing Behaviors of Backpropagation-based Visualizations"
+SIXT = "Sixt et al. 2020, When Explanations Lie: Why Many Modified BP Attributions Fail"
+VBP = "Bojarski et al. 2016: VisualBackProp averages feature maps and never reads the class layer"
+
+
+# ---------------------------------------------------------------------- runs (one per session)
+def coarse_groups(spec) -> list[tuple[str, list[str]]]:
+    """The three coarse randomization steps of ``spec``, top down (see the module notes):
+    ``[("logits", layers), ("top_half", layers), ("rest", layers)]``."""
+    groups = M.layer_groups(spec, "block")
+    half = max(2, len(groups) // 2)
+    return [("logits", list(groups[0].layers)),
+            ("top_half", [name for g in groups[1:half] for name in g.layers]),
+            ("rest", [name for g in groups[half:] for name in g.layers])]
+
+
+def explainer_class(method: str):
+    """The registered class; for the z+ family a subclass starting from the signed logit."""
+    cls = cv.get_method(method)
+    if method in Z_PLUS:
+        cls = type(f"{cls.__name__}SignedTop", (cls,), {"positive_top": False})
+    return cls
+
+
+EXPENSIVE = ("cnnvis_eval.methods.relevance", "cnnvis_eval.methods.perturbation")
+
+
+def is_default(method: str, model: str) -> bool:
+    """Cells run without ``-m slow``: every method on mini_vgg; on mini_resnet the methods
+    that are neither relevance propagation (an explainer rebuilt per step) nor
+    perturbation (hundreds of forward passes per image)."""
+    if model == "mini_vgg":
+        return True
+    return model == "mini_resnet" and not cv.get_method(method).__module__.startswith(EXPENSIVE)
+
+
+def _same_weights(a, b) -> bool:
+    wa, wb = a.get_weights(), b.get_weights()
+    return len(wa) == len(wb) and all(np.array_equal(u, v) for u, v in zip(wa, wb))
+
+
+class _Factory:
+    """``spec -> Explainer`` for :func:`~cnnvis_eval.metrics.randomization_curve`.
+
+    One explainer per spec object, so with ``reuse_explainer`` the step-0 explainer is
+    also the shared one (one compilation).  The first explainer is built on the curve's
+    still-trained clone (step 0 comes before any randomization); with ``random_logit``
+    the random-logit test runs on it right then, reusing its compiled functions.
+    """
+
+    def __init__(self, cls, params: dict, x: np.ndarray, trained, random_logit: bool):
+        self.cls, self.params, self.x, self.trained = cls, params, x, trained
+        self.want_logit = random_logit
+        self.built: dict[int, object] = {}
+        self.random_logit: np.ndarray | None = None
+
+    def __call__(self, spec):
+        if id(spec) in self.built:
+            return self.built[id(spec)]
+        ex = self.cls(spec, **self.params)
+        first = not self.built
+        self.built[id(spec)] = ex  # keeps spec alive, so ids stay unique
+        if first and self.want_logit:
+            assert _same_weights(spec.model, self.trained.model), "step 0 must see the trained weights"
+            self.random_logit = M.get_metric("random_logit")(seed=SEED).evaluate(spec, self.x, lambda s: ex)
+        return ex
+
+
+@dataclass
+class Run:
+    curve: pd.DataFrame  # randomization_curve frame (spearman_abs)
+    random_logit: np.ndarray | None  # (N,) similarity to a random other class (cascading runs)
+    recorded: bool = False
+
+
+_RUNS: dict[tuple, Run | None] = {}
+
+
+def run(method: str, model: str, mode: str = "cascading") -> Run | None:
+    """The curve of (method, model, mode), computed once per session; None if the method
+    does not apply to the model (CAM on a Flatten head)."""
+    key = (method, model, mode)
+    if key not in _RUNS:
+        spec = mini_spec(model)
+        x = spec.preprocess(benchmark(16).images[:N_IMAGES])
+        cls = explainer_class(method)
+        factory = _Factory(cls, params(method), x, spec, random_logit=mode == "cascading")
+        try:
+            curve = M.randomization_curve(spec, x, factory, mode=mode, granularity=coarse_groups(spec),
+                                          similarity=("spearman_abs",), seed=SEED,
+                                          reuse_explainer=not cls.reads_weights_once)
+        except NOT_APPLICABLE:
+            _RUNS[key] = None
+        else:
+            _RUNS[key] = Run(curve.assign(method=method), factory.random_logit)
+    return _RUNS[key]
+
+
+def similarity_at(r: Run, step: int) -> np.ndarray:
+    """Per-image spearman_abs after ``step`` (N,)."""
+    c = r.curve[(r.curve["metric"] == "spearman_abs") & (r.curve["step"] == step)]
+    return c.sort_values("image")["value"].to_numpy()
+
+
+def _get(record, method, model, mode="cascading") -> Run:
+    r = run(method, model, mode)
+    if r is None:
+        pytest.fail(f"{method} unexpectedly does not apply to {model} (add it to NOT_APPLICABLE_CELLS?)")
+    if not r.recorded:
+        record.curve(r.curve)
+        r.recorded = True
+    return r
+
+
+# ---------------------------------------------------------------------- expectations
+PASS, FAIL, OPEN = "pass", "fail", "open"
+CHECKS = ("logits_layer", "random_logit", "full", "independent_lower")
+
+# check -> method -> {model: FAIL | OPEN}; every other cell must pass.  From the
+# measurements at the end of this file (N_IMAGES images, SEED, coarse steps).
+EXPECTED: dict[str, dict[str, dict[str, str]]] = {
+    "logits_layer": {
+        "deconvnet": {"mini_inception": FAIL},
+        "deep_taylor": {m: FAIL for m in MODELS},
+        "deep_taylor_bounded": {m: FAIL for m in MODELS},
+        "grad_cam_plus_plus": {"mini_inception": FAIL, "mini_mobilenet": FAIL, "mini_resnet": OPEN, "mini_vgg": OPEN,
+                               "mini_xception": FAIL},
+        "guided_backprop": {"mini_inception": FAIL, "mini_mobilenet": FAIL, "mini_resnet": OPEN, "mini_vgg": FAIL,
+                            "mini_xception": FAIL},
+        "layer_cam": {"mini_inception": FAIL, "mini_mobilenet": FAIL, "mini_resnet": OPEN, "mini_xception": FAIL},
+        "lime": {"mini_vgg": OPEN},
+        "lrp_alpha1beta0": {m: FAIL for m in MODELS},
+        "lrp_composite": {"mini_mobilenet": OPEN, "mini_vgg": OPEN},
+        "rise": {"mini_vgg": OPEN},
+        "score_cam": {"mini_mobilenet": OPEN, "mini_resnet": FAIL, "mini_xception": FAIL},
+        "vargrad": {"mini_vgg": OPEN},
+        "visual_backprop": {m: FAIL for m in MODELS},
+    },
+    "random_logit": {
+        "deconvnet": {"mini_inception": OPEN},
+        "deep_taylor": {"mini_inception": OPEN, "mini_mobilenet": OPEN, "mini_resnet": OPEN, "mini_vgg": FAIL},
+        "deep_taylor_bounded": {"mini_inception": OPEN, "mini_mobilenet": OPEN, "mini_resnet": OPEN, "mini_vgg": FAIL},
+        "grad_cam_plus_plus": {"mini_vgg": FAIL},
+        "guided_backprop": {"mini_inception": OPEN, "mini_mobilenet": OPEN, "mini_vgg": FAIL},
+        "lrp_alpha1beta0": {"mini_inception": FAIL, "mini_mobilenet": FAIL, "mini_resnet": FAIL, "mini_vgg": FAIL,
+                            "mini_xception": OPEN},
+        "score_cam": {"mini_mobilenet": OPEN, "mini_resnet": FAIL},
+        "vargrad": {"mini_inception": OPEN},
+        "visual_backprop": {m: FAIL for m in MODELS},
+    },
+    "full": {
+        "deep_taylor": {"mini_inception": FAIL, "mini_resnet": OPEN},
+        "deep_taylor_bounded": {"mini_inception": FAIL, "mini_resnet": OPEN},
+        "grad_cam_plus_plus": {"mini_inception": FAIL},
+        "layer_cam": {"mini_inception": FAIL},
+        "lrp_alpha1beta0": {"mini_inception": FAIL},
+        "lrp_composite": {"mini_inception": OPEN},
+        "score_cam": {"mini_resnet": OPEN, "mini_vgg": OPEN},
+        "vargrad": {"mini_inception": FAIL},
+        "visual_backprop": {"mini_inception": FAIL, "mini_resnet": FAIL, "mini_vgg": FAIL},
+    },
+    "independent_lower": {
+        "deconvnet": {"mini_inception": OPEN, "mini_resnet": OPEN},
+        "deep_taylor": {"mini_inception": FAIL},
+        "deep_taylor_bounded": {"mini_inception": FAIL},
+        "lime": {"mini_inception": FAIL},
+        "lrp_alpha1beta0": {"mini_inception": FAIL},
+        "lrp_composite": {"mini_inception": FAIL},
+        "vargrad": {"mini_inception": FAIL, "mini_resnet": FAIL},
+        "visual_backprop": {"mini_inception": FAIL, "mini_resnet": FAIL, "mini_vgg": FAIL},
+    },
+}
+
+_Z_PLUS_REASON = (f"{SIXT}: z+ relevance converges to a map independent of the upper layers "
+                  "(run with positive_top=False)")
+_Z_PLUS_DEEP = f"measured on mini_inception (positive_top=False); in line with {SIXT}"
+_MEASURED = "measured on the minis (no literature claim)"
+# (check, method) -> reason of an expected failure; (None, method) applies to every check
+REASONS = {
+    ("logits_layer", "guided_backprop"): (f"{ADEBAYO} (Fig. 2); {NIE}: Guided Backprop recovers the image "
+                                          "whatever the head"),
+    ("random_logit", "guided_backprop"): f"{NIE}: Guided Backprop is class-insensitive",
+    ("logits_layer", "deconvnet"): f"{NIE}: DeconvNet recovers the image whatever the head",
+    ("logits_layer", "visual_backprop"): VBP,
+    ("random_logit", "visual_backprop"): VBP,
+    ("full", "visual_backprop"): f"{_MEASURED}: the averaged random feature maps still trace the input",
+    ("independent_lower", "visual_backprop"): f"{_MEASURED}: averaged random lower feature maps still trace the input",
+    ("logits_layer", "grad_cam_plus_plus"): f"{_MEASURED}: positive gradients weight the unchanged activations",
+    ("logits_layer", "layer_cam"): f"{_MEASURED}: positive gradients weight the unchanged activations",
+    **{(None, m): _Z_PLUS_REASON for m in Z_PLUS},
+    **{(c, m): _Z_PLUS_DEEP for m in Z_PLUS for c in ("full", "independent_lower")},
+}
+NOT_APPLICABLE_CELLS = {("cam", "mini_vgg")}  # CAM needs a global-average-pooling head
+
+
+def expected(check: str, method: str, model: str) -> str:
+    return EXPECTED[check].get(method, {}).get(model, PASS)
+
+
+def reason(check: str, method: str) -> str:
+    return REASONS.get((check, method)) or REASONS.get((None, method)) or _MEASURED
+
+
+def cases(check: str, slow: bool = False) -> list:
+    """pytest params (method, model) of one check, with the slow and xfail marks."""
+    out = []
+    for model in MODELS:
+        for method in METHODS:
+            if (method, model) in NOT_APPLICABLE_CELLS:
+                continue
+            marks = [] if (is_default(method, model) and not slow) else [pytest.mark.slow]
+            if expected(check, method, model) == FAIL:
+                marks.append(pytest.mark.xfail(strict=True, reason=reason(check, method)))
+            out.append(pytest.param(method, model, id=f"{method}-{model}", marks=marks))
+    return out
+
+
+def check_below(check: str, method: str, model: str, values: np.ndarray, threshold: float, record, metric: str):
+    """Record the per-image values, then assert that their mean is below ``threshold``
+    (an OPEN cell is skipped with its measured value instead)."""
+    record(metric, values, method=method, model=model)
+    mean = float(np.mean(values))
+    if expected(check, method, model) == OPEN:
+        pytest.skip(f"recorded, not asserted: measured {mean:.3f}, within {MARGIN} of {threshold}")
+    assert mean < threshold, (
+        f"{method} on {model}: mean spearman_abs {mean:.3f} >= {threshold} ({check}); per image {np.round(values, 3)}"
+    )
+
+
+# ---------------------------------------------------------------------- tests
+@pytest.mark.parametrize("method, model", cases("logits_layer"))
+def test_logits_layer_randomization_changes_the_map(method, model, record):
+    """Cascading step 1: re-initializing only the class layer changes the map of the
+    class (mean spearman_abs < LOGIT_THRESHOLD)."""
+    r = _get(record, method, model)
+    check_below("logits_layer", method, model, similarity_at(r, 1), LOGIT_THRESHOLD, record,
+                "randomization_similarity_logits")
+
+
+@pytest.mark.parametrize("method, model", cases("random_logit"))
+def test_random_logit_changes_the_map(method, model, record):
+    """Random-logit test (Sixt et al. 2020): the map of a random other class of the same
+    trained model differs (mean spearman_abs < LOGIT_THRESHOLD)."""
+    r = _get(record, method, model)
+    check_below("random_logit", method, model, r.random_logit, LOGIT_THRESHOLD, record, "random_logit")
+
+
+@pytest.mark.parametrize("method, model", cases("full"))
+def test_full_randomization_destroys_the_map(method, model, record):
+    """Cascading step 3, every weight random: mean spearman_abs < FULL_THRESHOLD."""
+    r = _get(record, method, model)
+    check_below("full", method, model, similarity_at(r, 3), FULL_THRESHOLD, record, "randomization_similarity")
+
+
+@pytest.mark.parametrize("method, model", cases("independent_lower", slow=True))
+def test_independent_lower_half_randomization_changes_the_map(method, model, record):
+    """Independent randomization: re-initializing only the lower half of the blocks (head
+    and upper blocks trained) changes the map (mean spearman_abs < FULL_THRESHOLD)."""
+    r = _get(record, method, model, "independent")
+    check_below("independent_lower", method, model, similarity_at(r, 3), FULL_THRESHOLD, record,
+                "independent_randomization_similarity")
+
+
+def test_z_plus_default_preset_empties_instead_of_changing(record):
+    """Why the z+ family runs with ``positive_top = False`` above: the registered presets
+    start from ``max(0, logit)``, so after re-initializing the class layer an image whose
+    explained logit turned negative gets an all-zero map (similarity 0 by convention),
+    while the others keep a near-identical map (Sixt et al.'s insensitivity)."""
+    spec = mini_spec("mini_resnet")
+    x = spec.preprocess(benchmark(16).images[:4])
+    (_, _, before), (_, _, after) = M.randomization_explanations(
+        spec, x, "deep_taylor", mode="cascading", granularity=coarse_groups(spec), seed=SEED, max_steps=1)
+    sim = M.get_metric("spearman_abs")().evaluate(before.heatmap, after.heatmap)
+    record("randomization_similarity_logits_positive_top", sim, method="deep_taylor", model=spec.name)
+    empty = np.abs(after.heatmap).reshape(len(x), -1).max(axis=1) == 0
+    np.testing.assert_array_equal(empty, after.scores <= 0)
+    assert empty.any() and (~empty).any(), "need both kinds of image to show the artefact"
+    np.testing.assert_array_equal(sim[empty], 0.0)
+    assert np.all(sim[~empty] > 0.9), sim
+
+
+def test_expectations_name_registered_methods_and_minis():
+    """The expectation tables cannot silently go stale when methods or minis are renamed."""
+    assert set(MODELS) == set(MINI)
+    for check in CHECKS:
+        for method, cells in EXPECTED[check].items():
+            assert method in METHODS, (check, method)
+            assert set(cells) <= set(MODELS) and set(cells.values()) <= {FAIL, OPEN}, (check, method)
+
+
+# ---------------------------------------------------------------------- measurements
+# Mean spearman_abs over the first N_IMAGES=4 images of benchmark(16), SEED=0, coarse steps
+# (see coarse_groups), SUITE_PARAMS; deep_taylor, deep_taylor_bounded and lrp_alpha1beta0
+# with positive_top=False.  TF 2.21, CPU, oneDNN; every verdict in EXPECTED re-checked by a full
+# run of this file (default and -m slow: no XPASS, no failure).
+# step 1: logits layer re-initialized (cascading)
+#   model                  vgg  resnet  inception  xception  mobilenet
+#   method                                                            
+#   cam                    n/a    0.66       0.60      0.61       0.72
+#   deconvnet             0.43    0.72       0.95      0.76       0.60
+#   deep_taylor           0.99    0.94       0.97      0.98       0.95
+#   deep_taylor_bounded   0.99    0.94       0.97      0.98       0.95
+#   grad_cam              0.42    0.36       0.47     -0.16      -0.66
+#   grad_cam_plus_plus    0.93    0.87       0.95      0.97       0.94
+#   gradient_x_input      0.78    0.56       0.62      0.48       0.57
+#   guided_backprop       0.97    0.89       0.96      0.96       0.97
+#   guided_grad_cam       0.42    0.50       0.63      0.07      -0.36
+#   integrated_gradients  0.78    0.51       0.75      0.41       0.53
+#   layer_cam             0.64    0.88       0.94      0.97       0.94
+#   lime                  0.88    0.62       0.65      0.63       0.74
+#   lrp_alpha1beta0       0.99    0.96       0.98      0.98       0.97
+#   lrp_composite         0.89    0.82       0.85      0.73       0.91
+#   lrp_epsilon           0.78    0.56       0.62      0.48       0.58
+#   occlusion             0.79    0.59       0.63      0.64       0.55
+#   rise                  0.88    0.71      -0.39      0.33       0.55
+#   saliency              0.84    0.67       0.74      0.64       0.70
+#   score_cam             0.64    0.98       0.27      0.98       0.91
+#   smoothgrad            0.85    0.58       0.63      0.62       0.68
+#   vargrad               0.89    0.77       0.81      0.77       0.83
+#   visual_backprop       1.00    1.00       1.00      1.00       1.00
+# random logit (another class)
+#   model                  vgg  resnet  inception  xception  mobilenet
+#   method                                                            
+#   cam                    n/a    0.62       0.55      0.70       0.75
+#   deconvnet             0.53    0.60       0.90      0.77       0.34
+#   deep_taylor           0.99    0.89       0.88      0.83       0.88
+#   deep_taylor_bounded   0.99    0.89       0.88      0.82       0.88
+#   grad_cam              0.56   -0.27      -0.34     -0.52      -0.32
+#   grad_cam_plus_plus    0.96    0.80       0.69      0.72       0.81
+#   gradient_x_input      0.77    0.57       0.71      0.60       0.63
+#   guided_backprop       0.96    0.85       0.92      0.78       0.88
+#   guided_grad_cam       0.68   -0.10      -0.05     -0.39      -0.18
+#   integrated_gradients  0.74    0.56       0.77      0.55       0.58
+#   layer_cam             0.71    0.80       0.69      0.73       0.81
+#   lime                  0.73    0.61       0.70      0.68       0.59
+#   lrp_alpha1beta0       0.99    0.94       0.94      0.88       0.95
+#   lrp_composite         0.75    0.78       0.85      0.74       0.85
+#   lrp_epsilon           0.77    0.57       0.71      0.60       0.64
+#   occlusion             0.73    0.59       0.72      0.66       0.68
+#   rise                  0.27    0.40       0.61      0.49       0.21
+#   saliency              0.81    0.71       0.82      0.76       0.76
+#   score_cam             0.87    0.94       0.19      0.83       0.87
+#   smoothgrad            0.77    0.63       0.71      0.64       0.72
+#   vargrad               0.80    0.80       0.87      0.81       0.86
+#   visual_backprop       1.00    1.00       1.00      1.00       1.00
+# step 3: all weights re-initialized (cascading)
+#   model                  vgg  resnet  inception  xception  mobilenet
+#   method                                                            
+#   cam                    n/a    0.21       0.10      0.12       0.20
+#   deconvnet             0.17    0.50       0.56      0.25       0.16
+#   deep_taylor           0.41    0.59       0.71      0.43       0.41
+#   deep_taylor_bounded   0.42    0.59       0.72      0.44       0.43
+#   grad_cam              0.14   -0.00       0.05     -0.07      -0.00
+#   grad_cam_plus_plus    0.53    0.42       0.79      0.06       0.44
+#   gradient_x_input      0.17    0.24       0.37      0.24       0.17
+#   guided_backprop       0.10    0.28       0.47      0.24       0.19
+#   guided_grad_cam       0.11    0.08       0.06     -0.04       0.08
+#   integrated_gradients  0.18    0.24       0.38      0.25       0.17
+#   layer_cam             0.25    0.42       0.79      0.06       0.45
+#   lime                  0.37    0.36       0.49      0.49       0.36
+#   lrp_alpha1beta0       0.50    0.52       0.65      0.44       0.37
+#   lrp_composite         0.25    0.50       0.57      0.26       0.29
+#   lrp_epsilon           0.17    0.24       0.37      0.24       0.18
+#   occlusion             0.07    0.19       0.17     -0.06       0.20
+#   rise                  0.40    0.49       0.47      0.29       0.21
+#   saliency              0.03    0.26       0.45      0.32       0.15
+#   score_cam             0.58    0.60       0.01      0.18       0.44
+#   smoothgrad           -0.03    0.34       0.48      0.33       0.23
+#   vargrad              -0.10    0.53       0.69      0.48       0.33
+#   visual_backprop       0.69    0.72       0.88      0.30       0.54
+# lower half alone re-initialized (independent)
+#   model                  vgg  resnet  inception  xception  mobilenet
+#   method                                                            
+#   cam                    n/a    0.36       0.29      0.44       0.25
+#   deconvnet             0.44    0.60       0.59      0.37       0.29
+#   deep_taylor           0.35    0.53       0.67      0.49       0.35
+#   deep_taylor_bounded   0.36    0.54       0.68      0.50       0.37
+#   grad_cam              0.26   -0.07       0.10      0.14       0.13
+#   grad_cam_plus_plus    0.50    0.20       0.11      0.34       0.25
+#   gradient_x_input      0.17    0.32       0.40      0.29       0.23
+#   guided_backprop       0.11    0.38       0.48      0.32       0.19
+#   guided_grad_cam       0.11   -0.03       0.09      0.07       0.06
+#   integrated_gradients  0.17    0.31       0.43      0.30       0.23
+#   layer_cam             0.26    0.20       0.11      0.34       0.25
+#   lime                  0.37    0.47       0.67      0.50       0.47
+#   lrp_alpha1beta0       0.44    0.51       0.63      0.48       0.37
+#   lrp_composite         0.24    0.54       0.65      0.43       0.30
+#   lrp_epsilon           0.17    0.32       0.40      0.29       0.23
+#   occlusion             0.17    0.36       0.33      0.35       0.04
+#   rise                  0.46    0.41       0.33      0.36       0.20
+#   saliency              0.02    0.42       0.50      0.41       0.31
+#   score_cam             0.56    0.43       0.06      0.42       0.26
+#   smoothgrad           -0.05    0.47       0.55      0.43       0.34
+#   vargrad              -0.10    0.69       0.76      0.57       0.49
+#   visual_backprop       0.69    0.75       0.82      0.31       0.34
