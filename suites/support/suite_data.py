@@ -22,12 +22,6 @@ SUITE_PARAMS: dict[str, dict] = {
 EVAL_SEED = 4242  # never used to train the mini models
 EVAL_IMAGES = 16  # synthetic images per mini model in the evaluation suites
 
-# Methods whose maps lose similarity under full cascading randomization of the trained
-# mini models (spearman_abs < 0.5 on every mini; suites/sanity/test_randomization.py).
-RANDOMIZATION_SENSITIVE: tuple[str, ...] = (
-    "cam", "deep_taylor", "grad_cam", "gradient_x_input", "guided_grad_cam", "integrated_gradients",
-    "lrp_alpha1beta0", "lrp_epsilon", "occlusion", "saliency", "smoothgrad",
-)
 
 
 @functools.lru_cache(maxsize=None)
