@@ -24,7 +24,7 @@ def _split(values):
 
 def cmd_run(args) -> int:
     from .errors import CnnVisError
-    from .evaluation.grid import GridRun, RunConfig
+    from .evaluation.grid import GridRun, RunConfig, load_spec
     from .report import build_report
 
     kw = {}
@@ -49,10 +49,12 @@ def cmd_run(args) -> int:
             seed=args.seed,
             **kw,
         )
+        for path in config.model_files:  # unreadable or unsafe files: fail before the run starts
+            load_spec(f"file:{path}", config)
         out = Path(args.out) / (args.run_id or config.run_id())
         print(f"run {out.name}: {len(config.models) + len(config.model_files)} models x "
               f"{len(config.methods)} methods x {len(config.photos) + config.synthetic} images x 3 neurons -> {out}")
-        GridRun(config, out, progress=not args.quiet).run()
+        GridRun(config, out, progress=not args.quiet, workers=args.workers).run()
         page = build_report(out)
     except CnnVisError as err:
         print(f"cnnvis-eval: error: {err}", file=sys.stderr)
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="reports", help="parent folder of the run folder")
     r.add_argument("--run-id", default=None, help="run folder name (default: derived from the configuration)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--workers", type=int, default=None,
+                   help="models evaluated at once in separate processes (default: one per CPU core, "
+                        "at most 4; 1 = in this process)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="(re)build index.html for a results folder")

@@ -18,8 +18,9 @@ the model's two intermediate layers (``"mid"`` and ``"high"``).  Then it scores:
 A *cell group* is (model, method, neuron) over all images; each is stored as
 ``heatmaps/<model>/<method>/<neuron>.npz`` with its status and timings, and each stage's
 rows as small parquet files, so an interrupted run continues from what is stored.  Cells
-that do not apply (e.g. CAM without a GAP head) are recorded as ``n/a``; a failing cell is
-recorded with its error message and the run goes on.
+that do not apply (e.g. CAM without a GAP head) are recorded as ``n/a`` (and remembered as
+``<neuron>.na.txt``); a failing cell is recorded with its error message, the run goes on,
+and running again retries it.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
 import time
 import traceback
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -52,15 +55,33 @@ from .cost import reference_passes
 
 NOT_APPLICABLE = (UnsupportedArchitectureError, UnsupportedLayerError)
 NEURONS = ("logit", "mid", "high")
+PARTS = ("explain", "score", "randomization")  # the work on one model, in order
+
+
+def _quiet(*args, **kwargs):
+    """A log / progress callback that does nothing."""
 
 GRID_PARAMS: dict[str, dict] = {
-    # fast settings for the grid (the methods' own defaults are the papers')
-    "lime": {"num_samples": 300},
-    "rise": {"n_masks": 1000},
-    "smoothgrad": {"n": 16},
-    "vargrad": {"n": 16},
-    "integrated_gradients": {"steps": 32},
+    # fast settings for the grid (the methods' own defaults are the papers'); occlusion's
+    # window is set per model from its input size (see :func:`method_params`)
+    "lime": {"num_samples": 200},
+    "rise": {"n_masks": 250},
+    "smoothgrad": {"n": 8},
+    "vargrad": {"n": 8},
+    "integrated_gradients": {"steps": 16},
 }
+OCCLUSION_WINDOW_FRACTION = 6  # occlusion window = input side / 6 (11 px at 64, 37 px at 224), stride half
+
+
+def method_params(method: str, spec: ModelSpec, params: dict | None = None) -> dict:
+    """The parameters the grid passes to ``method`` on ``spec``: ``params`` (default
+    :data:`GRID_PARAMS`), plus an occlusion window scaled to the input size when none is given."""
+    params = dict(GRID_PARAMS.get(method, {}) if params is None else params)
+    if method == "occlusion" and "window" not in params:
+        side = int(min(spec.input_shape[:2]))
+        params["window"] = max(2, round(side / OCCLUSION_WINDOW_FRACTION))
+        params.setdefault("stride", max(1, params["window"] // 2))
+    return params
 
 
 @dataclass
@@ -79,6 +100,8 @@ class RunConfig:
     seed : seed of the synthetic images, stochastic methods and randomization
     randomization_images : images per (model, method) in the randomization stage
     randomization_steps : coarse cascading steps (top group, ..., all)
+    faithfulness_steps : points of the deletion and insertion curves (pixels revealed or
+        removed per step = H * W / steps)
     stages : which scoring stages to run
     method_params : per-method parameters (default :data:`GRID_PARAMS`)
     """
@@ -93,6 +116,7 @@ class RunConfig:
     seed: int = 0
     randomization_images: int = 2
     randomization_steps: int = 2
+    faithfulness_steps: int = 32
     stages: tuple = ("localization", "faithfulness", "complexity", "agreement", "randomization", "cost")
     method_params: dict = field(default_factory=lambda: {k: dict(v) for k, v in GRID_PARAMS.items()})
 
@@ -133,11 +157,23 @@ class ImageSet:
         return np.array([m is not None for m in self.masks])
 
 
+_FILE_SPECS: dict = {}  # the last user model file loaded, keyed by (path, mtime, size)
+
+
 def load_spec(name: str, config: RunConfig) -> ModelSpec:
     from ..models import BIG_MODELS, load_model
 
     if name.startswith("file:"):
-        return load_model_file(name[5:])
+        path = Path(name[5:])
+        try:
+            st = path.stat()
+            key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        except OSError:
+            return load_model_file(path)  # raises the InputError naming the problem
+        if key not in _FILE_SPECS:
+            _FILE_SPECS.clear()  # keep at most one user model alive
+            _FILE_SPECS[key] = load_model_file(path)
+        return _FILE_SPECS[key]
     if name in BIG_MODELS:
         size = config.input_size
         return load_model(name, weights=config.weights,
@@ -159,15 +195,31 @@ def load_model_file(path: str | Path) -> ModelSpec:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"model file {str(path)!r} does not exist")
+        raise InputError(f"model file {str(path)!r} does not exist (or is not a file)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as err:
+        raise InputError(f"model file {str(path)!r} cannot be read: {err.strerror or err}") from err
+    suffix = path.suffix.lower()
+    if suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise InputError(f"model file {str(path)!r} cannot be read as a Keras model: "
+                         "it is not a .keras zip archive (save models with model.save('name.keras'))")
+    if suffix in (".h5", ".hdf5") and head != b"\x89HDF\r\n\x1a\n":
+        raise InputError(f"model file {str(path)!r} cannot be read as a Keras model: it is not an HDF5 file")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except ValueError as err:
         if "safe_mode" in str(err) or "unsafe" in str(err).lower() or "lambda" in str(err).lower():
-            raise InputError(f"model file {str(path)!r} is not safe to load (it would run code): {err}") from err
+            raise InputError(
+                f"model file {str(path)!r} is not safe to load (it would run code): {err} "
+                "cnnvis-eval loads model files in Keras safe mode only; save the model without "
+                "Lambda layers (use registered layer classes) to evaluate it"
+            ) from err
         raise InputError(f"model file {str(path)!r} cannot be read as a Keras model: {err}") from err
     except Exception as err:
-        raise InputError(f"model file {str(path)!r} cannot be read as a Keras model: {err}") from err
+        raise InputError(f"model file {str(path)!r} cannot be read as a Keras model: "
+                         f"{type(err).__name__}: {err}") from err
     spec = as_spec(model)
     spec.name = path.stem
     if not spec.input_range:
@@ -224,6 +276,14 @@ class RunStore:
     def heatmap_path(self, model: str, method: str, neuron: str) -> Path:
         return self.root / "heatmaps" / model / method / f"{neuron}.npz"
 
+    @staticmethod
+    def na_path(cell_path: Path) -> Path:
+        """Where a cell that does not apply keeps its reason (``<neuron>.na.txt``)."""
+        return cell_path.with_suffix(".na.txt")
+
+    def save_text(self, path: Path, text: str):
+        self._atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
     def rows_path(self, stage: str, *parts: str) -> Path:
         return self.root / "rows" / stage / ("__".join(parts) + ".parquet")
 
@@ -272,11 +332,13 @@ class GridRun:
     progress : show progress bars (cells, with time left)
     """
 
-    def __init__(self, config: RunConfig, out: str | Path, progress: bool = True, log=print):
+    def __init__(self, config: RunConfig, out: str | Path, progress: bool = True, log=print,
+                 workers: int | None = 1):
         self.config = config
         self.store = RunStore(out)
         self.progress = progress
-        self.log = log or (lambda *a, **k: None)
+        self.log = log or _quiet
+        self.workers = workers
         cfg_path = self.store.root / "config.json"
         new = {"config": config.to_dict(), "versions": versions()}
         if cfg_path.is_file():
@@ -291,45 +353,141 @@ class GridRun:
 
     # -- stages ------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
+        """Explain and score every model (resuming from what is stored), then assemble the
+        long results frame (:meth:`collect`).  With ``workers`` > 1, models run in that many
+        worker processes at once; results do not depend on it."""
         names = list(self.config.models) + [f"file:{p}" for p in self.config.model_files]
         n_cells = len(names) * len(self.config.methods) * len(NEURONS)
         bar = tqdm(total=n_cells, desc="cells", unit="cell", disable=not self.progress, smoothing=0.1)
-        cell_rows = []
-        for name in names:
-            try:
-                spec = load_spec(name, self.config)
-                images = image_set(spec, self.config)
-            except CnnVisError as err:
-                self.log(f"model {name}: skipped ({err})")
-                cell_rows.append({"model": name, "method": "*", "neuron": "*", "status": "error",
-                                  "message": str(err), "seconds": np.nan, "seconds_per_image": np.nan,
-                                  "layer": "", "indices": ""})
-                bar.update(len(self.config.methods) * len(NEURONS))
-                continue
-            cell_rows += self.model_stage(spec, images, bar)
-        bar.close()
+        workers = resolve_workers(self.workers, len(names))
+        try:
+            if workers > 1:
+                cell_rows = self._run_parallel(names, workers, bar.update)
+            else:
+                cell_rows = [row for name in names for row in self.model_cells(name, bar.update)]
+        finally:
+            bar.close()
         cells = pd.DataFrame(cell_rows)
+        failed = cells[cells["method"] == "*"]
+        if len(failed) == len(names):
+            raise InputError("no model of the run could be loaded: " + "; ".join(
+                f"{m}: {msg}" for m, msg in zip(failed["model"], failed["message"])))
         self.store.save_rows(self.store.root / "cells.parquet", cells)
         results = self.collect()
         return results
 
-    def model_stage(self, spec: ModelSpec, images: ImageSet, bar) -> list[dict]:
-        from ..metrics import get_metric
+    def model_cells(self, name: str, tick=_quiet, methods=None, parts=PARTS) -> list[dict]:
+        """Load model ``name`` and run ``parts`` of its work (see :meth:`model_stage`); its
+        cell rows (``tick(k)`` after every k cells)."""
+        methods = tuple(self.config.methods if methods is None else methods)
+        try:
+            spec, images = self._load(name)
+        except CnnVisError as err:
+            self.log(f"model {name}: skipped ({err})")
+            if "explain" in parts:
+                tick(len(methods) * len(NEURONS))
+            return [{"model": name, "method": "*", "neuron": "*", "status": "error", "message": str(err),
+                     "seconds": np.nan, "seconds_per_image": np.nan, "layer": "", "indices": ""}]
+        rows = self.model_stage(spec, images, tick, methods, parts)
+        if self.release_models:
+            _release(spec)
+        return rows
 
+    release_models = True  # drop a model's compiled functions when its work is done
+
+    def _load(self, name: str) -> tuple[ModelSpec, ImageSet]:
+        spec = load_spec(name, self.config)
+        return spec, image_set(spec, self.config)
+
+    def _run_parallel(self, names: list[str], workers: int, tick) -> list[dict]:
+        """Work split into tasks run by ``workers`` spawned processes, in two phases: the
+        cells of (model, group of methods), then per model its scores and, per group of
+        methods, its randomization curves.  Progress comes back through a queue."""
+        import multiprocessing as mp
+        import queue as queue_mod
+        from concurrent.futures import ProcessPoolExecutor, wait
+
+        methods = list(self.config.methods)
+        n_groups = max(1, min(len(methods), 4))
+        groups = [tuple(methods[i::n_groups]) for i in range(n_groups)]  # interleaved: balanced costs
+        ctx = mp.get_context("spawn")  # TensorFlow does not survive fork
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        root = str(self.store.root)
+        with ctx.Manager() as manager:
+            progress = manager.Queue()
+            pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,))
+
+            def run_all(tasks):
+                futures = [pool.submit(_model_worker, self.config, root, name, ms, parts, progress)
+                           for name, ms, parts in tasks]
+                pending = set(futures)
+                while pending:
+                    _, pending = wait(pending, timeout=0.25)
+                    while True:
+                        try:
+                            tick(progress.get_nowait())
+                        except queue_mod.Empty:
+                            break
+                return [f.result() for f in futures]
+
+            try:
+                explained = run_all([(name, g, ("explain",)) for name in names for g in groups])
+                rows, loaded = [], []
+                for k, name in enumerate(names):
+                    parts = [r for g in range(n_groups) for r in explained[k * n_groups + g]]
+                    if parts and parts[0]["method"] == "*":  # the model could not be loaded
+                        rows.append(parts[0])
+                        continue
+                    loaded.append(name)
+                    order = {m: i for i, m in enumerate(methods)}
+                    rows += sorted(parts, key=lambda r: order[r["method"]])
+                run_all([(name, (), ("score",)) for name in loaded]
+                        + [(name, g, ("randomization",)) for name in loaded for g in groups])
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
+        return rows
+
+    def model_stage(self, spec: ModelSpec, images: ImageSet, tick=None, methods=None,
+                    parts=PARTS) -> list[dict]:
+        """The work on one model.
+
+        ``parts``: ``"explain"`` (the cells of ``methods`` that are not stored yet),
+        ``"score"`` (localization, faithfulness, complexity, agreement and cost rows of all
+        the run's methods, from the stored heatmaps), ``"randomization"`` (curves of
+        ``methods``).  Returns the cell rows of ``methods``.
+        """
         cfg = self.config
+        methods = tuple(cfg.methods if methods is None else methods)
         img_path = self.store.root / "images" / f"{spec.name}.npz"
         if not img_path.is_file():
             self.store.save_cell(img_path, images=images.images, ids=np.array(images.ids),
                                  masks=np.stack([m if m is not None else np.zeros(images.images.shape[1:3], bool)
                                                  for m in images.masks]),
-                                 synthetic=images.synthetic_index)
+                                 synthetic=images.synthetic_index,
+                                 class_names=np.array([str(c) for c in (spec.class_names or ())], dtype=str))
         x = spec.preprocess(images.images)
+        cells, heat = self._cells(spec, x, methods, tick, explain="explain" in parts)
+        if "score" in parts:
+            if methods != tuple(cfg.methods):
+                all_cells, all_heat = self._cells(spec, x, tuple(cfg.methods), None, explain=False)
+            else:
+                all_cells, all_heat = cells, heat
+            self._score_stage(spec, images, x, all_heat, all_cells)
+        if "randomization" in parts and "randomization" in cfg.stages:
+            self._randomization_stage(spec, images, x, heat, methods)
+        return cells
+
+    def _cells(self, spec: ModelSpec, x, methods, tick, explain: bool = True) -> tuple[list[dict], dict]:
+        """Cell rows of ``methods`` x neurons and their heatmaps ``{(method, neuron): (N, H, W)}``;
+        cells not stored yet are explained (``explain``) or reported as ``"missing"``."""
+        cfg = self.config
         targets = neuron_targets(spec)
-        ref_per_image = self._reference_seconds(spec, x)
         cells = []
         heat: dict = {}
-        for method in cfg.methods:
-            params = cfg.method_params.get(method, {})
+        for method in methods:
+            params = method_params(method, spec, cfg.method_params.get(method, {}))
             for neuron in NEURONS:
                 target = targets.get(neuron)
                 path = self.store.heatmap_path(spec.name, method, neuron)
@@ -337,19 +495,23 @@ class GridRun:
                     info = {"status": "n/a", "message": f"{spec.name} has no {neuron} intermediate layer"}
                 elif path.is_file():
                     info = self._stored_info(path)
+                elif self.store.na_path(path).is_file():  # known not to apply: not tried again
+                    info = {"status": "n/a", "message": self.store.na_path(path).read_text(encoding="utf-8")}
+                elif not explain:
+                    info = {"status": "missing", "message": "not explained yet"}
                 else:
                     info = self._explain_cell(spec, method, params, x, target, path)
+                    if info["status"] == "n/a":
+                        self.store.save_text(self.store.na_path(path), info["message"])
                 cells.append({"model": spec.name, "method": method, "neuron": neuron,
                               "layer": "" if target is None else getattr(target, "layer", "__output__"),
                               **{k: info.get(k) for k in ("status", "message", "seconds", "seconds_per_image",
                                                           "indices")}})
                 if info["status"] == "ok":
                     heat[(method, neuron)] = self.store.load_cell(path)["heatmap"].astype(np.float32)
-                bar.update(1)
-        self._score_stage(spec, images, x, heat, ref_per_image, cells)
-        if "randomization" in cfg.stages:
-            self._randomization_stage(spec, images, x, heat)
-        return cells
+                if tick is not None and explain:
+                    tick(1)
+        return cells, heat
 
     def _reference_seconds(self, spec, x) -> float:
         from .cost import median_seconds
@@ -392,9 +554,8 @@ class GridRun:
         return {"status": "ok", "message": "", "seconds": t2 - t0, "seconds_per_image": warm,
                 "indices": " ".join(map(str, indices.tolist()))}
 
-    def _score_stage(self, spec, images: ImageSet, x, heat: dict, ref_per_image: float, cells: list):
-        from ..metrics import agreement_matrix, get_metric
-        from ..metrics.similarity import rowwise_spearman, normalize_abs
+    def _score_stage(self, spec, images: ImageSet, x, heat: dict, cells: list):
+        from ..metrics import get_metric
 
         cfg, store, model = self.config, self.store, spec.name
         path = store.rows_path("scores", model)
@@ -415,24 +576,29 @@ class GridRun:
             if neuron == "logit" and "faithfulness" in cfg.stages:
                 idx = store.load_cell(store.heatmap_path(model, method, neuron))["indices"]
                 t = ClassTarget(idx.astype(np.int64))
+                per_step = max(1, -(-int(np.prod(h.shape[1:])) // max(1, cfg.faithfulness_steps)))
                 for m in ("deletion_auc", "insertion_auc"):
-                    vals = get_metric(m)().evaluate(spec, x, h, target=t)
+                    vals = get_metric(m)(pixels_per_step=per_step).evaluate(spec, x, h, target=t)
                     frames.append(_rows(method, model, ids, neuron, m, vals))
         if "agreement" in cfg.stages:
             for neuron in NEURONS:
                 maps = {m: h for (m, n), h in heat.items() if n == neuron}
                 if len(maps) < 2:
                     continue
-                norm = {m: normalize_abs(h).reshape(len(h), -1) for m, h in maps.items()}
-                for m in maps:
-                    others = [rowwise_spearman(norm[m], norm[o]) for o in maps if o != m]
-                    frames.append(_rows(m, model, ids, neuron, "agreement", np.nanmean(others, axis=0)))
-                mat = agreement_matrix(maps, metric="spearman_abs")
+                pairs = _spearman_abs_pairs(maps)
+                names = list(maps)
+                for m in names:
+                    others = np.stack([pairs[m, o] for o in names if o != m])
+                    frames.append(_rows(m, model, ids, neuron, "agreement", _nanmean(others, axis=0)))
+                mat = pd.DataFrame([[float(_nanmean(pairs[a, b])) for b in names] for a in names], index=names,
+                                   columns=names)
+                mat.index.name = mat.columns.name = "spearman_abs"
                 store.save_rows(store.rows_path("agreement", model, neuron),
                                 mat.reset_index(names="method_a").melt(id_vars="method_a", var_name="method_b",
                                                                        value_name="value")
                                 .assign(model=model, neuron=neuron))
         if "cost" in cfg.stages:
+            ref_per_image = self._reference_seconds(spec, x)
             for c in cells:
                 if c["status"] == "ok" and c["neuron"] == "logit":
                     frames.append(_rows(c["method"], model, ["*"], "logit", "cost_ratio",
@@ -444,7 +610,7 @@ class GridRun:
         if frames:
             store.save_rows(path, pd.concat(frames, ignore_index=True))
 
-    def _randomization_stage(self, spec, images: ImageSet, x, heat: dict):
+    def _randomization_stage(self, spec, images: ImageSet, x, heat: dict, methods=None):
         from ..metrics import layer_groups, randomization_curve
 
         cfg, store, model = self.config, self.store, spec.name
@@ -460,14 +626,18 @@ class GridRun:
             layers = [l for g in groups[start:c] for l in g.layers]
             coarse.append((f"top {c}/{len(groups)}", layers))
             start = c
-        for method in cfg.methods:
+        for method in cfg.methods if methods is None else methods:
             path = store.rows_path("randomization", model, method)
             if path.is_file() or (method, "logit") not in heat:
                 continue
             cls = get_method(method)
-            params = cfg.method_params.get(method, {})
+            params = method_params(method, spec, cfg.method_params.get(method, {}))
+            # the top classes the stored logit cell explained: the same target as "top" on the
+            # trained model, and fixed indices let explainers that read the weights at call
+            # time reuse their trained-model trace at every randomization step
+            top = store.load_cell(store.heatmap_path(model, method, "logit"))["indices"][order]
             try:
-                curve = randomization_curve(spec, xs, method, ClassTarget("top"), mode="cascading",
+                curve = randomization_curve(spec, xs, method, ClassTarget(top.astype(np.int64)), mode="cascading",
                                             granularity=coarse, similarity=("spearman_abs", "ssim"),
                                             seed=cfg.seed, reuse_explainer=not getattr(cls, "reads_weights_once", True),
                                             **params)
@@ -504,6 +674,83 @@ class GridRun:
         return results
 
 
+def resolve_workers(workers: int | None, n_models: int) -> int:
+    """Worker processes for ``n_models``: ``workers``, or (None) one per CPU core, at most 4."""
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4)
+    if int(workers) < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    return max(1, min(int(workers), n_models))
+
+
+def _worker_init(threads: int):
+    """Worker process start: share the cores between the workers."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+_WORKER_MODEL: dict = {}  # the model a worker process last loaded: name -> (spec, images)
+
+
+def _model_worker(config: RunConfig, root: str, name: str, methods, parts, progress) -> list[dict]:
+    """One task of a worker process; keeps its last model loaded for the next task."""
+    run = GridRun(config, root, progress=False, log=print, workers=1)
+    run.release_models = False
+    if name not in _WORKER_MODEL:
+        for spec, _ in _WORKER_MODEL.values():
+            _release(spec)
+        _WORKER_MODEL.clear()
+        try:
+            _WORKER_MODEL[name] = run._load(name)
+        except CnnVisError:
+            return run.model_cells(name, progress.put, methods or None, parts)  # reports the error
+    run._load = lambda n: _WORKER_MODEL[n]
+    return run.model_cells(name, progress.put, methods or None, parts)
+
+
+def _release(spec: ModelSpec):
+    """Drop the explainers (and their compiled functions) cached for a finished model.
+
+    ``cnnvis_eval.explain`` caches explainers per model; they refer to the model, so the
+    weak cache would keep every model of the run, and its traced functions, alive."""
+    import gc
+
+    from .. import _explain
+
+    _explain._CACHE.pop(spec, None)
+    gc.collect()
+
+
+def _spearman_abs_pairs(maps: dict) -> dict:
+    """Per-image ``spearman_abs`` of every pair of methods' heatmaps, (N,) per pair.
+
+    The same values as :class:`~cnnvis_eval.metrics.similarity.SpearmanAbs` (rank
+    correlation of Adebayo-normalized absolute maps), with each method's ranks computed once.
+    """
+    from scipy.stats import rankdata
+
+    from ..metrics.similarity import normalize_abs, rowwise_pearson
+
+    ranks = {m: rankdata(normalize_abs(h).reshape(len(h), -1), axis=1) for m, h in maps.items()}
+    names = list(maps)
+    out = {}
+    for i, a in enumerate(names):
+        for b in names[i:]:
+            out[a, b] = out[b, a] = rowwise_pearson(ranks[a], ranks[b])
+    return out
+
+
+def _nanmean(values, axis=None):
+    """Mean ignoring NaN (NaN when all are NaN), without the all-NaN warning."""
+    values = np.asarray(values, dtype=np.float64)
+    count = np.sum(~np.isnan(values), axis=axis)
+    total = np.nansum(values, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def versions() -> dict:
     import keras
     import tensorflow as tf
@@ -515,6 +762,6 @@ def versions() -> dict:
             "platform": platform.platform()}
 
 
-def run_grid(config: RunConfig, out: str | Path, progress: bool = True) -> pd.DataFrame:
+def run_grid(config: RunConfig, out: str | Path, progress: bool = True, workers: int | None = 1) -> pd.DataFrame:
     """Run (or resume) the grid of ``config`` into ``out``; returns the long results frame."""
-    return GridRun(config, out, progress=progress).run()
+    return GridRun(config, out, progress=progress, workers=workers).run()

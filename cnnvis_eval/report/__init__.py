@@ -34,20 +34,26 @@ def _signed_methods() -> dict:
         return {}
 
 
+# Methods whose maps carry a large constant offset (RISE: the expected score of the masked
+# image) are shown min-max scaled, as in their paper; scaled by |max| they would be uniform.
+OFFSET_METHODS = frozenset({"rise"})
+
+
 def _grid_figures(root: Path, cells: pd.DataFrame, max_images: int) -> list[dict]:
     """One heatmap grid per (image, neuron): rows methods, columns models."""
     img_dir, heat_dir = root / "images", root / "heatmaps"
     if not img_dir.is_dir() or not heat_dir.is_dir():
         return []
     models = sorted(p.stem for p in img_dir.glob("*.npz"))
-    images, ids = {}, {}
+    images, ids, classes = {}, {}, {}
     for m in models:
         with np.load(img_dir / f"{m}.npz") as z:
             images[m], ids[m] = z["images"], [str(i) for i in z["ids"]]
+            classes[m] = [str(c) for c in z["class_names"]] if "class_names" in z.files else []
     methods = sorted({p.name for m in models for p in (heat_dir / m).glob("*") if p.is_dir()})
     if not methods:
         return []
-    signed = _signed_methods()
+    signed = {k: v and k not in OFFSET_METHODS for k, v in _signed_methods().items()}
     common = [i for i in ids[models[0]] if all(i in ids[m] for m in models)]
     # prefer showing photos and synthetic images alike: alternate them
     photos = [i for i in common if not i.startswith("syn")]
@@ -65,13 +71,19 @@ def _grid_figures(root: Path, cells: pd.DataFrame, max_images: int) -> list[dict
                     p = heat_dir / m / meth / f"{neuron}.npz"
                     if p.is_file():
                         with np.load(p) as z:
-                            maps[(meth, m)] = z["heatmap"][k].astype(np.float32)
+                            h = z["heatmap"][k].astype(np.float32)
+                            maps[(meth, m)] = h - h.min() if meth in OFFSET_METHODS else h
                             idx = int(z["indices"][k])
                         layer = ""
                         if not cells.empty:
                             row = cells[(cells["model"] == m) & (cells["neuron"] == neuron)]
                             layer = str(row["layer"].iloc[0]) if len(row) else ""
-                        what = f"class {idx}" if neuron == "logit" else f"{layer}[{idx}]"
+                        if neuron != "logit":
+                            what = f"{layer}\nchannel {idx}"
+                        elif 0 <= idx < len(classes[m]):
+                            what = f"class {idx}\n{classes[m][idx][:24]}"
+                        else:
+                            what = f"class {idx}"
                         labels[m] = f"{m}\n{what}"
             if not maps:
                 continue

@@ -97,7 +97,8 @@ def totals(results: pd.DataFrame, scores=SCORES) -> pd.DataFrame:
     """Per-method totals across the score tables.
 
     Columns: ``pointing_game_hits`` (images whose heatmap maximum hit the object, summed
-    over models — the objective counterpart of the study's "hits"), ``wins`` (model columns
+    over models — the objective counterpart of the study's "hits"; fractional where the
+    maximum is tied), ``wins`` (model columns
     in which the method is best, over all directed tables), and ``mean_rank`` (mean rank
     over all directed tables and models; 1 = best).
     """
@@ -105,7 +106,9 @@ def totals(results: pd.DataFrame, scores=SCORES) -> pd.DataFrame:
     methods = sorted(df["method"].unique())
     out = pd.DataFrame(index=pd.Index(methods, name="method"))
     pg = df[(df["metric"] == "pointing_game") & (df["neuron"] == "logit")]
-    out["pointing_game_hits"] = pg.groupby("method")["value"].sum().reindex(methods).fillna(0).astype(int)
+    hits = pg.groupby("method")["value"].sum().reindex(methods).fillna(0)
+    # a tie among maximal pixels scores the fraction of them that hit, so hits may be fractional
+    out["pointing_game_hits"] = hits.astype(int) if (hits % 1 == 0).all() else hits.round(2)
     wins = pd.Series(0, index=methods)
     ranks = []
     for s, t in score_tables(results, scores).values():
@@ -129,7 +132,10 @@ def to_html(table: pd.DataFrame, higher_is_better: bool | None = None, fmt: str 
     def cell(v, b):
         if v is None or (isinstance(v, float) and np.isnan(v)):
             return '<td class="na">n/a</td>'
-        text = fmt.format(v) if isinstance(v, (int, float, np.number)) else str(v)
+        if isinstance(v, (bool, np.bool_)) or isinstance(v, (int, np.integer)):
+            text = str(int(v))  # counts (hits, wins) stay integers
+        else:
+            text = fmt.format(v) if isinstance(v, (float, np.floating)) else str(v)
         return f'<td class="best">{text}</td>' if b else f"<td>{text}</td>"
 
     head = "".join(f"<th>{c}</th>" for c in table.columns)

@@ -1,0 +1,199 @@
+"""The command line (``cnnvis-eval run | report | list``) and ``pytest --cnnvis-report DIR``.
+
+The CLI is called in-process through :func:`cnnvis_eval.cli.main` (what the console script
+runs); the pytest plugin is checked in a subprocess on a tiny test file.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import cnnvis_eval as cv
+from cnnvis_eval.cli import build_parser, main
+from suites.support.grid_fixtures import save_model
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split(":", 1)[0].strip(): line.split(":", 1)[1] for line in out.splitlines()}
+    assert set(lines) == {"methods", "models", "metrics", "images"}
+    assert [m.strip() for m in lines["methods"].split(",")] == cv.list_methods()
+    models = [m.strip() for m in lines["models"].split(",")]
+    assert {"vgg16", "inception_v3", "xception", "resnet50", "mobilenet_v2", "mini_vgg", "mini_resnet"} <= set(models)
+    for metric in ("pointing_game", "deletion_auc", "insertion_auc", "model_randomization"):
+        assert metric in lines["metrics"]
+    assert "chelsea" in lines["images"] and "synthetic" in lines["images"]
+
+
+def test_run_then_report(tmp_path, capsys):
+    model = save_model("gap_cnn", tmp_path / "models")
+    argv = ["run", "--model-file", str(model), "--methods", "saliency,grad_cam", "--images", "chelsea",
+            "synthetic:2", "--out", str(tmp_path / "reports"), "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    runs = list((tmp_path / "reports").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("run-")
+    page = runs[0] / "index.html"
+    assert f"report: {page}" in out and page.is_file()
+    results = pd.read_parquet(runs[0] / "results.parquet")
+    assert set(results["method"]) == {"saliency", "grad_cam"} and set(results["model"]) == {"gap_cnn"}
+    assert set(results["image"]) - {"*"} == {"chelsea", "syn000", "syn001"}
+    # the same command again resumes the same run folder (nothing left to compute)
+    mtime = (runs[0] / "heatmaps" / "gap_cnn" / "saliency" / "logit.npz").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert list((tmp_path / "reports").iterdir()) == runs
+    assert (runs[0] / "heatmaps" / "gap_cnn" / "saliency" / "logit.npz").stat().st_mtime_ns == mtime
+    # report rebuilds the page from the stored results
+    page.unlink()
+    capsys.readouterr()
+    assert main(["report", str(runs[0])]) == 0
+    assert page.is_file() and f"report: {page}" in capsys.readouterr().out
+
+
+def test_run_options_reach_the_configuration(tmp_path, monkeypatch):
+    seen = {}
+
+    class FakeRun:
+        def __init__(self, config, out, progress=True, workers=None):
+            seen.update(config=config, out=Path(out), progress=progress, workers=workers)
+
+        def run(self):
+            pass
+
+    import cnnvis_eval.evaluation.grid as grid
+    import cnnvis_eval.report as report
+
+    monkeypatch.setattr(grid, "GridRun", FakeRun)
+    monkeypatch.setattr(report, "build_report", lambda out: Path(out) / "index.html")
+    monkeypatch.setattr(grid, "load_spec", lambda name, config: seen.setdefault("loaded", []).append(name))
+    assert main(["run", "--models", "mini_vgg", "resnet50", "--methods", "lime", "--images", "coffee,rocket",
+                 "--weights", "none", "--input-size", "96", "--seed", "3", "--out", str(tmp_path),
+                 "--run-id", "mine", "--workers", "1"]) == 0
+    cfg = seen["config"]
+    assert cfg.models == ("mini_vgg", "resnet50") and cfg.methods == ("lime",)
+    assert cfg.photos == ("coffee", "rocket") and cfg.synthetic == 0
+    assert cfg.weights is None and cfg.input_size == 96 and cfg.seed == 3
+    assert seen["out"] == tmp_path / "mine" and seen["progress"] is True and seen["workers"] == 1
+    # defaults: the five trained mini models, every method, photos and synthetic images
+    assert main(["run", "--out", str(tmp_path), "--quiet"]) == 0
+    cfg = seen["config"]
+    assert cfg.models == ("mini_vgg", "mini_resnet", "mini_inception", "mini_xception", "mini_mobilenet")
+    assert cfg.methods == tuple(cv.list_methods()) and cfg.photos and cfg.synthetic > 0
+    assert seen["out"] == tmp_path / cfg.run_id() and seen["progress"] is False
+    assert seen["workers"] is None  # one process per core
+    # --model-file alone evaluates only that file
+    assert main(["run", "--model-file", "a.keras", "--out", str(tmp_path)]) == 0
+    assert seen["config"].models == () and seen["config"].model_files == ("a.keras",)
+    assert seen["loaded"] == ["file:a.keras"]  # checked before the run starts
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--methods", "no_such_method"], "unknown method 'no_such_method'"),
+    (["run", "--images", "chelsea", "--synthetic", "-1"], "synthetic must be >= 0"),
+])
+def test_run_rejects_bad_options(argv, message, tmp_path, capsys):
+    assert main(argv + ["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnnvis-eval: error:") and message in err
+
+
+def test_model_file_with_lambda_layer_is_refused(tmp_path, capsys):
+    """Safe mode: a Lambda layer would run code when loaded; the run refuses it by name."""
+    model = save_model("lambda_cnn", tmp_path)
+    argv = ["run", "--model-file", str(model), "--methods", "saliency", "--images", "chelsea",
+            "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"model file {str(model)!r} is not safe to load" in err
+    assert "Lambda" in err and "safe mode" in err
+    assert not list((tmp_path / "out").glob("*/heatmaps/*"))
+
+
+@pytest.mark.parametrize("kind", ["garbage", "missing", "directory", "h5"])
+def test_unreadable_model_file_is_a_clear_error(kind, tmp_path, capsys):
+    path = tmp_path / {"garbage": "model.keras", "missing": "nope.keras", "directory": "dir.keras",
+                       "h5": "model.h5"}[kind]
+    if kind == "garbage":
+        path.write_bytes(b"\x00\x01 definitely not a zip archive")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "h5":
+        path.write_text("plain text, not HDF5")
+    argv = ["run", "--model-file", str(path), "--methods", "saliency", "--images", "chelsea",
+            "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    expected = {"garbage": "it is not a .keras zip archive", "missing": "does not exist",
+                "directory": "does not exist (or is not a file)", "h5": "it is not an HDF5 file"}[kind]
+    assert err.startswith(f"cnnvis-eval: error: model file {str(path)!r}") and expected in err
+    assert "Traceback" not in err
+
+
+def test_report_of_a_folder_without_results(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "has no results.parquet" in capsys.readouterr().err
+
+
+def test_parser_documents_the_commands():
+    help_text = build_parser().format_help()
+    for cmd in ("run", "report", "list"):
+        assert cmd in help_text
+
+
+SUITE_FILE = '''
+import numpy as np
+import pandas as pd
+
+
+def test_measures(record):
+    record("pointing_game", [1, 0, 1], method="saliency", model="toy_a", image=["i0", "i1", "i2"])
+    record("pointing_game", [1, 1, 1], method="grad_cam", model="toy_a", image=["i0", "i1", "i2"])
+    record("deletion_auc", [0.4, 0.2], method="saliency", model="toy_b")
+    record("deletion_auc", [0.1, 0.3], method="grad_cam", model="toy_b")
+    record.agreement(pd.DataFrame([[1.0, 0.3], [0.3, 1.0]], index=["saliency", "grad_cam"],
+                                  columns=["saliency", "grad_cam"]), model="toy_a")
+    record.curve(pd.DataFrame({"method": "saliency", "model": "toy_a", "step": [0, 1, 2], "layer": ["", "b", "a"],
+                               "image": 0, "metric": "spearman_abs", "value": [1.0, 0.5, 0.1]}))
+
+
+def test_expected_failure_still_recorded(record):
+    record("insertion_auc", 0.7, method="saliency", model="toy_a")
+    assert False
+'''
+
+
+def test_pytest_cnnvis_report_writes_a_report(tmp_path, monkeypatch, capsys):
+    """``pytest ... --cnnvis-report DIR`` writes the long frame and a report from the record fixture.
+
+    The inner pytest session runs in this process (a subprocess would spend its time
+    importing TensorFlow again), with the plugin's row buffers swapped for empty ones.
+    """
+    from suites.support import record as plugin
+
+    for name in ("_ROWS", "_CURVES", "_AGREEMENT"):
+        monkeypatch.setattr(plugin, name, [])
+    (tmp_path / "test_tiny_suite.py").write_text(textwrap.dedent(SUITE_FILE))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "suite-html"
+    code = pytest.main(["-p", "suites.support.record", "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path),
+                        "test_tiny_suite.py", "--cnnvis-report", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == pytest.ExitCode.TESTS_FAILED, stdout[-3000:]  # one test fails on purpose
+    assert "1 failed, 1 passed" in stdout
+    assert f"cnnvis_eval suite report: {out / 'index.html'}" in stdout
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == 3 + 3 + 2 + 2 + 1
+    assert set(results["test"]) == {"test_measures", "test_expected_failure_still_recorded"}
+    page = (out / "index.html").read_text()
+    assert "cnnvis_eval suite report" in page
+    assert "Localization: pointing-game hit rate" in page and "Faithfulness: deletion AUC" in page
+    # best values marked: grad_cam hits 3/3 on toy_a; its deletion AUC (mean 0.2 < 0.3) is lower
+    assert '<tr><th>grad_cam</th><td class="best">1.000</td>' in page
+    assert '<tr><th>grad_cam</th><td class="best">0.200</td>' in page
+    assert page.count("data:image/png;base64,") == 2  # agreement matrix and randomization curves
+    assert (tmp_path / "reports" / "suite" / "results.parquet").is_file()

@@ -1,0 +1,287 @@
+"""The comparison grid: resumable storage, not-applicable and failing cells, the long frame.
+
+Runs use two small saved 32 px models (``suites/support/grid_fixtures.py``: one with a
+global-average-pooling head, one with a Flatten head) and three images, so a run takes
+seconds.  Interruptions are real: a ``KeyboardInterrupt`` raised inside the N-th cell
+escapes the run as Ctrl-C would.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cnnvis_eval
+from cnnvis_eval.errors import InputError
+from cnnvis_eval.evaluation.grid import NEURONS, GridRun
+from cnnvis_eval.targets import NeuronTarget
+from suites.support.grid_fixtures import RUN_METHODS, save_model, strip_timing, tiny_config, tiny_run
+
+REAL_EXPLAIN = cnnvis_eval.explain
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """The shared tiny run, uninterrupted: (folder, config, results)."""
+    out, cfg = tiny_run(tmp_path_factory)
+    return out, cfg, pd.read_parquet(out / "results.parquet")
+
+
+class ExplainSpy:
+    """Replaces ``cnnvis_eval.explain``: logs each cell the grid starts; can interrupt or fail.
+
+    The grid explains a cell as two calls (the first image, which traces, then the rest), so
+    a cell starts with a call on one image; it is logged as (model, method, neuron kind).
+    ``interrupt_at=k`` raises KeyboardInterrupt when the k-th cell (1-based) starts; ``fail``
+    maps (method, neuron kind) to an exception raised for that cell on every model.
+    """
+
+    def __init__(self, monkeypatch, interrupt_at=None, fail=None):
+        self.started: list[tuple[str, str, str]] = []
+        self.interrupt_at, self.fail = interrupt_at, fail or {}
+        monkeypatch.setattr(cnnvis_eval, "explain", self)
+
+    def __call__(self, method, model, x, target=None, **kw):
+        kind = "logit"  # ClassTarget; a NeuronTarget is on the mid or the high layer
+        if isinstance(target, NeuronTarget):
+            kind = NEURONS[1 + list(model.intermediate_layers).index(target.layer)]
+        if len(x) == 1:
+            self.started.append((model.name, method, kind))
+            if self.interrupt_at is not None and len(self.started) == self.interrupt_at:
+                raise KeyboardInterrupt
+        if (method, kind) in self.fail:
+            raise self.fail[(method, kind)]
+        return REAL_EXPLAIN(method, model, x, target=target, **kw)
+
+
+def stored_cells(root) -> set:
+    return {(p.parent.parent.name, p.parent.name, p.stem) for p in (root / "heatmaps").glob("*/*/*.npz")}
+
+
+def mtimes(root) -> dict:
+    return {p.relative_to(root): p.stat().st_mtime_ns for p in (root / "rows").rglob("*.parquet")}
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path, full_run, monkeypatch):
+    full_dir, cfg, full = full_run
+    everything = stored_cells(full_dir)
+    n_first_model = len(cfg.methods) * len(NEURONS)
+
+    # interrupted in the second model's 3rd cell: the first model is complete (cells and
+    # stage rows), two cells of the second are stored, nothing is assembled yet
+    root = tmp_path / "resumed"
+    spy = ExplainSpy(monkeypatch, interrupt_at=n_first_model + 3)
+    with pytest.raises(KeyboardInterrupt):
+        GridRun(cfg, root, progress=False, log=None).run()
+    first = stored_cells(root)
+    assert {c for c in first if c[0] == "flat_cnn"} == {("flat_cnn", "saliency", "logit"),
+                                                         ("flat_cnn", "saliency", "mid")}
+    assert {c for c in first if c[0] == "gap_cnn"} == {c for c in everything if c[0] == "gap_cnn"}
+    assert not (root / "results.parquet").exists()
+    assert not list(root.rglob("*.tmp")), "a write was left half-done"
+    rows_before = mtimes(root)
+    assert {p.parts[1] for p in rows_before} >= {"scores", "randomization", "agreement", "reference"}
+
+    # the same configuration resumes: stored cells and stage rows are not computed again
+    spy = ExplainSpy(monkeypatch)
+    resumed = GridRun(cfg, root, progress=False, log=None).run()
+    again = set(spy.started)
+    assert not again & first, f"stored cells explained again: {sorted(again & first)}"
+    assert again >= everything - first
+    assert all(m == "flat_cnn" for m, _, _ in again)  # including n/a cells: remembered as such
+    assert stored_cells(root) == everything
+    assert {p: t for p, t in mtimes(root).items() if p in rows_before} == rows_before
+
+    # the result equals the uninterrupted run's (wall-time measurements aside)
+    pd.testing.assert_frame_equal(strip_timing(resumed), strip_timing(full), rtol=1e-5, atol=1e-6)
+    for model, m, n in everything:
+        a = np.load(root / "heatmaps" / model / m / f"{n}.npz")["heatmap"]
+        b = np.load(full_dir / "heatmaps" / model / m / f"{n}.npz")["heatmap"]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=f"{model}/{m}/{n}")
+    curves = [pd.read_parquet(d / "curves.parquet").sort_values(["method", "model", "image", "step", "metric"])
+              .reset_index(drop=True) for d in (root, full_dir)]
+    pd.testing.assert_frame_equal(*curves, rtol=1e-5, atol=1e-6)
+
+    # a finished run resumed once more explains nothing and rewrites no stage rows
+    rows = mtimes(root)
+    spy = ExplainSpy(monkeypatch)
+    third = GridRun(cfg, root, progress=False, log=None).run()
+    assert spy.started == []
+    assert mtimes(root) == rows
+    pd.testing.assert_frame_equal(strip_timing(third), strip_timing(resumed))
+
+
+def test_other_configuration_in_the_same_folder_is_refused(tmp_path, full_run):
+    _, cfg, _ = full_run
+    GridRun(cfg, tmp_path / "run", progress=False, log=None)  # writes config.json, runs nothing
+    GridRun(cfg, tmp_path / "run", progress=False, log=None)  # same configuration: resumable
+    other = tiny_config(tmp_path / "m", synthetic=5)
+    with pytest.raises(InputError, match="another configuration"):
+        GridRun(other, tmp_path / "run", progress=False, log=None)
+
+
+def test_cam_not_applicable_cells(full_run):
+    """CAM on a Flatten + Dense head (no GAP), and CAM on intermediate neurons: n/a, not a crash."""
+    root, _, results = full_run
+    cells = pd.read_parquet(root / "cells.parquet").set_index(["model", "method", "neuron"]).sort_index()
+    flat = cells.loc[("flat_cnn", "cam")]
+    assert (flat["status"] == "n/a").all()
+    assert flat.loc["logit", "message"].startswith("cam needs a classifier head of global average pooling")
+    assert "flat_cnn" in flat.loc["logit", "message"]
+    assert cells.loc[("gap_cnn", "cam", "logit"), "status"] == "ok"
+    gap = cells.loc[("gap_cnn", "cam")]
+    assert set(gap.loc[["mid", "high"], "status"]) == {"n/a"}
+    assert "NeuronTarget" in gap.loc["mid", "message"]
+    others = cells.drop(index="cam", level="method")
+    assert (others["status"] == "ok").all()
+    # n/a cells store no heatmap (only their reason) and contribute no rows
+    assert not list((root / "heatmaps" / "flat_cnn" / "cam").glob("*.npz"))
+    assert (root / "heatmaps" / "flat_cnn" / "cam" / "logit.na.txt").read_text() == flat.loc["logit", "message"]
+    assert results[(results["model"] == "flat_cnn") & (results["method"] == "cam")].empty
+    assert not results[(results["model"] == "gap_cnn") & (results["method"] == "cam")].empty
+
+
+def test_cam_on_the_vgg_mini_model_is_not_applicable(tmp_path):
+    """The study's case on a committed mini model: VGG's head has no global average pooling."""
+    from cnnvis_eval.evaluation.grid import RunConfig
+
+    cfg = RunConfig(models=("mini_vgg",), methods=("cam",), photos=("chelsea",), synthetic=0, stages=())
+    GridRun(cfg, tmp_path, progress=False, log=None).run()
+    cells = pd.read_parquet(tmp_path / "cells.parquet")
+    assert (cells["status"] == "n/a").all() and len(cells) == 3
+    assert "mini_vgg" in cells["message"].iloc[0] and "grad_cam" in cells["message"].iloc[0]
+
+
+def test_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path / "models", methods=("saliency", "grad_cam"), stages=("complexity", "agreement"))
+    ExplainSpy(monkeypatch, fail={("grad_cam", "logit"): RuntimeError("boom: simulated failure")})
+    results = GridRun(cfg, tmp_path / "run", progress=False, log=None).run()
+    cells = pd.read_parquet(tmp_path / "run" / "cells.parquet")
+    bad = cells[cells["status"] == "error"]
+    assert set(zip(bad["model"], bad["method"], bad["neuron"])) == {
+        ("gap_cnn", "grad_cam", "logit"), ("flat_cnn", "grad_cam", "logit")}
+    assert (bad["message"] == "RuntimeError: boom: simulated failure").all()
+    ok = cells[cells["status"] == "ok"]
+    assert len(ok) == len(cells) - 2 == 2 * 2 * len(NEURONS) - 2
+    # everything else was scored, on both models: the failure did not stop the run
+    scored = set(zip(results["model"], results["method"], results["neuron"]))
+    assert scored == set(zip(ok["model"], ok["method"], ok["neuron"]))
+    # a failed cell is not stored, so running again retries it
+    assert not (tmp_path / "run" / "heatmaps" / "gap_cnn" / "grad_cam" / "logit.npz").exists()
+    # ... and the report lists it with its message
+    from cnnvis_eval.report import build_report
+
+    page = build_report(tmp_path / "run").read_text()
+    assert "RuntimeError: boom: simulated failure" in page
+
+
+def test_unreadable_model_file_is_recorded_and_other_models_run(tmp_path):
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip archive")
+    cfg = tiny_config(tmp_path / "models", methods=("saliency",), stages=("complexity",))
+    cfg.model_files = (str(broken), save_model("gap_cnn", tmp_path / "models").as_posix())
+    results = GridRun(cfg, tmp_path / "run", progress=False, log=None).run()
+    cells = pd.read_parquet(tmp_path / "run" / "cells.parquet")
+    row = cells[cells["model"] == f"file:{broken}"].iloc[0]
+    assert row["status"] == "error" and "not a .keras zip archive" in row["message"]
+    assert set(results["model"]) == {"gap_cnn"}
+
+
+def test_a_run_whose_models_all_fail_to_load_is_an_error(tmp_path):
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip archive")
+    cfg = tiny_config(tmp_path / "models", methods=("saliency",), stages=("complexity",))
+    cfg.model_files = (str(broken),)
+    with pytest.raises(InputError, match="no model of the run could be loaded: file:.*broken.keras.*zip archive"):
+        GridRun(cfg, tmp_path / "run", progress=False, log=None).run()
+
+
+def test_long_frame_and_stored_files(full_run):
+    root, cfg, results = full_run
+    assert list(results.columns) == ["method", "model", "image", "neuron", "metric", "value"]
+    csv = pd.read_csv(root / "results.csv")
+    assert list(csv.columns) == list(results.columns) and len(csv) == len(results)
+    np.testing.assert_allclose(csv["value"].to_numpy(), results["value"].to_numpy(), rtol=1e-12)
+    assert {"pointing_game", "relevance_mass_accuracy", "deletion_auc", "insertion_auc", "sparseness",
+            "agreement", "randomization_similarity", "cost_ratio"} <= set(results["metric"])
+    # localization only on the synthetic images (the photo has no mask), for the logit neuron
+    loc = results[results["metric"] == "pointing_game"]
+    assert set(loc["image"]) == {"syn000", "syn001"} and set(loc["neuron"]) == {"logit"}
+    assert loc["value"].between(0, 1).all()  # 1 hit, 0 miss (a fraction when the maximum is tied)
+    # one heatmap file per (model, method, neuron) that applies: float32 at input size
+    for model, method, neuron in stored_cells(root):
+        z = np.load(root / "heatmaps" / model / method / f"{neuron}.npz")
+        assert z["heatmap"].dtype == np.float32 and z["heatmap"].shape == (3, 32, 32)
+        assert np.isfinite(z["heatmap"]).all() and len(z["indices"]) == 3
+    assert len(stored_cells(root)) == 2 * len(RUN_METHODS) * len(NEURONS) - 5  # five CAM cells are n/a
+    stored = json.loads((root / "config.json").read_text())
+    assert stored["config"]["methods"] == list(RUN_METHODS) and "tensorflow" in stored["versions"]
+    # cost ratio = warm seconds per image / one plain forward+backward pass per image
+    ref = pd.read_parquet(root / "reference.parquet").set_index("model")["forward_backward_seconds_per_image"]
+    cost = results[results["metric"] == "cost_ratio"].set_index(["method", "model"])["value"].sort_index()
+    spi = results[results["metric"] == "seconds_per_image"].set_index(["method", "model"])["value"].sort_index()
+    np.testing.assert_allclose(cost, spi / ref.loc[spi.index.get_level_values("model")].to_numpy(), rtol=1e-12)
+
+
+def test_agreement_matches_the_metric(full_run):
+    """The grid's fast agreement (ranks computed once per method) equals agreement_matrix /
+    the spearman_abs metric recomputed from the stored heatmaps."""
+    from cnnvis_eval.metrics import agreement_matrix, get_metric
+
+    root, _, results = full_run
+    stored = pd.read_parquet(root / "agreement.parquet")
+    for (model, neuron), g in stored.groupby(["model", "neuron"]):
+        methods = list(dict.fromkeys(g["method_a"]))
+        maps = {m: np.load(root / "heatmaps" / model / m / f"{neuron}.npz")["heatmap"] for m in methods}
+        expected = agreement_matrix(maps, "spearman_abs")
+        got = g.pivot(index="method_a", columns="method_b", values="value").loc[methods, methods]
+        np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-10, atol=1e-12)
+        metric = get_metric("spearman_abs")()
+        for m in methods:
+            per_image = np.mean([metric.evaluate(maps[m], maps[o]) for o in methods if o != m], axis=0)
+            rows = results[(results["model"] == model) & (results["neuron"] == neuron)
+                           & (results["method"] == m) & (results["metric"] == "agreement")]
+            np.testing.assert_allclose(rows["value"].to_numpy(), per_image, rtol=1e-10)
+
+
+@pytest.mark.parametrize("workers", [
+    pytest.param(1, id="one-worker-process"),
+    pytest.param(2, id="two-worker-processes", marks=pytest.mark.slow),
+])
+def test_worker_processes_give_the_same_results(tmp_path, monkeypatch, workers):
+    """The work split into tasks for spawned worker processes (the CLI's default, one per
+    core): the same cells and results as in-process, and the progress bar counts every cell
+    (progress comes back through a queue).  By default one worker process does all tasks
+    (starting one costs a TensorFlow import); ``-m slow`` runs two at once."""
+    import cnnvis_eval.evaluation.grid as grid
+
+    cfg = tiny_config(tmp_path / "models", methods=("saliency", "cam", "grad_cam"),
+                      stages=("complexity", "agreement", "randomization"), randomization_steps=1)
+    inproc = GridRun(cfg, tmp_path / "inproc", progress=False, log=None, workers=1).run()
+    ticks = []
+
+    class Bar:
+        def __init__(self, total, **kw):
+            self.total = total
+
+        def update(self, n=1):
+            ticks.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(grid, "tqdm", Bar)
+    run = GridRun(cfg, tmp_path / "workers", progress=True, log=None, workers=workers)
+    if workers == 1:  # run() would stay in-process
+        monkeypatch.setattr(run, "_run_parallel", lambda names, w, tick, real=run._run_parallel: real(names, 1, tick))
+        monkeypatch.setattr(grid, "resolve_workers", lambda workers, n: 2)
+    results = run.run()
+    assert sum(ticks) == 2 * len(cfg.methods) * len(NEURONS)
+    pd.testing.assert_frame_equal(strip_timing(results), strip_timing(inproc), rtol=1e-5, atol=1e-6)
+    assert stored_cells(tmp_path / "workers") == stored_cells(tmp_path / "inproc")
+    cols = ["model", "method", "neuron", "layer", "status", "message", "indices"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "workers" / "cells.parquet")[cols],
+                                  pd.read_parquet(tmp_path / "inproc" / "cells.parquet")[cols])

@@ -1,0 +1,289 @@
+"""Score tables (pivots of the long frame), and the self-contained HTML report.
+
+Every table must equal an independent pandas ``groupby`` of the long results frame; the
+report must need no network (no http(s) resource, every image a PNG data URI), mark the
+best value per column, and name the neuron explained in every heatmap-grid column.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cnnvis_eval.errors import InputError
+from cnnvis_eval.report import build_report, figures, tables
+from suites.support.grid_fixtures import png_size, tiny_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return tiny_run(tmp_path_factory)[0]
+
+
+def random_long_frame(seed: int = 0) -> pd.DataFrame:
+    """A long frame with every score metric, missing (method, model) pairs, NaNs and ties."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    methods, models = ["m_a", "m_b", "m_c", "m_d"], ["arch1", "arch2", "arch3"]
+    for metric in [s.metric for s in tables.SCORES] + ["sparseness"]:
+        for method in methods:
+            for model in models:
+                if (method, model) == ("m_d", "arch2"):
+                    continue  # a cell that did not apply
+                for neuron in ("logit", "mid", "high"):
+                    for image in range(3):
+                        if metric == "pointing_game":
+                            v = float(rng.integers(0, 2))
+                        else:
+                            v = float(np.round(rng.normal(), 1))  # rounding makes ties
+                        rows.append((method, model, f"img{image}", neuron, metric, v))
+    df = pd.DataFrame(rows, columns=tables.COLUMNS)
+    df.loc[rng.choice(len(df), 5, replace=False), "value"] = np.nan
+    return df
+
+
+def groupby_table(df, metric, neuron) -> pd.DataFrame:
+    """Independent method x model mean table."""
+    sel = df[df["metric"] == metric]
+    if neuron is not None:
+        sel = sel[sel["neuron"] == neuron]
+    return sel.groupby(["method", "model"])["value"].mean().unstack("model")
+
+
+def best_cells(table: pd.DataFrame, higher: bool) -> set:
+    """(method, model) of the best value per model column, computed cell by cell."""
+    out = set()
+    for col in table.columns:
+        vals = {m: table.at[m, col] for m in table.index if not np.isnan(table.at[m, col])}
+        if not vals:
+            continue
+        best = max(vals.values()) if higher else min(vals.values())
+        out |= {(m, col) for m, v in vals.items() if v == best}
+    return out
+
+
+def test_pivots_match_groupby():
+    df = random_long_frame()
+    built = tables.score_tables(df)
+    assert set(built) == {s.key for s in tables.SCORES}
+    for score, table in built.values():
+        expected = groupby_table(df, score.metric, score.neuron)
+        pd.testing.assert_frame_equal(table, expected, check_names=False, check_like=True)
+        assert np.isnan(table.at["m_d", "arch2"])
+        if score.higher_is_better is not None:
+            mask = tables.best_mask(table, score.higher_is_better)
+            assert {(m, c) for m in mask.index for c in mask.columns if mask.at[m, c]} == best_cells(
+                expected, score.higher_is_better)
+
+
+def test_totals_match_groupby():
+    df = random_long_frame(1)
+    tot = tables.totals(df)
+    pg = df[(df["metric"] == "pointing_game") & (df["neuron"] == "logit")].groupby("method")["value"].sum()
+    assert tot["pointing_game_hits"].to_dict() == pg.to_dict()
+    assert tot["pointing_game_hits"].dtype == np.int64  # whole hits stay integers
+    wins = dict.fromkeys(tot.index, 0)
+    for s in tables.SCORES:
+        if s.higher_is_better is not None:
+            for m, _ in best_cells(groupby_table(df, s.metric, s.neuron), s.higher_is_better):
+                wins[m] += 1
+    assert tot["wins"].to_dict() == wins
+    assert list(tot["wins"]) == sorted(tot["wins"], reverse=True)
+
+
+def test_to_html_marks_best_per_column():
+    t = pd.DataFrame({"a": [0.1, 0.5, np.nan], "b": [0.9, 0.2, 0.2]}, index=pd.Index(["x", "y", "z"], name="method"))
+    low = tables.to_html(t, higher_is_better=False)
+    assert re.findall(r'<td class="best">([^<]*)</td>', low) == ["0.100", "0.200", "0.200"]  # ties both marked
+    assert '<td class="na">n/a</td>' in low
+    high = tables.to_html(t, higher_is_better=True)
+    assert re.findall(r'<td class="best">([^<]*)</td>', high) == ["0.900", "0.500"]
+    assert "best" not in tables.to_html(t, higher_is_better=None)
+    with pytest.raises(InputError, match="lacks columns"):
+        tables.pivot(t, "x")
+
+
+class Page(HTMLParser):
+    """Collects resource references, images and score tables of a report page."""
+
+    def __init__(self):
+        super().__init__()
+        self.refs: list[tuple[str, str, str]] = []  # (tag, attribute, value)
+        self.imgs: list[str] = []
+        self.tables: list[dict] = []  # {"title", "rows": [(row header, [(text, is_best)])], "head"}
+        self._title, self._text, self._cell, self._row, self._in_style = "", "", None, None, False
+        self.styles = ""
+        self._in_scores = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for key in ("src", "href", "srcset", "poster", "data", "action"):
+            if key in a:
+                self.refs.append((tag, key, a[key] or ""))
+        if "style" in a:
+            self.styles += a["style"]
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if tag == "style":
+            self._in_style = True
+        if tag in ("h3",):
+            self._text = ""
+        if tag == "table":
+            self._in_scores = "scores" in (a.get("class") or "")
+            if self._in_scores:
+                self.tables.append({"title": self._title, "head": [], "rows": []})
+        if self._in_scores and tag == "tr":
+            self._row = [None, []]
+        if self._in_scores and tag in ("td", "th"):
+            self._cell = [tag, "", "best" in (a.get("class") or "")]
+
+    def handle_data(self, data):
+        self._text += data
+        if self._in_style:
+            self.styles += data
+        if self._cell is not None:
+            self._cell[1] += data
+
+    def handle_endtag(self, tag):
+        if tag == "style":
+            self._in_style = False
+        if tag == "table":
+            self._in_scores = False
+        if tag == "h3":
+            self._title = self._text.strip()
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            kind, text, best = self._cell
+            if kind == "th" and self._row[0] is None:
+                self._row[0] = text
+            elif kind == "th":
+                self.tables[-1]["head"].append(text)
+            else:
+                self._row[1].append((text, best))
+            self._cell = None
+        if tag == "tr" and self._row is not None and self.tables:
+            if self._row[1]:
+                self.tables[-1]["rows"].append(tuple(self._row))
+            self._row = None
+
+
+def parse(path: Path) -> Page:
+    p = Page()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+def test_report_is_self_contained(run_dir):
+    page_path = run_dir / "index.html"
+    page = parse(page_path)
+    text = page_path.read_text(encoding="utf-8")
+    # no resource from anywhere but the page itself: only data URIs and in-page anchors
+    for tag, attr, value in page.refs:
+        assert value.startswith(("data:", "#")), f"<{tag} {attr}={value[:60]!r}> needs a file or the network"
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", page.styles), "CSS loads a remote resource"
+    assert not re.search(r"@import", page.styles)
+    assert not re.search(r"<(script|link|iframe)[^>]+(src|href)=", text), "external script/stylesheet/frame"
+    # every image is an embedded PNG: exactly the figures written next to the page
+    pngs = {p.read_bytes() for p in (run_dir / "figures").glob("*.png")}
+    assert page.imgs and all(src.startswith("data:image/png;base64,") for src in page.imgs)
+    embedded = [base64.b64decode(src.split(",", 1)[1], validate=True) for src in page.imgs]
+    assert set(embedded) == pngs
+    for data in embedded:
+        w, h = png_size(data)
+        assert w >= 200 and h >= 150
+    # 3 images x 3 neurons heatmap grids, 2 agreement matrices, randomization curves, cost chart
+    assert len(page.imgs) == 9 + 2 + 1 + 1
+    for section in ("Scores", "Totals per method", "Heatmaps", "Agreement between methods",
+                    "Cascading model-parameter randomization", "Cost and benchmarks", "Cells",
+                    "Configuration and versions"):
+        assert f">{section}" in text
+    config = html.unescape(text.split('id="config"', 1)[1])
+    assert '"tensorflow"' in config and '"methods"' in config  # configuration and versions
+
+
+def test_report_tables_and_best_marks(run_dir):
+    """Each score table in the page holds the groupby means, with the column best in bold."""
+    results = pd.read_parquet(run_dir / "results.parquet")
+    page = parse(run_dir / "index.html")
+    by_title = {t["title"]: t for t in page.tables}
+    n_best = 0
+    for score in tables.SCORES:
+        expected = groupby_table(results, score.metric, score.neuron)
+        if expected.empty:
+            continue
+        html_table = by_title[score.title]
+        assert html_table["head"] == list(expected.columns)
+        assert [r[0] for r in html_table["rows"]] == list(expected.index)
+        marked = set()
+        for method, cells in html_table["rows"]:
+            for model, (text, best) in zip(expected.columns, cells):
+                v = expected.at[method, model]
+                if np.isnan(v):
+                    assert text == "n/a"
+                else:
+                    fmt = "{:.2f}" if score.key == "cost" else "{:.3f}"
+                    assert text == fmt.format(v), (score.key, method, model)
+                if best:
+                    marked.add((method, model))
+        want = best_cells(expected, score.higher_is_better) if score.higher_is_better is not None else set()
+        assert marked == want, score.key
+        n_best += len(marked)
+        # the CSV copy of the table is the same pivot
+        csv = pd.read_csv(run_dir / f"table_{score.key}.csv", index_col=0)
+        pd.testing.assert_frame_equal(csv, expected, check_names=False, rtol=1e-9)
+    assert n_best > 0
+
+
+def test_heatmap_grid_names_the_neurons(run_dir, monkeypatch):
+    """Each grid column names the neuron explained: the class for the logit, layer[channel] otherwise."""
+    calls = []
+
+    def spy(path, images, maps, methods, models, **kw):  # records; the drawing is tested elsewhere
+        calls.append({"path": Path(path), "maps": maps, "methods": list(methods), "models": list(models), **kw})
+        assert Path(path).is_file()  # drawn by the shared run's report
+        return path
+
+    monkeypatch.setattr(figures, "heatmap_grid", spy)
+    from cnnvis_eval.report import _grid_figures
+
+    _grid_figures(run_dir, pd.read_parquet(run_dir / "cells.parquet"), max_images=4)
+    cells = pd.read_parquet(run_dir / "cells.parquet")
+    assert len(calls) == 9
+    for call in calls:
+        image, neuron = call["path"].stem.split("_", 2)[1:]
+        assert call["models"] == ["flat_cnn", "gap_cnn"]
+        assert "cam" in call["methods"] and "saliency" in call["methods"]
+        assert f"neuron: {neuron}" in call["title"]
+        for model in call["models"]:
+            k = ["syn000", "syn001", "chelsea"].index(image)
+            z = np.load(run_dir / "heatmaps" / model / "saliency" / f"{neuron}.npz")
+            label = call["col_labels"][model]
+            if neuron == "logit":
+                assert label == f"{model}\nclass {int(z['indices'][k])}"
+            else:
+                layer = cells[(cells["model"] == model) & (cells["neuron"] == neuron)]["layer"].iloc[0]
+                assert layer and label == f"{model}\n{layer}\nchannel {int(z['indices'][k])}"
+        # n/a cells are passed as absent (drawn as "n/a"), applicable ones as maps of the image size
+        assert ("cam", "flat_cnn") not in call["maps"]
+        assert (("cam", "gap_cnn") in call["maps"]) == (neuron == "logit")
+        assert all(h.shape == (32, 32) for h in call["maps"].values())
+
+
+def test_report_of_an_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="no results.parquet"):
+        build_report(tmp_path)
+
+
+def test_report_from_a_bare_long_frame(tmp_path):
+    """A folder holding only results.csv (e.g. written by another tool) still gets a page."""
+    random_long_frame(2).to_csv(tmp_path / "results.csv", index=False)
+    page = build_report(tmp_path, title="bare")
+    text = page.read_text()
+    assert "<h1>bare</h1>" in text and 'class="best"' in text
+    assert "no heatmaps" in text
