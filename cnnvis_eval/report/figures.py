@@ -135,9 +135,12 @@ def randomization_curves(path: str | Path, curves: pd.DataFrame, metric: str | N
     """Cascading-randomization curves: one panel per method, one line per model.
 
     ``curves`` has columns ``method, model, step, layer, metric, value`` (value
-    averaged over images here); step 0 is the trained model.
+    averaged over images here) and optionally ``mode``, of which only the cascading
+    rows are drawn; step 0 is the trained model.
     """
     df = curves if metric is None else curves[curves["metric"] == metric]
+    if "mode" in df.columns:
+        df = df[df["mode"].isna() | (df["mode"] == "cascading")]
     methods = sorted(df["method"].unique())
     ncol = min(4, max(1, len(methods)))
     nrow = int(np.ceil(len(methods) / ncol)) or 1
