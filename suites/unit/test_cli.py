@@ -102,9 +102,13 @@ def test_run_rejects_bad_options(argv, message, tmp_path, capsys):
     assert err.startswith("cnnvis-eval: error:") and message in err
 
 
-def test_model_file_with_lambda_layer_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_model_file_with_lambda_layer_is_refused(tmp_path, capsys, suffix):
     """Safe mode: a Lambda layer would run code when loaded; the run refuses it by name."""
-    model = save_model("lambda_cnn", tmp_path)
+    from suites.support.grid_fixtures import BUILDERS
+
+    model = tmp_path / f"lambda_cnn{suffix}"
+    BUILDERS["lambda_cnn"]().save(model)
     argv = ["run", "--model-file", str(model), "--methods", "saliency", "--images", "chelsea",
             "--out", str(tmp_path / "out"), "--quiet"]
     assert main(argv) == 2

@@ -258,7 +258,7 @@ def test_worker_processes_give_the_same_results(tmp_path, monkeypatch, workers):
     (starting one costs a TensorFlow import); ``-m slow`` runs two at once."""
     import cnnvis_eval.evaluation.grid as grid
 
-    cfg = tiny_config(tmp_path / "models", methods=("saliency", "cam", "grad_cam"),
+    cfg = tiny_config(tmp_path / "models", methods=("saliency", "cam"),
                       stages=("complexity", "agreement", "randomization"), randomization_steps=1)
     inproc = GridRun(cfg, tmp_path / "inproc", progress=False, log=None, workers=1).run()
     ticks = []
