@@ -32,7 +32,7 @@ def test_list(capsys):
 
 def test_run_then_report(tmp_path, capsys):
     model = save_model("gap_cnn", tmp_path / "models")
-    argv = ["run", "--model-file", str(model), "--methods", "saliency,grad_cam", "--images", "chelsea",
+    argv = ["run", "--model-file", str(model), "--methods", "saliency,cam", "--images", "chelsea",
             "synthetic:2", "--out", str(tmp_path / "reports"), "--quiet"]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -41,7 +41,7 @@ def test_run_then_report(tmp_path, capsys):
     page = runs[0] / "index.html"
     assert f"report: {page}" in out and page.is_file()
     results = pd.read_parquet(runs[0] / "results.parquet")
-    assert set(results["method"]) == {"saliency", "grad_cam"} and set(results["model"]) == {"gap_cnn"}
+    assert set(results["method"]) == {"saliency", "cam"} and set(results["model"]) == {"gap_cnn"}
     assert set(results["image"]) - {"*"} == {"chelsea", "syn000", "syn001"}
     # the same command again resumes the same run folder (nothing left to compute)
     mtime = (runs[0] / "heatmaps" / "gap_cnn" / "saliency" / "logit.npz").stat().st_mtime_ns
