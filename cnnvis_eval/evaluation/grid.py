@@ -417,12 +417,13 @@ class GridRun:
             progress = manager.Queue()
             pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,))
 
-            def run_all(tasks):
+            def run_all(tasks, done=_quiet):
                 futures = [pool.submit(_model_worker, self.config, root, name, ms, parts, progress)
                            for name, ms, parts in tasks]
                 pending = set(futures)
                 while pending:
-                    _, pending = wait(pending, timeout=0.25)
+                    finished, pending = wait(pending, timeout=0.25)
+                    done(len(finished))
                     while True:
                         try:
                             tick(progress.get_nowait())
@@ -441,8 +442,10 @@ class GridRun:
                     loaded.append(name)
                     order = {m: i for i, m in enumerate(methods)}
                     rows += sorted(parts, key=lambda r: order[r["method"]])
-                run_all([(name, (), ("score",)) for name in loaded]
-                        + [(name, g, ("randomization",)) for name in loaded for g in groups])
+                scoring = [(name, (), ("score",)) for name in loaded] + [
+                    (name, g, ("randomization",)) for name in loaded for g in groups]
+                with tqdm(total=len(scoring), desc="scores", unit="task", disable=not self.progress) as bar:
+                    run_all(scoring, bar.update)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise

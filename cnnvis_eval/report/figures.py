@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..viz import normalize  # noqa: E402
 
 
 def _save(fig, path: str | Path, dpi: int = 90) -> Path:
@@ -142,28 +141,34 @@ def randomization_curves(path: str | Path, curves: pd.DataFrame, metric: str | N
     if "mode" in df.columns:
         df = df[df["mode"].isna() | (df["mode"] == "cascading")]
     methods = sorted(df["method"].unique())
+    models = sorted(df["model"].unique())
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}  # one colour per model
     ncol = min(4, max(1, len(methods)))
     nrow = int(np.ceil(len(methods) / ncol)) or 1
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.3 * nrow), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.3 * nrow + 0.4), squeeze=False, sharey=True)
+    means = df.groupby(["method", "model", "step"])["value"].mean()
+    low = min(-0.2, float(means.min()) - 0.05) if len(means) else -0.2
     for k, meth in enumerate(methods):
         ax = axes[k // ncol, k % ncol]
-        sub = df[df["method"] == meth]
-        for model, g in sub.groupby("model"):
-            g = g.groupby("step")["value"].mean()
-            ax.plot(g.index, g.values, marker=".", label=model)
+        sub = means.loc[meth]
+        for model in sub.index.get_level_values("model").unique():
+            g = sub.loc[model]
+            ax.plot(g.index, g.values, marker=".", color=colors[model], label=model)
         ax.set_title(meth, fontsize=8)
-        ax.set_ylim(-0.2, 1.05)
+        ax.set_ylim(low, 1.05)
         ax.axhline(0, color="0.7", lw=0.6)
-        steps = sorted(sub["step"].unique())
+        steps = sorted(sub.index.get_level_values("step").unique())
         ax.set_xticks(steps, [str(int(v)) for v in steps])
         ax.set_xlabel("randomization step (0 = trained; top layers first)", fontsize=7)
         ax.tick_params(labelsize=7)
     for k in range(len(methods), nrow * ncol):
         axes[k // ncol, k % ncol].axis("off")
     if methods:
-        axes[0, 0].set_ylabel("similarity to trained", fontsize=7)
-        axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
+        for r in range(nrow):
+            axes[r, 0].set_ylabel("similarity to trained", fontsize=7)
+        handles = [plt.Line2D([], [], color=colors[m], marker=".", label=m) for m in models]
+        fig.legend(handles=handles, loc="upper center", ncol=min(len(models), 6), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.3 * nrow + 0.4)))
     return _save(fig, path)
 
 

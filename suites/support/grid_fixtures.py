@@ -75,12 +75,12 @@ def strip_timing(results, columns=("method", "model", "image", "neuron", "metric
 
 
 _RUNS: dict = {}
-RUN_METHODS = ("saliency", "grad_cam", "cam", "gradient_x_input")
+RUN_METHODS = ("saliency", "grad_cam", "cam")
 
 
 def tiny_config(model_dir: str | Path, **changes):
     """The shared tiny configuration: the GAP and the Flatten-head model (saved in
-    ``model_dir``), four methods (CAM is n/a on the Flatten head and on intermediate
+    ``model_dir``), three methods (CAM is n/a on the Flatten head and on intermediate
     neurons), one photo and two synthetic images, a two-step randomization on one image."""
     from cnnvis_eval.evaluation.grid import RunConfig
 

@@ -32,7 +32,7 @@ def test_list(capsys):
 
 def test_run_then_report(tmp_path, capsys):
     model = save_model("gap_cnn", tmp_path / "models")
-    argv = ["run", "--model-file", str(model), "--methods", "saliency,grad_cam", "--images", "chelsea",
+    argv = ["run", "--model-file", str(model), "--methods", "saliency,cam", "--images", "chelsea",
             "synthetic:2", "--out", str(tmp_path / "reports"), "--quiet"]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -41,7 +41,7 @@ def test_run_then_report(tmp_path, capsys):
     page = runs[0] / "index.html"
     assert f"report: {page}" in out and page.is_file()
     results = pd.read_parquet(runs[0] / "results.parquet")
-    assert set(results["method"]) == {"saliency", "grad_cam"} and set(results["model"]) == {"gap_cnn"}
+    assert set(results["method"]) == {"saliency", "cam"} and set(results["model"]) == {"gap_cnn"}
     assert set(results["image"]) - {"*"} == {"chelsea", "syn000", "syn001"}
     # the same command again resumes the same run folder (nothing left to compute)
     mtime = (runs[0] / "heatmaps" / "gap_cnn" / "saliency" / "logit.npz").stat().st_mtime_ns
@@ -102,9 +102,13 @@ def test_run_rejects_bad_options(argv, message, tmp_path, capsys):
     assert err.startswith("cnnvis-eval: error:") and message in err
 
 
-def test_model_file_with_lambda_layer_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_model_file_with_lambda_layer_is_refused(tmp_path, capsys, suffix):
     """Safe mode: a Lambda layer would run code when loaded; the run refuses it by name."""
-    model = save_model("lambda_cnn", tmp_path)
+    from suites.support.grid_fixtures import BUILDERS
+
+    model = tmp_path / f"lambda_cnn{suffix}"
+    BUILDERS["lambda_cnn"]().save(model)
     argv = ["run", "--model-file", str(model), "--methods", "saliency", "--images", "chelsea",
             "--out", str(tmp_path / "out"), "--quiet"]
     assert main(argv) == 2

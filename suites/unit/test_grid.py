@@ -258,20 +258,26 @@ def test_worker_processes_give_the_same_results(tmp_path, monkeypatch, workers):
     (starting one costs a TensorFlow import); ``-m slow`` runs two at once."""
     import cnnvis_eval.evaluation.grid as grid
 
-    cfg = tiny_config(tmp_path / "models", methods=("saliency", "cam", "grad_cam"),
+    cfg = tiny_config(tmp_path / "models", methods=("saliency", "cam"),
                       stages=("complexity", "agreement", "randomization"), randomization_steps=1)
     inproc = GridRun(cfg, tmp_path / "inproc", progress=False, log=None, workers=1).run()
-    ticks = []
+    ticks = {"cells": [], "scores": []}
 
-    class Bar:
-        def __init__(self, total, **kw):
-            self.total = total
+    class Bar:  # records the progress of each bar
+        def __init__(self, total, desc, **kw):
+            self.total, self.desc = total, desc
 
         def update(self, n=1):
-            ticks.append(n)
+            ticks[self.desc].append(n)
 
         def close(self):
             pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
 
     monkeypatch.setattr(grid, "tqdm", Bar)
     run = GridRun(cfg, tmp_path / "workers", progress=True, log=None, workers=workers)
@@ -279,7 +285,8 @@ def test_worker_processes_give_the_same_results(tmp_path, monkeypatch, workers):
         monkeypatch.setattr(run, "_run_parallel", lambda names, w, tick, real=run._run_parallel: real(names, 1, tick))
         monkeypatch.setattr(grid, "resolve_workers", lambda workers, n: 2)
     results = run.run()
-    assert sum(ticks) == 2 * len(cfg.methods) * len(NEURONS)
+    assert sum(ticks["cells"]) == 2 * len(cfg.methods) * len(NEURONS)
+    assert sum(ticks["scores"]) == 2 * (1 + min(len(cfg.methods), 4))  # per model: scores + randomization per method group
     pd.testing.assert_frame_equal(strip_timing(results), strip_timing(inproc), rtol=1e-5, atol=1e-6)
     assert stored_cells(tmp_path / "workers") == stored_cells(tmp_path / "inproc")
     cols = ["model", "method", "neuron", "layer", "status", "message", "indices"]
