@@ -65,3 +65,26 @@ def test_unreadable_input_is_status_2(tmp_path, content, capsys):
         bad.write_text(content)
     assert compare_ratios.main([str(good), str(bad)]) == 2
     assert capsys.readouterr().err.startswith("compare_ratios: error:")
+
+
+def test_the_committed_baseline_covers_every_method_on_every_mini():
+    """fixtures/benchmarks holds pytest-benchmark's file with a positive ratio for every
+    (method, mini model) case of test_bench_methods.py; a new method or a renamed case
+    makes this fail until the baseline is remade (see the README, "Benchmarks")."""
+    import cnnvis_eval as cv
+    from suites.benchmarks.test_bench_methods import MINI
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "benchmarks")
+    _, benches = compare_ratios.load(root)
+    expected = {f"suites/benchmarks/test_bench_methods.py::test_bench_method[{m}-{a}]"
+                for m in cv.list_methods() for a in MINI}
+    from cnnvis_eval.errors import UnsupportedArchitectureError
+    from conftest import mini_spec
+
+    with pytest.raises(UnsupportedArchitectureError):  # mini_vgg has a Flatten head: CAM is n/a
+        cv.get_method("cam")(mini_spec("mini_vgg"))
+    expected.discard("suites/benchmarks/test_bench_methods.py::test_bench_method[cam-mini_vgg]")
+    missing = expected - set(benches)
+    assert not missing, f"baseline lacks {sorted(missing)[:5]} ... ({len(missing)})"
+    ratios = {n: compare_ratios.ratio_of(benches[n]) for n in expected}
+    assert all(r is not None and r > 0 for r in ratios.values()), ratios
