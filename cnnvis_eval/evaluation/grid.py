@@ -362,9 +362,12 @@ class GridRun:
         workers = resolve_workers(self.workers, len(names))
         try:
             if workers > 1:
-                cell_rows = self._run_parallel(names, workers, bar.update)
+                cell_rows = self._run_parallel(names, workers, bar.update, between=bar.close)
             else:
-                cell_rows = [row for name in names for row in self.model_cells(name, bar.update)]
+                from ..metrics.randomization import _quiet_retracing
+
+                with _quiet_retracing():  # fresh explainers per cell trace on purpose
+                    cell_rows = [row for name in names for row in self.model_cells(name, bar.update)]
         finally:
             bar.close()
         cells = pd.DataFrame(cell_rows)
@@ -399,10 +402,11 @@ class GridRun:
         spec = load_spec(name, self.config)
         return spec, image_set(spec, self.config)
 
-    def _run_parallel(self, names: list[str], workers: int, tick) -> list[dict]:
+    def _run_parallel(self, names: list[str], workers: int, tick, between=_quiet) -> list[dict]:
         """Work split into tasks run by ``workers`` spawned processes, in two phases: the
         cells of (model, group of methods), then per model its scores and, per group of
-        methods, its randomization curves.  Progress comes back through a queue."""
+        methods, its randomization curves.  Progress comes back through a queue (``tick``);
+        ``between()`` is called between the phases."""
         import multiprocessing as mp
         import queue as queue_mod
         from concurrent.futures import ProcessPoolExecutor, wait
@@ -423,7 +427,8 @@ class GridRun:
                 pending = set(futures)
                 while pending:
                     finished, pending = wait(pending, timeout=0.25)
-                    done(len(finished))
+                    if finished:
+                        done(len(finished))
                     while True:
                         try:
                             tick(progress.get_nowait())
@@ -442,6 +447,7 @@ class GridRun:
                     loaded.append(name)
                     order = {m: i for i, m in enumerate(methods)}
                     rows += sorted(parts, key=lambda r: order[r["method"]])
+                between()
                 scoring = [(name, (), ("score",)) for name in loaded] + [
                     (name, g, ("randomization",)) for name in loaded for g in groups]
                 with tqdm(total=len(scoring), desc="scores", unit="task", disable=not self.progress) as bar:
@@ -635,6 +641,12 @@ class GridRun:
                 continue
             cls = get_method(method)
             params = method_params(method, spec, cfg.method_params.get(method, {}))
+            if getattr(cls, "positive_top", False) and "positive_top" not in params:
+                # z+ presets: with the top relevance clipped to >= 0 a randomized model whose
+                # logit turns negative gives an all-zero map, which scores "dissimilar" for
+                # that reason alone; start from the signed logit instead (as the sanity suite
+                # does; Sixt et al. 2020 find these maps insensitive to the upper layers)
+                params["positive_top"] = False
             # the top classes the stored logit cell explained: the same target as "top" on the
             # trained model, and fixed indices let explainers that read the weights at call
             # time reuse their trained-model trace at every randomization step
@@ -692,6 +704,9 @@ def _worker_init(threads: int):
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+    # every cell builds fresh explainers, whose functions trace once each: TensorFlow's
+    # "N out of the last M calls triggered tf.function retracing" warning is expected here
+    tf.get_logger().setLevel("ERROR")
 
 
 _WORKER_MODEL: dict = {}  # the model a worker process last loaded: name -> (spec, images)

@@ -43,7 +43,9 @@ SCORES: tuple[Score, ...] = (
     Score("randomization", "Randomization: similarity after full cascading randomization",
           "randomization_similarity", False,
           description="Spearman rank correlation (absolute maps) between the heatmap of the trained model "
-                      "and of the fully re-initialized model (lower = more sensitive to the model = better)"),
+                      "and of the fully re-initialized model (lower = more sensitive to the model = better); "
+                      "the z+ presets (deep_taylor, deep_taylor_bounded, lrp_alpha1beta0) start from the signed "
+                      "logit here, since a negative logit would give an all-zero map"),
     Score("agreement", "Agreement with the other methods", "agreement", None, neuron=None,
           description="mean Spearman rank correlation with every other method's heatmap of the same image and neuron"),
     Score("cost", "Cost (ratio to one forward+backward pass)", "cost_ratio", False, neuron=None,

@@ -16,7 +16,7 @@ import pytest
 
 import cnnvis_eval
 from cnnvis_eval.errors import InputError
-from cnnvis_eval.evaluation.grid import NEURONS, GridRun
+from cnnvis_eval.evaluation.grid import NEURONS, GridRun, RunConfig
 from cnnvis_eval.targets import NeuronTarget
 from suites.support.grid_fixtures import RUN_METHODS, save_model, strip_timing, tiny_config, tiny_run
 
@@ -282,7 +282,7 @@ def test_worker_processes_give_the_same_results(tmp_path, monkeypatch, workers):
     monkeypatch.setattr(grid, "tqdm", Bar)
     run = GridRun(cfg, tmp_path / "workers", progress=True, log=None, workers=workers)
     if workers == 1:  # run() would stay in-process
-        monkeypatch.setattr(run, "_run_parallel", lambda names, w, tick, real=run._run_parallel: real(names, 1, tick))
+        monkeypatch.setattr(run, "_run_parallel", lambda names, w, tick, real=run._run_parallel, **kw: real(names, 1, tick, **kw))
         monkeypatch.setattr(grid, "resolve_workers", lambda workers, n: 2)
     results = run.run()
     assert sum(ticks["cells"]) == 2 * len(cfg.methods) * len(NEURONS)
@@ -292,3 +292,27 @@ def test_worker_processes_give_the_same_results(tmp_path, monkeypatch, workers):
     cols = ["model", "method", "neuron", "layer", "status", "message", "indices"]
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "workers" / "cells.parquet")[cols],
                                   pd.read_parquet(tmp_path / "inproc" / "cells.parquet")[cols])
+
+
+def test_z_plus_presets_start_randomization_from_the_signed_logit(tmp_path, monkeypatch):
+    """With ``positive_top`` a randomized model whose logit turns negative gives an all-zero
+    z+ map, scored as "dissimilar" for that reason alone; the grid's randomization stage runs
+    the z+ presets with ``positive_top=False`` (as suites/sanity/test_randomization.py does)
+    and leaves the other methods' parameters alone."""
+    import cnnvis_eval.metrics as metrics
+
+    seen, real = {}, metrics.randomization_curve
+
+    def spy(spec, x, method, target, **kw):
+        seen[method] = kw.get("positive_top", "unset")
+        return real(spec, x, method, target, **kw)
+
+    monkeypatch.setattr(metrics, "randomization_curve", spy)
+    # a mini model: the tiny grid models start with a Rescaling layer, which has no relevance rule
+    cfg = RunConfig(models=("mini_resnet",), methods=("deep_taylor", "lrp_alpha1beta0", "lrp_epsilon"),
+                    photos=(), synthetic=2, stages=("randomization",), randomization_images=1,
+                    randomization_steps=1)
+    results = GridRun(cfg, tmp_path / "run", progress=False, log=None).run()
+    assert seen == {"deep_taylor": False, "lrp_alpha1beta0": False, "lrp_epsilon": "unset"}
+    sim = results[results["metric"] == "randomization_similarity"]
+    assert set(sim["method"]) == set(seen) and np.isfinite(sim["value"]).all()

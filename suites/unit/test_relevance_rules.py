@@ -247,6 +247,26 @@ def test_preset_matches_reference(name, preset):
     assert e.meta["relevance_layers"][0] == refnet.nodes[-1]["name"]
 
 
+@pytest.mark.parametrize("preset", ["deep_taylor", "deep_taylor_bounded", "lrp_alpha1beta0"])
+def test_z_plus_presets_can_start_from_the_signed_score(preset):
+    """``positive_top=False`` starts the z+ presets from the signed score (what the
+    randomization checks need): on the lowest-scoring class, whose logit is negative, the
+    default map is all zero and the signed one matches the reference started from the logit."""
+    model, refnet = net("residual")
+    x = net_input(model)
+    logits = refnet.forward(x)[refnet.nodes[-1]["name"]]
+    low = ClassTarget(logits.argmin(1))
+    assert (logits.min(1) < 0).all()
+    kw = PRESET_KW.get(preset, {})
+    default = cv.get_method(preset)(model, **kw)
+    signed = cv.get_method(preset)(model, positive_top=False, **kw)
+    assert default.positive_top and not signed.positive_top
+    assert np.abs(raw(default, x, low)[0]).max() == 0
+    got, idx, _, _ = raw(signed, x, low)
+    rules, sum_rule, _ = preset_reference("residual", preset, refnet)
+    assert_close(got, reference(refnet, x, rules, idx, False, sum_rule), f"residual {preset} signed top")
+
+
 @pytest.mark.parametrize("reduce", ["mean", "sum", "max"])
 def test_neuron_target_matches_reference(reduce):
     """NeuronTarget: the starting relevance is the channel's map (/ size, or at its max)."""

@@ -146,13 +146,15 @@ class DeepTaylorBounded(LRP):
     ----------
     low, high : float or array (C,), optional
         Pixel bounds in model-input units; default: the spec's ``input_range``.
+    positive_top : bool, optional
+        Start from ``max(0, score)`` (default ``True``, the z+ convention).
     """
 
     positive_top = True
 
-    def __init__(self, model, *, low=None, high=None):
+    def __init__(self, model, *, low=None, high=None, positive_top: bool | None = None):
         self._low, self._high = low, high
-        super().__init__(model, low=None if low is None else np.asarray(low).tolist(),
+        super().__init__(model, positive_top=positive_top, low=None if low is None else np.asarray(low).tolist(),
                          high=None if high is None else np.asarray(high).tolist())
 
     def make_composite(self):
@@ -192,13 +194,15 @@ class LRPAlpha1Beta0(LRP):
     bias : bool
         Include the positive bias in the denominator (it absorbs relevance); ``False``
         makes the rule identical to z+.
+    positive_top : bool, optional
+        Start from ``max(0, score)`` (default ``True``, the z+ convention).
     """
 
     positive_top = True
 
-    def __init__(self, model, *, bias: bool = True):
+    def __init__(self, model, *, bias: bool = True, positive_top: bool | None = None):
         self.bias = bool(bias)
-        super().__init__(model, bias=self.bias)
+        super().__init__(model, positive_top=positive_top, bias=self.bias)
 
     def make_composite(self):
         return LayerMapComposite([(DENSE + CONVOLUTION + AVGPOOL, AlphaBeta(1.0, 0.0, bias=self.bias))])
