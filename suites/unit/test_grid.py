@@ -308,7 +308,7 @@ def test_z_plus_presets_start_randomization_from_the_signed_logit(tmp_path, monk
         return real(spec, x, method, target, **kw)
 
     monkeypatch.setattr(metrics, "randomization_curve", spy)
-    # a mini model: the tiny grid models start with a Rescaling layer, which has no relevance rule
+    # a trained mini model: its logits are not all positive, so the choice matters
     cfg = RunConfig(models=("mini_resnet",), methods=("deep_taylor", "lrp_alpha1beta0", "lrp_epsilon"),
                     photos=(), synthetic=2, stages=("randomization",), randomization_images=1,
                     randomization_steps=1)

@@ -396,3 +396,66 @@ def test_operator_add_with_broadcasting():
     np.testing.assert_allclose(total[ok], e.scores[ok], rtol=1e-4)
     with pytest.raises(UnsupportedLayerError, match="adds a constant"):
         cv.get_method("deep_taylor")(keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(a + 1.0))))
+
+
+# ---------------------------------------------------------------------- in-model preprocessing
+SCALE, SHIFT = np.array([0.5, -0.25]), np.array([-1.0, 0.5])  # per channel; one negative scale
+
+
+def _pre_and_post(pre_layer):
+    """Model A = pre_layer -> body and model B = body with the same weights, fed with the
+    preprocessed pixels: ``A(x) == B(x * SCALE + SHIFT)``."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8, 2))
+    c1 = keras.layers.Conv2D(4, 3, activation="relu", name="c1")
+    c2 = keras.layers.Conv2D(4, 3, name="c2")
+    skip = keras.layers.Conv2D(4, 1, name="skip")
+    head = keras.layers.Dense(3, name="out")
+
+    def body(t):  # shared layers: the same weights in both models
+        t = c1(t)
+        t = keras.layers.ReLU()(keras.layers.Add()([t, skip(t)]))
+        return head(keras.layers.GlobalAveragePooling2D()(c2(t)))
+
+    a = keras.Model(inp, body(pre_layer(inp)), name="with_preprocessing")
+    inp_b = keras.Input((8, 8, 2))
+    b = keras.Model(inp_b, body(inp_b), name="without")
+    head.bias.assign(np.full(3, 2.0, "float32"))  # positive logits: the z+ presets start from them
+    return a, b
+
+
+@pytest.mark.parametrize("kind", ["rescaling", "normalization"])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preprocessing_layer_is_transparent(preset, kind):
+    """Rescaling / Normalization inside the model: the input relevance equals that of the
+    same network without the layer, fed with the preprocessed pixels (bounds mapped through:
+    a negative scale swaps them); sums are conserved through the layer."""
+    if kind == "rescaling":
+        pre = keras.layers.Rescaling(SCALE, offset=SHIFT, name="pre")
+    else:  # (x - mean) / std == x * SCALE + SHIFT needs SCALE > 0
+        pre = keras.layers.Normalization(mean=-SHIFT / np.abs(SCALE), variance=1.0 / SCALE**2, name="pre")
+    a, b = _pre_and_post(pre)
+    scale = SCALE if kind == "rescaling" else np.abs(SCALE)
+    x = np.random.default_rng(5).uniform(0.0, 1.0, size=(4, 8, 8, 2)).astype("float32")
+    xb = (x * scale + SHIFT).astype("float32")
+    np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(xb)), rtol=1e-5, atol=1e-5)
+    low, high = np.zeros(2), np.ones(2)
+    lb, hb = np.minimum(low * scale + SHIFT, high * scale + SHIFT), np.maximum(low * scale + SHIFT, high * scale + SHIFT)
+    kw_a = {"deep_taylor_bounded": dict(low=low, high=high), "lrp_composite": dict(first="zbox", low=low, high=high),
+            "lrp_epsilon": dict(epsilon=0.01)}.get(preset, {})
+    kw_b = {"deep_taylor_bounded": dict(low=lb, high=hb), "lrp_composite": dict(first="zbox", low=lb, high=hb),
+            "lrp_epsilon": dict(epsilon=0.01)}.get(preset, {})
+    ea, eb = cv.get_method(preset)(a, **kw_a), cv.get_method(preset)(b, **kw_b)
+    ra, idx, _, sums_a = raw(ea, x)
+    rb, _, _, _ = raw(eb, xb, ClassTarget(idx))
+    assert_close(ra, rb, f"{kind} {preset}")
+    # nothing is lost at the preprocessing layer: the sum before and after it is the same
+    np.testing.assert_allclose(sums_a[:, -1], sums_a[:, -2], rtol=1e-9, atol=1e-9)
+
+
+def test_per_pixel_preprocessing_is_unsupported():
+    inp = keras.Input((4, 4, 2))
+    y = keras.layers.Rescaling(np.ones((4, 4, 2)), name="pre")(inp)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(y)))
+    with pytest.raises(UnsupportedLayerError, match=r"'pre'.*Rescaling.*deep_taylor.*shape \(4, 4, 2\)"):
+        cv.get_method("deep_taylor")(model)

@@ -10,6 +10,9 @@ weights:
   plus the rectifier fused into the layer, if any (relevance passes through it);
 * ``pass`` ops hand the relevance on unchanged (ReLU, ReLU(max_value), Activation("relu"),
   ``keras.ops.relu``, Dropout, identity activations, a stripped output softmax);
+* ``affine`` ops are in-model preprocessing, ``x * s + t`` per channel (Rescaling,
+  Normalization): one-to-one, so the relevance passes on unchanged; pixels stay pixels
+  (the rules for the layers reading them apply after it, with their bounds mapped through);
 * ``route`` ops move relevance without changing it (vector-Jacobian product of the layer
   applied to the relevance): MaxPooling (to the winning unit), ZeroPadding2D, Cropping2D,
   Flatten, Reshape, Permute, GlobalMaxPooling2D;
@@ -44,7 +47,7 @@ SUPPORTED = (
     "Dense, Conv2D, DepthwiseConv2D, SeparableConv2D, BatchNormalization, ReLU, "
     "Activation('relu'|'relu6'|'linear'), MaxPooling2D, AveragePooling2D, "
     "GlobalAveragePooling2D, GlobalMaxPooling2D, Add, Concatenate, ZeroPadding2D, Cropping2D, "
-    "Flatten, Reshape, Permute, Dropout, InputLayer"
+    "Flatten, Reshape, Permute, Dropout, InputLayer, Rescaling, Normalization"
 )
 
 _ROUTE = (
@@ -94,6 +97,8 @@ class Op:
         For ``route``/``concat``: the layer call, used for vector-Jacobian products.
     axis : int
         Concatenation axis.
+    affine : (scale, shift) or None
+        For ``affine`` ops: float64 arrays broadcastable to the channel axis, ``x * s + t``.
     """
 
     name: str
@@ -107,6 +112,7 @@ class Op:
     call: Callable | None = None
     axis: int = -1
     shape_only: bool = False
+    affine: tuple | None = None
 
     @property
     def layer_type(self) -> type:
@@ -247,6 +253,8 @@ def _node_op(node: FlatNode, graph: FlatGraph, method: str) -> Op:
                   **base)
     if isinstance(layer, _PASS):
         return Op(kind="pass", **base)
+    if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
+        return Op(kind="affine", affine=_affine(node, graph, method), **base)
     # activations
     if node.name in graph.overrides and isinstance(layer, (keras.layers.Activation, keras.layers.Softmax)):
         return Op(kind="pass", **base)  # the stripped output softmax
@@ -256,6 +264,32 @@ def _node_op(node: FlatNode, graph: FlatGraph, method: str) -> Op:
     if isinstance(layer, keras.layers.Activation) and activation_name(layer.activation) == "linear":
         return Op(kind="pass", **base)
     raise _unsupported(node, method)
+
+
+def _affine(node: FlatNode, graph: FlatGraph, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(s, t)`` of an in-model preprocessing layer, ``y = x * s + t``, each a scalar or
+    per channel (C,); anything else (per-pixel constants, inverted Normalization) raises."""
+    layer = node.layer
+    channels = graph.input_shapes(node)[0][-1]
+    if isinstance(layer, keras.layers.Rescaling):
+        s, t = _np(layer.scale), _np(layer.offset)
+    else:
+        if getattr(layer, "invert", False):
+            raise _unsupported(node, method, "invert=True")
+        axis = layer.axis if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
+        rank = len(graph.input_shapes(node)[0])
+        if tuple(a % rank for a in axis) != (rank - 1,):
+            raise _unsupported(node, method, f"axis={layer.axis}; only the channel (last) axis")
+        mean, var = _np(layer.mean), _np(layer.variance)
+        s = 1.0 / np.maximum(np.sqrt(var), keras.config.epsilon())  # as Normalization.call
+        t = -mean * s
+    out = []
+    for v in (s, t):
+        v = np.asarray(v, np.float64)
+        if v.size not in (1, channels) or (v.size == channels and v.ndim and v.shape[-1] != channels):
+            raise _unsupported(node, method, f"constant of shape {v.shape}; only scalars or one per channel")
+        out.append(v.reshape(()) if v.size == 1 and channels != 1 else v.reshape(-1))
+    return out[0], out[1]
 
 
 def _caller(node: FlatNode, graph: FlatGraph) -> Callable:

@@ -66,6 +66,9 @@ def input_domains(program: Program) -> dict[int, str]:
             d = NONNEG if (is_pool and ins[0] == NONNEG) else SIGNED
         elif op.kind == "pass":
             d = ins[0]
+        elif op.kind == "affine":  # preprocessing: pixels stay pixels; x >= 0 only if s, t >= 0
+            s, t = op.affine
+            d = ins[0] if ins[0] == INPUT or (ins[0] == NONNEG and (s >= 0).all() and (t >= 0).all()) else SIGNED
         elif op.kind == "route":
             d = ins[0] if (op.shape_only or ins[0] != INPUT) else SIGNED
         elif op.kind in ("add", "concat"):

@@ -118,6 +118,9 @@ def positive_support(program: Program, rules: dict, domains: dict, positive_top:
         elif op.kind in ("pass", "route", "concat"):
             for k in op.inputs:
                 give(k, out)
+        elif op.kind == "affine":  # y > 0 implies x > 0 when s > 0 and t <= 0
+            s, t = op.affine
+            give(op.inputs[0], out and bool((s > 0).all() and (t <= 0).all()))
         elif op.kind == "add":
             for k in op.inputs:
                 give(k, out and rules[op.name].keeps_sign)
@@ -270,7 +273,8 @@ class _Aux:
         op = self.producers.get(key)
         if op is None:
             return None
-        if (op.kind == "route" and op.shape_only) or (op.kind == "pass" and op.rectifier is None):
+        if ((op.kind == "route" and op.shape_only) or (op.kind == "pass" and op.rectifier is None)
+                or op.kind == "affine"):
             return op
         return None
 
@@ -279,7 +283,7 @@ class _Aux:
             op = self._through(key) if key != self.input_key else None
             if op is None:
                 self._support[key] = tf.ones_like(self.values[key])
-            elif op.kind == "pass":
+            elif op.kind in ("pass", "affine"):
                 self._support[key] = self.support(op.inputs[0])
             else:
                 self._support[key] = op.call(self.support(op.inputs[0]))
@@ -295,6 +299,10 @@ class _Aux:
         lo, hi = self.bounds(op.inputs[0], low, high)
         if op.kind == "pass":
             return lo, hi
+        if op.kind == "affine":
+            s, t = (tf.constant(v, lo.dtype) for v in op.affine)
+            a, b = lo * s + t, hi * s + t
+            return tf.minimum(a, b), tf.maximum(a, b)
         return op.call(lo), op.call(hi)
 
 
@@ -332,7 +340,7 @@ def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True) -
             may_lose=may_lose,
         )
         return [rules[op.name].backward(op.lmap, inputs, r)]
-    if op.kind == "pass":
+    if op.kind in ("pass", "affine"):
         return [r]
     if op.kind == "concat":
         sizes = [int(values[k].shape[op.axis]) for k in op.inputs]
