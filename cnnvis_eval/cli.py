@@ -26,6 +26,7 @@ def cmd_run(args) -> int:
     from .errors import CnnVisError
     from .evaluation.grid import GridRun, RunConfig, load_spec
     from .report import build_report
+    from .report.benchmarks import load_benchmarks
 
     kw = {}
     if args.models:
@@ -51,11 +52,13 @@ def cmd_run(args) -> int:
         )
         for path in config.model_files:  # unreadable or unsafe files: fail before the run starts
             load_spec(f"file:{path}", config)
+        if args.benchmarks:  # likewise an unreadable benchmark file
+            load_benchmarks(args.benchmarks)
         out = Path(args.out) / (args.run_id or config.run_id())
         print(f"run {out.name}: {len(config.models) + len(config.model_files)} models x "
               f"{len(config.methods)} methods x {len(config.photos) + config.synthetic} images x 3 neurons -> {out}")
         GridRun(config, out, progress=not args.quiet, workers=args.workers).run()
-        page = build_report(out)
+        page = build_report(out, benchmarks=args.benchmarks)
     except CnnVisError as err:
         print(f"cnnvis-eval: error: {err}", file=sys.stderr)
         return 2
@@ -68,7 +71,7 @@ def cmd_report(args) -> int:
     from .report import build_report
 
     try:
-        page = build_report(args.results_dir)
+        page = build_report(args.results_dir, benchmarks=args.benchmarks)
     except CnnVisError as err:
         print(f"cnnvis-eval: error: {err}", file=sys.stderr)
         return 2
@@ -109,9 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models evaluated at once in separate processes (default: one per CPU core, "
                         "at most 4; 1 = in this process)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench_help = ("pytest-benchmark JSON file, or a folder of them (the newest is used), to show in the "
+                  "report's benchmark table, e.g. fixtures/benchmarks")
+    r.add_argument("--benchmarks", metavar="PATH", default=None, help=bench_help)
     r.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="(re)build index.html for a results folder")
     rep.add_argument("results_dir")
+    rep.add_argument("--benchmarks", metavar="PATH", default=None, help=bench_help)
     rep.set_defaults(func=cmd_report)
     ls = sub.add_parser("list", help="list methods, models, metrics and images")
     ls.set_defaults(func=cmd_list)

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import benchmarks as bench_io
 from . import figures, html, tables
 
-__all__ = ["build_report", "figures", "html", "tables"]
+__all__ = ["build_report", "benchmarks", "figures", "html", "tables"]
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -95,14 +96,45 @@ def _grid_figures(root: Path, cells: pd.DataFrame, max_images: int) -> list[dict
     return out
 
 
-def build_report(results_dir: str | Path, title: str | None = None, max_images: int = 4) -> Path:
-    """Write ``index.html`` (and ``figures/*.png``) for a results folder; returns its path."""
+def _benchmark_html(root: Path, bench: pd.DataFrame) -> str:
+    """The benchmark section: method x architecture ratios, then the other benchmarks."""
+    source = f" from <code>{bench['source'].iloc[0]}</code>" if "source" in bench.columns else ""
+    out = [f"<h3>Benchmarks (pytest-benchmark){source}</h3>"]
+    table = bench_io.ratio_table(bench)
+    if not table.empty:
+        table.index.name = "method"
+        table.to_csv(root / "table_benchmarks.csv")
+        out.append('<p class="desc">time of each method on a batch divided by a plain forward+backward pass of '
+                   "the same model on the same batch, measured alternately in the same run — best per column in "
+                   "bold (lower is better).</p>" + tables.to_html(table, False, "{:.2f}"))
+    others = bench[bench["arch"] == ""] if "arch" in bench.columns else bench
+    if len(others):
+        cols = [c for c in ("name", "method", "ratio", "reference", "goal", "median_s", "baseline_median_s")
+                if c in others.columns and others[c].astype(str).ne("").any()]
+        out.append('<p class="desc">per-issue speed benchmarks (ratio to the reference they name)</p>'
+                   + others[cols].to_html(index=False, float_format="%.3f", na_rep="-"))
+    return "".join(out)
+
+
+def build_report(results_dir: str | Path, title: str | None = None, max_images: int = 4,
+                 benchmarks: str | Path | None = None) -> Path:
+    """Write ``index.html`` (and ``figures/*.png``) for a results folder; returns its path.
+
+    ``benchmarks``: a pytest-benchmark JSON file, or a folder holding them (its newest is
+    read, e.g. ``fixtures/benchmarks``), copied into the folder as ``benchmarks.parquet``
+    (:func:`.benchmarks.benchmark_frame`) and shown in the cost section; without it the
+    folder's own ``benchmarks.parquet`` is shown, if any.
+    """
+    from ..errors import InputError
+
     root = Path(results_dir)
     results = _read(root / "results.parquet")
     if results.empty:
-        from ..errors import InputError
-
         raise InputError(f"{str(root)!r} has no results.parquet / results.csv to report on")
+    if benchmarks is not None:
+        source, benches = bench_io.load_benchmarks(benchmarks)
+        bench_io.benchmark_frame(benches).assign(source=str(source)).to_parquet(
+            root / "benchmarks.parquet", index=False)
     cells = _read(root / "cells.parquet")
     curves = _read(root / "curves.parquet")
     agreement = _read(root / "agreement.parquet")
@@ -144,7 +176,7 @@ def build_report(results_dir: str | Path, title: str | None = None, max_images: 
         cost_html += ("<p class=\"desc\">Reference: one plain forward+backward pass per image (seconds)</p>"
                       + reference.to_html(index=False, float_format="%.4f"))
     if not bench.empty:
-        cost_html += "<h3>Benchmarks (pytest-benchmark)</h3>" + bench.to_html(index=False, float_format="%.3f")
+        cost_html += _benchmark_html(root, bench)
 
     cells_html = "<p><em>no cell table</em></p>"
     if not cells.empty:

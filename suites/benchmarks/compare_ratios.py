@@ -18,31 +18,10 @@ baseline benchmark is missing from the current run.  Status 2: unreadable input.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-
-def load(path: str | Path) -> tuple[Path, dict[str, dict]]:
-    """``(file, {fullname: benchmark})`` of a pytest-benchmark JSON file or the newest one in a folder."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(path.rglob("*.json"), key=lambda p: (p.stat().st_mtime, p.name))
-        if not files:
-            raise ValueError(f"no pytest-benchmark JSON file under {str(path)!r}")
-        path = files[-1]
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read {str(path)!r} as JSON: {err}") from err
-    if not isinstance(data, dict) or "benchmarks" not in data:
-        raise ValueError(f"{str(path)!r} is not a pytest-benchmark file (no 'benchmarks' list)")
-    return path, {b["fullname"]: b for b in data["benchmarks"]}
-
-
-def ratio_of(bench: dict) -> float | None:
-    r = (bench.get("extra_info") or {}).get("ratio")
-    return None if r is None else float(r)
+from cnnvis_eval.report.benchmarks import load_benchmarks as load
+from cnnvis_eval.report.benchmarks import ratio_of
 
 
 def compare(baseline: dict[str, dict], current: dict[str, dict], tolerance: float = 0.25,

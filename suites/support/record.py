@@ -22,6 +22,7 @@ COLUMNS = ["suite", "test", "method", "model", "image", "neuron", "metric", "val
 _ROWS: list[pd.DataFrame] = []
 _CURVES: list[pd.DataFrame] = []
 _AGREEMENT: list[pd.DataFrame] = []
+_BENCHMARKS: list[dict] = []
 
 
 def pytest_addoption(parser):
@@ -51,6 +52,13 @@ class Recorder:
     def curve(self, frame: pd.DataFrame):
         """Store a randomization curve frame (columns method, model, step, layer, image, metric, value)."""
         _CURVES.append(frame.assign(suite=self.suite, test=self.test))
+
+    def benchmark(self, name: str, group: str | None, info: dict, median_s: float):
+        """Store one measured benchmark (pytest-benchmark's ``extra_info`` with its ratio);
+        the report shows them as :func:`cnnvis_eval.report.benchmarks.benchmark_frame` does."""
+        from cnnvis_eval.report.benchmarks import benchmark_row
+
+        _BENCHMARKS.append(benchmark_row(name, group, dict(info), median_s))
 
     def agreement(self, matrix: pd.DataFrame, model: str, neuron: str = "logit"):
         """Store a method x method agreement matrix."""
@@ -90,6 +98,10 @@ def pytest_sessionfinish(session, exitstatus):
             pd.concat(_CURVES, ignore_index=True).to_parquet(d / "curves.parquet", index=False)
         if _AGREEMENT:
             pd.concat(_AGREEMENT, ignore_index=True).to_parquet(d / "agreement.parquet", index=False)
+        if _BENCHMARKS:
+            from cnnvis_eval.report.benchmarks import COLUMNS as BENCH_COLUMNS
+
+            pd.DataFrame(_BENCHMARKS, columns=BENCH_COLUMNS).to_parquet(d / "benchmarks.parquet", index=False)
     if extra:
         from cnnvis_eval.report import build_report
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -95,6 +96,7 @@ def test_run_options_reach_the_configuration(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["run", "--methods", "no_such_method"], "unknown method 'no_such_method'"),
     (["run", "--images", "chelsea", "--synthetic", "-1"], "synthetic must be >= 0"),
+    (["run", "--benchmarks", "no/such/file.json"], "cannot read 'no/such/file.json'"),
 ])
 def test_run_rejects_bad_options(argv, message, tmp_path, capsys):
     assert main(argv + ["--out", str(tmp_path)]) == 2
@@ -143,6 +145,25 @@ def test_report_of_a_folder_without_results(tmp_path, capsys):
     assert "has no results.parquet" in capsys.readouterr().err
 
 
+def test_report_shows_the_committed_benchmark_baseline(tmp_path, capsys):
+    """``cnnvis-eval report DIR --benchmarks fixtures/benchmarks``: every method's ratio on the
+    mini models, from the committed pytest-benchmark baseline (CAM is n/a on mini_vgg)."""
+    import json
+
+    pd.DataFrame({"method": ["saliency"], "model": ["m"], "image": ["0"], "neuron": ["logit"],
+                  "metric": ["pointing_game"], "value": [1.0]}).to_csv(tmp_path / "results.csv", index=False)
+    baseline = Path(__file__).parents[2] / "fixtures" / "benchmarks"
+    assert main(["report", str(tmp_path), "--benchmarks", str(baseline)]) == 0
+    table = pd.read_csv(tmp_path / "table_benchmarks.csv", index_col="method")
+    minis = ["mini_inception", "mini_mobilenet", "mini_resnet", "mini_vgg", "mini_xception"]
+    assert set(table.index) == set(cv.list_methods()) and set(minis) <= set(table.columns)
+    assert table[minis].isna().sum().sum() == 1 and np.isnan(table.at["cam", "mini_vgg"])
+    # the values are the file's extra_info ratios
+    (path,) = baseline.rglob("*.json")
+    by_name = {b["name"]: b["extra_info"]["ratio"] for b in json.loads(path.read_text())["benchmarks"]}
+    assert table.at["grad_cam", "mini_resnet"] == pytest.approx(by_name["test_bench_method[grad_cam-mini_resnet]"])
+
+
 def test_parser_documents_the_commands():
     help_text = build_parser().format_help()
     for cmd in ("run", "report", "list"):
@@ -163,6 +184,8 @@ def test_measures(record):
                                   columns=["saliency", "grad_cam"]), model="toy_a")
     record.curve(pd.DataFrame({"method": "saliency", "model": "toy_a", "step": [0, 1, 2], "layer": ["", "b", "a"],
                                "image": 0, "metric": "spearman_abs", "value": [1.0, 0.5, 0.1]}))
+    record.benchmark("test_bench[saliency-toy_a]", "methods", {"method": "saliency", "arch": "toy_a", "ratio": 1.25},
+                     0.01)
 
 
 def test_expected_failure_still_recorded(record):
@@ -179,7 +202,7 @@ def test_pytest_cnnvis_report_writes_a_report(tmp_path, monkeypatch, capsys):
     """
     from suites.support import record as plugin
 
-    for name in ("_ROWS", "_CURVES", "_AGREEMENT"):
+    for name in ("_ROWS", "_CURVES", "_AGREEMENT", "_BENCHMARKS"):
         monkeypatch.setattr(plugin, name, [])
     (tmp_path / "test_tiny_suite.py").write_text(textwrap.dedent(SUITE_FILE))
     monkeypatch.chdir(tmp_path)
@@ -201,3 +224,6 @@ def test_pytest_cnnvis_report_writes_a_report(tmp_path, monkeypatch, capsys):
     assert '<tr><th>grad_cam</th><td class="best">0.200</td>' in page
     assert page.count("data:image/png;base64,") == 2  # agreement matrix and randomization curves
     assert (tmp_path / "reports" / "suite" / "results.parquet").is_file()
+    bench = pd.read_parquet(out / "benchmarks.parquet")
+    assert list(bench["name"]) == ["test_bench[saliency-toy_a]"] and bench["ratio"].tolist() == [1.25]
+    assert '<tr><th>saliency</th><td class="best">1.25</td></tr>' in page

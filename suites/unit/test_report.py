@@ -287,3 +287,54 @@ def test_report_from_a_bare_long_frame(tmp_path):
     text = page.read_text()
     assert "<h1>bare</h1>" in text and 'class="best"' in text
     assert "no heatmaps" in text
+
+
+def pytest_benchmark_file(path: Path, entries) -> Path:
+    """A pytest-benchmark JSON file: entries are (test id, extra_info, median seconds)."""
+    import json
+
+    data = {"machine_info": {}, "commit_info": {}, "datetime": "x", "version": "5.2.3",
+            "benchmarks": [{"name": name, "fullname": f"suites/benchmarks/test_x.py::{name}", "group": "g",
+                            "stats": {"median": median}, "extra_info": info} for name, info, median in entries]}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_benchmark_table_from_a_pytest_benchmark_file(tmp_path):
+    """``build_report(..., benchmarks=FILE)``: the per-method benchmarks as a method x
+    architecture table of ratios (best = lowest per column), the others listed by name."""
+    random_long_frame(1).to_csv(tmp_path / "results.csv", index=False)
+    entries = [("t[a-x]", {"method": "a", "arch": "x", "ratio": 1.5}, 0.3),
+               ("t[b-x]", {"method": "b", "arch": "x", "ratio": 0.75}, 0.1),
+               ("t[a-y]", {"method": "a", "arch": "y", "ratio": 2.0}, 0.2),
+               ("u[a-y]", {"method": "a", "arch": "y", "ratio": 4.0}, 0.2),  # a second measurement
+               ("cost[c-small]", {"method": "c", "model": "small", "ratio": 1.25, "goal": "< 1.2"}, 0.05),
+               ("no_ratio", {}, 0.01)]
+    page = build_report(tmp_path, benchmarks=pytest_benchmark_file(tmp_path / "b.json", entries)).read_text()
+    # expected, by hand: median per (method, arch); b on y was not measured
+    want = pd.DataFrame({"x": [1.5, 0.75], "y": [3.0, np.nan]}, index=pd.Index(["a", "b"], name="method"))
+    got = pd.read_csv(tmp_path / "table_benchmarks.csv", index_col="method")
+    pd.testing.assert_frame_equal(got, want)
+    assert "Benchmarks (pytest-benchmark) from <code>" in page
+    assert '<tr><th>b</th><td class="best">0.75</td><td class="na">n/a</td></tr>' in page
+    assert '<tr><th>a</th><td>1.50</td><td class="best">3.00</td></tr>' in page
+    assert "cost[c-small]" in page and "&lt; 1.2" in page and "no_ratio" in page
+    stored = pd.read_parquet(tmp_path / "benchmarks.parquet")
+    assert len(stored) == len(entries) and stored["ratio"].isna().sum() == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no pytest-benchmark JSON file under"),
+    ("{not json", "cannot read"),
+    ('{"benchmarks": 3}', "is not a pytest-benchmark file"),
+])
+def test_unreadable_benchmark_file_is_a_clear_error(tmp_path, content, message):
+    random_long_frame(1).to_csv(tmp_path / "results.csv", index=False)
+    target = tmp_path / "bench"
+    target.mkdir()
+    if content is not None:
+        target = target / "b.json"
+        target.write_text(content)
+    with pytest.raises(InputError, match=message):
+        build_report(tmp_path, benchmarks=target)
+    assert not (tmp_path / "index.html").exists()
