@@ -364,9 +364,9 @@ class GridRun:
             if workers > 1:
                 cell_rows = self._run_parallel(names, workers, bar.update, between=bar.close)
             else:
-                from ..metrics.randomization import _quiet_retracing
+                from ..metrics.randomization import quiet_retracing
 
-                with _quiet_retracing():  # fresh explainers per cell trace on purpose
+                with quiet_retracing():  # fresh explainers per cell trace on purpose
                     cell_rows = [row for name in names for row in self.model_cells(name, bar.update)]
         finally:
             bar.close()

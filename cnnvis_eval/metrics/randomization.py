@@ -487,13 +487,13 @@ def randomization_explanations(
             ex = shared
         else:  # a fresh graph (empty compiled-function cache) over the randomized clone
             ex = factory(dataclasses.replace(work))
-        with _quiet_retracing():
+        with quiet_retracing():
             exp = ex.explain(x, target=fixed, batch_size=batch_size, progress=False)
         yield i + 1, rnd.groups[i].name, exp
 
 
 @contextlib.contextmanager
-def _quiet_retracing():
+def quiet_retracing():
     """Silence TensorFlow's "N out of the last N calls triggered retracing" warning: a
     fresh explainer per step traces new functions on purpose."""
     logger = tf.get_logger()

@@ -288,7 +288,7 @@ def _affine(node: FlatNode, graph: FlatGraph, method: str) -> tuple[np.ndarray, 
         v = np.asarray(v, np.float64)
         if v.size not in (1, channels) or (v.size == channels and v.ndim and v.shape[-1] != channels):
             raise _unsupported(node, method, f"constant of shape {v.shape}; only scalars or one per channel")
-        out.append(v.reshape(()) if v.size == 1 and channels != 1 else v.reshape(-1))
+        out.append(v.reshape(-1) if v.size == channels else v.reshape(()))
     return out[0], out[1]
 
 
