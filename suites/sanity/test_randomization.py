@@ -131,12 +131,9 @@ def coarse_groups(spec) -> list[tuple[str, list[str]]]:
             ("rest", [name for g in groups[half:] for name in g.layers])]
 
 
-def explainer_class(method: str):
-    """The registered class; for the z+ family a subclass starting from the signed logit."""
-    cls = cv.get_method(method)
-    if method in Z_PLUS:
-        cls = type(f"{cls.__name__}SignedTop", (cls,), {"positive_top": False})
-    return cls
+def method_params(method: str) -> dict:
+    """The suite's parameters; the z+ family starts from the signed logit."""
+    return params(method) | ({"positive_top": False} if method in Z_PLUS else {})
 
 
 EXPENSIVE = ("cnnvis_eval.methods.relevance", "cnnvis_eval.methods.perturbation")
@@ -200,8 +197,8 @@ def run(method: str, model: str, mode: str = "cascading") -> Run | None:
     if key not in _RUNS:
         spec = mini_spec(model)
         x = spec.preprocess(benchmark(16).images[:N_IMAGES])
-        cls = explainer_class(method)
-        factory = _Factory(cls, params(method), x, spec, random_logit=mode == "cascading")
+        cls = cv.get_method(method)
+        factory = _Factory(cls, method_params(method), x, spec, random_logit=mode == "cascading")
         try:
             curve = M.randomization_curve(spec, x, factory, mode=mode, granularity=coarse_groups(spec),
                                           similarity=("spearman_abs",), seed=SEED,
