@@ -316,3 +316,26 @@ def test_z_plus_presets_start_randomization_from_the_signed_logit(tmp_path, monk
     assert seen == {"deep_taylor": False, "lrp_alpha1beta0": False, "lrp_epsilon": "unset"}
     sim = results[results["metric"] == "randomization_similarity"]
     assert set(sim["method"]) == set(seen) and np.isfinite(sim["value"]).all()
+
+
+def test_a_full_size_architecture_with_random_weights(tmp_path):
+    """The grid on a big architecture (MobileNetV2, random weights, at 64 px): every cell
+    runs, the intermediate neurons are the architecture's two named layers, CAM is n/a
+    on them, heatmaps come back at the input size."""
+    from cnnvis_eval.evaluation.grid import load_spec
+
+    cfg = RunConfig(models=("mobilenet_v2",), methods=("saliency", "grad_cam", "cam"), photos=("chelsea",),
+                    synthetic=1, input_size=64, stages=("localization",))
+    results = GridRun(cfg, tmp_path, progress=False, log=None, workers=1).run()
+    cells = pd.read_parquet(tmp_path / "cells.parquet").set_index(["method", "neuron"])
+    spec = load_spec("mobilenet_v2", cfg)
+    assert spec.input_shape[:2] == (64, 64)
+    na = {("cam", "mid"), ("cam", "high")}
+    assert set(cells.index[cells["status"] == "n/a"]) == na
+    assert (cells.drop(index=list(na))["status"] == "ok").all()
+    for method in ("saliency", "grad_cam"):
+        assert [cells.at[(method, n), "layer"] for n in ("mid", "high")] == list(spec.intermediate_layers)
+        with np.load(tmp_path / "heatmaps" / "mobilenet_v2" / method / "high.npz") as z:
+            assert z["heatmap"].shape == (2, 64, 64) and np.isfinite(z["heatmap"]).all()
+    pg = results[results["metric"] == "pointing_game"]
+    assert set(pg["method"]) == set(cfg.methods) and set(pg["image"]) == {"syn000"}
