@@ -88,7 +88,13 @@ def test_integrated_gradients_completeness(name, x_for, record):
     assert np.all(err[delta >= 5] < 0.01), (err, delta)
 
 
-@pytest.mark.parametrize("name", MINI)
+# every method runs on every mini in the evaluation suites already; here the matrix of two
+# families by default (each costs ~25 s of tracing on 2 cores), all five under -m slow
+AGREEMENT_DEFAULT = ("mini_vgg", "mini_resnet")
+
+
+@pytest.mark.parametrize("name", mini_params([n for n in MINI if n in AGREEMENT_DEFAULT])
+                         + mini_params([n for n in MINI if n not in AGREEMENT_DEFAULT], marks=pytest.mark.slow))
 def test_agreement_matrix(name, x_for, record):
     """All methods on one model: the matrix is recorded (the study reported almost no
     agreement); it covers every applicable method, is finite, symmetric, with a unit diagonal."""

@@ -70,7 +70,8 @@ def test_run_options_reach_the_configuration(tmp_path, monkeypatch):
     import cnnvis_eval.report as report
 
     monkeypatch.setattr(grid, "GridRun", FakeRun)
-    monkeypatch.setattr(report, "build_report", lambda out: Path(out) / "index.html")
+    monkeypatch.setattr(report, "build_report",
+                        lambda out, benchmarks=None: seen.update(benchmarks=benchmarks) or Path(out) / "index.html")
     monkeypatch.setattr(grid, "load_spec", lambda name, config: seen.setdefault("loaded", []).append(name))
     assert main(["run", "--models", "mini_vgg", "resnet50", "--methods", "lime", "--images", "coffee,rocket",
                  "--weights", "none", "--input-size", "96", "--seed", "3", "--out", str(tmp_path),
@@ -80,6 +81,7 @@ def test_run_options_reach_the_configuration(tmp_path, monkeypatch):
     assert cfg.photos == ("coffee", "rocket") and cfg.synthetic == 0
     assert cfg.weights is None and cfg.input_size == 96 and cfg.seed == 3
     assert seen["out"] == tmp_path / "mine" and seen["progress"] is True and seen["workers"] == 1
+    assert seen["benchmarks"] is None
     # defaults: the five trained mini models, every method, photos and synthetic images
     assert main(["run", "--out", str(tmp_path), "--quiet"]) == 0
     cfg = seen["config"]
@@ -87,6 +89,11 @@ def test_run_options_reach_the_configuration(tmp_path, monkeypatch):
     assert cfg.methods == tuple(cv.list_methods()) and cfg.photos and cfg.synthetic > 0
     assert seen["out"] == tmp_path / cfg.run_id() and seen["progress"] is False
     assert seen["workers"] is None  # one process per core
+    # --benchmarks reaches the report (after a check that the file reads)
+    bench = tmp_path / "bench.json"
+    bench.write_text('{"benchmarks": []}')
+    assert main(["run", "--out", str(tmp_path), "--quiet", "--benchmarks", str(bench)]) == 0
+    assert seen["benchmarks"] == str(bench)
     # --model-file alone evaluates only that file
     assert main(["run", "--model-file", "a.keras", "--out", str(tmp_path)]) == 0
     assert seen["config"].models == () and seen["config"].model_files == ("a.keras",)
