@@ -111,7 +111,9 @@ FULL_THRESHOLD = 0.6
 LOGIT_THRESHOLD = 0.9
 MARGIN = 0.03
 
-Z_PLUS = ("deep_taylor", "deep_taylor_bounded", "lrp_alpha1beta0")
+# the presets that start from max(0, logit) (class attribute ``positive_top``, which the grid's
+# randomization stage also reads): deep_taylor, deep_taylor_bounded, lrp_alpha1beta0
+Z_PLUS = tuple(m for m in cv.list_methods() if getattr(cv.get_method(m), "positive_top", False))
 NOT_APPLICABLE = (cv.errors.UnsupportedArchitectureError, cv.errors.UnsupportedLayerError)
 
 ADEBAYO = "Adebayo et al. 2018, Sanity Checks for Saliency Maps"

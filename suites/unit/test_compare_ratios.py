@@ -72,15 +72,14 @@ def test_the_committed_baseline_covers_every_method_on_every_mini():
     (method, mini model) case of test_bench_methods.py; a new method or a renamed case
     makes this fail until the baseline is remade (see the README, "Benchmarks")."""
     import cnnvis_eval as cv
+    from cnnvis_eval.errors import UnsupportedArchitectureError
+    from conftest import mini_spec
     from suites.benchmarks.test_bench_methods import MINI
 
     root = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "benchmarks")
     _, benches = compare_ratios.load(root)
     expected = {f"suites/benchmarks/test_bench_methods.py::test_bench_method[{m}-{a}]"
                 for m in cv.list_methods() for a in MINI}
-    from cnnvis_eval.errors import UnsupportedArchitectureError
-    from conftest import mini_spec
-
     with pytest.raises(UnsupportedArchitectureError):  # mini_vgg has a Flatten head: CAM is n/a
         cv.get_method("cam")(mini_spec("mini_vgg"))
     expected.discard("suites/benchmarks/test_bench_methods.py::test_bench_method[cam-mini_vgg]")
