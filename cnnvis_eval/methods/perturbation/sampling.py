@@ -136,6 +136,8 @@ class PerturbationExplainer(Explainer):
         exp.meta["model_calls"] = total
         return exp
 
+    __call__ = explain
+
     def _explain_batch(self, x: np.ndarray, bound: BoundTarget) -> BatchResult:
         # one image, no progress bar, the constructor's batch size
         return self._explain_image(x, bound, Sampling(self.batch_size))
