@@ -33,7 +33,8 @@ def integer(value: Any, name: str, minimum: int = 1) -> int:
     Raises
     ------
     InputError
-        ``"{name} must be an integer >= {minimum}, got {value!r}"``.
+        ``"{name} must be >= {minimum}, got {value!r}"`` for an integer below ``minimum``,
+        ``"{name} must be an integer >= {minimum}, got {value!r}"`` for anything else.
     """
     ok = False
     if not isinstance(value, (bool, np.bool_)):
@@ -43,8 +44,10 @@ def integer(value: Any, name: str, minimum: int = 1) -> int:
             ok = bool(np.isfinite(float(value))) and float(value).is_integer()
         elif isinstance(value, np.ndarray) and value.ndim == 0:
             return integer(value.item(), name, minimum)
-    if not ok or int(value) < minimum:
+    if not ok:
         raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise InputError(f"{name} must be >= {minimum}, got {value!r}")
     return int(value)
 
 

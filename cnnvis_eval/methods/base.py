@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..cache import default_cache
 from ..errors import InputError
 from ..models.spec import ModelSpec, as_spec
+from ..params import integer
 from ..registry import Registry
 from ..targets import BoundTarget, ClassTarget, Target, bind
 
@@ -256,9 +257,7 @@ class Explainer:
         a closure over it as ``explain_batch`` instead of storing it on ``self``, so one
         explainer can serve several callers at once."""
         bound = bind(target, self.graph, len(arr))
-        bs = self.default_batch_size if batch_size is None else int(batch_size)
-        if bs < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        bs = self.default_batch_size if batch_size is None else integer(batch_size, "batch_size")
         starts = range(0, len(arr), bs)
         show = progress if progress is not None else len(starts) > 4
         parts: list[BatchResult] = []

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import InputError
-from ..params import check_baseline, chunks, resolve_baseline
+from ..params import check_baseline, chunks, integer, number, resolve_baseline
 from ..targets import BoundTarget
 from .base import BatchResult, Explainer, reduce_channels, register
 
@@ -87,9 +87,7 @@ class IntegratedGradients(Explainer):
     def __init__(self, model, *, steps: int = 64, baseline="zeros", internal_batch_size: int = 32):
         super().__init__(model, steps=steps, baseline=baseline if isinstance(baseline, str) else "array",
                          internal_batch_size=internal_batch_size)
-        if int(steps) < 1:
-            raise InputError(f"steps must be >= 1, got {steps}")
-        self.steps = int(steps)
+        self.steps = integer(steps, "steps")
         self.internal = max(1, int(internal_batch_size))
         self.baseline = check_baseline(baseline)
 
@@ -171,11 +169,8 @@ class SmoothGrad(Explainer):
                  squared: bool = False, internal_batch_size: int = 32):
         super().__init__(model, n=n, sigma=sigma, seed=seed, squared=squared,
                          internal_batch_size=internal_batch_size)
-        if int(n) < 1:
-            raise InputError(f"n must be >= 1, got {n}")
-        if not sigma >= 0:
-            raise InputError(f"sigma must be >= 0, got {sigma}")
-        self.n, self.sigma, self.seed, self.squared = int(n), float(sigma), int(seed), bool(squared)
+        self.n, self.sigma = integer(n, "n"), number(sigma, "sigma")
+        self.seed, self.squared = integer(seed, "seed", 0), bool(squared)
         self.internal = max(1, int(internal_batch_size))
         self._noise: tuple | None = None  # (shape, noise) of the last image size
 
