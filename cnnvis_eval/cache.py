@@ -16,7 +16,10 @@ its :class:`~cnnvis_eval.models.spec.ModelSpec` (in a slot only this object touc
 live exactly as long as the model: a ``WeakKeyDictionary`` would not do, because its values
 (explainers, compiled functions) refer to the spec and would keep their own key alive.
 Plain Keras models are cached under the spec :func:`~cnnvis_eval.models.spec.as_spec` gives
-them (one per model object).  See docs/architecture.md.
+them (one per model object).  That model -> spec map stays in ``models/spec.py``: it is not
+a cache of compiled work but the identity that makes one plain model mean one spec (and so
+one set of entries here); ``drop(keras_model)`` finds the spec through this object without
+building a new one.  See docs/architecture.md.
 """
 
 from __future__ import annotations
