@@ -23,7 +23,8 @@ from .methods.synthesis import activation_maximization, network_inversion  # noq
 from .models import ModelSpec, list_models, load_model  # noqa: E402
 from .models.spec import as_spec  # noqa: E402
 from .targets import ClassTarget, NeuronTarget  # noqa: E402
-from ._explain import explain  # noqa: E402
+from .api import explain  # noqa: E402
+from .cache import ModelCache, default_cache  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -33,12 +34,14 @@ __all__ = [
     "Explainer",
     "Explanation",
     "InputError",
+    "ModelCache",
     "ModelSpec",
     "NeuronTarget",
     "TargetError",
     "UnsupportedLayerError",
     "activation_maximization",
     "as_spec",
+    "default_cache",
     "errors",
     "explain",
     "get_method",

@@ -14,15 +14,21 @@ import numpy as np  # noqa: E402
 from .errors import InputError  # noqa: E402
 
 
-def normalize(heatmap: np.ndarray, signed: bool = False, percentile: float = 99.0) -> np.ndarray:
-    """Scale heatmaps for display, per map.
+def scale_by_percentile(heatmap: np.ndarray, signed: bool = False, percentile: float = 99.0) -> np.ndarray:
+    """Scale heatmaps for display, per map: divide by the ``percentile`` of ``|h|`` and clip.
+
+    This is a display scaling, not Adebayo et al.'s normalization
+    (:func:`cnnvis_eval.metrics.similarity.normalize_abs` / ``normalize_signed``, used by
+    the similarity metrics): it keeps zero at zero (no shift by the map's minimum), falls
+    back to ``max |h|`` when the percentile is 0, takes no channel sums, and scales signed
+    maps by the percentile of ``|h|`` (not by ``max |h|``), clipping to [-1, 1].
 
     Parameters
     ----------
     heatmap : array, shape (H, W) or (N, H, W)
     signed : bool
-        False: |h| scaled by its ``percentile`` and clipped to [0, 1] (Adebayo et al.).
-        True: h scaled by the percentile of |h| and clipped to [-1, 1].
+        False: ``|h| / p(|h|)`` clipped to [0, 1].
+        True: ``h / p(|h|)`` clipped to [-1, 1].
 
     Returns
     -------
@@ -44,8 +50,8 @@ def normalize(heatmap: np.ndarray, signed: bool = False, percentile: float = 99.
 
 
 def to_rgb(heatmap: np.ndarray, signed: bool = False, cmap: str | None = None) -> np.ndarray:
-    """Color a normalized (H, W) map: float RGB (H, W, 3) in [0, 1]."""
-    h = normalize(heatmap, signed=signed)
+    """Color an (H, W) map scaled by :func:`scale_by_percentile`: float RGB (H, W, 3) in [0, 1]."""
+    h = scale_by_percentile(heatmap, signed=signed)
     cm = plt.get_cmap(cmap or ("bwr" if signed else "jet"))
     return cm((h + 1) / 2 if signed else h)[..., :3].astype(np.float32)
 
@@ -101,7 +107,7 @@ def save_grid(
                 ax.text(0.5, 0.5, "n/a", ha="center", va="center", fontsize=8, transform=ax.transAxes)
             else:
                 s = signed.get(name, False)
-                ax.imshow(normalize(h, signed=s), cmap="bwr" if s else "jet", vmin=-1 if s else 0, vmax=1)
+                ax.imshow(scale_by_percentile(h, signed=s), cmap="bwr" if s else "jet", vmin=-1 if s else 0, vmax=1)
         axes[i, 0].set_ylabel(name, fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])

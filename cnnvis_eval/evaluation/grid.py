@@ -735,9 +735,9 @@ def _release(spec: ModelSpec):
     weak cache would keep every model of the run, and its traced functions, alive."""
     import gc
 
-    from .. import _explain
+    from ..cache import default_cache
 
-    _explain._CACHE.pop(spec, None)
+    default_cache.drop(spec)
     gc.collect()
 
 

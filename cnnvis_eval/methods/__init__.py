@@ -1,6 +1,6 @@
 """Visualization methods behind one API; importing this package registers them all."""
 
 from . import backprop, cam, gradient, perturbation, relevance, visualbackprop  # noqa: F401  (registration)
-from .base import BatchResult, Explainer, Explanation, get_method, list_methods, register
+from .base import METHODS, BatchResult, Explainer, Explanation, get_method, list_methods, register
 
-__all__ = ["BatchResult", "Explainer", "Explanation", "get_method", "list_methods", "register"]
+__all__ = ["METHODS", "BatchResult", "Explainer", "Explanation", "get_method", "list_methods", "register"]

@@ -9,7 +9,7 @@ Every visualization method is a small :class:`Explainer` subclass registered by 
 The base class does what all methods share: it accepts a ModelSpec or any Keras model
 (flattened, softmax stripped), validates and copies the input, binds the target, splits the
 input into batches (with a progress bar on long runs), and assembles the
-:class:`Explanation`.  Gradients are always taken inside ``tf.function`` (see DESIGN.md:
+:class:`Explanation`.  Gradients are always taken inside ``tf.function`` (see docs/architecture.md:
 eager gradients of strided 1x1 convolutions crash TensorFlow 2.21 with oneDNN).
 """
 
@@ -23,44 +23,31 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from ..cache import default_cache
 from ..errors import InputError
 from ..models.spec import ModelSpec, as_spec
+from ..params import integer
+from ..registry import Registry
 from ..targets import BoundTarget, ClassTarget, Target, bind
 
 # ---------------------------------------------------------------------- registry
-_REGISTRY: dict[str, type["Explainer"]] = {}
+#: The heatmap methods by name (see :class:`cnnvis_eval.registry.Registry`).
+METHODS: "Registry[type[Explainer]]" = Registry("method")
 
 
 def register(name: str) -> Callable[[type], type]:
-    """Class decorator registering an Explainer under ``name``."""
-
-    def deco(cls):
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"method {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    """Class decorator registering an Explainer under ``name`` (sets ``cls.name``)."""
+    return METHODS.register(name)
 
 
 def get_method(name: str) -> type["Explainer"]:
-    """The Explainer class registered as ``name``."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), _REGISTRY, n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise InputError(
-            f"unknown method {name!r}.{hint} Available: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    """The Explainer class registered as ``name`` (InputError listing the names if unknown)."""
+    return METHODS.get(name)
 
 
 def list_methods() -> list[str]:
     """Names of all registered heatmap methods, sorted."""
-    return sorted(_REGISTRY)
+    return METHODS.names()
 
 
 # ---------------------------------------------------------------------- results
@@ -225,9 +212,10 @@ class Explainer:
         self.graph = self.spec.graph
         self.params: dict = dict(params)
         self.dtype = np.float64 if self.graph.input_dtype == "float64" else np.float32
-        # compiled functions live on the graph, so explainers of one model share traces
-        # (a key names everything the function depends on: target tensor, mode, overrides tag)
-        self._fns: dict = self.graph.fn_cache
+        # compiled functions are cached per model (cnnvis_eval.cache), so explainers of one
+        # model share traces (a key names everything the function depends on: target
+        # tensor, mode, overrides tag)
+        self._fns: dict = default_cache.functions(self.spec)
 
     # -- public -----------------------------------------------------------------
     def explain(
@@ -256,17 +244,27 @@ class Explainer:
             ``heatmap`` float32 (N, H, W), ``attribution`` (N, H, W, C) or None.
         """
         arr = check_input(x, self.graph, self.dtype)
+        return self._explain_batches(arr, target, batch_size, progress, self._explain_batch)
+
+    __call__ = explain
+
+    def _explain_batches(self, arr: np.ndarray, target, batch_size: int | None,
+                         progress: bool | None, explain_batch) -> Explanation:
+        """Bind ``target``, run ``explain_batch(x, bound) -> BatchResult`` batch by batch
+        over the checked input ``arr`` and assemble the Explanation.
+
+        Subclasses that need per-call state (a progress bar, a batch size for one call) pass
+        a closure over it as ``explain_batch`` instead of storing it on ``self``, so one
+        explainer can serve several callers at once."""
         bound = bind(target, self.graph, len(arr))
-        bs = self.default_batch_size if batch_size is None else int(batch_size)
-        if bs < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        bs = self.default_batch_size if batch_size is None else integer(batch_size, "batch_size")
         starts = range(0, len(arr), bs)
         show = progress if progress is not None else len(starts) > 4
         parts: list[BatchResult] = []
         t0 = time.perf_counter()
         for s in tqdm(starts, desc=self.name, unit="batch", disable=not show, leave=False):
             sl = slice(s, s + bs)
-            parts.append(self._explain_batch(arr[sl], bound.batch(sl)))
+            parts.append(explain_batch(arr[sl], bound.batch(sl)))
         seconds = time.perf_counter() - t0
         heat = np.concatenate([p.heatmap for p in parts]).astype(np.float32, copy=False)
         attr = None
@@ -286,8 +284,6 @@ class Explainer:
             scores=np.concatenate([p.scores for p in parts]).astype(np.float32),
             meta=meta,
         )
-
-    __call__ = explain
 
     def _explain_batch(self, x: np.ndarray, bound: BoundTarget) -> BatchResult:
         raise NotImplementedError
@@ -366,6 +362,7 @@ class Explainer:
 
 
 __all__ = [
+    "METHODS",
     "BatchResult",
     "Explainer",
     "Explanation",

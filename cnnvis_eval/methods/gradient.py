@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import InputError
+from ..params import check_baseline, chunks, integer, number, resolve_baseline
 from ..targets import BoundTarget
 from .base import BatchResult, Explainer, reduce_channels, register
 
@@ -57,11 +58,6 @@ class GradientXInput(Explainer):
         return BatchResult(reduce_channels(attr, "sum"), attr, i, s)
 
 
-def _chunks(total: int, size: int):
-    for start in range(0, total, size):
-        yield start, min(total, start + size)
-
-
 @register("integrated_gradients")
 class IntegratedGradients(Explainer):
     """Integrated gradients (Sundararajan et al. 2017).
@@ -73,9 +69,10 @@ class IntegratedGradients(Explainer):
     ----------
     steps : int
         Integration steps (gradient evaluations per image).
-    baseline : "zeros", "black", or array of shape (H, W, C) or (N, H, W, C)
+    baseline : "zeros", "black", "mean", a number, or an array broadcastable to (N, H, W, C)
         ``"zeros"`` is the all-zero model input; ``"black"`` is the lowest value of the
-        model's preprocessed input range (a black image), where the spec knows it.
+        model's preprocessed input range (a black image), where the spec knows it;
+        ``"mean"`` each image's per-channel mean (see :func:`cnnvis_eval.params.resolve_baseline`).
     internal_batch_size : int
         Model inputs (images x steps) per compiled gradient call.
 
@@ -90,29 +87,14 @@ class IntegratedGradients(Explainer):
     def __init__(self, model, *, steps: int = 64, baseline="zeros", internal_batch_size: int = 32):
         super().__init__(model, steps=steps, baseline=baseline if isinstance(baseline, str) else "array",
                          internal_batch_size=internal_batch_size)
-        if int(steps) < 1:
-            raise InputError(f"steps must be >= 1, got {steps}")
-        self.steps = int(steps)
+        self.steps = integer(steps, "steps")
         self.internal = max(1, int(internal_batch_size))
-        self.baseline = baseline
+        self.baseline = check_baseline(baseline)
 
     def _baseline(self, x: np.ndarray) -> np.ndarray:
-        b = self.baseline
-        if isinstance(b, str):
-            if b == "zeros":
-                return np.zeros_like(x)
-            if b == "black":
-                rng = self.spec.input_range
-                if rng is None:
-                    raise InputError("baseline='black' needs a ModelSpec with input_range; pass an array")
-                return np.broadcast_to(np.asarray(rng[0], x.dtype), x.shape).copy()
-            raise InputError(f"baseline must be 'zeros', 'black' or an array, got {b!r}")
-        arr = np.asarray(b, dtype=x.dtype)
-        if arr.shape == x.shape[1:]:
-            return np.broadcast_to(arr, x.shape).copy()
-        if arr.shape == x.shape:
-            return arr.copy()
-        raise InputError(f"baseline has shape {arr.shape}; expected {x.shape[1:]} or {x.shape}")
+        """The (N, H, W, C) baseline for the batch ``x`` (see
+        :func:`cnnvis_eval.params.resolve_baseline`)."""
+        return resolve_baseline(self.baseline, x, self.spec)
 
     def _chunk_fn(self, bound: BoundTarget):
         def build():
@@ -147,7 +129,7 @@ class IntegratedGradients(Explainer):
         per_call = max(1, self.internal // len(x))
         chunk = self._chunk_fn(bound)
         total = np.zeros(x.shape, np.float64)
-        for a, b in _chunks(self.steps, per_call):
+        for a, b in chunks(self.steps, per_call):
             total += chunk(x, base, alphas[a:b], bound.indices).numpy()
         attr = (x - base) * total / self.steps
         delta = fx.astype(np.float64) - fb
@@ -187,20 +169,22 @@ class SmoothGrad(Explainer):
                  squared: bool = False, internal_batch_size: int = 32):
         super().__init__(model, n=n, sigma=sigma, seed=seed, squared=squared,
                          internal_batch_size=internal_batch_size)
-        if int(n) < 1:
-            raise InputError(f"n must be >= 1, got {n}")
-        if not sigma >= 0:
-            raise InputError(f"sigma must be >= 0, got {sigma}")
-        self.n, self.sigma, self.seed, self.squared = int(n), float(sigma), int(seed), bool(squared)
+        self.n, self.sigma = integer(n, "n"), number(sigma, "sigma")
+        self.seed, self.squared = integer(seed, "seed", 0), bool(squared)
         self.internal = max(1, int(internal_batch_size))
-        self._noise = None
+        self._noise: tuple | None = None  # (shape, noise) of the last image size
 
     def noise(self, shape) -> np.ndarray:
-        """The (n, H, W, C) standard normal noise samples for this seed (cached)."""
-        if self._noise is None or self._noise.shape[1:] != tuple(shape):
-            rng = np.random.default_rng(self.seed)
-            self._noise = rng.standard_normal((self.n,) + tuple(shape)).astype(self.dtype)
-        return self._noise
+        """The (n, H, W, C) standard normal noise samples for this seed (cached for the last
+        image size; a function of the seed and the shape only, so callers may share it)."""
+        shape = tuple(shape)
+        cached = self._noise  # read once: another caller may replace it meanwhile
+        if cached is not None and cached[0] == shape:
+            return cached[1]
+        rng = np.random.default_rng(self.seed)
+        noise = rng.standard_normal((self.n,) + shape).astype(self.dtype)
+        self._noise = (shape, noise)
+        return noise
 
     def _chunk_fn(self, bound: BoundTarget):
         def build():
@@ -236,7 +220,7 @@ class SmoothGrad(Explainer):
         chunk = self._chunk_fn(bound)
         s1 = np.zeros(x.shape, np.float64)
         s2 = np.zeros(x.shape, np.float64)
-        for a, b in _chunks(self.n, per_call):
+        for a, b in chunks(self.n, per_call):
             g1, g2 = chunk(x, noise[a:b], scale, bound.indices)
             s1 += g1.numpy()
             s2 += g2.numpy()

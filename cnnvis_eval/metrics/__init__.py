@@ -13,6 +13,7 @@ detector, random) live in :mod:`cnnvis_eval.metrics.controls`.
 from . import axioms, complexity, faithfulness, localization, randomization, similarity  # noqa: F401
 from .base import (
     CATEGORIES,
+    METRICS,
     Metric,
     explainer_factory,
     get_metric,
@@ -43,6 +44,7 @@ def evaluate(metric: str, *args, batch_size: int | None = None, params: dict | N
 
 __all__ = [
     "CATEGORIES",
+    "METRICS",
     "CONTROLS",
     "ConstantExplainer",
     "EdgeExplainer",

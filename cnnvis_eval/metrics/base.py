@@ -38,12 +38,15 @@ import tensorflow as tf
 from ..errors import CnnVisError, InputError, TargetError
 from ..methods.base import Explainer, Explanation, get_method
 from ..models.spec import ModelSpec, as_spec
+from ..params import chunks
+from ..registry import Registry
 from ..targets import BoundTarget, ClassTarget, NeuronTarget, bind
 
 CATEGORIES = ("similarity", "randomization", "faithfulness", "localization", "complexity", "axioms")
 
 # ---------------------------------------------------------------------- registry
-_METRICS: dict[str, type["Metric"]] = {}
+#: The metrics by name (see :class:`cnnvis_eval.registry.Registry`).
+METRICS: "Registry[type[Metric]]" = Registry("metric")
 
 
 def register_metric(cls: type["Metric"]) -> type["Metric"]:
@@ -53,31 +56,19 @@ def register_metric(cls: type["Metric"]) -> type["Metric"]:
         raise ValueError(f"{cls.__name__} needs a class attribute 'name' to be registered")
     if cls.category not in CATEGORIES:
         raise ValueError(f"metric {name!r} has category {cls.category!r}; use one of {CATEGORIES}")
-    if name in _METRICS and _METRICS[name] is not cls:
-        raise ValueError(f"metric {name!r} is registered twice")
-    _METRICS[name] = cls
-    return cls
+    return METRICS.add(name, cls)
 
 
 def get_metric(name: str) -> type["Metric"]:
-    """The Metric class registered as ``name``."""
-    try:
-        return _METRICS[name]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), _METRICS, n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise InputError(
-            f"unknown metric {name!r}.{hint} Available: {', '.join(sorted(_METRICS))}"
-        ) from None
+    """The Metric class registered as ``name`` (InputError listing the names if unknown)."""
+    return METRICS.get(name)
 
 
 def list_metrics(category: str | None = None) -> list[str]:
     """Names of the registered metrics (of one ``category`` if given), sorted."""
     if category is not None and category not in CATEGORIES:
         raise InputError(f"unknown metric category {category!r}; use one of {CATEGORIES}")
-    return sorted(n for n, c in _METRICS.items() if category is None or c.category == category)
+    return [n for n, c in METRICS.items() if category is None or c.category == category]
 
 
 def make_metric(metric: "str | Metric | type[Metric]", **params) -> "Metric":
@@ -303,8 +294,8 @@ class Metric:
         if bs < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         parts = []
-        for start in range(0, n, bs):
-            sl = slice(start, min(n, start + bs))
+        for start, stop in chunks(n, bs):
+            sl = slice(start, stop)
             batch = {k: self._take(k, v, sl) for k, v in data.items()}
             out = np.asarray(self.evaluate_batch(**batch), dtype=np.float64).reshape(-1)
             if out.shape != (sl.stop - sl.start,):
@@ -386,6 +377,7 @@ def check_target_is_class(bound: BoundTarget, what: str):
 
 __all__ = [
     "CATEGORIES",
+    "METRICS",
     "Metric",
     "as_array",
     "check_maps",

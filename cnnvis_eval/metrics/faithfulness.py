@@ -37,8 +37,10 @@ import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
 from ..errors import InputError
+from ..cache import default_cache
 from ..methods.base import check_input
 from ..models.spec import ModelSpec, as_spec
+from ..params import chunks, resolve_baseline
 from ..targets import BoundTarget, bind
 from .base import Metric, as_array, check_maps, check_target_is_class, image_rng, register_metric
 
@@ -59,10 +61,12 @@ def _curve_fn(spec: ModelSpec, bound: BoundTarget, score: str):
     Image ``i`` at step ``j`` is ``where(rank[i] < thresholds[j], a[i], b[i])`` (per pixel,
     all channels); its target score is returned.
     """
-    graph = spec.graph
     key = ("metric_curve", bound.key, bound.reduce, score)
-    if key in graph.fn_cache:
-        return graph.fn_cache[key]
+    return default_cache.function(spec, key, lambda: _build_curve(spec, bound, score))
+
+
+def _build_curve(spec: ModelSpec, bound: BoundTarget, score: str):
+    graph = spec.graph
     dtype = tf.float64 if graph.input_dtype == "float64" else tf.float32
     shape = (None,) + tuple(graph.input_shape[1:])
     sig_x = tf.TensorSpec(shape, dtype)
@@ -82,7 +86,6 @@ def _curve_fn(spec: ModelSpec, bound: BoundTarget, score: str):
         scores, _ = fixed.select(value, tf.tile(indices, [k]))
         return tf.reshape(scores, (k, n))
 
-    graph.fn_cache[key] = curve
     return curve
 
 
@@ -91,8 +94,8 @@ def _resolve_indices(spec: ModelSpec, x: np.ndarray, bound: BoundTarget, batch_s
     if not bound.top:
         return bound.indices.astype(np.int32)
     graph = spec.graph
-    key = ("metric_top", bound.key, bound.reduce)
-    if key not in graph.fn_cache:
+
+    def build():
         dtype = tf.float64 if graph.input_dtype == "float64" else tf.float32
 
         @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(graph.input_shape[1:]), dtype),
@@ -100,11 +103,11 @@ def _resolve_indices(spec: ModelSpec, x: np.ndarray, bound: BoundTarget, batch_s
         def top(x, indices):
             return bound.select(graph.run(x, [bound.key])[0], indices)[1]
 
-        graph.fn_cache[key] = top
-    fn = graph.fn_cache[key]
+        return top
+
+    fn = default_cache.function(spec, ("metric_top", bound.key, bound.reduce), build)
     return np.concatenate([
-        fn(x[s:s + batch_size], bound.indices[s:s + batch_size]).numpy()
-        for s in range(0, len(x), batch_size)
+        fn(x[a:b], bound.indices[a:b]).numpy() for a, b in chunks(len(x), batch_size)
     ]).astype(np.int32)
 
 
@@ -138,13 +141,12 @@ def run_schedule(spec: ModelSpec, a: np.ndarray, b: np.ndarray, rank: np.ndarray
     rank = np.asarray(rank, np.int32)
     out = np.empty((n, kk), np.float64)
     img_chunk = min(n, batch_size)
-    for s in range(0, n, img_chunk):
-        m = min(img_chunk, n - s)
-        per = max(1, batch_size // m)
-        sl = slice(s, s + m)
-        for t in range(0, kk, per):
-            res = fn(a[sl], b[sl], rank[sl], thr[t:t + per], indices[sl]).numpy()
-            out[sl, t:t + per] = res.T
+    for s, e in chunks(n, img_chunk):
+        per = max(1, batch_size // (e - s))
+        sl = slice(s, e)
+        for t, u in chunks(kk, per):
+            res = fn(a[sl], b[sl], rank[sl], thr[t:u], indices[sl]).numpy()
+            out[sl, t:u] = res.T
     return out
 
 
@@ -252,14 +254,6 @@ def _setup(model, x, heatmap, target):
     return spec, x, heat, bound
 
 
-def _baseline_array(value, x: np.ndarray, what: str) -> np.ndarray:
-    arr = np.asarray(value, dtype=x.dtype)
-    try:
-        return np.broadcast_to(arr, x.shape).copy()
-    except ValueError:
-        raise InputError(f"{what} has shape {arr.shape}; it must broadcast to {x.shape}") from None
-
-
 def _steps(pixels: int, per_step: int) -> np.ndarray:
     k = -(-pixels // per_step)
     return np.minimum(np.arange(k + 1) * per_step, pixels).astype(np.int32)
@@ -303,7 +297,7 @@ def deletion_curve(model, x, heatmap, target=None, *, pixels_per_step: int | Non
     idx = _resolve_indices(spec, x, bound, batch_size)
     pixels = heat.shape[1] * heat.shape[2]
     thr = _steps(pixels, _per_step(pixels_per_step, heat.shape[2]))
-    base = _baseline_array(baseline, x, "baseline")
+    base = resolve_baseline(baseline, x, what="baseline", names=())
     scores = run_schedule(spec, base, x, pixel_ranks(heat, absolute), thr, bound, idx, score, batch_size)
     return Curve(thr / pixels, scores, idx)
 
@@ -327,7 +321,7 @@ def insertion_curve(model, x, heatmap, target=None, *, pixels_per_step: int | No
     idx = _resolve_indices(spec, x, bound, batch_size)
     pixels = heat.shape[1] * heat.shape[2]
     thr = _steps(pixels, _per_step(pixels_per_step, heat.shape[2]))
-    begin = gaussian_blur(x, blur_kernel, blur_sigma) if start is None else _baseline_array(start, x, "start")
+    begin = gaussian_blur(x, blur_kernel, blur_sigma) if start is None else resolve_baseline(start, x, what="start", names=())
     scores = run_schedule(spec, x, begin, pixel_ranks(heat, absolute), thr, bound, idx, score, batch_size)
     return Curve(thr / pixels, scores, idx)
 
@@ -387,7 +381,7 @@ def region_curve(model, x, heatmap, target=None, *, order: str = "morf", patch_s
         else:
             raise InputError(f"perturbation must be 'uniform', 'zeros', 'blur' or an array, got {perturbation!r}")
     else:
-        repl = _baseline_array(perturbation, x, "perturbation")
+        repl = resolve_baseline(perturbation, x, what="perturbation", names=())
     thr = np.arange(L + 1, dtype=np.int32)
     scores = run_schedule(spec, repl, x, rank, thr, bound, idx, score, batch_size)
     return Curve(thr / regions, scores, idx)

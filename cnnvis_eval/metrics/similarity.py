@@ -13,6 +13,9 @@ after ``VisualizeImageGrayscale`` of PAIR's saliency library):
 - **signed** (:func:`normalize_signed`): ``m = sum_c a``, divided by ``max |m|``
   (range [-1, 1]; rank statistics do not depend on the scale).
 
+(The display scaling of :func:`cnnvis_eval.viz.scale_by_percentile` is a different
+function: ``|h| / p99(|h|)`` without the shift by the minimum.)
+
 Degenerate maps: correlation-type metrics are undefined for a constant map.  By the
 convention used here, two constant maps are *identical* (similarity 1) and a constant map
 against a non-constant one is *uncorrelated* (0), so that a constant explainer scores

@@ -28,9 +28,9 @@ def _read(path: Path) -> pd.DataFrame:
 
 def _signed_methods() -> dict:
     try:
-        from ..methods.base import _REGISTRY
+        from ..methods.base import METHODS
 
-        return {n: bool(getattr(c, "signed", False)) for n, c in _REGISTRY.items()}
+        return {n: bool(getattr(c, "signed", False)) for n, c in METHODS.items()}
     except Exception:  # pragma: no cover - report built without the methods
         return {}
 

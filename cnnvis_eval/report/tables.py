@@ -18,37 +18,68 @@ from ..errors import InputError
 COLUMNS = ["method", "model", "image", "neuron", "metric", "value"]
 
 
+#: Direction of the report's columns that are not registered metrics (the grid computes
+#: them itself, so there is no Metric class to ask): the similarity after full model
+#: randomization (lower: the map depends on the weights, the direction of the
+#: ``model_randomization`` metric), the agreement with the other methods (no "best"), and
+#: the cost ratio (lower is cheaper).  Every other column reads ``higher_is_better`` from
+#: its metric class.
+NON_METRIC_DIRECTION: dict[str, bool | None] = {
+    "randomization_similarity": False,
+    "agreement": None,
+    "cost_ratio": False,
+}
+
+
+def score_direction(metric: str) -> bool | None:
+    """True if higher values of ``metric`` are better, False if lower, None if neither.
+
+    Registered metrics answer with their class's ``higher_is_better``; the report's
+    other columns are listed in :data:`NON_METRIC_DIRECTION`.
+    """
+    if metric in NON_METRIC_DIRECTION:
+        return NON_METRIC_DIRECTION[metric]
+    from ..metrics import get_metric
+
+    return get_metric(metric).higher_is_better
+
+
 @dataclass(frozen=True)
 class Score:
-    """One score table: which metric, how it is aggregated, and which direction is better."""
+    """One score table: which metric, how it is aggregated; its direction comes from the
+    metric (:func:`score_direction`)."""
 
     key: str
     title: str
     metric: str
-    higher_is_better: bool | None  # None: no "best" (e.g. agreement)
     neuron: str | None = "logit"  # restrict to this neuron kind (None: all)
     agg: str = "mean"
     description: str = ""
 
+    @property
+    def higher_is_better(self) -> bool | None:
+        """Which direction is better (None: no "best", e.g. agreement)."""
+        return score_direction(self.metric)
+
 
 SCORES: tuple[Score, ...] = (
-    Score("pointing_game", "Localization: pointing-game hit rate", "pointing_game", True,
+    Score("pointing_game", "Localization: pointing-game hit rate", "pointing_game",
           description="fraction of synthetic images whose heatmap maximum lies on the target object"),
-    Score("relevance_mass", "Localization: relevance mass on the object", "relevance_mass_accuracy", True,
+    Score("relevance_mass", "Localization: relevance mass on the object", "relevance_mass_accuracy",
           description="share of positive relevance that falls inside the ground-truth mask"),
-    Score("deletion", "Faithfulness: deletion AUC", "deletion_auc", False,
+    Score("deletion", "Faithfulness: deletion AUC", "deletion_auc",
           description="area under the target score while the most relevant pixels are removed (lower is better)"),
-    Score("insertion", "Faithfulness: insertion AUC", "insertion_auc", True,
+    Score("insertion", "Faithfulness: insertion AUC", "insertion_auc",
           description="area under the target score while the most relevant pixels are revealed (higher is better)"),
     Score("randomization", "Randomization: similarity after full cascading randomization",
-          "randomization_similarity", False,
+          "randomization_similarity",
           description="Spearman rank correlation (absolute maps) between the heatmap of the trained model "
                       "and of the fully re-initialized model (lower = more sensitive to the model = better); "
                       "the z+ presets (deep_taylor, deep_taylor_bounded, lrp_alpha1beta0) start from the signed "
                       "logit here, since a negative logit would give an all-zero map"),
-    Score("agreement", "Agreement with the other methods", "agreement", None, neuron=None,
+    Score("agreement", "Agreement with the other methods", "agreement", neuron=None,
           description="mean Spearman rank correlation with every other method's heatmap of the same image and neuron"),
-    Score("cost", "Cost (ratio to one forward+backward pass)", "cost_ratio", False, neuron=None,
+    Score("cost", "Cost (ratio to one forward+backward pass)", "cost_ratio", neuron=None,
           description="seconds per image divided by a plain forward+backward pass of the same model in the same run"),
 )
 

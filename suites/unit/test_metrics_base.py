@@ -70,7 +70,7 @@ def test_register_custom_metric_and_skeleton():
         assert full.dtype == np.float64 and full.shape == (5,)
         assert "_test_mean_value" in M.list_metrics("complexity")
     finally:
-        B._METRICS.pop("_test_mean_value", None)
+        B.METRICS.remove("_test_mean_value")
 
 
 def test_validation_errors():

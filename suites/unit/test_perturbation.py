@@ -317,3 +317,70 @@ def test_big_architectures(name, big_input):
             assert exp.heatmap.shape == (2, 96, 96) and np.all(np.isfinite(exp.heatmap))
             assert np.ptp(exp.heatmap[0]) > 0, (method, target)
     np.testing.assert_array_equal(x, before)
+
+
+# ---------------------------------------------------------------------- one explainer, two callers
+_SHARED = [
+    ("lime", lambda m, **kw: Lime(m, num_samples=60, segmentation="slic", **kw)),
+    ("occlusion", lambda m, **kw: Occlusion(m, window=4, stride=2, **kw)),
+    ("rise", lambda m, **kw: Rise(m, n_masks=60, grid_size=3, **kw)),
+]
+
+
+@pytest.mark.parametrize("make", [m for _, m in _SHARED], ids=[n for n, _ in _SHARED])
+def test_one_explainer_serves_two_threads(region, make):
+    """The state of an explain call is not kept on the explainer: two threads explaining
+    different images, targets and batch sizes with ONE explainer get what two separate
+    explainers give."""
+    import threading
+
+    model, x, _ = region
+    calls = [(x[:1], cv.ClassTarget(0), 7), (x[1:], cv.ClassTarget(1), 16)]
+    alone = [make(model, progress=False).explain(xi, t, batch_size=bs) for xi, t, bs in calls]
+    shared = make(model, progress=False)
+    start = threading.Barrier(len(calls))
+    results: dict = {}
+
+    def run(i):
+        xi, t, bs = calls[i]
+        start.wait()
+        try:
+            results[i] = [shared.explain(xi, t, batch_size=bs) for _ in range(3)]
+        except Exception as err:  # re-raised in the test's thread below
+            results[i] = err
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for res in results.values():
+        if isinstance(res, Exception):
+            raise res
+    for i, ref in enumerate(alone):
+        for got in results[i]:
+            np.testing.assert_allclose(got.heatmap, ref.heatmap, rtol=1e-6, atol=1e-6)
+            np.testing.assert_array_equal(got.indices, ref.indices)
+            assert got.meta["batch_size"] == calls[i][2]
+
+
+def test_one_explainer_serves_a_nested_call(region):
+    """A call made while another call of the same explainer is under way (here: from the
+    segmentation of the outer call) does not disturb the outer call."""
+    model, x, _ = region
+    holder: dict = {}
+    slic = Lime(model, num_samples=60, segmentation="slic", progress=False)
+
+    def segment(image):
+        if "nested" not in holder:  # once: the nested call segments too
+            holder["nested"] = None
+            holder["nested"] = holder["lime"].explain(x[1:], cv.ClassTarget(1), batch_size=5)
+        return slic.segment(x[:1])[0]
+
+    lime = holder["lime"] = Lime(model, num_samples=60, segmentation=segment, progress=False)
+    outer = lime.explain(x[:1], cv.ClassTarget(0), batch_size=16)
+    ref_outer = Lime(model, num_samples=60, segmentation=lambda img: slic.segment(x[:1])[0],
+                     progress=False).explain(x[:1], cv.ClassTarget(0), batch_size=16)
+    np.testing.assert_allclose(outer.heatmap, ref_outer.heatmap, rtol=1e-6, atol=1e-6)
+    assert outer.meta["batch_size"] == 16 and holder["nested"].meta["batch_size"] == 5
+    assert np.ptp(holder["nested"].heatmap) > 0

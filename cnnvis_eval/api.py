@@ -1,25 +1,14 @@
-"""``cnnvis_eval.explain``: one call for any registered method, with explainers cached."""
+"""``cnnvis_eval.explain``: one call for any registered method, with explainers cached.
+
+The explainers (and their compiled functions) are kept per model in
+:data:`cnnvis_eval.cache.default_cache`; ``default_cache.drop(model)`` releases them.
+"""
 
 from __future__ import annotations
 
-import weakref
-from typing import Any
-
+from .cache import default_cache
 from .methods.base import Explanation, get_method
 from .models.spec import as_spec
-
-_CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-
-
-def _params_key(params: dict) -> tuple:
-    items = []
-    for k, v in sorted(params.items()):
-        try:
-            hash(v)
-            items.append((k, v))
-        except TypeError:
-            items.append((k, ("id", id(v))))
-    return tuple(items)
 
 
 def explain(method: str, model, x, target=None, batch_size: int | None = None,
@@ -45,14 +34,14 @@ def explain(method: str, model, x, target=None, batch_size: int | None = None,
     Explanation
         ``heatmap`` float32 (N, H, W); see :class:`Explanation`.
 
-    Explainers are cached per (model, method, parameters), so repeated calls reuse their
-    compiled TensorFlow functions.
+    Explainers are cached per (model, method, parameters) in
+    :data:`cnnvis_eval.cache.default_cache`, so repeated calls reuse their compiled
+    TensorFlow functions; one cached explainer may serve several callers at once.
     """
     cls = get_method(method)
     spec = as_spec(model)
-    per_model = _CACHE.setdefault(spec, {})
-    key = (method, _params_key(params))
-    explainer = per_model.get(key)
-    if explainer is None:
-        explainer = per_model[key] = cls(spec, **params)
+    explainer = default_cache.explainer(spec, method, params, lambda: cls(spec, **params))
     return explainer.explain(x, target=target, batch_size=batch_size, progress=progress)
+
+
+__all__ = ["explain"]

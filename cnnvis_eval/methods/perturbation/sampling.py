@@ -1,0 +1,166 @@
+"""The shared part of the perturbation methods: one sampling/batching loop.
+
+:class:`PerturbationExplainer` explains one image at a time; all perturbed copies of an
+image go through one compiled function in chunks of ``batch_size`` model inputs, by
+:meth:`Sampling.feed`.  The state of one explain call (its batch size and progress bar)
+lives in a :class:`Sampling` object passed down the call, never on the explainer, so one
+explainer can serve several callers at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from ... import params as P
+from ...targets import BoundTarget
+from ..base import BatchResult, Explainer, Explanation, check_input
+
+#: More model inputs than this (per explain call) show a progress bar by default.
+PROGRESS_THRESHOLD = 300
+
+
+@dataclass
+class Sampling:
+    """Per-call state of one explain call.
+
+    Attributes
+    ----------
+    batch_size : int
+        Model inputs per compiled call.
+    bar : tqdm or None
+        Progress bar over model inputs (None: no bar).
+    """
+
+    batch_size: int
+    bar: Any = None
+
+    def tick(self, n: int) -> None:
+        """Advance the progress bar by ``n`` model inputs."""
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def feed(self, fn: Callable, total: int, chunk_args: Callable, *fixed) -> list:
+        """Call compiled ``fn(*fixed, *chunk_args(a, b))`` for chunks ``[a, b)`` of ``total``
+        model inputs, at most ``batch_size`` each.
+
+        Returns the list of per-chunk results (as NumPy); the progress bar advances by chunk.
+        """
+        out = []
+        for a, b in P.chunks(total, self.batch_size):
+            res = fn(*fixed, *chunk_args(a, b))
+            out.append(tf.nest.map_structure(lambda t: t.numpy(), res))
+            self.tick(b - a)
+        return out
+
+
+class PerturbationExplainer(Explainer):
+    """Middle class of the perturbation methods.
+
+    Parameters
+    ----------
+    batch_size : int
+        Model inputs per compiled forward call (``explain(batch_size=...)`` overrides it
+        for one call).
+    progress : bool or None
+        Progress bar over model inputs: None shows it when an explain call makes more than
+        :data:`PROGRESS_THRESHOLD` model calls; False never; True always.
+
+    Subclasses implement :meth:`calls_per_image` and :meth:`_explain_image` (called with
+    one image at a time and the call's :class:`Sampling`) and run their chunks through
+    :meth:`Sampling.feed`.
+    """
+
+    signed = True
+    default_batch_size = 1  # images per _explain_image; their perturbations are batched
+    reads_weights_once = False  # only calls the model, through compiled functions
+
+    def __init__(self, model, *, batch_size: int = 32, progress: bool | None = None, **params):
+        super().__init__(model, batch_size=batch_size, progress=progress, **params)
+        self.batch_size = P.integer(batch_size, "batch_size")
+        self.progress = progress
+
+    def calls_per_image(self, shape: tuple) -> int:
+        """Number of perturbed model inputs per image of shape (H, W, C)."""
+        raise NotImplementedError
+
+    def _check_image_shape(self, shape: tuple) -> None:
+        """Raise InputError when the method's parameters do not fit images of ``shape``."""
+
+    def _check_static_shape(self) -> None:
+        h, w = self.graph.input_shape[1:3]
+        if h is not None and w is not None:
+            self._check_image_shape((h, w))
+
+    def explain(self, x, target=None, batch_size: int | None = None,
+                progress: bool | None = None) -> Explanation:
+        """Explain a batch of preprocessed images.
+
+        Parameters
+        ----------
+        x : array, shape (N, H, W, C), float
+            Model inputs (already preprocessed). Not modified.
+        target : ClassTarget, NeuronTarget, int or None
+            Default ``ClassTarget("top")``; "top" is resolved once per image, on the
+            unperturbed image.
+        batch_size : int, optional
+            Model inputs per compiled call for this call (default: the constructor's).
+        progress : bool, optional
+            Overrides the constructor's ``progress`` for this call.
+
+        Returns
+        -------
+        Explanation
+            ``heatmap`` float32 (N, H, W); ``meta["batch_size"]`` is the number of model
+            inputs per call, ``meta["model_calls"]`` the number of model inputs evaluated.
+        """
+        arr = check_input(x, self.graph, self.dtype)
+        self._check_image_shape(arr.shape[1:])
+        bs = self.batch_size if batch_size is None else P.integer(batch_size, "batch_size")
+        total = len(arr) * (self.calls_per_image(arr.shape[1:]) + 1)
+        show = progress if progress is not None else self.progress
+        if show is None:
+            show = total > PROGRESS_THRESHOLD
+        bar = tqdm(total=total, desc=self.name, unit="input", disable=not show, leave=False)
+        sampling = Sampling(bs, bar)
+        try:
+            exp = self._explain_batches(arr, target, 1, False,
+                                        lambda xb, bound: self._explain_image(xb, bound, sampling))
+        finally:
+            bar.close()
+        exp.meta["batch_size"] = bs
+        exp.meta["model_calls"] = total
+        return exp
+
+    __call__ = explain
+
+    def _explain_batch(self, x: np.ndarray, bound: BoundTarget) -> BatchResult:
+        # one image, no progress bar, the constructor's batch size
+        return self._explain_image(x, bound, Sampling(self.batch_size))
+
+    def _explain_image(self, x: np.ndarray, bound: BoundTarget, sampling: Sampling) -> BatchResult:
+        """Explain one image ``x`` (1, H, W, C); the call's state is ``sampling``."""
+        raise NotImplementedError
+
+    # -- helpers for subclasses ----------------------------------------------
+    def _score(self, x: np.ndarray, bound: BoundTarget,
+               sampling: Sampling) -> tuple[np.ndarray, BoundTarget]:
+        """Score of the unperturbed image(s) and the target with "top" resolved."""
+        scores, idx = self.forward(x, bound)
+        sampling.tick(len(x))
+        return scores, bound.fixed(idx)
+
+    def _image_spec(self):
+        return tf.TensorSpec(tuple(self.graph.input_shape[1:]), tf.as_dtype(self.dtype))
+
+    def _baseline_image(self, baseline, x: np.ndarray) -> np.ndarray:
+        """Baseline as an (H, W, C) array for image ``x`` of shape (H, W, C) (see
+        :func:`cnnvis_eval.params.resolve_baseline`)."""
+        return P.resolve_baseline(baseline, x, self.spec)
+
+
+__all__ = ["PROGRESS_THRESHOLD", "PerturbationExplainer", "Sampling"]
