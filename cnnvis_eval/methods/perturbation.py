@@ -35,7 +35,7 @@ from lime.wrappers.scikit_image import SegmentationAlgorithm
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..models.spec import _identity
+from ..models.spec import identity as _identity
 from ..targets import BoundTarget
 from .base import BatchResult, Explainer, Explanation, check_input, register
 

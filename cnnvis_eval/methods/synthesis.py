@@ -169,7 +169,7 @@ def _display(spec, image) -> np.ndarray:
 
 
 def _identity_fn():
-    from ..models.spec import _identity
+    from ..models.spec import identity as _identity
 
     return _identity
 
