@@ -47,18 +47,20 @@ def randomization_explanations(
         "top" is resolved on the original model and kept fixed for every step, so each
         step explains the same class/channel.
     mode, granularity, seed, max_steps
-        See :func:`randomized_models`.
+        See :func:`~cnnvis_eval.metrics.randomization.randomized_models`.
     batch_size : int, optional
         Passed to ``explain``.
     reuse_explainer : bool
-        Keep one explainer for all steps (see the module notes); default False.
+        Keep one explainer for all steps (see :mod:`cnnvis_eval.metrics.randomization`);
+        default False.
     **explainer_params
         Constructor parameters when ``explainer`` is a name or class.
 
     Yields
     ------
     (step, name, Explanation)
-        Step 0 is ``"original"``; step k >= 1 is the k-th group of :func:`layer_groups`.
+        Step 0 is ``"original"``; step k >= 1 is the k-th group of
+        :func:`~cnnvis_eval.metrics.randomization.layer_groups`.
     """
     factory = explainer_factory(explainer, **explainer_params)
     work = clone_with_weights(model)
