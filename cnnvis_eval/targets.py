@@ -7,10 +7,10 @@ largest logit or the most activated channel (by mean over the map, as the study 
 Targets are *bound* to a model graph and a batch (:func:`bind`): the layer is looked up,
 the indices are checked against the number of classes/channels, and the result knows how
 to pick its scalar per image inside a compiled TensorFlow function (:meth:`BoundTarget.select`).
+:func:`fixed_target` and :func:`user_target` turn a bound target back into a plain one.
 
-This module also picks layers: the last convolutional feature map before a target
-(:func:`last_conv_layer`) and two well-spread high intermediate layers
-(:func:`pick_intermediate_layers`).
+Which layer to explain (the last conv layer, intermediate layers) is a question about the
+graph: :mod:`cnnvis_eval.graph.queries`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence, Union
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from .errors import TargetError
-from .models.surgery import OUTPUT, FlatGraph, rectifier_of
+from .graph import OUTPUT, FlatGraph
 
 _REDUCE = ("mean", "sum", "max")
 Index = Union[int, Sequence[int], np.ndarray, str]
@@ -219,87 +218,20 @@ def bind(target: Target | None, graph: FlatGraph, n: int) -> BoundTarget:
     raise TargetError(f"target must be a ClassTarget or NeuronTarget, got {type(target).__name__}")
 
 
-# ---------------------------------------------------------------------- layer picking
-_CONV = (
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv2D,
-    keras.layers.Conv2DTranspose,
-)
-_SAME_MAP = (
-    keras.layers.BatchNormalization,
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.Add,
-    keras.layers.Concatenate,
-    keras.layers.Dropout,
-    keras.layers.Multiply,
-)
+def fixed_target(bound: BoundTarget, indices) -> Target:
+    """The target of ``bound`` with per-image ``indices`` fixed (no "top")."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    t = bound.target
+    if isinstance(t, ClassTarget):
+        return ClassTarget(idx)
+    return NeuronTarget(t.layer, idx, t.reduce)
 
 
-def is_conv(layer) -> bool:
-    """True for 2-D convolution layers (plain, depthwise, separable, transposed)."""
-    return isinstance(layer, _CONV)
-
-
-def last_conv_layer(graph: FlatGraph, before: str | int = OUTPUT) -> str | None:
-    """Name of the last convolutional feature map that feeds ``before``.
-
-    Finds the last convolution on the path to ``before`` and follows it forward through
-    layers that keep the map (BatchNorm, activations, residual Add, Concatenate), so the
-    result is the block output Grad-CAM conventionally uses (VGG16 ``block5_conv3``,
-    ResNet50 ``conv5_block3_out``, InceptionV3 ``mixed10``, Xception
-    ``block14_sepconv2_act``, MobileNetV2 ``out_relu``).  If ``before`` is itself a
-    convolutional feature map it is returned.  None when no convolution feeds it.
-    """
-    key = graph.key(before)
-    plan = graph.plan([key])
-    if not plan:
-        return None
-    target_node = graph.producer(key)
-    if target_node is not None and len(graph.shape(key)) == 4 and (
-        is_conv(target_node.layer) or isinstance(target_node.layer, _SAME_MAP)
-    ):
-        if any(is_conv(n.layer) for n in plan):
-            return target_node.name
-    convs = [n for n in plan if is_conv(n.layer)]
-    if not convs:
-        return None
-    in_plan = {id(n) for n in plan}
-    node = convs[-1]
-    shape = graph.shape(node.outputs[0])
-    while True:
-        nxt = [c for c in graph.consumers(node.outputs[0]) if id(c) in in_plan]
-        if len(nxt) != 1 or not isinstance(nxt[0].layer, _SAME_MAP):
-            break
-        if graph.shape(nxt[0].outputs[0])[1:3] != shape[1:3]:
-            break
-        # a join (Add/Concatenate) is the block output only once all its inputs are computed
-        node = nxt[0]
-    return node.name
-
-
-def pick_intermediate_layers(graph: FlatGraph, fractions=(0.6, 0.85)) -> tuple[str, ...]:
-    """Two well-spread high intermediate layers: rectified 4-D feature maps (or joins)
-    at the given fractions of the depth of the model's feature extractor."""
-    plan = graph.plan([graph.output_key])
-    cands = [
-        n
-        for n in plan
-        if len(graph.shape(n.outputs[0])) == 4
-        and (rectifier_of(n.layer) is not None or isinstance(n.layer, keras.layers.Concatenate))
-    ]
-    if not cands:
-        cands = [n for n in plan if len(graph.shape(n.outputs[0])) == 4]
-    if not cands:
-        return ()
-    picks = []
-    for f in fractions:
-        n = cands[min(len(cands) - 1, int(round(f * (len(cands) - 1))))]
-        if n.name not in picks:
-            picks.append(n.name)
-    return tuple(picks)
+def user_target(target):
+    """A plain target from a target or a BoundTarget (fixed indices kept, "top" stays "top")."""
+    if isinstance(target, BoundTarget):
+        return target.target if target.top else fixed_target(target, target.indices)
+    return target
 
 
 __all__ = [
@@ -308,7 +240,6 @@ __all__ = [
     "Target",
     "BoundTarget",
     "bind",
-    "is_conv",
-    "last_conv_layer",
-    "pick_intermediate_layers",
+    "fixed_target",
+    "user_target",
 ]

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..models.spec import as_spec
-from ..models.surgery import OUTPUT
+from ..graph import OUTPUT
 
 
 def reference_passes(model) -> tuple[Callable, Callable]:

@@ -12,7 +12,7 @@ Guided Backprop    ``dx = max(dy, 0) * [lo < x < hi]``
 with ``lo`` the threshold (0) and ``hi`` the ReLU's ``max_value`` (6 for ReLU6; infinite
 otherwise), so the guided rule also blocks ``x >= 6`` in MobileNetV2's ReLU6.
 
-Every way Keras expresses a rectifier is found (:func:`~cnnvis_eval.models.surgery.rectifier_of`):
+Every way Keras expresses a rectifier is found (:func:`~cnnvis_eval.graph.rectifier_of`):
 ``activation="relu"``/``"relu6"`` on any layer, ``Activation``, ``ReLU(max_value=...)``,
 and ``keras.ops.relu`` nodes, inside nested models too.  A layer with a fused rectifier
 runs as a clone with copied weights and a linear activation, followed by the modified
@@ -26,7 +26,7 @@ from typing import Callable
 import tensorflow as tf
 
 from ..errors import UnsupportedLayerError
-from ..models.surgery import FlatGraph, Rectifier, linear_part, rectifier_of
+from ..graph import FlatGraph, Rectifier, linear_part, rectifier_of
 from .base import BatchResult, Explainer, reduce_channels, register
 
 

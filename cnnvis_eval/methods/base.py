@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..models.spec import ModelSpec, as_spec
 from ..params import integer
 from ..registry import Registry
-from ..targets import BoundTarget, ClassTarget, Target, bind
+from ..targets import BoundTarget, Target, bind
 
 # ---------------------------------------------------------------------- registry
 #: The heatmap methods by name (see :class:`cnnvis_eval.registry.Registry`).

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ..errors import InputError
 from ..params import check_baseline, chunks, integer, number, resolve_baseline
 from ..targets import BoundTarget
 from .base import BatchResult, Explainer, reduce_channels, register

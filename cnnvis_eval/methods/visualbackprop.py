@@ -65,8 +65,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..models.surgery import FlatGraph, FlatNode, activation_name, rectifier_of
-from ..targets import BoundTarget, is_conv
+from ..graph import FlatGraph, FlatNode, activation_name, is_conv, rectifier_of
+from ..targets import BoundTarget
 from .base import BatchResult, Explainer, register
 from .cam import feature_layer
 

@@ -25,11 +25,11 @@ import tensorflow as tf
 
 from ..errors import InputError, UnsupportedLayerError
 from ..methods.base import Explanation, check_input
-from ..models.spec import ModelSpec, _identity, as_spec
-from ..models.surgery import clone_layer
-from ..targets import bind
-from .base import Metric, as_array, check_maps, fixed_target, register_metric
-from .randomization import _user_target, clone_with_weights
+from ..graph import clone_layer
+from ..models.clone import clone_with_weights
+from ..models.spec import ModelSpec, as_spec, identity
+from ..targets import bind, fixed_target, user_target
+from .base import Metric, as_array, register_metric
 
 
 # ---------------------------------------------------------------------- conservation
@@ -247,13 +247,13 @@ def _shifted_metadata(out: ModelSpec, spec: ModelSpec, c_img: np.ndarray) -> Mod
     "black" baselines, LIME's display image) then see on ``g`` the domain of ``f``, shifted.
     """
     pre, de = spec.preprocess, spec.deprocess
-    if pre is not _identity:
+    if pre is not identity:
         def preprocess(images):
             x = np.asarray(pre(images))
             return (x + c_img.astype(x.dtype)).astype(x.dtype)
 
         out.preprocess = preprocess
-    if de is not _identity:
+    if de is not identity:
         def deprocess(x):
             x = np.asarray(x)
             return de((x - c_img.astype(x.dtype)).astype(x.dtype))
@@ -285,7 +285,7 @@ def input_shift_explanations(model, x, explainer, shift=None, target=None, batch
     x = check_input(x, spec.graph, dtype)
     shift = default_shift(spec) if shift is None else shift
     g = shift_model(spec, shift)
-    target = _user_target(target)
+    target = user_target(target)
     e1 = factory(spec).explain(x, target=target, batch_size=batch_size, progress=False)
     fixed = fixed_target(bind(target, spec.graph, len(x)), e1.indices)
     xs = (x + _shift_image(spec, shift)[None]).astype(dtype)

@@ -40,7 +40,7 @@ from ..methods.base import Explainer, Explanation, get_method
 from ..models.spec import ModelSpec, as_spec
 from ..params import chunks
 from ..registry import Registry
-from ..targets import BoundTarget, ClassTarget, NeuronTarget, bind
+from ..targets import BoundTarget, bind
 
 CATEGORIES = ("similarity", "randomization", "faithfulness", "localization", "complexity", "axioms")
 
@@ -131,15 +131,6 @@ def image_rng(seed: int, image: np.ndarray) -> np.random.Generator:
     """
     digest = zlib.crc32(np.ascontiguousarray(image).tobytes())
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, digest])
-
-
-def fixed_target(bound: BoundTarget, indices) -> ClassTarget | NeuronTarget:
-    """The target of ``bound`` with per-image ``indices`` fixed (no "top")."""
-    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    t = bound.target
-    if isinstance(t, ClassTarget):
-        return ClassTarget(idx)
-    return NeuronTarget(t.layer, idx, t.reduce)
 
 
 def explainer_factory(explainer: Any, **params) -> Callable[[ModelSpec], Explainer]:
@@ -383,7 +374,6 @@ __all__ = [
     "check_maps",
     "check_masks",
     "explainer_factory",
-    "fixed_target",
     "get_metric",
     "image_rng",
     "list_metrics",

@@ -1,5 +1,6 @@
 """Models: the five Keras applications (zoo), small trained members of their families
-(mini), and model surgery (flattening nested models, softmax stripping, layer clones)."""
+(mini), the ModelSpec that carries a model's metadata, and clones with copied weights.
+The flattened graph (nested models, softmax stripping) lives in :mod:`cnnvis_eval.graph`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 
 from ..errors import InputError
 from .spec import ModelSpec, as_spec
-from .surgery import FlatGraph, to_logits
 from .zoo import ARCHS, load_application
 
 BIG_MODELS = tuple(ARCHS)
@@ -63,4 +63,4 @@ def load_model(
     raise InputError(f"unknown model {name!r}; available: {', '.join(list_models())}")
 
 
-__all__ = ["BIG_MODELS", "FlatGraph", "ModelSpec", "as_spec", "list_models", "load_model", "to_logits"]
+__all__ = ["BIG_MODELS", "ModelSpec", "as_spec", "list_models", "load_model"]

@@ -11,10 +11,12 @@ import keras
 import numpy as np
 
 from ..errors import InputError
-from .surgery import FlatGraph
+from ..graph import FlatGraph
+from ..graph.queries import last_conv_layer, pick_intermediate_layers
 
 
-def _identity(x):
+def identity(x):
+    """The default ``preprocess``/``deprocess``: a float32 copy of ``x``."""
     return np.array(x, dtype=np.float32, copy=True)
 
 
@@ -52,8 +54,8 @@ class ModelSpec:
 
     name: str
     model: keras.Model
-    preprocess: Callable[[np.ndarray], np.ndarray] = _identity
-    deprocess: Callable[[np.ndarray], np.ndarray] = _identity
+    preprocess: Callable[[np.ndarray], np.ndarray] = identity
+    deprocess: Callable[[np.ndarray], np.ndarray] = identity
     input_shape: tuple = ()
     last_conv_layer: str | None = None
     intermediate_layers: tuple = ()
@@ -88,8 +90,6 @@ def as_spec(model: "ModelSpec | keras.Model") -> ModelSpec:
     Specs of plain models are cached per model object, so repeated calls share the
     flattened graph (and explainers built on it).
     """
-    from ..targets import last_conv_layer, pick_intermediate_layers
-
     if isinstance(model, ModelSpec):
         return model
     if not isinstance(model, keras.Model):

@@ -59,7 +59,7 @@ def test_method_on_architecture(big_model, big_input, method, snapshots):
 
 def test_guided_backprop_finds_every_rectifier(big_model):
     """Every ReLU / ReLU6 the architecture has is replaced, whichever way Keras expresses it."""
-    from cnnvis_eval.models.surgery import rectifier_of
+    from cnnvis_eval.graph import rectifier_of
 
     spec = big_model
     explainer = cv.get_method("guided_backprop")(spec)

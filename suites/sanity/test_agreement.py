@@ -4,7 +4,6 @@ pairwise agreement matrix of all methods (recorded; the study found almost none)
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import weakref
 
-import keras
 import numpy as np
 import pytest
 

@@ -12,7 +12,7 @@ from cnnvis_eval.errors import (
     TargetError,
     UnsupportedArchitectureError,
 )
-from cnnvis_eval.methods.cam import find_cam_head
+from cnnvis_eval.graph import find_cam_head
 from suites.support import cam_models, cam_ref, tiny
 from suites.support.numpy_ref import TinyNet, maxpool2_backward
 

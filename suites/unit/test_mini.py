@@ -62,7 +62,7 @@ def test_fixture_loads_offline(name, monkeypatch):
     assert graph.stripped is None
     for layer in (spec.last_conv_layer,) + tuple(spec.intermediate_layers):
         assert len(graph.shape(graph.key(layer))) == 4
-    from cnnvis_eval.targets import last_conv_layer
+    from cnnvis_eval.graph import last_conv_layer
     assert last_conv_layer(graph) == spec.last_conv_layer
     assert spec.class_names == ("disc", "square", "triangle", "cross")
     assert (mini.fixtures_dir() / "mini" / f"{name}.keras").stat().st_size < 2 * 2**20

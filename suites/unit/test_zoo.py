@@ -25,7 +25,7 @@ def test_spec_fields(name):
     names = graph.layer_names
     i, j = (names.index(n) for n in spec.intermediate_layers)
     assert len(names) * 0.4 < i < j < names.index(spec.last_conv_layer) + 1
-    from cnnvis_eval.targets import last_conv_layer
+    from cnnvis_eval.graph import last_conv_layer
     assert last_conv_layer(graph) == spec.last_conv_layer
 
 

@@ -19,7 +19,7 @@ from lime.wrappers.scikit_image import SegmentationAlgorithm
 
 from ... import params as P
 from ...errors import InputError
-from ...models.spec import _identity
+from ...models.spec import identity as _identity
 from ...targets import BoundTarget
 from ..base import BatchResult, check_input, register
 from .sampling import PerturbationExplainer, Sampling

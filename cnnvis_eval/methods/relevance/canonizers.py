@@ -40,7 +40,7 @@ import keras
 import numpy as np
 
 from ...errors import UnsupportedLayerError
-from ...models.surgery import FlatGraph, FlatNode, Rectifier, activation_name, rectifier_of
+from ...graph import FlatGraph, FlatNode, Rectifier, activation_name, rectifier_of
 from .linear import KernelMap, LinearMap, PoolMap, ScaleMap, SeparableMap
 
 SUPPORTED = (

@@ -12,7 +12,7 @@ import tensorflow as tf
 from ... import params as P
 from ...cache import default_cache
 from ...errors import InputError
-from ...models.spec import ModelSpec, _identity
+from ...models.spec import ModelSpec, identity as _identity
 from ..base import check_input
 from .priors import alpha_norm, total_variation
 

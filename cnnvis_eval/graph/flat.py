@@ -1,4 +1,4 @@
-"""Model surgery without touching the user's model.
+"""The flattened graph and its runner: model surgery without touching the user's model.
 
 The central object is :class:`FlatGraph`: a Keras 3 model (Sequential, functional, or
 either nested inside the other, as in ``Sequential([base_model, GlobalAveragePooling2D(),
@@ -7,7 +7,7 @@ graph calls the *original* layer objects on concrete tensors, so it adds no node
 user's layers and changes none of their weights; methods that need a different behaviour
 for some layer (guided ReLU, a softmax-free head, a relevance rule) pass *overrides* — a
 callable per layer name — and any layer they must change is cloned with copied weights
-first (:func:`clone_layer`).
+first (:func:`~cnnvis_eval.graph.layers.clone_layer`).
 
 Keras' graph internals (``_nodes_by_depth``, ``Node.arguments``) are read in this module
 only, so a Keras upgrade that moves them breaks one file.
@@ -15,7 +15,7 @@ only, so a Keras upgrade that moves them breaks one file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import keras
@@ -23,6 +23,7 @@ import numpy as np
 from keras.src.models.functional import Functional as _Functional
 
 from ..errors import InputError, TargetError, UnsupportedLayerError
+from .layers import activation_name, clone_layer
 
 OUTPUT = "__output__"
 """Name under which :meth:`FlatGraph.run` returns the model's (softmax-free) output."""
@@ -153,7 +154,6 @@ class FlatGraph:
         self._producer = {k: n for n in self.nodes for k in n.outputs}
         self._plans: dict[tuple, list[FlatNode]] = {}
         self.overrides: dict[str, Callable] = {}
-        self.fn_cache: dict = {}  # compiled functions shared by the explainers of this graph
         self.stripped: str | None = None
         if strip_softmax:
             self._strip_softmax()
@@ -373,86 +373,6 @@ class FlatGraph:
         return (result, values) if record else result
 
 
-# ---------------------------------------------------------------------- layer helpers
-def activation_name(fn: Any) -> str | None:
-    """Name of a Keras activation function (``"relu"``, ``"softmax"``, ...) or None."""
-    if fn is None:
-        return None
-    if isinstance(fn, str):
-        return fn
-    try:
-        name = keras.activations.serialize(fn)
-        if isinstance(name, dict):
-            name = name.get("config", name.get("class_name"))
-        if isinstance(name, str):
-            return name.rsplit(">", 1)[-1]
-    except Exception:  # pragma: no cover - exotic callables
-        pass
-    return getattr(fn, "__name__", None)
-
-
-def clone_layer(layer, input_shape: tuple | Sequence[tuple], **changes):
-    """A copy of ``layer`` with config ``changes`` applied and the same weight values.
-
-    The copy is built for ``input_shape`` and gets *copies* of the weights, so changing it
-    never touches the original.
-    """
-    config = layer.get_config()
-    config.update(changes)
-    try:
-        clone = type(layer).from_config(config)
-        clone.build(input_shape)
-        clone.set_weights([np.array(w) for w in layer.get_weights()])
-    except Exception as err:  # pragma: no cover - only for exotic layers
-        raise UnsupportedLayerError(
-            f"cannot clone layer {layer.name!r} ({type(layer).__name__}) with {changes}: {err}"
-        ) from err
-    return clone
-
-
-@dataclass(frozen=True)
-class Rectifier:
-    """Parameters of a rectifying activation: ``min(max(x, threshold), max_value)``.
-
-    ``fused`` is True when the rectifier is the ``activation=`` of a Conv/Dense layer
-    (the layer must be split into a linear clone and a separate rectifier to change it).
-    """
-
-    threshold: float = 0.0
-    max_value: float | None = None
-    fused: bool = False
-
-
-def rectifier_of(layer) -> Rectifier | None:
-    """The rectifier a layer applies, or None if it applies none.
-
-    Recognised: ``activation="relu"``/``"relu6"`` on any layer, ``Activation("relu")``,
-    ``Activation("relu6")``, ``ReLU(max_value=..., threshold=...)`` without a negative
-    slope, and the ``keras.ops.relu``/``relu6`` operations.
-    """
-    if isinstance(layer, keras.layers.ReLU):
-        if float(getattr(layer, "negative_slope", 0.0) or 0.0) != 0.0:
-            return None
-        mv = layer.max_value
-        return Rectifier(float(layer.threshold or 0.0), None if mv is None else float(mv))
-    cls = type(layer).__name__
-    if cls in ("Relu", "Relu6") and not isinstance(layer, keras.layers.Layer):
-        return Rectifier(0.0, 6.0 if cls == "Relu6" else None)
-    act = activation_name(getattr(layer, "activation", None))
-    fused = not isinstance(layer, keras.layers.Activation)
-    if act == "relu":
-        return Rectifier(0.0, None, fused)
-    if act == "relu6":
-        return Rectifier(0.0, 6.0, fused)
-    return None
-
-
-def linear_part(graph: FlatGraph, node: FlatNode) -> Callable:
-    """A callable computing ``node``'s layer without its fused activation (a clone)."""
-    clone = clone_layer(node.layer, graph.input_shapes(node)[0], activation="linear")
-    return lambda *a, **k: clone(*a, **k)
-
-
 def to_logits(model: keras.Model) -> keras.Model:
     """A new functional model (cloned layers, copied weights) returning pre-softmax logits.
 
@@ -482,14 +402,4 @@ def to_logits(model: keras.Model) -> keras.Model:
     return keras.Model(inp, out, name=f"{model.name}_logits")
 
 
-__all__ = [
-    "OUTPUT",
-    "FlatGraph",
-    "FlatNode",
-    "Rectifier",
-    "activation_name",
-    "clone_layer",
-    "linear_part",
-    "rectifier_of",
-    "to_logits",
-]
+__all__ = ["OUTPUT", "FlatGraph", "FlatNode", "to_logits"]

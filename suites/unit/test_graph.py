@@ -1,4 +1,4 @@
-"""FlatGraph: nested models, softmax stripping, user models untouched."""
+"""FlatGraph: nested models, softmax stripping, user models untouched; the structural queries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cnnvis_eval as cv
-from cnnvis_eval.models.surgery import OUTPUT, FlatGraph, rectifier_of, to_logits
+from cnnvis_eval.graph import OUTPUT, FlatGraph, rectifier_of, to_logits
 from suites.support import numpy_ref as R
 from suites.support import tiny
 
@@ -122,3 +122,70 @@ def test_multi_output_model_is_rejected():
 def test_unbuilt_sequential_is_rejected():
     with pytest.raises(cv.InputError, match="not built"):
         FlatGraph(keras.Sequential([keras.layers.Dense(3)]))
+
+
+# ---------------------------------------------------------------------- structural queries
+def _residual_gap_model() -> keras.Model:
+    """stem (Conv, relu) -> stem_bn -> [block1_conv1 (relu) -> block1_conv2] + stem_bn
+    -> block1_out (ReLU) -> gap -> drop -> logits (Dense, softmax)."""
+    L = keras.layers
+    inp = keras.Input((12, 12, 3))
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="stem")(inp)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    y = L.Conv2D(4, 3, padding="same", activation="relu", name="block1_conv1")(x)
+    y = L.Conv2D(4, 3, padding="same", name="block1_conv2")(y)
+    x = L.Add(name="block1_add")([x, y])
+    x = L.ReLU(name="block1_out")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dropout(0.5, name="drop")(x)
+    out = L.Dense(5, activation="softmax", name="logits")(x)
+    return keras.Model(inp, out, name="residual_gap")
+
+
+def test_layer_queries_name_the_expected_layers():
+    from cnnvis_eval.errors import InputError
+    from cnnvis_eval.graph import feature_layer, last_conv_layer, pick_intermediate_layers
+
+    graph = FlatGraph(_residual_gap_model())
+    # the last conv, followed forward through the residual Add and its ReLU
+    assert last_conv_layer(graph) == "block1_out"
+    assert last_conv_layer(graph, before="block1_conv1") == "block1_conv1"
+    assert last_conv_layer(graph, before="stem_bn") == "stem_bn"
+    # rectified 4-D maps: stem, block1_conv1, block1_out -> at 0.6 and 0.85 of the depth
+    assert pick_intermediate_layers(graph) == ("block1_conv1", "block1_out")
+    assert feature_layer(graph, graph.output_key) == "block1_out"
+    assert feature_layer(graph, graph.output_key, default="stem") == "stem"
+    assert feature_layer(graph, graph.output_key, default="no_such_layer") == "block1_out"
+    assert feature_layer(graph, graph.key("block1_conv2")) == "block1_conv2"
+    with pytest.raises(InputError, match="does not feed"):
+        feature_layer(graph, graph.key("block1_conv1"), layer="block1_out")
+    with pytest.raises(InputError, match="4-D feature map"):
+        feature_layer(graph, graph.output_key, layer="gap")
+
+
+def test_cam_head_query():
+    from cnnvis_eval.graph import find_cam_head
+
+    graph = FlatGraph(_residual_gap_model())
+    head = find_cam_head(graph)
+    assert (head.kind, head.layer, head.linear.name) == ("pool_linear", "block1_out", "logits")
+    assert head.description == "gap (GlobalAveragePooling2D) -> logits (Dense)"
+
+
+def test_layer_group_queries():
+    from cnnvis_eval.graph import block_key, layer_groups
+
+    graph = FlatGraph(_residual_gap_model())
+    assert [(g.name, g.layers) for g in layer_groups(graph, "layer")] == [
+        ("logits", ("logits",)),
+        ("block1_conv2", ("block1_conv2",)),
+        ("block1_conv1", ("block1_conv1",)),
+        ("stem", ("stem", "stem_bn")),
+    ]
+    assert [(g.name, g.layers) for g in layer_groups(graph, "block")] == [
+        ("logits", ("logits",)),
+        ("block1", ("block1_conv1", "block1_conv2")),
+        ("stem", ("stem", "stem_bn")),
+    ]
+    assert [block_key(n) for n in ("block5_conv3", "conv4_block2_out", "block_13_add", "mixed10", "fc1")] == [
+        "block5", "conv4_block2", "block_13", "mixed10", None]

@@ -1,0 +1,40 @@
+"""Graph knowledge in one place: the flattened graph and its runner, layer helpers, and
+every structural question asked of a model (graph in, layer names out).
+
+- :mod:`~cnnvis_eval.graph.flat` — :class:`FlatGraph` (nested models inlined, softmax
+  stripped, overrides per layer), :func:`to_logits`;
+- :mod:`~cnnvis_eval.graph.layers` — what one layer does (activation, rectifier,
+  convolution) and clones of layers with copied weights;
+- :mod:`~cnnvis_eval.graph.queries` — last conv layer, intermediate layers, the feature
+  layer of CAM-style methods, the CAM head;
+- :mod:`~cnnvis_eval.graph.groups` — the layer groups of randomization checks.
+
+This package imports nothing from cnnvis_eval but :mod:`cnnvis_eval.errors` (see
+docs/architecture.md for the allowed arrows).
+"""
+
+from .flat import OUTPUT, FlatGraph, FlatNode, to_logits
+from .groups import LayerGroup, block_key, layer_groups
+from .layers import Rectifier, activation_name, clone_layer, is_conv, linear_part, rectifier_of
+from .queries import CamHead, feature_layer, find_cam_head, last_conv_layer, pick_intermediate_layers
+
+__all__ = [
+    "OUTPUT",
+    "CamHead",
+    "FlatGraph",
+    "FlatNode",
+    "LayerGroup",
+    "Rectifier",
+    "activation_name",
+    "block_key",
+    "clone_layer",
+    "feature_layer",
+    "find_cam_head",
+    "is_conv",
+    "last_conv_layer",
+    "layer_groups",
+    "linear_part",
+    "pick_intermediate_layers",
+    "rectifier_of",
+    "to_logits",
+]

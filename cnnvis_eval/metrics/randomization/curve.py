@@ -1,0 +1,233 @@
+"""Explanations at every randomization step and their similarity to the original one.
+
+:func:`randomization_explanations` runs an explainer on the original model and at every
+step of :func:`~cnnvis_eval.metrics.randomization.randomized_models`' sequence;
+:func:`randomization_curve` turns that into a long DataFrame of similarities (per image,
+per step, per similarity metric); :class:`ModelParameterRandomization` reduces it to one
+value per image.  :func:`compare_models` compares the explanations of two models (e.g. one
+trained on permuted labels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from ...errors import InputError
+from ...methods.base import Explanation
+from ...models.clone import clone_with_weights
+from ...models.spec import as_spec
+from ...targets import bind, fixed_target, user_target
+from ..base import Metric, explainer_factory, make_metric, method_name, register_metric
+from .randomize import _Randomizer, layer_groups
+
+DEFAULT_SIMILARITY = ("spearman_abs", "spearman_signed", "ssim", "hog")
+"""The similarity metrics of Adebayo et al. used by :func:`randomization_curve`."""
+
+
+def randomization_explanations(
+    model, x, explainer, target=None, *, mode: str = "cascading", granularity: str | Sequence = "block",
+    seed: int = 0, batch_size: int | None = None, max_steps: int | None = None,
+    reuse_explainer: bool = False, **explainer_params,
+) -> Iterator[tuple[int, str, Explanation]]:
+    """Explain ``x`` on the original model and at every randomization step.
+
+    Parameters
+    ----------
+    model : ModelSpec or keras.Model
+        Not modified (all work happens on one clone).
+    x : array (N, H, W, C)
+    explainer : method name, Explainer class or instance, or factory ``spec -> Explainer``
+    target : ClassTarget, NeuronTarget, int or None
+        "top" is resolved on the original model and kept fixed for every step, so each
+        step explains the same class/channel.
+    mode, granularity, seed, max_steps
+        See :func:`~cnnvis_eval.metrics.randomization.randomized_models`.
+    batch_size : int, optional
+        Passed to ``explain``.
+    reuse_explainer : bool
+        Keep one explainer for all steps (see :mod:`cnnvis_eval.metrics.randomization`);
+        default False.
+    **explainer_params
+        Constructor parameters when ``explainer`` is a name or class.
+
+    Yields
+    ------
+    (step, name, Explanation)
+        Step 0 is ``"original"``; step k >= 1 is the k-th group of
+        :func:`~cnnvis_eval.metrics.randomization.layer_groups`.
+    """
+    factory = explainer_factory(explainer, **explainer_params)
+    work = clone_with_weights(model)
+    rnd = _Randomizer(work, layer_groups(work, granularity), seed)
+    target = user_target(target)
+    exp0 = factory(work).explain(x, target=target, batch_size=batch_size, progress=False)
+    fixed = fixed_target(bind(target, work.graph, len(exp0)), exp0.indices)
+    yield 0, "original", exp0
+    shared = factory(work) if reuse_explainer else None
+    for i in rnd.steps(mode, max_steps):
+        if shared is not None:
+            ex = shared
+        else:  # a fresh graph (empty compiled-function cache) over the randomized clone
+            ex = factory(dataclasses.replace(work))
+        with quiet_retracing():
+            exp = ex.explain(x, target=fixed, batch_size=batch_size, progress=False)
+        yield i + 1, rnd.groups[i].name, exp
+
+
+@contextlib.contextmanager
+def quiet_retracing():
+    """Silence TensorFlow's "N out of the last N calls triggered retracing" warning: a
+    fresh explainer per step traces new functions on purpose."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _similarities(similarity) -> list[Metric]:
+    items = [similarity] if isinstance(similarity, (str, Metric)) else list(similarity)
+    out = [make_metric(s) for s in items]
+    for m in out:
+        if m.category != "similarity":
+            raise InputError(f"{m.name!r} is not a similarity metric")
+    return out
+
+
+def randomization_curve(
+    model, x, explainer, target=None, *, mode: str = "cascading", granularity: str | Sequence = "block",
+    similarity=DEFAULT_SIMILARITY, seed: int = 0, batch_size: int | None = None,
+    max_steps: int | None = None, reuse_explainer: bool = False, use_attribution: bool = False,
+    **explainer_params,
+) -> pd.DataFrame:
+    """Similarity of the explanation at every randomization step to the original one.
+
+    Parameters
+    ----------
+    similarity : metric name(s) or Similarity instance(s)
+        Default: Spearman (absolute and signed), SSIM and HOG, as Adebayo et al.
+    use_attribution : bool
+        Compare the attributions (N, H, W, C) where the method gives them (Adebayo et
+        al. normalize those by channel sums), instead of the heatmaps.  Metrics that need
+        2-D maps get the channel sum.
+
+    Other parameters as :func:`randomization_explanations`.
+
+    Returns
+    -------
+    DataFrame with columns ``method, model, mode, step, layer, image, metric, value``;
+    step 0 (``layer="original"``) compares the original with itself.
+    """
+    metrics = _similarities(similarity)
+    spec = as_spec(model)
+    rows = []
+    ref = None
+    for step, name, exp in randomization_explanations(
+        spec, x, explainer, target, mode=mode, granularity=granularity, seed=seed, batch_size=batch_size,
+        max_steps=max_steps, reuse_explainer=reuse_explainer, **explainer_params,
+    ):
+        cur = exp.attribution if (use_attribution and exp.attribution is not None) else exp.heatmap
+        if ref is None:
+            ref = cur
+        for m in metrics:
+            a, b = ref, cur
+            if a.ndim == 4 and not getattr(m, "channels", False):
+                a, b = a.sum(-1), b.sum(-1)
+            vals = m.evaluate(a, b)
+            rows.append(pd.DataFrame({"step": step, "layer": name, "image": np.arange(len(vals)),
+                                      "metric": m.name, "value": vals}))
+    out = pd.concat(rows, ignore_index=True)
+    out.insert(0, "mode", mode)
+    out.insert(0, "model", spec.name)
+    out.insert(0, "method", method_name(explainer))
+    return out
+
+
+@register_metric
+class ModelParameterRandomization(Metric):
+    """Similarity between the original explanation and the one of a randomized model,
+    per image; lower is better (a method that explains the model must change).
+
+    ``evaluate(model, x, explainer, target=None) -> (N,)``
+
+    Parameters
+    ----------
+    mode : "cascading" (default) or "independent"
+    granularity : "block", "layer" or explicit groups
+    similarity : str
+        Similarity metric name (default ``"spearman_abs"``).
+    reduce : "last" (default for cascading: the fully randomized model), "mean" or "min"
+        over the steps; "mean" is the default for independent randomization.
+    seed : int
+    max_steps : int, optional
+    reuse_explainer : bool
+    """
+
+    name = "model_randomization"
+    category = "randomization"
+    higher_is_better = False
+    per_image = ("x",)
+
+    def __init__(self, mode: str = "cascading", granularity: str | Sequence = "block",
+                 similarity: str = "spearman_abs", reduce: str | None = None, seed: int = 0,
+                 max_steps: int | None = None, reuse_explainer: bool = False):
+        reduce = reduce or ("last" if mode == "cascading" else "mean")
+        if reduce not in ("last", "mean", "min"):
+            raise InputError(f"reduce must be 'last', 'mean' or 'min', got {reduce!r}")
+        super().__init__(mode=mode, granularity=granularity, similarity=similarity, reduce=reduce,
+                         seed=seed, max_steps=max_steps, reuse_explainer=reuse_explainer)
+        self.similarity = make_metric(similarity)
+
+    def evaluate_batch(self, model, x, explainer, target=None):
+        p = self.params
+        ref, vals = None, []
+        for step, _, exp in randomization_explanations(
+            model, x, explainer, target, mode=p["mode"], granularity=p["granularity"], seed=p["seed"],
+            max_steps=p["max_steps"], reuse_explainer=p["reuse_explainer"],
+        ):
+            if step == 0:
+                ref = exp.heatmap
+            else:
+                vals.append(self.similarity.evaluate(ref, exp.heatmap))
+        arr = np.stack(vals)  # (steps, n)
+        return {"last": arr[-1], "mean": arr.mean(0), "min": arr.min(0)}[p["reduce"]]
+
+
+def compare_models(model_a, model_b, x, explainer, target=None, *, similarity=DEFAULT_SIMILARITY,
+                   batch_size: int | None = None, **explainer_params) -> pd.DataFrame:
+    """Similarity of the explanations of two models of the same input shape, per image
+    (e.g. a model trained on true labels vs one trained on permuted labels).
+
+    ``target`` is bound on each model separately (default: each model's own top class).
+
+    Returns
+    -------
+    DataFrame with columns ``method, image, metric, value``.
+    """
+    factory = explainer_factory(explainer, **explainer_params)
+    sa, sb = as_spec(model_a), as_spec(model_b)
+    ha = factory(sa).explain(x, target=target, batch_size=batch_size, progress=False).heatmap
+    hb = factory(sb).explain(x, target=target, batch_size=batch_size, progress=False).heatmap
+    rows = [pd.DataFrame({"image": np.arange(len(ha)), "metric": m.name, "value": m.evaluate(ha, hb)})
+            for m in _similarities(similarity)]
+    out = pd.concat(rows, ignore_index=True)
+    out.insert(0, "method", method_name(explainer))
+    return out
+
+
+__all__ = [
+    "DEFAULT_SIMILARITY",
+    "ModelParameterRandomization",
+    "compare_models",
+    "quiet_retracing",
+    "randomization_curve",
+    "randomization_explanations",
+]
