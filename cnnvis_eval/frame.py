@@ -38,7 +38,7 @@ def rows(metric: str, values, image=None, **labels) -> pd.DataFrame:
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if image is None:
         image = np.arange(len(values))
-    cols = {k: v if np.isscalar(v) else list(v) for k, v in dict(labels, image=image).items()}
+    cols = {k: v if v is None or np.isscalar(v) else list(v) for k, v in dict(labels, image=image).items()}
     cols.update(metric=metric, value=values)
     order = [k for k in labels if k not in COLUMNS] + [c for c in COLUMNS if c in cols]
     return pd.DataFrame({k: cols[k] for k in order})
