@@ -24,7 +24,8 @@ def _split(values):
 
 def cmd_run(args) -> int:
     from .errors import CnnVisError
-    from .evaluation.grid import GridRun, RunConfig, load_spec
+    from .evaluation import GridRun, RunConfig, inputs
+    from .models.files import ModelFile
     from .report import build_report
     from .report.benchmarks import load_benchmarks
 
@@ -51,7 +52,7 @@ def cmd_run(args) -> int:
             **kw,
         )
         for path in config.model_files:  # unreadable or unsafe files: fail before the run starts
-            load_spec(f"file:{path}", config)
+            inputs.load_spec(ModelFile(path), config)
         if args.benchmarks:  # likewise an unreadable benchmark file
             load_benchmarks(args.benchmarks)
         out = Path(args.out) / (args.run_id or config.run_id())

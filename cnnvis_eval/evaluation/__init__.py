@@ -1,1 +1,19 @@
-"""Evaluation: cost references, the comparison grid, and scoring."""
+"""Evaluation: the comparison grid, split by job.
+
+- :mod:`.config`: what a run covers (:class:`RunConfig`), the neurons, the grid's method parameters;
+- :mod:`.inputs`: the model of a name or a model file, its images and masks, its neurons;
+- :mod:`.store`: the files of a run (:class:`RunStore`);
+- :mod:`.stages`: the scoring stages declared as data, and the code that runs them;
+- :mod:`.runner`: the orchestration (:class:`GridRun`, :func:`run_grid`);
+- :mod:`.executors`: where tasks run (in process, worker processes);
+- :mod:`.cost`: the reference passes method costs are expressed against.
+"""
+
+from .config import GRID_PARAMS, NEURONS, RunConfig, method_params
+from .executors import Executor, LocalExecutor, ProcessExecutor
+from .inputs import ImageSet, load_spec
+from .runner import GridRun, run_grid
+from .store import RunStore
+
+__all__ = ["GRID_PARAMS", "NEURONS", "Executor", "GridRun", "ImageSet", "LocalExecutor", "ProcessExecutor",
+           "RunConfig", "RunStore", "load_spec", "method_params", "run_grid"]

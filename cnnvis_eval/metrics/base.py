@@ -36,6 +36,7 @@ import pandas as pd
 import tensorflow as tf
 
 from ..errors import CnnVisError, InputError, TargetError
+from ..frame import rows
 from ..methods.base import Explainer, Explanation, get_method
 from ..models.spec import ModelSpec, as_spec
 from ..params import chunks
@@ -182,26 +183,21 @@ def method_name(explainer: Any) -> str:
 
 
 def long_frame(values: Mapping[str, np.ndarray], **labels) -> pd.DataFrame:
-    """Long-format results: one row per (metric, image).
+    """Long-format results: one row per (metric, image), built by :func:`cnnvis_eval.frame.rows`.
 
     Parameters
     ----------
     values : mapping metric name -> array (N,)
     **labels
-        Constant columns put first (e.g. ``method="saliency", model="mini_vgg"``).
+        Constant columns (e.g. ``method="saliency", model="mini_vgg"``).
 
     Returns
     -------
-    DataFrame with columns ``*labels, image, metric, value``.
+    DataFrame with columns ``*labels, image, metric, value`` (images ``0 .. N-1``; labels
+    that are long-frame columns in its order, ``neuron`` after ``image``).
     """
-    frames = []
-    for metric, vals in values.items():
-        vals = np.asarray(vals, dtype=np.float64).reshape(-1)
-        frames.append(pd.DataFrame({"image": np.arange(len(vals)), "metric": metric, "value": vals}))
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image", "metric", "value"])
-    for i, (k, v) in enumerate(labels.items()):
-        out.insert(i, k, v)
-    return out
+    frames = [rows(metric, vals, **labels) for metric, vals in values.items()]
+    return pd.concat(frames, ignore_index=True) if frames else rows("", [], **labels)
 
 
 # ---------------------------------------------------------------------- Metric

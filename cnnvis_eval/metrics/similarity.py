@@ -135,6 +135,26 @@ class Similarity(Metric):
     per_image = ("a", "b")
     channels = False
 
+    def embed(self, maps: np.ndarray) -> np.ndarray | None:
+        """The part of the metric that depends on one map only (e.g. its ranks), or None.
+
+        Metrics that define it (with :meth:`compare`) have ``evaluate_batch(a, b) ==
+        compare(embed(a), embed(b))``; :func:`pairwise_similarity` then computes it once per
+        method instead of once per pair.
+        """
+        return None
+
+    def compare(self, ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+        """Per-image similarity (N,) of two :meth:`embed` results."""
+        raise NotImplementedError
+
+    def embeddings(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """:meth:`embed` of every method's maps, checked as :meth:`evaluate` checks them
+        (None when the metric has no per-map part)."""
+        if type(self).embed is Similarity.embed:
+            return None
+        return {k: self.embed(self.prepare({"a": v, "b": v})["a"]) for k, v in maps.items()}
+
     def check(self, data):
         a = check_maps(data["a"], "a", channels=self.channels)
         b = check_maps(data["b"], "b", channels=self.channels)
@@ -155,8 +175,15 @@ class SpearmanAbs(Similarity):
         super().__init__(percentile=percentile)
         self.percentile = float(percentile)
 
+    def embed(self, maps):
+        """Average ranks of the normalized absolute map's pixels, (N, H * W)."""
+        return rankdata(_rows(normalize_abs(maps, self.percentile)), axis=1)
+
+    def compare(self, ea, eb):
+        return rowwise_pearson(ea, eb)
+
     def evaluate_batch(self, a, b):
-        return rowwise_spearman(normalize_abs(a, self.percentile), normalize_abs(b, self.percentile))
+        return self.compare(self.embed(a), self.embed(b))
 
 
 @register_metric
@@ -371,6 +398,8 @@ def pairwise_similarity(
         All of one shape (same images, same order).
     metrics : metric name(s) or Similarity instances
     batch_size : int, optional
+        Images per metric call.  Without it, a metric with a per-map part
+        (:meth:`Similarity.embed`, e.g. ranks) computes that part once per method.
 
     Returns
     -------
@@ -380,16 +409,23 @@ def pairwise_similarity(
     maps = _maps_of(heatmaps)
     metrics = [metrics] if isinstance(metrics, (str, Metric)) else list(metrics)
     names = list(maps)
-    rows = []
+    cols: dict[str, list] = {"method_a": [], "method_b": [], "image": [], "metric": [], "value": []}
     for m in metrics:
         metric = make_metric(m)
         if metric.category != "similarity":
             raise InputError(f"{metric.name!r} is not a similarity metric")
+        emb = metric.embeddings(maps) if batch_size is None else None
         for a, b in combinations_with_replacement(names, 2):
-            vals = metric.evaluate(maps[a], maps[b], batch_size=batch_size)
-            rows.append(pd.DataFrame({"method_a": a, "method_b": b, "image": np.arange(len(vals)),
-                                      "metric": metric.name, "value": vals}))
-    return pd.concat(rows, ignore_index=True)
+            if emb is not None:
+                vals = np.asarray(metric.compare(emb[a], emb[b]), dtype=np.float64).reshape(-1)
+            else:
+                vals = metric.evaluate(maps[a], maps[b], batch_size=batch_size)
+            n = len(vals)
+            for key, col in (("method_a", [a] * n), ("method_b", [b] * n), ("image", np.arange(n)),
+                             ("metric", [metric.name] * n), ("value", vals)):
+                cols[key].append(col)
+    return pd.DataFrame({k: np.concatenate(v) if k in ("image", "value") else sum(v, [])
+                         for k, v in cols.items()})
 
 
 def agreement_matrix(heatmaps: Mapping[str, object], metric: str = "spearman_abs", **params) -> pd.DataFrame:

@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-
-COLUMNS = ["method", "model", "image", "neuron", "metric", "value"]
+from ..frame import COLUMNS
 
 
 #: Direction of the report's columns that are not registered metrics (the grid computes

@@ -1,7 +1,7 @@
 """Cost of every method on every architecture, beside a plain forward+backward pass.
 
 One benchmark per (method, architecture), batch 8, top-class target, with the comparison
-grid's method parameters (:func:`cnnvis_eval.evaluation.grid.method_params`: the fast
+grid's method parameters (:func:`cnnvis_eval.evaluation.method_params`: the fast
 settings whose cost the report shows).  ``extra_info["ratio"]`` = method time / time of one
 compiled forward+backward pass of the same model on the same batch, measured alternately
 in the same run (``bench_ratio``).
@@ -26,7 +26,7 @@ import pytest
 import cnnvis_eval as cv
 from cnnvis_eval.errors import UnsupportedArchitectureError, UnsupportedLayerError
 from cnnvis_eval.evaluation.cost import reference_passes
-from cnnvis_eval.evaluation.grid import method_params
+from cnnvis_eval.evaluation import method_params
 from conftest import big_spec, mini_spec, smooth_images
 
 BATCH = 8

@@ -82,7 +82,7 @@ def tiny_config(model_dir: str | Path, **changes):
     """The shared tiny configuration: the GAP and the Flatten-head model (saved in
     ``model_dir``), three methods (CAM is n/a on the Flatten head and on intermediate
     neurons), one photo and two synthetic images, a two-step randomization on one image."""
-    from cnnvis_eval.evaluation.grid import RunConfig
+    from cnnvis_eval.evaluation import RunConfig
 
     kw = dict(models=(), model_files=(save_model("gap_cnn", model_dir), save_model("flat_cnn", model_dir)),
               methods=RUN_METHODS, photos=("chelsea",), synthetic=2, randomization_images=1,
@@ -94,7 +94,7 @@ def tiny_config(model_dir: str | Path, **changes):
 def tiny_run(tmp_path_factory):
     """``(run folder, config)`` of the finished tiny grid run of :func:`tiny_config`, report
     built; computed once per session and shared by the tests that only read it."""
-    from cnnvis_eval.evaluation.grid import GridRun
+    from cnnvis_eval.evaluation import GridRun
     from cnnvis_eval.report import build_report
 
     if "tiny" not in _RUNS:

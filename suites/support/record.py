@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-COLUMNS = ["suite", "test", "method", "model", "image", "neuron", "metric", "value"]
+from cnnvis_eval import frame
+
+COLUMNS = ["suite", "test", *frame.COLUMNS]
 _ROWS: list[pd.DataFrame] = []
 _CURVES: list[pd.DataFrame] = []
 _AGREEMENT: list[pd.DataFrame] = []
@@ -45,9 +47,8 @@ class Recorder:
             image = [str(i) for i in range(len(vals))]
         elif np.isscalar(image):
             image = [str(image)] * len(vals)
-        _ROWS.append(pd.DataFrame({"suite": self.suite, "test": self.test, "method": method, "model": model,
-                                   "image": [str(i) for i in image], "neuron": neuron, "metric": metric,
-                                   "value": vals}))
+        _ROWS.append(frame.rows(metric, vals, image=[str(i) for i in image], suite=self.suite, test=self.test,
+                                method=method, model=model, neuron=neuron))
 
     def curve(self, frame: pd.DataFrame):
         """Store a randomization curve frame (columns method, model, step, layer, image, metric, value)."""

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cnnvis_eval.data.synthetic import make_synthetic
-from cnnvis_eval.evaluation.grid import GRID_PARAMS
+from cnnvis_eval.evaluation import GRID_PARAMS
 
 # fast settings for repeated use on the mini models (the methods' defaults are the papers'):
 # the comparison run's, except RISE with more masks (its maps are noisy at 250 on 64 px) and

@@ -66,13 +66,15 @@ def test_run_options_reach_the_configuration(tmp_path, monkeypatch):
         def run(self):
             pass
 
-    import cnnvis_eval.evaluation.grid as grid
+    import cnnvis_eval.evaluation as evaluation
+    import cnnvis_eval.evaluation.inputs as inputs
     import cnnvis_eval.report as report
+    from cnnvis_eval.models.files import ModelFile
 
-    monkeypatch.setattr(grid, "GridRun", FakeRun)
+    monkeypatch.setattr(evaluation, "GridRun", FakeRun)
     monkeypatch.setattr(report, "build_report",
                         lambda out, benchmarks=None: seen.update(benchmarks=benchmarks) or Path(out) / "index.html")
-    monkeypatch.setattr(grid, "load_spec", lambda name, config: seen.setdefault("loaded", []).append(name))
+    monkeypatch.setattr(inputs, "load_spec", lambda name, config: seen.setdefault("loaded", []).append(name))
     assert main(["run", "--models", "mini_vgg", "resnet50", "--methods", "lime", "--images", "coffee,rocket",
                  "--weights", "none", "--input-size", "96", "--seed", "3", "--out", str(tmp_path),
                  "--run-id", "mine", "--workers", "1"]) == 0
@@ -97,7 +99,7 @@ def test_run_options_reach_the_configuration(tmp_path, monkeypatch):
     # --model-file alone evaluates only that file
     assert main(["run", "--model-file", "a.keras", "--out", str(tmp_path)]) == 0
     assert seen["config"].models == () and seen["config"].model_files == ("a.keras",)
-    assert seen["loaded"] == ["file:a.keras"]  # checked before the run starts
+    assert seen["loaded"] == [ModelFile("a.keras")]  # checked before the run starts
 
 
 @pytest.mark.parametrize("argv, message", [

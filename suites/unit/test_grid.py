@@ -16,7 +16,7 @@ import pytest
 
 import cnnvis_eval
 from cnnvis_eval.errors import InputError
-from cnnvis_eval.evaluation.grid import NEURONS, GridRun, RunConfig
+from cnnvis_eval.evaluation import NEURONS, GridRun, ProcessExecutor, RunConfig
 from cnnvis_eval.targets import NeuronTarget
 from suites.support.grid_fixtures import RUN_METHODS, save_model, strip_timing, tiny_config, tiny_run
 
@@ -146,8 +146,6 @@ def test_cam_not_applicable_cells(full_run):
 
 def test_cam_on_the_vgg_mini_model_is_not_applicable(tmp_path):
     """The study's case on a committed mini model: VGG's head has no global average pooling."""
-    from cnnvis_eval.evaluation.grid import RunConfig
-
     cfg = RunConfig(models=("mini_vgg",), methods=("cam",), photos=("chelsea",), synthetic=0, stages=())
     GridRun(cfg, tmp_path, progress=False, log=None).run()
     cells = pd.read_parquet(tmp_path / "cells.parquet")
@@ -227,8 +225,8 @@ def test_long_frame_and_stored_files(full_run):
 
 
 def test_agreement_matches_the_metric(full_run):
-    """The grid's fast agreement (ranks computed once per method) equals agreement_matrix /
-    the spearman_abs metric recomputed from the stored heatmaps."""
+    """The grid's agreement rows and matrices equal agreement_matrix / the spearman_abs
+    metric recomputed from the stored heatmaps."""
     from cnnvis_eval.metrics import agreement_matrix, get_metric
 
     root, _, results = full_run
@@ -256,7 +254,7 @@ def test_worker_processes_give_the_same_results(tmp_path, monkeypatch, workers):
     core): the same cells and results as in-process, and the progress bar counts every cell
     (progress comes back through a queue).  By default one worker process does all tasks
     (starting one costs a TensorFlow import); ``-m slow`` runs two at once."""
-    import cnnvis_eval.evaluation.grid as grid
+    import cnnvis_eval.evaluation.runner as runner
 
     cfg = tiny_config(tmp_path / "models", methods=("saliency", "cam"),
                       stages=("complexity", "agreement", "randomization"), randomization_steps=1)
@@ -279,11 +277,11 @@ def test_worker_processes_give_the_same_results(tmp_path, monkeypatch, workers):
         def __exit__(self, *exc):
             self.close()
 
-    monkeypatch.setattr(grid, "tqdm", Bar)
-    run = GridRun(cfg, tmp_path / "workers", progress=True, log=None, workers=workers)
-    if workers == 1:  # run() would stay in-process
-        monkeypatch.setattr(run, "_run_parallel", lambda names, w, tick, real=run._run_parallel, **kw: real(names, 1, tick, **kw))
-        monkeypatch.setattr(grid, "resolve_workers", lambda workers, n: 2)
+    monkeypatch.setattr(runner, "tqdm", Bar)
+    if workers == 1:  # workers=1 would stay in-process
+        run = GridRun(cfg, tmp_path / "workers", progress=True, log=None, executor=ProcessExecutor(1))
+    else:
+        run = GridRun(cfg, tmp_path / "workers", progress=True, log=None, workers=workers)
     results = run.run()
     assert sum(ticks["cells"]) == 2 * len(cfg.methods) * len(NEURONS)
     assert sum(ticks["scores"]) == 2 * (1 + min(len(cfg.methods), 4))  # per model: scores + randomization per method group
@@ -321,7 +319,7 @@ def test_a_full_size_architecture_with_random_weights(tmp_path):
     """The grid on a big architecture (MobileNetV2, random weights, at 64 px): every cell
     runs, the intermediate neurons are the architecture's two named layers, CAM is n/a
     on them, heatmaps come back at the input size."""
-    from cnnvis_eval.evaluation.grid import load_spec
+    from cnnvis_eval.evaluation import load_spec
 
     cfg = RunConfig(models=("mobilenet_v2",), methods=("saliency", "grad_cam", "cam"), photos=(),
                     synthetic=1, input_size=64, stages=("localization",))
@@ -338,3 +336,18 @@ def test_a_full_size_architecture_with_random_weights(tmp_path):
             assert z["heatmap"].shape == (1, 64, 64) and np.isfinite(z["heatmap"]).all()
     pg = results[results["metric"] == "pointing_game"]
     assert set(pg["method"]) == set(cfg.methods) and set(pg["image"]) == {"syn000"}
+
+
+def test_stages_are_data():
+    """The scores' directions come from the metric classes; the z+ override applies to the
+    presets with ``positive_top`` only, and never over a parameter the run sets."""
+    from cnnvis_eval.evaluation.stages import RANDOMIZATION, SCORES
+    from cnnvis_eval.metrics import get_metric
+
+    assert {s.metric: s.higher_is_better for s in SCORES} == {
+        s.metric: get_metric(s.metric).higher_is_better for s in SCORES}
+    assert {s.metric for s in SCORES if s.needs_masks} == {
+        "pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "energy_pointing_game"}
+    assert RANDOMIZATION.params("deep_taylor", {}) == {"positive_top": False}
+    assert RANDOMIZATION.params("deep_taylor", {"positive_top": True}) == {"positive_top": True}
+    assert RANDOMIZATION.params("lrp_epsilon", {"epsilon": 1.0}) == {"epsilon": 1.0}

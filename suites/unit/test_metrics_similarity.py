@@ -200,3 +200,22 @@ def test_agreement_matrix_and_pairwise_frame():
         M.agreement_matrix({"a": base, "b": base[:, :5]})
     with pytest.raises(InputError, match="not a similarity"):
         M.pairwise_similarity(heat, ["entropy"])
+
+
+def test_pairwise_ranks_once_per_method_with_the_same_values():
+    """spearman_abs has a per-map part (the ranks), computed once per method by
+    pairwise_similarity: the values equal the metric's own, pair by pair, exactly; bad
+    maps are refused as evaluate() refuses them."""
+    rng = np.random.default_rng(3)
+    heat = {"m1": rng.normal(size=(3, 9, 9)), "tied": np.round(rng.normal(size=(3, 9, 9))),
+            "zero": np.zeros((3, 9, 9))}
+    metric = M.get_metric("spearman_abs")()
+    fast = M.pairwise_similarity(heat, "spearman_abs")
+    for (a, b), g in fast.groupby(["method_a", "method_b"]):
+        np.testing.assert_array_equal(g["value"].to_numpy(), metric.evaluate(heat[a], heat[b]))
+    batched = M.pairwise_similarity(heat, "spearman_abs", batch_size=2)  # pair by pair, through evaluate()
+    np.testing.assert_array_equal(fast["value"].to_numpy(), batched["value"].to_numpy())
+    heat["m1"] = heat["m1"].copy()
+    heat["m1"][0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        M.pairwise_similarity(heat, "spearman_abs")

@@ -1,0 +1,311 @@
+"""The comparison grid: methods x models x images x neurons, as in the study.
+
+For every model the grid explains, with every method, every image for three neurons (the
+top class logit and the most activated channel of two intermediate layers, see
+:mod:`~cnnvis_eval.evaluation.config`), then scores the heatmaps with the stages of
+:mod:`~cnnvis_eval.evaluation.stages` (localization, faithfulness, complexity, agreement,
+randomization, cost) and collects the long results frame.
+
+A *cell group* is (model, method, neuron) over all images; each is stored as
+``heatmaps/<model>/<method>/<neuron>.npz`` with its status and timings, and each stage's
+rows as small parquet files (:class:`~cnnvis_eval.evaluation.store.RunStore`), so an
+interrupted run continues from what is stored.  Cells that do not apply (e.g. CAM without
+a GAP head) are recorded as ``n/a`` (and remembered as ``<neuron>.na.txt``); a failing cell
+is recorded with its error message, the run goes on, and running again retries it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..errors import CnnVisError, InputError, TargetError
+from ..frame import COLUMNS
+from ..models.spec import ModelSpec
+from .config import NEURONS, RunConfig, method_params
+from .executors import Executor, make_executor
+from .inputs import ImageSet, load_inputs, neuron_targets, release
+from .stages import NOT_APPLICABLE, randomization_rows, randomize_model, score_model
+from .store import RunStore, versions
+
+PARTS = ("explain", "score", "randomization")  # the work on one model, in order
+
+
+def _quiet(*args, **kwargs):
+    """A log / progress callback that does nothing."""
+
+
+class GridRun:
+    """Runs (or resumes) one comparison grid into ``out``.
+
+    Parameters
+    ----------
+    config : RunConfig
+    out : str or Path
+        Folder of this run (created; reused to resume).  A folder holding a run of another
+        configuration is refused (InputError).
+    progress : bool
+        Show progress bars (cells, with time left).
+    log : callable or None
+        Receives messages (a model skipped, a randomization that failed); None: silent.
+    workers : int or None
+        Models evaluated at once in worker processes (None: one per CPU core, at most 4;
+        1: in this process).  Results do not depend on it.
+    executor : Executor, optional
+        Runs the tasks instead of the one ``workers`` picks.
+    load : callable, optional
+        ``load(source) -> (ModelSpec, ImageSet)`` for a model name or a ModelFile
+        (default: :func:`~cnnvis_eval.evaluation.inputs.load_inputs` with ``config``).
+    release_models : bool
+        Drop a model's compiled functions when its work is done (default).
+    """
+
+    def __init__(self, config: RunConfig, out: str | Path, progress: bool = True, log=print,
+                 workers: int | None = 1, executor: Executor | None = None,
+                 load: Callable | None = None, release_models: bool = True):
+        self.config = config
+        self.store = RunStore(out)
+        self.progress = progress
+        self.log = log or _quiet
+        self.workers = workers
+        self.executor = executor
+        self.load = load if load is not None else (lambda source: load_inputs(source, config))
+        self.release_models = release_models
+        cfg_path = self.store.root / "config.json"
+        new = {"config": config.to_dict(), "versions": versions()}
+        if cfg_path.is_file():
+            old = json.loads(cfg_path.read_text())
+            if old.get("config") != json.loads(json.dumps(new["config"], default=str)):
+                raise InputError(
+                    f"{str(self.store.root)!r} holds a run with another configuration; "
+                    "choose another --out folder to start a new run"
+                )
+        else:
+            cfg_path.write_text(json.dumps(new, indent=2, sort_keys=True, default=str))
+
+    # -- the run -----------------------------------------------------------------
+    def run(self) -> pd.DataFrame:
+        """Explain and score every model (resuming from what is stored), then assemble the
+        long results frame (:meth:`collect`).
+
+        In this process (one worker) each model is one task with all its work.  With
+        worker processes the work is split into tasks in two phases: the cells of (model,
+        group of methods), then per model its scores and, per group of methods, its
+        randomization curves.  Results do not depend on the executor.
+        """
+        sources = self.config.sources()
+        n_cells = len(sources) * len(self.config.methods) * len(NEURONS)
+        bar = tqdm(total=n_cells, desc="cells", unit="cell", disable=not self.progress, smoothing=0.1)
+        executor = self.executor or make_executor(self.workers, len(sources))
+        try:
+            with executor:
+                if executor.in_process:
+                    cell_rows = [r for rs in executor.map(self.model_cells, [(s,) for s in sources], tick=bar.update)
+                                 for r in rs]
+                else:
+                    cell_rows = self._run_phases(executor, sources, bar.update, between=bar.close)
+        finally:
+            bar.close()
+        cells = pd.DataFrame(cell_rows)
+        failed = cells[cells["method"] == "*"]
+        if len(failed) == len(sources):
+            raise InputError("no model of the run could be loaded: " + "; ".join(
+                f"{m}: {msg}" for m, msg in zip(failed["model"], failed["message"])))
+        self.store.save_rows(self.store.root / "cells.parquet", cells)
+        return self.collect()
+
+    def _run_phases(self, executor: Executor, sources: list, tick, between=_quiet) -> list[dict]:
+        """The work as tasks for ``executor``, in two phases (see :meth:`run`); ``between()``
+        is called between the phases.  Returns the cell rows."""
+        methods = list(self.config.methods)
+        n_groups = max(1, min(len(methods), 4))
+        groups = [tuple(methods[i::n_groups]) for i in range(n_groups)]  # interleaved: balanced costs
+        root = str(self.store.root)
+        explained = executor.map(_model_worker, [(self.config, root, s, g, ("explain",))
+                                                 for s in sources for g in groups], tick=tick)
+        rows, loaded = [], []
+        order = {m: i for i, m in enumerate(methods)}
+        for k, source in enumerate(sources):
+            parts = [r for g in range(n_groups) for r in explained[k * n_groups + g]]
+            if parts and parts[0]["method"] == "*":  # the model could not be loaded
+                rows.append(parts[0])
+                continue
+            loaded.append(source)
+            rows += sorted(parts, key=lambda r: order[r["method"]])
+        between()
+        scoring = [(self.config, root, s, (), ("score",)) for s in loaded] + [
+            (self.config, root, s, g, ("randomization",)) for s in loaded for g in groups]
+        with tqdm(total=len(scoring), desc="scores", unit="task", disable=not self.progress) as bar:
+            executor.map(_model_worker, scoring, tick=tick, on_done=bar.update)
+        return rows
+
+    def model_cells(self, source, tick=_quiet, methods=None, parts=PARTS) -> list[dict]:
+        """Load model ``source`` (a name or a ModelFile) and run ``parts`` of its work (see
+        :meth:`model_stage`); its cell rows (``tick(k)`` after every k cells).  A model that
+        cannot be loaded gives one row with method ``"*"`` and the error."""
+        methods = tuple(self.config.methods if methods is None else methods)
+        try:
+            spec, images = self.load(source)
+        except CnnVisError as err:
+            self.log(f"model {source}: skipped ({err})")
+            if "explain" in parts:
+                tick(len(methods) * len(NEURONS))
+            return [{"model": str(source), "method": "*", "neuron": "*", "status": "error", "message": str(err),
+                     "seconds": np.nan, "seconds_per_image": np.nan, "layer": "", "indices": ""}]
+        rows = self.model_stage(spec, images, tick, methods, parts)
+        if self.release_models:
+            release(spec)
+        return rows
+
+    def model_stage(self, spec: ModelSpec, images: ImageSet, tick=None, methods=None,
+                    parts=PARTS) -> list[dict]:
+        """The work on one model.
+
+        ``parts``: ``"explain"`` (the cells of ``methods`` that are not stored yet),
+        ``"score"`` (localization, faithfulness, complexity, agreement and cost rows of all
+        the run's methods, from the stored heatmaps), ``"randomization"`` (curves of
+        ``methods``).  Returns the cell rows of ``methods``.
+        """
+        cfg = self.config
+        methods = tuple(cfg.methods if methods is None else methods)
+        img_path = self.store.root / "images" / f"{spec.name}.npz"
+        if not img_path.is_file():
+            self.store.save_cell(img_path, images=images.images, ids=np.array(images.ids),
+                                 masks=np.stack([m if m is not None else np.zeros(images.images.shape[1:3], bool)
+                                                 for m in images.masks]),
+                                 synthetic=images.synthetic_index,
+                                 class_names=np.array([str(c) for c in (spec.class_names or ())], dtype=str))
+        x = spec.preprocess(images.images)
+        cells, heat = self._cells(spec, x, methods, tick, explain="explain" in parts)
+        if "score" in parts:
+            if methods != tuple(cfg.methods):
+                all_cells, all_heat = self._cells(spec, x, tuple(cfg.methods), None, explain=False)
+            else:
+                all_cells, all_heat = cells, heat
+            score_model(self.store, cfg, spec, images, x, all_heat, all_cells)
+        if "randomization" in parts and "randomization" in cfg.stages:
+            randomize_model(self.store, cfg, spec, images, x, heat, methods, self.log)
+        return cells
+
+    # -- the explain stage -------------------------------------------------------
+    def _cells(self, spec: ModelSpec, x, methods, tick, explain: bool = True) -> tuple[list[dict], dict]:
+        """Cell rows of ``methods`` x neurons and their heatmaps ``{(method, neuron): (N, H, W)}``;
+        cells not stored yet are explained (``explain``) or reported as ``"missing"``."""
+        cfg = self.config
+        targets = neuron_targets(spec)
+        cells = []
+        heat: dict = {}
+        for method in methods:
+            params = method_params(method, spec, cfg.method_params.get(method, {}))
+            for neuron in NEURONS:
+                target = targets.get(neuron)
+                path = self.store.heatmap_path(spec.name, method, neuron)
+                if target is None:
+                    info = {"status": "n/a", "message": f"{spec.name} has no {neuron} intermediate layer"}
+                elif path.is_file():
+                    info = self._stored_info(path)
+                elif self.store.na_path(path).is_file():  # known not to apply: not tried again
+                    info = {"status": "n/a", "message": self.store.na_path(path).read_text(encoding="utf-8")}
+                elif not explain:
+                    info = {"status": "missing", "message": "not explained yet"}
+                else:
+                    info = self._explain_cell(spec, method, params, x, target, path)
+                    if info["status"] == "n/a":
+                        self.store.save_text(self.store.na_path(path), info["message"])
+                cells.append({"model": spec.name, "method": method, "neuron": neuron,
+                              "layer": "" if target is None else getattr(target, "layer", "__output__"),
+                              **{k: info.get(k) for k in ("status", "message", "seconds", "seconds_per_image",
+                                                          "indices")}})
+                if info["status"] == "ok":
+                    heat[(method, neuron)] = self.store.load_cell(path)["heatmap"].astype(np.float32)
+                if tick is not None and explain:
+                    tick(1)
+        return cells, heat
+
+    def _stored_info(self, path: Path) -> dict:
+        z = self.store.load_cell(path)
+        return {"status": "ok", "message": "", "seconds": float(z["seconds"]),
+                "seconds_per_image": float(z["seconds_per_image"]),
+                "indices": " ".join(map(str, z["indices"].tolist()))}
+
+    def _explain_cell(self, spec, method, params, x, target, path) -> dict:
+        import cnnvis_eval as cv
+
+        t0 = time.perf_counter()
+        try:
+            # the first image warms up (traces) the method; the rest is timed warm
+            first = cv.explain(method, spec, x[:1], target=target, progress=False, **params)
+            t1 = time.perf_counter()
+            parts = [first]
+            if len(x) > 1:
+                parts.append(cv.explain(method, spec, x[1:], target=target, progress=False, **params))
+            t2 = time.perf_counter()
+        except NOT_APPLICABLE as err:
+            return {"status": "n/a", "message": str(err)}
+        except TargetError as err:
+            return {"status": "n/a", "message": str(err)}
+        except Exception as err:  # recorded, the run goes on
+            return {"status": "error", "message": f"{type(err).__name__}: {err}",
+                    "traceback": traceback.format_exc()}
+        heat = np.concatenate([p.heatmap for p in parts])
+        indices = np.concatenate([p.indices for p in parts])
+        scores = np.concatenate([p.scores for p in parts])
+        warm = (t2 - t1) / max(1, len(x) - 1) if len(x) > 1 else (t1 - t0)
+        self.store.save_cell(path, heatmap=heat.astype(np.float32), indices=indices, scores=scores,
+                             seconds=np.float64(t2 - t0), seconds_per_image=np.float64(warm))
+        return {"status": "ok", "message": "", "seconds": t2 - t0, "seconds_per_image": warm,
+                "indices": " ".join(map(str, indices.tolist()))}
+
+    # -- results -----------------------------------------------------------------
+    def collect(self) -> pd.DataFrame:
+        """Assemble the long results frame from the stored rows and write parquet + CSV
+        (and the run's curves, agreement matrices and reference timings)."""
+        frames = [self.store.load_rows("scores")]
+        curves = self.store.load_rows("randomization")
+        if not curves.empty:
+            frames.append(randomization_rows(curves))
+            curves.to_parquet(self.store.root / "curves.parquet", index=False)
+        frames = [f for f in frames if not f.empty]
+        results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+        results.to_parquet(self.store.root / "results.parquet", index=False)
+        results.to_csv(self.store.root / "results.csv", index=False)
+        for name in ("reference", "agreement"):
+            stored = self.store.load_rows(name)
+            if not stored.empty:
+                stored.to_parquet(self.store.root / f"{name}.parquet", index=False)
+        return results
+
+
+_WORKER_MODEL: dict = {}  # the model a worker process last loaded: source -> (spec, images)
+
+
+def _model_worker(config: RunConfig, root: str, source, methods, parts, tick=_quiet) -> list[dict]:
+    """One task of a worker process (:meth:`GridRun._run_phases`): ``parts`` of the work on
+    model ``source`` for ``methods`` (all if empty).  The worker keeps its last model loaded
+    for the next task."""
+
+    def load(s):
+        if s not in _WORKER_MODEL:
+            for spec, _ in _WORKER_MODEL.values():
+                release(spec)
+            _WORKER_MODEL.clear()
+            _WORKER_MODEL[s] = load_inputs(s, config)
+        return _WORKER_MODEL[s]
+
+    run = GridRun(config, root, progress=False, log=print, workers=1, load=load, release_models=False)
+    return run.model_cells(source, tick, methods or None, parts)
+
+
+def run_grid(config: RunConfig, out: str | Path, progress: bool = True, workers: int | None = 1) -> pd.DataFrame:
+    """Run (or resume) the grid of ``config`` into ``out``; returns the long results frame."""
+    return GridRun(config, out, progress=progress, workers=workers).run()
+
+
+__all__ = ["GridRun", "PARTS", "run_grid"]

@@ -1,0 +1,322 @@
+"""The scoring stages of a run, declared as data, and the code that runs them on one model.
+
+After the explain stage has stored every cell's heatmaps, a model is scored by the stages
+the configuration names (``RunConfig.stages``):
+
+- :data:`SCORES`: one :class:`Score` per metric: which stage enables it, on which neurons,
+  and what it reads (the heatmaps alone, the object masks of the synthetic images, or the
+  model and the images); whether higher is better comes from the metric class;
+- :data:`AGREEMENT`: rank agreement of every method with every other method's heatmaps of
+  the same image and neuron (:func:`cnnvis_eval.metrics.pairwise_similarity`);
+- :data:`RANDOMIZATION`: similarity of the logit heatmap after cascading re-initialization
+  of the model (coarse steps: top group, half, all), the curve and its final value, with
+  per-method parameter overrides (:data:`Z_PLUS`) as data too;
+- ``"cost"``: seconds per image of a warm explanation divided by a plain forward+backward
+  pass of the same model in the same run.
+
+Each stage writes its rows through the :class:`~cnnvis_eval.evaluation.store.RunStore`, so
+a resumed run does not score a model again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UnsupportedArchitectureError, UnsupportedLayerError
+from ..frame import rows
+from ..methods.base import get_method
+from ..models.spec import ModelSpec
+from ..targets import ClassTarget
+from .config import NEURONS, RunConfig, method_params
+from .inputs import ImageSet
+from .store import RunStore
+
+NOT_APPLICABLE = (UnsupportedArchitectureError, UnsupportedLayerError)
+
+
+@dataclass(frozen=True)
+class Score:
+    """One metric of the score stage.
+
+    Attributes
+    ----------
+    metric : str
+        Registered metric name (:func:`cnnvis_eval.metrics.get_metric`).
+    stage : str
+        The entry of ``RunConfig.stages`` that enables it.
+    neurons : tuple of str
+        The neurons whose heatmaps it scores.
+    reads : str
+        ``"heatmap"``: ``evaluate(heatmaps)``; ``"masks"``: ``evaluate(heatmaps, masks)`` on
+        the images with object masks; ``"model"``: ``evaluate(spec, x, heatmaps,
+        target=<the classes the cell explained>, pixels_per_step=H * W / faithfulness_steps)``.
+    """
+
+    metric: str
+    stage: str
+    neurons: tuple = NEURONS
+    reads: str = "heatmap"
+
+    @property
+    def needs_masks(self) -> bool:
+        return self.reads == "masks"
+
+    @property
+    def higher_is_better(self) -> bool:
+        """The metric class's direction."""
+        from ..metrics import get_metric
+
+        return get_metric(self.metric).higher_is_better
+
+
+SCORES: tuple[Score, ...] = (
+    Score("sparseness", "complexity"),
+    Score("entropy", "complexity"),
+    *(Score(m, "localization", ("logit",), "masks")
+      for m in ("pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "energy_pointing_game")),
+    Score("deletion_auc", "faithfulness", ("logit",), "model"),
+    Score("insertion_auc", "faithfulness", ("logit",), "model"),
+)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Agreement of the methods' heatmaps: ``metric`` of every pair, per image.
+
+    Rows ``name`` per (method, image, neuron): the mean over the other methods; a
+    method x method matrix (mean over images) per (model, neuron) in ``rows/agreement``.
+    """
+
+    metric: str = "spearman_abs"
+    stage: str = "agreement"
+    neurons: tuple = NEURONS
+    name: str = "agreement"
+
+
+AGREEMENT = Agreement()
+
+
+@dataclass(frozen=True)
+class ParamOverride:
+    """A method parameter the randomization stage sets for methods whose class has the
+    attribute ``when`` set (unless the run's parameters set ``param`` themselves)."""
+
+    when: str
+    param: str
+    value: object
+    why: str = ""
+
+
+Z_PLUS = ParamOverride(
+    "positive_top", "positive_top", False,
+    why="with the top relevance clipped to >= 0 a randomized model whose logit turns negative gives "
+        "an all-zero map, which scores 'dissimilar' for that reason alone; start from the signed "
+        "logit instead (as the sanity suite does; Sixt et al. 2020 find these maps insensitive to "
+        "the upper layers)")
+
+
+@dataclass(frozen=True)
+class Randomization:
+    """The randomization stage: cascading re-initialization by layer ``granularity``,
+    ``similarity`` metrics along the curve; the last step's ``summary`` value becomes the
+    ``summary_metric`` row of the long frame."""
+
+    stage: str = "randomization"
+    neuron: str = "logit"
+    mode: str = "cascading"
+    granularity: str = "block"
+    similarity: tuple = ("spearman_abs", "ssim")
+    summary: str = "spearman_abs"
+    summary_metric: str = "randomization_similarity"
+    overrides: tuple = (Z_PLUS,)
+
+    def params(self, method: str, params: dict) -> dict:
+        """``params`` of ``method`` with the :attr:`overrides` that apply to its class."""
+        cls = get_method(method)
+        params = dict(params)
+        for o in self.overrides:
+            if getattr(cls, o.when, False) and o.param not in params:
+                params[o.param] = o.value
+        return params
+
+
+RANDOMIZATION = Randomization()
+
+
+# ---------------------------------------------------------------------- score stage
+def score_model(store: RunStore, config: RunConfig, spec: ModelSpec, images: ImageSet, x: np.ndarray,
+                heat: dict, cells: list):
+    """Score one model's stored heatmaps (the score, agreement and cost stages).
+
+    Parameters
+    ----------
+    store, config : the run's
+    spec : the model
+    images : its images; ``x`` (N, H, W, C) their preprocessed values
+    heat : ``{(method, neuron): heatmaps (N, H, W)}`` of the cells that are ok
+    cells : the cell rows (``status``, ``seconds_per_image``, ...)
+
+    Writes ``rows/scores/<model>.parquet`` (once: a stored model is not scored again), the
+    agreement matrices and the reference timing.
+    """
+    from ..metrics import get_metric
+
+    model = spec.name
+    path = store.rows_path("scores", model)
+    if path.is_file():
+        return
+    frames = []
+    syn = images.synthetic_index
+    ids = np.array(images.ids)
+    masks = np.stack([images.masks[i] for i in np.flatnonzero(syn)]) if syn.any() else None
+    for (method, neuron), h in heat.items():
+        target = None  # the classes the cell explained, read when a score needs them
+        for s in SCORES:
+            if s.stage not in config.stages or neuron not in s.neurons:
+                continue
+            if s.reads == "heatmap":
+                vals, on = get_metric(s.metric)().evaluate(h), ids
+            elif s.reads == "masks":
+                if masks is None:
+                    continue
+                vals, on = get_metric(s.metric)().evaluate(h[syn], masks), ids[syn]
+            else:
+                if target is None:
+                    idx = store.load_cell(store.heatmap_path(model, method, neuron))["indices"]
+                    target = ClassTarget(idx.astype(np.int64))
+                per_step = max(1, -(-int(np.prod(h.shape[1:])) // max(1, config.faithfulness_steps)))
+                vals = get_metric(s.metric)(pixels_per_step=per_step).evaluate(spec, x, h, target=target)
+                on = ids
+            frames.append(rows(s.metric, vals, image=on, method=method, model=model, neuron=neuron))
+    if AGREEMENT.stage in config.stages:
+        frames += _agreement(store, model, ids, heat)
+    if "cost" in config.stages:
+        ref_per_image = reference_seconds(spec, x)
+        for c in cells:
+            if c["status"] == "ok" and c["neuron"] == "logit":
+                for metric, value in (("cost_ratio", c["seconds_per_image"] / ref_per_image),
+                                      ("seconds_per_image", c["seconds_per_image"])):
+                    frames.append(rows(metric, [value], image=["*"], method=c["method"], model=model,
+                                       neuron="logit"))
+        store.save_rows(store.rows_path("reference", model),
+                        pd.DataFrame({"model": [model], "forward_backward_seconds_per_image": [ref_per_image]}))
+    if frames:
+        store.save_rows(path, pd.concat(frames, ignore_index=True))
+
+
+def _agreement(store: RunStore, model: str, ids: np.ndarray, heat: dict) -> list[pd.DataFrame]:
+    """Agreement rows of every method per neuron; stores the matrices."""
+    from ..metrics import pairwise_similarity
+
+    frames = []
+    for neuron in AGREEMENT.neurons:
+        maps = {m: h for (m, n), h in heat.items() if n == neuron}
+        if len(maps) < 2:
+            continue
+        long = pairwise_similarity(maps, AGREEMENT.metric)
+        pairs = {}
+        for (a, b), g in long.groupby(["method_a", "method_b"], sort=False):
+            pairs[a, b] = pairs[b, a] = g.sort_values("image")["value"].to_numpy()
+        names = list(maps)
+        for m in names:
+            others = np.stack([pairs[m, o] for o in names if o != m])
+            frames.append(rows(AGREEMENT.name, _nanmean(others, axis=0), image=ids, method=m, model=model,
+                               neuron=neuron))
+        mat = pd.DataFrame([[float(_nanmean(pairs[a, b])) for b in names] for a in names], index=names,
+                           columns=names)
+        mat.index.name = mat.columns.name = AGREEMENT.metric
+        store.save_rows(store.rows_path("agreement", model, neuron),
+                        mat.reset_index(names="method_a").melt(id_vars="method_a", var_name="method_b",
+                                                               value_name="value")
+                        .assign(model=model, neuron=neuron))
+    return frames
+
+
+def reference_seconds(spec: ModelSpec, x: np.ndarray) -> float:
+    """Seconds per image of a plain compiled forward+backward pass (median of 3, on <= 8 images)."""
+    from .cost import median_seconds, reference_passes
+
+    _, fwd_bwd = reference_passes(spec)
+    xb = x[: min(len(x), 8)]
+    return median_seconds(lambda: fwd_bwd(xb), rounds=3, warmup=1) / len(xb)
+
+
+def _nanmean(values, axis=None):
+    """Mean ignoring NaN (NaN when all are NaN), without the all-NaN warning."""
+    values = np.asarray(values, dtype=np.float64)
+    count = np.sum(~np.isnan(values), axis=axis)
+    total = np.nansum(values, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+# ---------------------------------------------------------------------- randomization stage
+def coarse_steps(spec: ModelSpec, steps: int) -> list[tuple[str, list[str]]]:
+    """The cascading steps: the top ``1/steps`` of the model's layer groups, then the next
+    ``1/steps``, ..., each as ``(label, layer names)``."""
+    from ..metrics import layer_groups
+
+    groups = layer_groups(spec, RANDOMIZATION.granularity)
+    n = max(1, steps)
+    cuts = sorted({max(1, int(round(len(groups) * (i + 1) / n))) for i in range(n)})
+    coarse, start = [], 0
+    for c in cuts:
+        layers = [l for g in groups[start:c] for l in g.layers]
+        coarse.append((f"top {c}/{len(groups)}", layers))
+        start = c
+    return coarse
+
+
+def randomize_model(store: RunStore, config: RunConfig, spec: ModelSpec, images: ImageSet, x: np.ndarray,
+                    heat: dict, methods, log: Callable[[str], None]):
+    """Randomization curves of ``methods`` on one model (``rows/randomization/<model>__<method>``).
+
+    The first ``config.randomization_images`` images (synthetic ones first) are explained
+    for the classes the stored logit cell explained: the same target as ``"top"`` on the
+    trained model, and fixed indices let explainers that read the weights at call time
+    reuse their trained-model trace at every step.  A method that does not apply is
+    skipped; a failing one is logged and the run goes on.
+    """
+    from ..metrics import randomization_curve
+
+    model, neuron = spec.name, RANDOMIZATION.neuron
+    k = min(config.randomization_images, len(x))
+    order = np.argsort(~images.synthetic_index, kind="stable")[:k]  # synthetic images first
+    xs = x[order]
+    coarse = coarse_steps(spec, config.randomization_steps)
+    for method in methods:
+        path = store.rows_path("randomization", model, method)
+        if path.is_file() or (method, neuron) not in heat:
+            continue
+        cls = get_method(method)
+        params = RANDOMIZATION.params(method, method_params(method, spec, config.method_params.get(method, {})))
+        top = store.load_cell(store.heatmap_path(model, method, neuron))["indices"][order]
+        try:
+            curve = randomization_curve(spec, xs, method, ClassTarget(top.astype(np.int64)),
+                                        mode=RANDOMIZATION.mode, granularity=coarse,
+                                        similarity=RANDOMIZATION.similarity, seed=config.seed,
+                                        reuse_explainer=not getattr(cls, "reads_weights_once", True), **params)
+        except NOT_APPLICABLE:
+            continue
+        except Exception as err:  # recorded, the run goes on
+            log(f"randomization {model}/{method} failed: {type(err).__name__}: {err}")
+            continue
+        curve["image"] = np.array(images.ids)[order][curve["image"].to_numpy()]
+        store.save_rows(path, curve)
+
+
+def randomization_rows(curves: pd.DataFrame) -> pd.DataFrame:
+    """The long-frame rows of stored randomization curves: the :attr:`Randomization.summary`
+    similarity at each (method, model)'s last step, as ``randomization_similarity``."""
+    last = curves[curves["metric"] == RANDOMIZATION.summary]
+    last = last[last["step"] == last.groupby(["method", "model"])["step"].transform("max")]
+    return rows(RANDOMIZATION.summary_metric, last["value"], image=last["image"], method=last["method"],
+                model=last["model"], neuron=RANDOMIZATION.neuron)
+
+
+__all__ = ["AGREEMENT", "RANDOMIZATION", "SCORES", "Z_PLUS", "Agreement", "ParamOverride", "Randomization",
+           "Score", "coarse_steps", "randomization_rows", "randomize_model", "reference_seconds", "score_model"]
