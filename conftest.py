@@ -6,15 +6,12 @@ Parametrized ids read as names: ``vgg16@96``, ``mini_resnet``.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cnnvis_eval as cv  # first: imports TensorFlow quietly (cnnvis_eval.quiet)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import cnnvis_eval as cv  # noqa: E402
 from suites.support import tiny  # noqa: E402
 
 pytest_plugins = ["suites.support.record"]

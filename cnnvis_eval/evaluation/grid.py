@@ -364,7 +364,7 @@ class GridRun:
             if workers > 1:
                 cell_rows = self._run_parallel(names, workers, bar.update, between=bar.close)
             else:
-                from ..metrics.randomization import quiet_retracing
+                from ..quiet import quiet_retracing
 
                 with quiet_retracing():  # fresh explainers per cell trace on purpose
                     cell_rows = [row for name in names for row in self.model_cells(name, bar.update)]

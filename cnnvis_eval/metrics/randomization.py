@@ -49,7 +49,6 @@ valid for the gradient family and the controls.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 import zlib
@@ -59,11 +58,11 @@ from typing import Any, Callable, Iterator, Sequence
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from ..errors import InputError, TargetError, UnsupportedArchitectureError
 from ..methods.base import Explanation
 from ..models.spec import ModelSpec, as_spec
+from ..quiet import quiet_retracing
 from ..targets import BoundTarget, ClassTarget, bind
 from .base import Metric, explainer_factory, fixed_target, make_metric, method_name, register_metric
 
@@ -490,19 +489,6 @@ def randomization_explanations(
         with quiet_retracing():
             exp = ex.explain(x, target=fixed, batch_size=batch_size, progress=False)
         yield i + 1, rnd.groups[i].name, exp
-
-
-@contextlib.contextmanager
-def quiet_retracing():
-    """Silence TensorFlow's "N out of the last N calls triggered retracing" warning: a
-    fresh explainer per step traces new functions on purpose."""
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _similarities(similarity) -> list[Metric]:
