@@ -26,7 +26,7 @@ import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval import metrics as M
-from conftest import MINI
+from suites.support.models import MINI
 from suites.sanity.test_randomization import EXPECTED as RANDOMIZATION_EXPECTED
 from suites.support.suite_data import EVAL_IMAGES, explained
 

@@ -13,7 +13,7 @@ import cnnvis_eval as cv
 from cnnvis_eval import errors
 from cnnvis_eval.data.synthetic import make_synthetic
 from cnnvis_eval.models import mini
-from conftest import MINI, MINI_SHORTCUT, mini_spec
+from suites.support.models import MINI, MINI_SHORTCUT, mini_spec
 
 TEST_SEED = 31337  # never used for training (see mini.TRAIN_SEED / mini.TEST_SEED)
 
