@@ -9,7 +9,7 @@ Every visualization method is a small :class:`Explainer` subclass registered by 
 The base class does what all methods share: it accepts a ModelSpec or any Keras model
 (flattened, softmax stripped), validates and copies the input, binds the target, splits the
 input into batches (with a progress bar on long runs), and assembles the
-:class:`Explanation`.  Gradients are always taken inside ``tf.function`` (see DESIGN.md:
+:class:`Explanation`.  Gradients are always taken inside ``tf.function`` (see docs/architecture.md:
 eager gradients of strided 1x1 convolutions crash TensorFlow 2.21 with oneDNN).
 """
 
