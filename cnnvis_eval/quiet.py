@@ -40,7 +40,7 @@ import threading
 VERBOSE_ENV = "CNNVIS_VERBOSE"
 LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 DEFAULT_LEVEL = "2"  # hide TensorFlow's info and warning lines; errors still show
-_CLI_NAMES = ("cnnvis-eval", "cnnvis-eval.exe", "cli.py")
+_CLI_NAMES = ("cnnvis-eval", "cnnvis-eval.exe")
 _PACKAGE = __name__.rpartition(".")[0]  # "cnnvis_eval"
 
 _ABSL_BANNER = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
