@@ -1,57 +1,21 @@
-"""Shared pytest fixtures for the cnnvis_eval suites.
+"""Shared pytest fixtures for the cnnvis_eval suites (fixtures only: helpers live in suites/support/).
 
-Models are cached for the whole session (building and tracing them is the expensive part).
-Parametrized ids read as names: ``vgg16@96``, ``mini_resnet``.
+Models are cached for the whole session in one cache (``suites.support.models``: building and
+tracing them is the expensive part).  Parametrized ids read as names: ``vgg16@96``, ``mini_resnet``.
 """
 
 from __future__ import annotations
 
-import os
+import cnnvis_eval as cv  # first: imports TensorFlow quietly (cnnvis_eval.quiet)
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import cnnvis_eval as cv  # noqa: E402
 from suites.support import tiny  # noqa: E402
+from suites.support.images import smooth_images  # noqa: E402
+from suites.support.models import MINI_SHORTCUT, big_params, big_spec, mini_params, mini_spec  # noqa: E402
 
 pytest_plugins = ["suites.support.record"]
-
-BIG = ("vgg16", "inception_v3", "xception", "resnet50", "mobilenet_v2")
-BIG_SIZE = 96
-
-_SPECS: dict = {}
-
-
-def big_spec(name: str, size: int = BIG_SIZE) -> cv.ModelSpec:
-    """One of the five architectures with random (seeded) weights, cached per session."""
-    key = (name, size)
-    if key not in _SPECS:
-        keras.utils.set_random_seed(0)
-        _SPECS[key] = cv.load_model(name, weights=None, input_shape=(size, size, 3))
-    return _SPECS[key]
-
-
-def big_params(size: int = BIG_SIZE, marks=()):
-    return [pytest.param(n, id=f"{n}@{size}", marks=marks) for n in BIG]
-
-
-def smooth_images(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """Deterministic smooth uint8 RGB images (blurred noise plus a bright blob), (n, size, size, 3)."""
-    from scipy.ndimage import gaussian_filter
-
-    rng = np.random.default_rng(seed)
-    imgs = rng.normal(0, 1, (n, size, size, 3))
-    imgs = gaussian_filter(imgs, sigma=(0, size / 16, size / 16, 0))
-    imgs = (imgs - imgs.min()) / (np.ptp(imgs) + 1e-9)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(n):
-        cy, cx = rng.uniform(0.25, 0.75, 2) * size
-        imgs[i] += 0.8 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 8) ** 2))[..., None]
-    imgs = imgs / imgs.max()
-    return (imgs * 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="session", params=big_params())
@@ -68,21 +32,6 @@ def big_input():
         return spec.preprocess(smooth_images(n, spec.input_shape[0], seed))
 
     return make
-
-
-def mini_spec(name: str) -> cv.ModelSpec:
-    """A committed trained mini model (see cnnvis_eval.models.mini), cached per session."""
-    if name not in _SPECS:
-        _SPECS[name] = cv.load_model(name)
-    return _SPECS[name]
-
-
-MINI = ("mini_vgg", "mini_resnet", "mini_inception", "mini_xception", "mini_mobilenet")
-MINI_SHORTCUT = tuple(f"{n}_shortcut" for n in MINI)
-
-
-def mini_params(names=MINI, marks=()):
-    return [pytest.param(n, id=n, marks=marks) for n in names]
 
 
 @pytest.fixture(scope="session", params=mini_params())

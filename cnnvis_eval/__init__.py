@@ -11,9 +11,9 @@ Quick start::
 
 from __future__ import annotations
 
-import os as _os
+from . import quiet as _quiet
 
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_quiet.setup()  # before anything imports TensorFlow: its start-up chatter stays hidden
 
 from . import errors  # noqa: E402
 from .errors import CnnVisError, InputError, TargetError, UnsupportedLayerError  # noqa: E402

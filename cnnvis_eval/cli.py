@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import quiet  # first (the package __init__ has already used it to import TensorFlow quietly)
+
 
 def _split(values):
     """Accept both ``--methods a b`` and ``--methods a,b``."""
@@ -94,10 +96,14 @@ def cmd_list(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    verbose_help = "show TensorFlow's start-up messages and retracing warnings (also: CNNVIS_VERBOSE=1)"
     p = argparse.ArgumentParser(prog="cnnvis-eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--verbose", action="store_true", help=verbose_help)
+    common = argparse.ArgumentParser(add_help=False)  # --verbose after the command name too
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run the comparison grid and write an HTML report")
+    r = sub.add_parser("run", parents=[common], help="run the comparison grid and write an HTML report")
     r.add_argument("--models", nargs="*", help="model names (default: the five mini models)")
     r.add_argument("--model-file", action="append", metavar="PATH",
                    help="evaluate a saved Keras model (.keras; loaded in safe mode); repeatable")
@@ -117,17 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
                   "report's benchmark table, e.g. fixtures/benchmarks")
     r.add_argument("--benchmarks", metavar="PATH", default=None, help=bench_help)
     r.set_defaults(func=cmd_run)
-    rep = sub.add_parser("report", help="(re)build index.html for a results folder")
+    rep = sub.add_parser("report", parents=[common], help="(re)build index.html for a results folder")
     rep.add_argument("results_dir")
     rep.add_argument("--benchmarks", metavar="PATH", default=None, help=bench_help)
     rep.set_defaults(func=cmd_report)
-    ls = sub.add_parser("list", help="list methods, models, metrics and images")
+    ls = sub.add_parser("list", parents=[common], help="list methods, models, metrics and images")
     ls.set_defaults(func=cmd_list)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        quiet.set_verbose(True)
     return args.func(args)
 
 

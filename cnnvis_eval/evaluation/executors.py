@@ -66,7 +66,7 @@ class LocalExecutor:
         pass
 
     def map(self, fn, tasks, tick=_quiet, on_done=_quiet) -> list:
-        from ..metrics.randomization import quiet_retracing
+        from ..quiet import quiet_retracing
 
         out = []
         with quiet_retracing():

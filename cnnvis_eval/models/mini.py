@@ -16,8 +16,11 @@ benchmark (:mod:`cnnvis_eval.data.synthetic`, 64 px, four shape classes):
 Heads are linear (logits).  ``<name>_shortcut`` variants are the same architectures trained
 on the shortcut variant of the data (a corner marker that gives the class away).
 
-``python -m cnnvis_eval.models.mini --train`` regenerates every fixture deterministically
-(fixed seeds, TensorFlow op determinism) into ``fixtures/mini/`` with a ``manifest.json``.
+The trained files ship inside the package as package data (``cnnvis_eval/models/mini_models/``:
+``<name>.keras`` and ``manifest.json``, read through :mod:`importlib.resources`), so an installed
+wheel needs no repository checkout.  ``$CNNVIS_MINI_MODELS`` names another folder of the same
+files to use instead.  ``python -m cnnvis_eval.models.mini --train`` regenerates every file
+deterministically (fixed seeds, TensorFlow op determinism) into that folder.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import os
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import keras
@@ -56,10 +60,26 @@ LAYERS = {
 }
 
 
-def fixtures_dir() -> Path:
-    """``$CNNVIS_FIXTURES`` or the repository's ``fixtures/`` folder."""
-    env = os.environ.get("CNNVIS_FIXTURES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "fixtures"
+MODELS_ENV = "CNNVIS_MINI_MODELS"
+_PACKAGE_FOLDER = "mini_models"  # package data next to this module
+
+
+def mini_models_dir() -> Path:
+    """The folder of trained mini models: ``$CNNVIS_MINI_MODELS`` or the package's own copy.
+
+    The package copy is found with :mod:`importlib.resources`; pip always installs it as
+    ordinary files (Keras loads a model from a file path).
+    """
+    env = os.environ.get(MODELS_ENV)
+    if env:
+        return Path(env)
+    folder = resources.files(__package__).joinpath(_PACKAGE_FOLDER)
+    if not isinstance(folder, Path):  # pragma: no cover - zip imports only
+        raise WeightsUnavailableError(
+            f"the mini models inside the package are not files on disk ({folder}); install "
+            f"cnnvis_eval unpacked (pip does) or set {MODELS_ENV} to a folder of them"
+        )
+    return folder
 
 
 # ---------------------------------------------------------------------- architectures
@@ -241,7 +261,7 @@ def deprocess(x) -> np.ndarray:
 
 # ---------------------------------------------------------------------- loading
 def _manifest() -> dict:
-    path = fixtures_dir() / "mini" / "manifest.json"
+    path = mini_models_dir() / "manifest.json"
     if path.is_file():
         return json.loads(path.read_text())
     return {}
@@ -255,19 +275,19 @@ def load_mini(name: str, weights=None, input_shape=None) -> ModelSpec:
     name : str
         One of :data:`MINI_MODELS`.
     weights : None or path
-        None: the committed fixture ``fixtures/mini/<name>.keras``; a path: that ``.keras``
-        file (loaded with Keras safe mode).
+        None: ``<name>.keras`` from :func:`mini_models_dir` (the package's own trained file);
+        a path: that ``.keras`` file (loaded with Keras safe mode).
     input_shape : None or (64, 64, 3)
         Mini models have a fixed input size.
     """
     family = family_of(name)
     if input_shape is not None and tuple(input_shape) != (SIZE, SIZE, 3):
         raise InputError(f"{name} has a fixed input shape {(SIZE, SIZE, 3)}, got {tuple(input_shape)}")
-    path = Path(weights) if weights is not None else fixtures_dir() / "mini" / f"{name}.keras"
+    path = Path(weights) if weights is not None else mini_models_dir() / f"{name}.keras"
     if not path.is_file():
         raise WeightsUnavailableError(
-            f"trained mini model file {str(path)!r} is missing; regenerate the fixtures with "
-            "`python -m cnnvis_eval.models.mini --train` (or set CNNVIS_FIXTURES)"
+            f"trained mini model file {str(path)!r} is missing; regenerate the mini models with "
+            f"`python -m cnnvis_eval.models.mini --train` (or set {MODELS_ENV} to a folder of them)"
         )
     model = keras.saving.load_model(path, compile=False, safe_mode=True)
     last, inter = LAYERS[family]
@@ -334,7 +354,7 @@ def train_all(out: Path | None = None, names=MINI_MODELS, verbose: int = 0) -> d
 
     from ..data.synthetic import make_synthetic
 
-    out = Path(out) if out is not None else fixtures_dir() / "mini"
+    out = Path(out) if out is not None else mini_models_dir()
     out.mkdir(parents=True, exist_ok=True)
     clean_train = make_synthetic(N_TRAIN, SIZE, seed=TRAIN_SEED)
     clean_test = make_synthetic(N_TEST, SIZE, seed=TEST_SEED)
@@ -386,9 +406,10 @@ def train_all(out: Path | None = None, names=MINI_MODELS, verbose: int = 0) -> d
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m cnnvis_eval.models.mini", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", action="store_true", help="train every mini model and write the fixtures")
+    p.add_argument("--train", action="store_true", help="train every mini model and write its file and the manifest")
     p.add_argument("--only", nargs="*", help="train only these models")
-    p.add_argument("--out", default=None, help="output folder (default: fixtures/mini)")
+    p.add_argument("--out", default=None, help="output folder (default: $CNNVIS_MINI_MODELS, else the package's "
+                   "cnnvis_eval/models/mini_models/)")
     p.add_argument("--verbose", type=int, default=0)
     args = p.parse_args(argv)
     if not args.train:

@@ -12,7 +12,7 @@ import pytest
 import cnnvis_eval as cv
 from cnnvis_eval.errors import UnsupportedArchitectureError
 from cnnvis_eval.methods.visualbackprop import visual_backprop_plan
-from conftest import big_params, big_spec
+from suites.support.models import big_params, big_spec
 from suites.support import cam_ref
 
 METHODS = {

@@ -43,7 +43,7 @@ def probe(arch: str, size: int, batch: int, method: str) -> dict:
 
     import cnnvis_eval as cv
     from cnnvis_eval.evaluation.cost import reference_passes
-    from conftest import smooth_images
+    from suites.support.images import smooth_images
 
     keras.utils.set_random_seed(0)
     spec = cv.load_model(arch, weights=None, input_shape=(size, size, 3))

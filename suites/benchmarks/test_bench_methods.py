@@ -27,7 +27,8 @@ import cnnvis_eval as cv
 from cnnvis_eval.errors import UnsupportedArchitectureError, UnsupportedLayerError
 from cnnvis_eval.evaluation.cost import reference_passes
 from cnnvis_eval.evaluation import method_params
-from conftest import big_spec, mini_spec, smooth_images
+from suites.support.images import smooth_images
+from suites.support.models import big_spec, mini_spec
 
 BATCH = 8
 MINI = ("mini_vgg", "mini_resnet", "mini_inception", "mini_xception", "mini_mobilenet")

@@ -12,32 +12,28 @@ and 224 px, the sizes whose ratios are reported.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval.evaluation.cost import reference_passes
+from suites.support.models import big_spec, cached
 
 BATCH = 32
-_SPECS: dict = {}
-
-
 def _spec(name: str, size: int) -> cv.ModelSpec:
-    key = (name, size)
-    if key not in _SPECS:
-        if name == "small_cnn":
-            from cnnvis_eval.models.zoo import deprocess_tf, preprocess_tf
-            from suites.support.perturb_models import small_cnn
+    if name != "small_cnn":
+        return big_spec(name, size)
 
-            _SPECS[key] = cv.ModelSpec(
-                name=name, model=small_cnn(size), preprocess=preprocess_tf, deprocess=deprocess_tf,
-                input_shape=(size, size, 3), input_range=(-np.ones(3), np.ones(3)),
-            )
-        else:
-            keras.utils.set_random_seed(0)
-            _SPECS[key] = cv.load_model(name, weights=None, input_shape=(size, size, 3))
-    return _SPECS[key]
+    def build():
+        from cnnvis_eval.models.zoo import deprocess_tf, preprocess_tf
+        from suites.support.perturb_models import small_cnn
+
+        return cv.ModelSpec(
+            name=name, model=small_cnn(size), preprocess=preprocess_tf, deprocess=deprocess_tf,
+            input_shape=(size, size, 3), input_range=(-np.ones(3), np.ones(3)),
+        )
+
+    return cached(("bench_perturbation", name, size), build)
 
 
 def _photo(spec: cv.ModelSpec) -> np.ndarray:

@@ -22,7 +22,8 @@ import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval.evaluation.cost import reference_passes
-from conftest import big_spec, smooth_images
+from suites.support.images import smooth_images
+from suites.support.models import big_spec
 
 from .memory_probe import run as memory_probe
 

@@ -18,7 +18,7 @@ import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval import metrics as M
-from conftest import MINI
+from suites.support.models import MINI
 from suites.support.suite_data import EVAL_IMAGES, explained
 
 FAITHFULNESS = ("deletion_auc", "insertion_auc")

@@ -26,7 +26,7 @@ import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval import metrics as M
-from conftest import MINI
+from suites.support.models import MINI
 from suites.sanity.test_randomization import EXPECTED as RANDOMIZATION_EXPECTED
 from suites.support.suite_data import EVAL_IMAGES, explained
 
@@ -104,7 +104,7 @@ def test_grad_cam_points_at_the_object():
 @pytest.mark.parametrize("method", RANDOMIZATION_SENSITIVE)
 def test_shortcut_models_put_relevance_on_the_marker(method, record):
     """Images carry the corner marker.  The models trained on the shortcut data use it (their
-    accuracy drops to chance when it moves: fixtures/mini/manifest.json); the clean models
+    accuracy drops to chance when it moves: cnnvis_eval/models/mini_models/manifest.json); the clean models
     never saw it.  A method that passes the randomization sanity checks must put more of its
     relevance on the marker for the shortcut model than for the clean model of the same
     architecture, on every architecture."""

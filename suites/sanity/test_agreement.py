@@ -9,7 +9,7 @@ import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval import metrics as M
-from conftest import MINI, mini_params, mini_spec
+from suites.support.models import MINI, mini_params, mini_spec
 from suites.support.suite_data import benchmark, params
 
 GAP_HEADS = [m for m in MINI if m != "mini_vgg"]  # mini_vgg has VGG's Flatten + Dense head

@@ -25,7 +25,7 @@ import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval.targets import ClassTarget, NeuronTarget
-from conftest import big_params, big_spec
+from suites.support.models import big_params, big_spec
 from suites.support.relevance_nets import NETS, net_input
 
 PRESETS = ("deep_taylor", "lrp_alpha1beta0")

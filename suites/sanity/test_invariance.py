@@ -38,7 +38,7 @@ import cnnvis_eval as cv
 from cnnvis_eval.errors import UnsupportedArchitectureError
 from cnnvis_eval import metrics as M
 from cnnvis_eval.metrics import axioms as A
-from conftest import MINI, mini_spec
+from suites.support.models import MINI, cached, mini_spec
 from suites.support import cam_models, tiny
 from suites.support.suite_data import benchmark, params
 
@@ -72,23 +72,18 @@ SMALL = {
     "deep_taylor_bounded": {"low": -BOUND, "high": BOUND},
 }
 
-_MODELS: dict = {}
-
-
 def prop_model(name: str):
     """``gap8``: conv-relu, strided conv-relu, GAP + Dense (4 classes), 8x8x2 float64, as a
     ModelSpec with an input range (CAM applies).  ``tiny_nested_softmax``: the tiny CNN
     (Flatten + Dense head, no CAM) as a nested *Keras model* ending in softmax, as a user
     would pass it (the explainers strip the softmax on a clone)."""
-    if name not in _MODELS:
-        if name == "gap8":
-            rng = (np.full(2, -BOUND), np.full(2, BOUND))
-            _MODELS[name] = cv.ModelSpec("gap8", cam_models.gap_model(), input_shape=(8, 8, 2), input_range=rng)
-        elif name == "tiny_nested_softmax":
-            _MODELS[name] = tiny.tiny_cnn(api="nested", softmax=True)
-        else:
-            raise KeyError(name)
-    return _MODELS[name]
+    if name == "gap8":
+        rng = (np.full(2, -BOUND), np.full(2, BOUND))
+        return cached(("invariance", name), lambda: cv.ModelSpec("gap8", cam_models.gap_model(),
+                                                                 input_shape=(8, 8, 2), input_range=rng))
+    if name == "tiny_nested_softmax":
+        return cached(("invariance", name), lambda: tiny.tiny_cnn(api="nested", softmax=True))
+    raise KeyError(name)
 
 
 def pool(name: str) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cnnvis_eval import metrics as M
-from conftest import mini_spec
+from suites.support.models import mini_spec
 from suites.support.suite_data import benchmark, final_similarity
 
 MODEL = "mini_resnet"

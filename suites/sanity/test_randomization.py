@@ -30,7 +30,8 @@ Checks (a method that explains the model must stay below the threshold):
 The thresholds are round numbers: a rank correlation of 0.9 with the trained map means
 "unchanged"; after every weight is random, 0.6 still means "mostly the same picture"
 (model-blind controls give 1.0, see ``test_negative_controls.py``).  On the minis the
-measured similarities form a continuum (table at the end of this file), so each
+measured similarities form a continuum (``randomization_expected.csv`` next to this file:
+every cell's measured value and verdict), so each
 (check, method, model) cell is classified from that measurement, with ``MARGIN``:
 
 * below threshold - MARGIN: asserted to pass;
@@ -91,7 +92,9 @@ explainer of the curve's step 0 (one compilation).
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -99,7 +102,7 @@ import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval import metrics as M
-from conftest import MINI, mini_spec
+from suites.support.models import MINI, mini_spec
 from suites.support.suite_data import benchmark, params
 
 METHODS = tuple(cv.list_methods())
@@ -229,63 +232,24 @@ def _get(record, method, model, mode="cascading") -> Run:
 
 
 # ---------------------------------------------------------------------- expectations
-PASS, FAIL, OPEN = "pass", "fail", "open"
+PASS, FAIL, OPEN, N_A = "pass", "fail", "open", "n/a"
 CHECKS = ("logits_layer", "random_logit", "full", "independent_lower")
 
-# check -> method -> {model: FAIL | OPEN}; every other cell must pass.  From the
-# measurements at the end of this file (N_IMAGES images, SEED, coarse steps).
-EXPECTED: dict[str, dict[str, dict[str, str]]] = {
-    "logits_layer": {
-        "deconvnet": {"mini_inception": FAIL},
-        "deep_taylor": {m: FAIL for m in MODELS},
-        "deep_taylor_bounded": {m: FAIL for m in MODELS},
-        "grad_cam_plus_plus": {"mini_inception": FAIL, "mini_mobilenet": FAIL, "mini_resnet": OPEN, "mini_vgg": OPEN,
-                               "mini_xception": FAIL},
-        "guided_backprop": {"mini_inception": FAIL, "mini_mobilenet": FAIL, "mini_resnet": OPEN, "mini_vgg": FAIL,
-                            "mini_xception": FAIL},
-        "layer_cam": {"mini_inception": FAIL, "mini_mobilenet": FAIL, "mini_resnet": OPEN, "mini_xception": FAIL},
-        "lime": {"mini_vgg": OPEN},
-        "lrp_alpha1beta0": {m: FAIL for m in MODELS},
-        "lrp_composite": {"mini_mobilenet": OPEN, "mini_vgg": OPEN},
-        "rise": {"mini_vgg": OPEN},
-        "score_cam": {"mini_mobilenet": OPEN, "mini_resnet": FAIL, "mini_xception": FAIL},
-        "vargrad": {"mini_vgg": OPEN},
-        "visual_backprop": {m: FAIL for m in MODELS},
-    },
-    "random_logit": {
-        "deconvnet": {"mini_inception": OPEN},
-        "deep_taylor": {"mini_inception": OPEN, "mini_mobilenet": OPEN, "mini_resnet": OPEN, "mini_vgg": FAIL},
-        "deep_taylor_bounded": {"mini_inception": OPEN, "mini_mobilenet": OPEN, "mini_resnet": OPEN, "mini_vgg": FAIL},
-        "grad_cam_plus_plus": {"mini_vgg": FAIL},
-        "guided_backprop": {"mini_inception": OPEN, "mini_mobilenet": OPEN, "mini_vgg": FAIL},
-        "lrp_alpha1beta0": {"mini_inception": FAIL, "mini_mobilenet": FAIL, "mini_resnet": FAIL, "mini_vgg": FAIL,
-                            "mini_xception": OPEN},
-        "score_cam": {"mini_mobilenet": OPEN, "mini_resnet": FAIL},
-        "vargrad": {"mini_inception": OPEN},
-        "visual_backprop": {m: FAIL for m in MODELS},
-    },
-    "full": {
-        "deep_taylor": {"mini_inception": FAIL, "mini_resnet": OPEN},
-        "deep_taylor_bounded": {"mini_inception": FAIL, "mini_resnet": OPEN},
-        "grad_cam_plus_plus": {"mini_inception": FAIL},
-        "layer_cam": {"mini_inception": FAIL},
-        "lrp_alpha1beta0": {"mini_inception": FAIL},
-        "lrp_composite": {"mini_inception": OPEN},
-        "score_cam": {"mini_resnet": OPEN, "mini_vgg": OPEN},
-        "vargrad": {"mini_inception": FAIL},
-        "visual_backprop": {"mini_inception": FAIL, "mini_resnet": FAIL, "mini_vgg": FAIL},
-    },
-    "independent_lower": {
-        "deconvnet": {"mini_inception": OPEN, "mini_resnet": OPEN},
-        "deep_taylor": {"mini_inception": FAIL},
-        "deep_taylor_bounded": {"mini_inception": FAIL},
-        "lime": {"mini_inception": FAIL},
-        "lrp_alpha1beta0": {"mini_inception": FAIL},
-        "lrp_composite": {"mini_inception": FAIL},
-        "vargrad": {"mini_inception": FAIL, "mini_resnet": FAIL},
-        "visual_backprop": {"mini_inception": FAIL, "mini_resnet": FAIL, "mini_vgg": FAIL},
-    },
-}
+EXPECTATIONS = Path(__file__).with_name("randomization_expected.csv")
+"""Every (check, method, model) cell: the measured mean similarity and its expected verdict."""
+
+
+def _read_expectations(path: Path = EXPECTATIONS) -> list[dict]:
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+TABLE = _read_expectations()
+# check -> method -> {model: FAIL | OPEN}; every other cell must pass (from TABLE)
+EXPECTED: dict[str, dict[str, dict[str, str]]] = {check: {} for check in CHECKS}
+for _row in TABLE:
+    if _row["expected"] in (FAIL, OPEN):
+        EXPECTED[_row["check"]].setdefault(_row["method"], {})[_row["model"]] = _row["expected"]
 
 _Z_PLUS_REASON = (f"{SIXT}: z+ relevance converges to a map independent of the upper layers "
                   "(run with positive_top=False)")
@@ -306,7 +270,8 @@ REASONS = {
     **{(None, m): _Z_PLUS_REASON for m in Z_PLUS},
     **{(c, m): _Z_PLUS_DEEP for m in Z_PLUS for c in ("full", "independent_lower")},
 }
-NOT_APPLICABLE_CELLS = {("cam", "mini_vgg")}  # CAM needs a global-average-pooling head
+# (method, model) where the method does not apply (CAM needs a global-average-pooling head)
+NOT_APPLICABLE_CELLS = {(r["method"], r["model"]) for r in TABLE if r["expected"] == N_A}
 
 
 def expected(check: str, method: str, model: str) -> str:
@@ -402,110 +367,13 @@ def test_expectations_name_registered_methods_and_minis():
         for method, cells in EXPECTED[check].items():
             assert method in METHODS, (check, method)
             assert set(cells) <= set(MODELS) and set(cells.values()) <= {FAIL, OPEN}, (check, method)
+    thresholds = {"logits_layer": LOGIT_THRESHOLD, "random_logit": LOGIT_THRESHOLD,
+                  "full": FULL_THRESHOLD, "independent_lower": FULL_THRESHOLD}
+    for row in TABLE:  # each verdict agrees with its measured value (two decimals)
+        assert row["check"] in CHECKS and row["method"] in METHODS and row["model"] in MODELS, row
+        if row["expected"] == N_A:
+            continue
+        value, threshold = float(row["measured"]), thresholds[row["check"]]
+        assert {PASS: value < threshold, FAIL: value >= threshold,
+                OPEN: abs(value - threshold) <= MARGIN + 0.005}[row["expected"]], row
 
-
-# ---------------------------------------------------------------------- measurements
-# Mean spearman_abs over the first N_IMAGES=4 images of benchmark(16), SEED=0, coarse steps
-# (see coarse_groups), SUITE_PARAMS; deep_taylor, deep_taylor_bounded and lrp_alpha1beta0
-# with positive_top=False.  TF 2.21, CPU, oneDNN; every verdict in EXPECTED re-checked by a full
-# run of this file (default and -m slow: no XPASS, no failure).
-# step 1: logits layer re-initialized (cascading)
-#   model                  vgg  resnet  inception  xception  mobilenet
-#   method                                                            
-#   cam                    n/a    0.66       0.60      0.61       0.72
-#   deconvnet             0.43    0.72       0.95      0.76       0.60
-#   deep_taylor           0.99    0.94       0.97      0.98       0.95
-#   deep_taylor_bounded   0.99    0.94       0.97      0.98       0.95
-#   grad_cam              0.42    0.36       0.47     -0.16      -0.66
-#   grad_cam_plus_plus    0.93    0.87       0.95      0.97       0.94
-#   gradient_x_input      0.78    0.56       0.62      0.48       0.57
-#   guided_backprop       0.97    0.89       0.96      0.96       0.97
-#   guided_grad_cam       0.42    0.50       0.63      0.07      -0.36
-#   integrated_gradients  0.78    0.51       0.75      0.41       0.53
-#   layer_cam             0.64    0.88       0.94      0.97       0.94
-#   lime                  0.88    0.62       0.65      0.63       0.74
-#   lrp_alpha1beta0       0.99    0.96       0.98      0.98       0.97
-#   lrp_composite         0.89    0.82       0.85      0.73       0.91
-#   lrp_epsilon           0.78    0.56       0.62      0.48       0.58
-#   occlusion             0.79    0.59       0.63      0.64       0.55
-#   rise                  0.88    0.71      -0.39      0.33       0.55
-#   saliency              0.84    0.67       0.74      0.64       0.70
-#   score_cam             0.64    0.98       0.27      0.98       0.91
-#   smoothgrad            0.85    0.58       0.63      0.62       0.68
-#   vargrad               0.89    0.77       0.81      0.77       0.83
-#   visual_backprop       1.00    1.00       1.00      1.00       1.00
-# random logit (another class)
-#   model                  vgg  resnet  inception  xception  mobilenet
-#   method                                                            
-#   cam                    n/a    0.62       0.55      0.70       0.75
-#   deconvnet             0.53    0.60       0.90      0.77       0.34
-#   deep_taylor           0.99    0.89       0.88      0.83       0.88
-#   deep_taylor_bounded   0.99    0.89       0.88      0.82       0.88
-#   grad_cam              0.56   -0.27      -0.34     -0.52      -0.32
-#   grad_cam_plus_plus    0.96    0.80       0.69      0.72       0.81
-#   gradient_x_input      0.77    0.57       0.71      0.60       0.63
-#   guided_backprop       0.96    0.85       0.92      0.78       0.88
-#   guided_grad_cam       0.68   -0.10      -0.05     -0.39      -0.18
-#   integrated_gradients  0.74    0.56       0.77      0.55       0.58
-#   layer_cam             0.71    0.80       0.69      0.73       0.81
-#   lime                  0.73    0.61       0.70      0.68       0.59
-#   lrp_alpha1beta0       0.99    0.94       0.94      0.88       0.95
-#   lrp_composite         0.75    0.78       0.85      0.74       0.85
-#   lrp_epsilon           0.77    0.57       0.71      0.60       0.64
-#   occlusion             0.73    0.59       0.72      0.66       0.68
-#   rise                  0.27    0.40       0.61      0.49       0.21
-#   saliency              0.81    0.71       0.82      0.76       0.76
-#   score_cam             0.87    0.94       0.19      0.83       0.87
-#   smoothgrad            0.77    0.63       0.71      0.64       0.72
-#   vargrad               0.80    0.80       0.87      0.81       0.86
-#   visual_backprop       1.00    1.00       1.00      1.00       1.00
-# step 3: all weights re-initialized (cascading)
-#   model                  vgg  resnet  inception  xception  mobilenet
-#   method                                                            
-#   cam                    n/a    0.21       0.10      0.12       0.20
-#   deconvnet             0.17    0.50       0.56      0.25       0.16
-#   deep_taylor           0.41    0.59       0.71      0.43       0.41
-#   deep_taylor_bounded   0.42    0.59       0.72      0.44       0.43
-#   grad_cam              0.14   -0.00       0.05     -0.07      -0.00
-#   grad_cam_plus_plus    0.53    0.42       0.79      0.06       0.44
-#   gradient_x_input      0.17    0.24       0.37      0.24       0.17
-#   guided_backprop       0.10    0.28       0.47      0.24       0.19
-#   guided_grad_cam       0.11    0.08       0.06     -0.04       0.08
-#   integrated_gradients  0.18    0.24       0.38      0.25       0.17
-#   layer_cam             0.25    0.42       0.79      0.06       0.45
-#   lime                  0.37    0.36       0.49      0.49       0.36
-#   lrp_alpha1beta0       0.50    0.52       0.65      0.44       0.37
-#   lrp_composite         0.25    0.50       0.57      0.26       0.29
-#   lrp_epsilon           0.17    0.24       0.37      0.24       0.18
-#   occlusion             0.07    0.19       0.17     -0.06       0.20
-#   rise                  0.40    0.49       0.47      0.29       0.21
-#   saliency              0.03    0.26       0.45      0.32       0.15
-#   score_cam             0.58    0.60       0.01      0.18       0.44
-#   smoothgrad           -0.03    0.34       0.48      0.33       0.23
-#   vargrad              -0.10    0.53       0.69      0.48       0.33
-#   visual_backprop       0.69    0.72       0.88      0.30       0.54
-# lower half alone re-initialized (independent)
-#   model                  vgg  resnet  inception  xception  mobilenet
-#   method                                                            
-#   cam                    n/a    0.36       0.29      0.44       0.25
-#   deconvnet             0.44    0.60       0.59      0.37       0.29
-#   deep_taylor           0.35    0.53       0.67      0.49       0.35
-#   deep_taylor_bounded   0.36    0.54       0.68      0.50       0.37
-#   grad_cam              0.26   -0.07       0.10      0.14       0.13
-#   grad_cam_plus_plus    0.50    0.20       0.11      0.34       0.25
-#   gradient_x_input      0.17    0.32       0.40      0.29       0.23
-#   guided_backprop       0.11    0.38       0.48      0.32       0.19
-#   guided_grad_cam       0.11   -0.03       0.09      0.07       0.06
-#   integrated_gradients  0.17    0.31       0.43      0.30       0.23
-#   layer_cam             0.26    0.20       0.11      0.34       0.25
-#   lime                  0.37    0.47       0.67      0.50       0.47
-#   lrp_alpha1beta0       0.44    0.51       0.63      0.48       0.37
-#   lrp_composite         0.24    0.54       0.65      0.43       0.30
-#   lrp_epsilon           0.17    0.32       0.40      0.29       0.23
-#   occlusion             0.17    0.36       0.33      0.35       0.04
-#   rise                  0.46    0.41       0.33      0.36       0.20
-#   saliency              0.02    0.42       0.50      0.41       0.31
-#   score_cam             0.56    0.43       0.06      0.42       0.26
-#   smoothgrad           -0.05    0.47       0.55      0.43       0.34
-#   vargrad              -0.10    0.69       0.76      0.57       0.49
-#   visual_backprop       0.69    0.75       0.82      0.31       0.34

@@ -1,6 +1,6 @@
 """Independent NumPy float64 references for the CAM family and VisualBackProp.
 
-Nothing here imports cnnvis_eval (DESIGN.md rule 5).  Layout NHWC, kernels HWIO.  The
+Nothing here imports cnnvis_eval (docs/architecture.md, rule 5).  Layout NHWC, kernels HWIO.  The
 tiny hand-set models the references mirror are built in :mod:`suites.support.cam_models`.
 """
 

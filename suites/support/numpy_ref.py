@@ -1,7 +1,7 @@
 """Independent NumPy float64 reference computations for the tiny hand-set networks.
 
 Nothing here imports cnnvis_eval: these are the "by hand" implementations the reference
-tests compare the library against (DESIGN.md rule 5).  Layout is NHWC, kernels HWIO
+tests compare the library against (docs/architecture.md, rule 5).  Layout is NHWC, kernels HWIO
 (Keras' layout), 'same' padding with stride 1 for convolutions, 2x2 max pooling.
 """
 

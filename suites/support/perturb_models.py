@@ -1,6 +1,6 @@
 """Hand-set models and NumPy references for the perturbation and synthesis tests.
 
-Nothing here imports cnnvis_eval (DESIGN.md rule 5): the references are independent
+Nothing here imports cnnvis_eval (docs/architecture.md, rule 5): the references are independent
 re-computations with plain loops.
 """
 

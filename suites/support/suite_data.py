@@ -9,6 +9,7 @@ import numpy as np
 
 from cnnvis_eval.data.synthetic import make_synthetic
 from cnnvis_eval.evaluation import GRID_PARAMS
+from suites.support.models import mini_spec
 
 # fast settings for repeated use on the mini models (the methods' defaults are the papers'):
 # the comparison run's, except RISE with more masks (its maps are noisy at 250 on 64 px) and
@@ -39,7 +40,6 @@ def final_similarity(curve, metric: str = "spearman_abs") -> np.ndarray:
     return c[c["step"] == c["step"].max()].sort_values("image")["value"].to_numpy()
 
 
-_SPECS: dict = {}
 _EXPLAINED: dict = {}
 
 
@@ -50,15 +50,6 @@ class Explained(NamedTuple):
     spec: object  # ModelSpec of the explained model
     data: object  # SyntheticSet (images, labels, masks, marker_masks)
     x: np.ndarray  # preprocessed images (N, H, W, 3)
-
-
-def mini(name: str):
-    """The ModelSpec of a mini model, loaded once per session."""
-    import cnnvis_eval as cv
-
-    if name not in _SPECS:
-        _SPECS[name] = cv.load_model(name)
-    return _SPECS[name]
 
 
 def explained(method: str, model: str, n: int = 16, marker: bool = False) -> Explained:
@@ -74,7 +65,7 @@ def explained(method: str, model: str, n: int = 16, marker: bool = False) -> Exp
 
     key = (method, model, n, marker)
     if key not in _EXPLAINED:
-        spec = mini(model)
+        spec = mini_spec(model)
         syn = benchmark(n, shortcut=marker)
         x = spec.preprocess(syn.images)
         target = cv.ClassTarget(syn.labels)

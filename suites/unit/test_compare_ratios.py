@@ -73,7 +73,7 @@ def test_the_committed_baseline_covers_every_method_on_every_mini():
     makes this fail until the baseline is remade (see the README, "Benchmarks")."""
     import cnnvis_eval as cv
     from cnnvis_eval.errors import UnsupportedArchitectureError
-    from conftest import mini_spec
+    from suites.support.models import mini_spec
     from suites.benchmarks.test_bench_methods import MINI
 
     root = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "benchmarks")

@@ -15,7 +15,7 @@ import cnnvis_eval as cv
 from cnnvis_eval import metrics as M
 from cnnvis_eval.errors import InputError, TargetError
 from cnnvis_eval.metrics import randomization as R
-from conftest import big_params, big_spec
+from suites.support.models import big_params, big_spec
 from suites.support import metric_models as MM
 from suites.support import tiny
 

@@ -13,7 +13,7 @@ import cnnvis_eval as cv
 from cnnvis_eval import errors
 from cnnvis_eval.data.synthetic import make_synthetic
 from cnnvis_eval.models import mini
-from conftest import MINI, MINI_SHORTCUT, mini_spec
+from suites.support.models import MINI, MINI_SHORTCUT, mini_spec
 
 TEST_SEED = 31337  # never used for training (see mini.TRAIN_SEED / mini.TEST_SEED)
 
@@ -65,7 +65,7 @@ def test_fixture_loads_offline(name, monkeypatch):
     from cnnvis_eval.graph import last_conv_layer
     assert last_conv_layer(graph) == spec.last_conv_layer
     assert spec.class_names == ("disc", "square", "triangle", "cross")
-    assert (mini.fixtures_dir() / "mini" / f"{name}.keras").stat().st_size < 2 * 2**20
+    assert (mini.mini_models_dir() / f"{name}.keras").stat().st_size < 2 * 2**20
 
 
 def test_families_use_their_siblings_layer_kinds():
@@ -85,7 +85,7 @@ def test_families_use_their_siblings_layer_kinds():
 
 
 def test_manifest_matches_fixtures():
-    manifest = json.loads((mini.fixtures_dir() / "mini" / "manifest.json").read_text())
+    manifest = json.loads((mini.mini_models_dir() / "manifest.json").read_text())
     assert manifest["command"] == "python -m cnnvis_eval.models.mini --train"
     for name in MINI:
         assert manifest["models"][name]["test_accuracy"] >= 0.95
@@ -106,7 +106,7 @@ def test_preprocess_does_not_modify_input():
 def test_bad_requests(tmp_path, monkeypatch):
     with pytest.raises(errors.InputError, match="fixed input shape"):
         cv.load_model("mini_vgg", input_shape=(96, 96, 3))
-    monkeypatch.setenv("CNNVIS_FIXTURES", str(tmp_path))
+    monkeypatch.setenv("CNNVIS_MINI_MODELS", str(tmp_path))
     with pytest.raises(errors.WeightsUnavailableError, match="python -m cnnvis_eval.models.mini --train"):
         cv.load_model("mini_vgg")
     with pytest.raises(errors.InputError, match="unknown mini model"):

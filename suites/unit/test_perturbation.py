@@ -12,7 +12,7 @@ from lime import lime_image
 import cnnvis_eval as cv
 from cnnvis_eval.errors import InputError, TargetError
 from cnnvis_eval.methods.perturbation import BatchedLimeImageExplainer, Lime, Occlusion, Rise
-from conftest import big_params, big_spec
+from suites.support.models import big_params, big_spec
 from suites.support import perturb_models as pm
 
 SIZE = 40

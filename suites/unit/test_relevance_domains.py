@@ -13,7 +13,7 @@ import keras
 
 import cnnvis_eval as cv
 from cnnvis_eval.methods.relevance import ZBox
-from conftest import big_spec
+from suites.support.models import big_spec
 
 L = keras.layers
 

@@ -8,7 +8,7 @@ import pytest
 import cnnvis_eval as cv
 from cnnvis_eval import errors
 from cnnvis_eval.models import zoo
-from conftest import BIG, big_spec
+from suites.support.models import BIG, big_spec
 
 
 @pytest.mark.parametrize("name", BIG)

@@ -34,7 +34,6 @@ from .curve import (
     DEFAULT_SIMILARITY,
     ModelParameterRandomization,
     compare_models,
-    quiet_retracing,
     randomization_curve,
     randomization_explanations,
 )
@@ -52,7 +51,6 @@ __all__ = [
     "copy_weights",
     "layer_groups",
     "permuted_labels",
-    "quiet_retracing",
     "random_other_class",
     "randomization_curve",
     "randomization_explanations",

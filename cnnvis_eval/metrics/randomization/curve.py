@@ -10,18 +10,17 @@ trained on permuted labels).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from ...errors import InputError
 from ...methods.base import Explanation
 from ...models.clone import clone_with_weights
 from ...models.spec import as_spec
+from ...quiet import quiet_retracing
 from ...targets import bind, fixed_target, user_target
 from ..base import Metric, explainer_factory, make_metric, method_name, register_metric
 from .randomize import _Randomizer, layer_groups
@@ -78,19 +77,6 @@ def randomization_explanations(
         with quiet_retracing():
             exp = ex.explain(x, target=fixed, batch_size=batch_size, progress=False)
         yield i + 1, rnd.groups[i].name, exp
-
-
-@contextlib.contextmanager
-def quiet_retracing():
-    """Silence TensorFlow's "N out of the last N calls triggered retracing" warning: a
-    fresh explainer per step traces new functions on purpose."""
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _similarities(similarity) -> list[Metric]:
@@ -227,7 +213,6 @@ __all__ = [
     "DEFAULT_SIMILARITY",
     "ModelParameterRandomization",
     "compare_models",
-    "quiet_retracing",
     "randomization_curve",
     "randomization_explanations",
 ]
