@@ -5,6 +5,11 @@ Inputs are heatmaps (N, H, W) — or Explanations, whose heatmaps are used — a
 metrics that follow Adebayo et al. (2018), attributions (N, H, W, C) are accepted too and
 reduced over channels as they do.
 
+(One module, a little over 450 lines: the seven similarity metrics share the normalization,
+the row-wise correlations and the per-map ``embed``/``compare`` split that
+:func:`pairwise_similarity` and :func:`agreement_matrix` use; split apart they would each
+import most of the rest.)
+
 Normalization of Adebayo et al. ("Sanity checks for saliency maps", their released code,
 after ``VisualizeImageGrayscale`` of PAIR's saliency library):
 

@@ -180,7 +180,7 @@ def test_aopc_uniform_noise_is_seeded_and_batch_invariant(lin):
     np.testing.assert_array_equal(a, m.evaluate(lin, x, heat, batch_size=1))
     np.testing.assert_array_equal(a[::-1], m.evaluate(lin, x[::-1], heat[::-1]))
     assert not np.allclose(a, M.get_metric("aopc_morf")(patch_size=3, seed=6).evaluate(lin, x, heat))
-    noise = F._noise(cv.as_spec(lin), x, 5)  # per-channel range of each image (no input_range)
+    noise = F.uniform_noise(cv.as_spec(lin), x, 5)  # per-channel range of each image (no input_range)
     assert (noise >= x.min(axis=(1, 2), keepdims=True)).all() and (noise <= x.max(axis=(1, 2), keepdims=True)).all()
     np.testing.assert_allclose(a, _region_ref(x, heat, 3, "morf", 4, noise), rtol=1e-10)
 

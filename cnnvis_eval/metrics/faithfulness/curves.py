@@ -36,19 +36,19 @@ import numpy as np
 import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
-from ..errors import InputError
-from ..cache import default_cache
-from ..methods.base import check_input
-from ..models.spec import ModelSpec, as_spec
-from ..params import chunks, resolve_baseline
-from ..targets import BoundTarget, bind
-from .base import Metric, as_array, check_maps, check_target_is_class, image_rng, register_metric
+from ...errors import InputError
+from ...cache import default_cache
+from ...methods.base import check_input
+from ...models.spec import ModelSpec, as_spec
+from ...params import chunks, resolve_baseline
+from ...targets import BoundTarget, bind
+from ..base import as_array, check_maps, image_rng
 
 _SCORES = ("logit", "probability")
 
 
 # ---------------------------------------------------------------------- compiled core
-def _score_mode(score: str) -> str:
+def score_mode(score: str) -> str:
     score = {"raw": "logit"}.get(score, score)
     if score not in _SCORES:
         raise InputError(f"score must be 'logit' or 'probability', got {score!r}")
@@ -134,7 +134,7 @@ def run_schedule(spec: ModelSpec, a: np.ndarray, b: np.ndarray, rank: np.ndarray
     -------
     ndarray float64 (N, K)
     """
-    fn = _curve_fn(spec, bound, _score_mode(score))
+    fn = _curve_fn(spec, bound, score_mode(score))
     n, kk = len(a), len(thresholds)
     batch_size = max(1, int(batch_size))
     thr = np.asarray(thresholds, np.int32)
@@ -326,7 +326,7 @@ def insertion_curve(model, x, heatmap, target=None, *, pixels_per_step: int | No
     return Curve(thr / pixels, scores, idx)
 
 
-def _noise(spec: ModelSpec, x: np.ndarray, seed: int) -> np.ndarray:
+def uniform_noise(spec: ModelSpec, x: np.ndarray, seed: int) -> np.ndarray:
     if spec.input_range is not None:
         lo = np.broadcast_to(np.asarray(spec.input_range[0], np.float64), (x.shape[-1],))
         hi = np.broadcast_to(np.asarray(spec.input_range[1], np.float64), (x.shape[-1],))
@@ -373,7 +373,7 @@ def region_curve(model, x, heatmap, target=None, *, order: str = "morf", patch_s
         raise InputError(f"steps must be in 1..{regions} (the number of {p}x{p} regions), got {steps}")
     if isinstance(perturbation, str):
         if perturbation == "uniform":
-            repl = _noise(spec, x, seed)
+            repl = uniform_noise(spec, x, seed)
         elif perturbation == "zeros":
             repl = np.zeros_like(x)
         elif perturbation == "blur":
@@ -391,114 +391,3 @@ def aopc(curve: Curve) -> np.ndarray:
     """AOPC of a region curve: ``mean_k (f(x_0) - f(x_k))`` over its L + 1 points, (N,)."""
     s = curve.scores
     return (s[:, :1] - s).mean(1)
-
-
-# ---------------------------------------------------------------------- metrics
-class Faithfulness(Metric):
-    """Base: ``evaluate(model, x (N, H, W, C), heatmap (N, H, W), target=None) -> (N,)``.
-
-    ``batch_size`` of ``evaluate`` is the number of *images* per call; the number of
-    *model inputs* per compiled call is the constructor's ``model_batch_size``.
-    """
-
-    category = "faithfulness"
-    per_image = ("x", "heatmap")
-
-    def __init__(self, score: str = "logit", absolute: bool = False, model_batch_size: int = 128, **params):
-        super().__init__(score=score, absolute=absolute, model_batch_size=model_batch_size, **params)
-        self.score = _score_mode(score)
-        self.absolute = bool(absolute)
-        self.model_batch_size = int(model_batch_size)
-
-    def check(self, data):
-        if self.score == "probability":
-            check_target_is_class(data["target"], f"score='probability' in {self.name!r}")
-        return data
-
-
-@register_metric
-class DeletionAUC(Faithfulness):
-    """Area under the deletion curve (:func:`deletion_curve`); lower is better."""
-
-    name = "deletion_auc"
-    higher_is_better = False
-
-    def __init__(self, pixels_per_step: int | None = None, baseline=0.0, **kw):
-        super().__init__(pixels_per_step=pixels_per_step, baseline=baseline, **kw)
-        self.pixels_per_step, self.baseline = pixels_per_step, baseline
-
-    def evaluate_batch(self, model, x, heatmap, target=None):
-        return deletion_curve(model, x, heatmap, target, pixels_per_step=self.pixels_per_step,
-                              baseline=self.baseline, score=self.score, absolute=self.absolute,
-                              batch_size=self.model_batch_size).auc()
-
-
-@register_metric
-class InsertionAUC(Faithfulness):
-    """Area under the insertion curve (:func:`insertion_curve`); higher is better."""
-
-    name = "insertion_auc"
-    higher_is_better = True
-
-    def __init__(self, pixels_per_step: int | None = None, blur_kernel: int = 11, blur_sigma: float = 5.0, **kw):
-        super().__init__(pixels_per_step=pixels_per_step, blur_kernel=blur_kernel, blur_sigma=blur_sigma, **kw)
-        self.pixels_per_step, self.blur_kernel, self.blur_sigma = pixels_per_step, blur_kernel, blur_sigma
-
-    def evaluate_batch(self, model, x, heatmap, target=None):
-        return insertion_curve(model, x, heatmap, target, pixels_per_step=self.pixels_per_step,
-                               blur_kernel=self.blur_kernel, blur_sigma=self.blur_sigma,
-                               score=self.score, absolute=self.absolute,
-                               batch_size=self.model_batch_size).auc()
-
-
-class _AOPC(Faithfulness):
-    order = "morf"
-
-    def __init__(self, patch_size: int | None = None, steps: int | None = None, perturbation="uniform",
-                 seed: int = 0, **kw):
-        super().__init__(patch_size=patch_size, steps=steps,
-                         perturbation=perturbation if isinstance(perturbation, str) else "array",
-                         seed=seed, **kw)
-        self.patch_size, self.steps, self.perturbation, self.seed = patch_size, steps, perturbation, int(seed)
-
-    def evaluate_batch(self, model, x, heatmap, target=None):
-        return aopc(region_curve(model, x, heatmap, target, order=self.order, patch_size=self.patch_size,
-                                 steps=self.steps, perturbation=self.perturbation, seed=self.seed,
-                                 score=self.score, absolute=self.absolute, batch_size=self.model_batch_size))
-
-
-@register_metric
-class AOPCMoRF(_AOPC):
-    """AOPC with the most relevant regions first (Samek et al. 2017); higher is better."""
-
-    name = "aopc_morf"
-    higher_is_better = True
-    order = "morf"
-
-
-@register_metric
-class AOPCLeRF(_AOPC):
-    """AOPC with the least relevant regions first; lower (a flat curve) is better."""
-
-    name = "aopc_lerf"
-    higher_is_better = False
-    order = "lerf"
-
-
-__all__ = [
-    "AOPCLeRF",
-    "AOPCMoRF",
-    "Curve",
-    "DeletionAUC",
-    "Faithfulness",
-    "InsertionAUC",
-    "aopc",
-    "auc",
-    "deletion_curve",
-    "gaussian_blur",
-    "insertion_curve",
-    "pixel_ranks",
-    "region_curve",
-    "region_ranks",
-    "run_schedule",
-]
