@@ -2,6 +2,11 @@
 
 Models are cached for the whole session in one cache (``suites.support.models``: building and
 tracing them is the expensive part).  Parametrized ids read as names: ``vgg16@96``, ``mini_resnet``.
+
+The suites run in worker processes (pytest-xdist, ``-n auto --dist loadgroup`` in pyproject):
+each test module is one unit of work, so its module fixtures are built once, and the modules
+that share the heatmaps of ``suites.support.suite_data`` run in one worker, which computes
+them once (:func:`pytest_collection_modifyitems`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,22 @@ from suites.support.images import smooth_images  # noqa: E402
 from suites.support.models import MINI_SHORTCUT, big_params, big_spec, mini_params, mini_spec  # noqa: E402
 
 pytest_plugins = ["suites.support.record"]
+
+SHARED_HEATMAPS = "suites.support.suite_data"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Group the tests for pytest-xdist's ``loadgroup``: one group per module, and one group
+    for all the modules that use the shared heatmaps of ``suites.support.suite_data``."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        module = getattr(item, "module", None)
+        shares = module is not None and any(getattr(v, "__module__", None) == SHARED_HEATMAPS
+                                            for v in vars(module).values())
+        name = "suite_data" if shares else (module.__name__ if module is not None else item.nodeid)
+        item.add_marker(pytest.mark.xdist_group(name))
 
 
 @pytest.fixture(scope="session", params=big_params())

@@ -4,7 +4,7 @@ forward+backward pass of the same model and batch) and peak memory (fresh proces
 Goal (issue 4): one explanation within 3x the time of a forward+backward pass at batch 8
 (ResNet50 224 px; also MobileNetV2), peak working memory within 2x.  Run with::
 
-    python -m pytest suites/benchmarks/test_bench_relevance.py -m slow --benchmark-enable
+    python -m pytest suites/benchmarks/test_bench_relevance.py -n 0 -m slow --benchmark-enable
 
 The ratios land in the benchmark's ``extra_info``: ``ratio`` (the shared fixture: the
 method's rounds, then the baseline's) and ``paired_ratio`` (median over rounds of method

@@ -7,11 +7,13 @@ with ``pytest suites/ --cnnvis-report DIR``, to ``DIR`` together with an HTML re
 like a grid run's (``cnnvis-eval report DIR`` rebuilds it).
 
 Rows are recorded whatever the test's outcome, so the numbers of expected failures
-(``xfail``) reach the report too.
+(``xfail``) reach the report too.  Under pytest-xdist every worker hands its rows to the
+controller when it finishes (``workeroutput``), and the controller writes them all.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +84,27 @@ def results_frame() -> pd.DataFrame:
     return pd.concat(_ROWS, ignore_index=True) if _ROWS else pd.DataFrame(columns=COLUMNS)
 
 
+_OUTPUT_KEY = "cnnvis_record"
+
+
+def _collected() -> dict:
+    return {"rows": _ROWS, "curves": _CURVES, "agreement": _AGREEMENT, "benchmarks": _BENCHMARKS}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist controller: take over the rows a worker recorded."""
+    blob = getattr(node, "workeroutput", {}).get(_OUTPUT_KEY)
+    if blob:
+        for name, items in pickle.loads(blob).items():
+            _collected()[name].extend(items)
+
+
 def pytest_sessionfinish(session, exitstatus):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller writes the files
+        workeroutput[_OUTPUT_KEY] = pickle.dumps(_collected())
+        return
     if not _ROWS:
         return
     results = results_frame()
