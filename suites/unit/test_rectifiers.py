@@ -143,6 +143,30 @@ def test_rectifier_kinds_are_found():
     assert smooth_unit_of(keras.layers.ReLU()) is None
 
 
+def test_keras_ops_leaky_relu_is_a_rectifier():
+    """keras.ops.leaky_relu nodes get the same rule as a LeakyReLU layer with that slope
+    (DeconvNet: the rule that reads the slope)."""
+    method = "deconvnet"
+    def build(op: bool):
+        inp = keras.Input((16, 16, 3), dtype=DT)
+        conv = keras.layers.Conv2D(3, 3, name="c", dtype=DT,
+                                   kernel_initializer=keras.initializers.RandomNormal(seed=4))
+        h = conv(inp)
+        h = keras.ops.leaky_relu(h, negative_slope=0.1) if op else keras.layers.LeakyReLU(0.1, dtype=DT)(h)
+        h = keras.layers.GlobalAveragePooling2D(dtype=DT)(h)
+        dense = keras.layers.Dense(2, dtype=DT,
+                                   kernel_initializer=keras.initializers.RandomNormal(seed=5))
+        return keras.Model(inp, dense(h))
+
+    x = _x()
+    a = cv.explain(method, build(True), x, target=cv.ClassTarget(0))
+    b = cv.explain(method, build(False), x, target=cv.ClassTarget(0))
+    assert a.meta["leaky_rectifiers"] == 1
+    np.testing.assert_allclose(a.attribution, b.attribution, rtol=1e-12, atol=0)
+    sal = cv.explain("saliency", build(True), x, target=cv.ClassTarget(0)).attribution
+    assert np.abs(a.attribution - sal).max() > 0.1 * np.abs(sal).max()  # not the gradient
+
+
 @pytest.mark.parametrize("kind", ["A", "B"])
 @pytest.mark.parametrize("method,rule", [("guided_backprop", "guided"), ("deconvnet", "deconvnet")])
 def test_rule_on_leaky_units_matches_numpy(nets, kind, method, rule):
