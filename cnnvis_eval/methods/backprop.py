@@ -47,12 +47,17 @@ explainer.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import tensorflow as tf
 
 from ..errors import UnsupportedArchitectureError, UnsupportedLayerError
-from ..graph import FlatGraph, FlatNode, Rectifier, linear_part, rectifier_of, smooth_unit_of
+from ..graph import (
+    FlatGraph,
+    FlatNode,
+    Rectifier,
+    linear_part,
+    rectifier_of,
+    smooth_unit_of,
+)
 from .base import BatchResult, Explainer, reduce_channels, register
 
 _ALTERNATIVES = "use saliency, integrated_gradients or smoothgrad"

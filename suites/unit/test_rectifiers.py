@@ -16,7 +16,13 @@ import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval import errors
-from cnnvis_eval.graph import FlatGraph, find_cam_head, last_conv_layer, rectifier_of, smooth_unit_of
+from cnnvis_eval.graph import (
+    FlatGraph,
+    find_cam_head,
+    last_conv_layer,
+    rectifier_of,
+    smooth_unit_of,
+)
 from suites.support import numpy_ref as R
 
 DT = "float64"
