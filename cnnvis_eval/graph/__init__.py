@@ -15,11 +15,21 @@ docs/architecture.md for the allowed arrows).
 
 from .flat import OUTPUT, FlatGraph, FlatNode, to_logits
 from .groups import LayerGroup, block_key, layer_groups
-from .layers import Rectifier, activation_name, clone_layer, is_conv, linear_part, rectifier_of
+from .layers import (
+    SMOOTH_UNITS,
+    Rectifier,
+    activation_name,
+    clone_layer,
+    is_conv,
+    linear_part,
+    rectifier_of,
+    smooth_unit_of,
+)
 from .queries import CamHead, feature_layer, find_cam_head, last_conv_layer, pick_intermediate_layers
 
 __all__ = [
     "OUTPUT",
+    "SMOOTH_UNITS",
     "CamHead",
     "FlatGraph",
     "FlatNode",
@@ -36,5 +46,6 @@ __all__ = [
     "linear_part",
     "pick_intermediate_layers",
     "rectifier_of",
+    "smooth_unit_of",
     "to_logits",
 ]

@@ -69,39 +69,107 @@ def clone_layer(layer, input_shape: tuple | Sequence[tuple], **changes):
 
 @dataclass(frozen=True)
 class Rectifier:
-    """Parameters of a rectifying activation: ``min(max(x, threshold), max_value)``.
+    """Parameters of a piecewise-linear rectifier (Keras ``relu`` semantics)::
 
-    ``fused`` is True when the rectifier is the ``activation=`` of a Conv/Dense layer
-    (the layer must be split into a linear clone and a separate rectifier to change it).
+        f(z) = min(z, max_value)                  z >  threshold
+        f(z) = negative_slope * (z - threshold)   z <= threshold
+
+    ``negative_slope`` is 0 for ReLU/ReLU6, the slope of a LeakyReLU, and unused when
+    ``prelu`` is True (a PReLU layer: the slope is the layer's learned ``alpha`` weights,
+    shape ``input_shape[1:]`` with 1 on shared axes).  ``fused`` is True when the rectifier is
+    the ``activation=`` of a Conv/Dense layer (the layer must be split into a linear clone
+    and a separate rectifier to change it).
     """
 
     threshold: float = 0.0
     max_value: float | None = None
     fused: bool = False
+    negative_slope: float = 0.0
+    prelu: bool = False
+
+    @property
+    def leaky(self) -> bool:
+        """True when negative inputs pass with a non-zero slope (LeakyReLU, PReLU)."""
+        return self.prelu or self.negative_slope != 0.0
 
 
-def rectifier_of(layer) -> Rectifier | None:
+# the slope of activation="leaky_relu": keras.activations.leaky_relu(x, negative_slope=0.2)
+_LEAKY_DEFAULT = 0.2
+
+#: Rectifier-like units that are not piecewise linear (no on/off gate): ELU and its kin,
+#: the sigmoid-weighted units and the soft rectifiers.  Keras activation names.
+SMOOTH_UNITS = frozenset({
+    "elu", "selu", "celu", "gelu", "silu", "swish", "hard_silu", "hard_swish", "mish",
+    "softplus", "squareplus", "sparse_plus",
+})
+# keras.ops operation classes (functional models calling keras.ops.*) -> activation name
+_OP_UNITS = {
+    "Elu": "elu", "Selu": "selu", "Celu": "celu", "Gelu": "gelu", "Silu": "silu",
+    "HardSilu": "hard_silu", "Softplus": "softplus", "Squareplus": "squareplus",
+    "SparsePlus": "sparse_plus", "Mish": "mish",
+}
+
+
+def _is_op(layer, cls: str) -> bool:
+    return type(layer).__name__ == cls and not isinstance(layer, keras.layers.Layer)
+
+
+def rectifier_of(layer, *, leaky: bool = False) -> Rectifier | None:
     """The rectifier a layer applies, or None if it applies none.
 
     Recognised: ``activation="relu"``/``"relu6"`` on any layer, ``Activation("relu")``,
     ``Activation("relu6")``, ``ReLU(max_value=..., threshold=...)`` without a negative
     slope, and the ``keras.ops.relu``/``relu6`` operations.
+
+    With ``leaky=True`` also the leaky piecewise-linear rectifiers: ``LeakyReLU``,
+    ``PReLU``, ``ReLU(negative_slope=...)``, ``activation="leaky_relu"`` (slope 0.2, the
+    Keras default of the string) and ``keras.ops.leaky_relu``.  The default (``leaky=False``)
+    is for callers whose rules hold for ReLU only (relevance propagation).
     """
+    r = _rectifier(layer)
+    if r is not None and r.leaky and not leaky:
+        return None
+    return r
+
+
+def _rectifier(layer) -> Rectifier | None:
     if isinstance(layer, keras.layers.ReLU):
-        if float(getattr(layer, "negative_slope", 0.0) or 0.0) != 0.0:
-            return None
         mv = layer.max_value
-        return Rectifier(float(layer.threshold or 0.0), None if mv is None else float(mv))
-    cls = type(layer).__name__
-    if cls in ("Relu", "Relu6") and not isinstance(layer, keras.layers.Layer):
-        return Rectifier(0.0, 6.0 if cls == "Relu6" else None)
+        return Rectifier(float(layer.threshold or 0.0), None if mv is None else float(mv),
+                         negative_slope=float(getattr(layer, "negative_slope", 0.0) or 0.0))
+    if isinstance(layer, keras.layers.LeakyReLU):
+        return Rectifier(negative_slope=float(layer.negative_slope))
+    if isinstance(layer, keras.layers.PReLU):
+        return Rectifier(prelu=True)
+    if _is_op(layer, "Relu") or _is_op(layer, "Relu6"):
+        return Rectifier(0.0, 6.0 if type(layer).__name__ == "Relu6" else None)
+    if _is_op(layer, "LeakyRelu"):
+        return Rectifier(negative_slope=float(layer.negative_slope))
     act = activation_name(getattr(layer, "activation", None))
     fused = not isinstance(layer, keras.layers.Activation)
     if act == "relu":
         return Rectifier(0.0, None, fused)
     if act == "relu6":
         return Rectifier(0.0, 6.0, fused)
+    if act == "leaky_relu":
+        return Rectifier(fused=fused, negative_slope=_LEAKY_DEFAULT)
     return None
+
+
+def smooth_unit_of(layer) -> str | None:
+    """Name of the smooth rectifier-like unit a layer applies (``"elu"``, ``"gelu"``,
+    ``"silu"``, ...; see :data:`SMOOTH_UNITS`), or None.
+
+    Found as ``ELU`` layers, ``activation=`` strings or callables on any layer, and
+    ``keras.ops`` operations (``keras.ops.gelu``...).  These units have no on/off gate, so
+    rules defined by a rectifier's gate (Guided Backprop, DeconvNet) do not apply to them.
+    """
+    if isinstance(layer, keras.layers.ELU):
+        return "elu"
+    if not isinstance(layer, keras.layers.Layer) and type(layer).__name__ in _OP_UNITS:
+        return _OP_UNITS[type(layer).__name__]
+    act = activation_name(getattr(layer, "activation", None))
+    return act if act in SMOOTH_UNITS else None
 
 
 def linear_part(graph: FlatGraph, node: FlatNode) -> Callable:
@@ -111,10 +179,12 @@ def linear_part(graph: FlatGraph, node: FlatNode) -> Callable:
 
 
 __all__ = [
+    "SMOOTH_UNITS",
     "Rectifier",
     "activation_name",
     "clone_layer",
     "is_conv",
     "linear_part",
     "rectifier_of",
+    "smooth_unit_of",
 ]

@@ -23,27 +23,57 @@ from ..errors import InputError, TargetError, UnsupportedArchitectureError, Unsu
 from .flat import OUTPUT, FlatGraph, FlatNode
 from .layers import activation_name, is_conv, rectifier_of
 
+# layers whose output keeps the feature map of their (first) input, location by location:
+# normalisations, activations and rectifiers of any kind, elementwise joins, noise/dropout
 _SAME_MAP = (
     keras.layers.BatchNormalization,
     keras.layers.Activation,
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
     keras.layers.Add,
-    keras.layers.Concatenate,
-    keras.layers.Dropout,
+    keras.layers.Subtract,
     keras.layers.Multiply,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+    keras.layers.Average,
+    keras.layers.Concatenate,
+    keras.layers.Dropout,  # includes SpatialDropout*
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
+    keras.layers.AlphaDropout,
+    keras.layers.Identity,
 )
+# keras.ops operations (functional models calling keras.ops.*) that act elementwise
+_SAME_MAP_OPS = frozenset({
+    "Relu", "Relu6", "LeakyRelu", "Elu", "Selu", "Celu", "Gelu", "Silu", "HardSilu", "Mish",
+    "Sigmoid", "HardSigmoid", "Softplus", "Softsign", "Squareplus", "SparsePlus", "Tanh",
+    "Add", "Subtract", "Multiply", "Maximum", "Minimum", "Negative", "Abs", "Absolute", "Clip",
+})
+
+
+def keeps_map(node: FlatNode) -> bool:
+    """True when ``node`` maps its input feature map to one of the same layout, location by
+    location (activations and rectifiers of any kind, BatchNorm, elementwise joins, dropout)."""
+    layer = node.layer
+    if isinstance(layer, _SAME_MAP):
+        return True
+    return not isinstance(layer, keras.layers.Layer) and type(layer).__name__ in _SAME_MAP_OPS
 
 
 def last_conv_layer(graph: FlatGraph, before: str | int = OUTPUT) -> str | None:
     """Name of the last convolutional feature map that feeds ``before``.
 
     Finds the last convolution on the path to ``before`` and follows it forward through
-    layers that keep the map (BatchNorm, activations, residual Add, Concatenate), so the
-    result is the block output Grad-CAM conventionally uses (VGG16 ``block5_conv3``,
+    layers that keep the map (:func:`keeps_map`: BatchNorm, activations and rectifiers of
+    any kind — ReLU, LeakyReLU, PReLU, ELU, ``keras.ops`` activations —, residual Add,
+    Concatenate), so the result is the output of the block's nonlinearity, not the
+    convolution before it: the map Grad-CAM conventionally uses (VGG16 ``block5_conv3``,
     ResNet50 ``conv5_block3_out``, InceptionV3 ``mixed10``, Xception
-    ``block14_sepconv2_act``, MobileNetV2 ``out_relu``).  If ``before`` is itself a
-    convolutional feature map it is returned.  None when no convolution feeds it.
+    ``block14_sepconv2_act``, MobileNetV2 ``out_relu``, MTCNN ONet ``prelu4``).  If
+    ``before`` is itself a convolutional feature map it is returned.  None when no
+    convolution feeds it.
     """
     key = graph.key(before)
     plan = graph.plan([key])
@@ -51,7 +81,7 @@ def last_conv_layer(graph: FlatGraph, before: str | int = OUTPUT) -> str | None:
         return None
     target_node = graph.producer(key)
     if target_node is not None and len(graph.shape(key)) == 4 and (
-        is_conv(target_node.layer) or isinstance(target_node.layer, _SAME_MAP)
+        is_conv(target_node.layer) or keeps_map(target_node)
     ):
         if any(is_conv(n.layer) for n in plan):
             return target_node.name
@@ -63,7 +93,7 @@ def last_conv_layer(graph: FlatGraph, before: str | int = OUTPUT) -> str | None:
     shape = graph.shape(node.outputs[0])
     while True:
         nxt = [c for c in graph.consumers(node.outputs[0]) if id(c) in in_plan]
-        if len(nxt) != 1 or not isinstance(nxt[0].layer, _SAME_MAP):
+        if len(nxt) != 1 or not keeps_map(nxt[0]):
             break
         if graph.shape(nxt[0].outputs[0])[1:3] != shape[1:3]:
             break
@@ -73,14 +103,15 @@ def last_conv_layer(graph: FlatGraph, before: str | int = OUTPUT) -> str | None:
 
 
 def pick_intermediate_layers(graph: FlatGraph, fractions=(0.6, 0.85)) -> tuple[str, ...]:
-    """Two well-spread high intermediate layers: rectified 4-D feature maps (or joins)
-    at the given fractions of the depth of the model's feature extractor."""
+    """Two well-spread high intermediate layers: rectified 4-D feature maps (ReLU, ReLU6,
+    LeakyReLU or PReLU outputs, or joins) at the given fractions of the depth of the model's feature extractor."""
     plan = graph.plan([graph.output_key])
     cands = [
         n
         for n in plan
         if len(graph.shape(n.outputs[0])) == 4
-        and (rectifier_of(n.layer) is not None or isinstance(n.layer, keras.layers.Concatenate))
+        and (rectifier_of(n.layer, leaky=True) is not None
+             or isinstance(n.layer, keras.layers.Concatenate))
     ]
     if not cands:
         cands = [n for n in plan if len(graph.shape(n.outputs[0])) == 4]
@@ -341,4 +372,11 @@ def find_cam_head(graph: FlatGraph, method: str = "cam") -> CamHead:
     return CamHead(kind, src.name, linear, _describe(trail_nodes))
 
 
-__all__ = ["CamHead", "feature_layer", "find_cam_head", "last_conv_layer", "pick_intermediate_layers"]
+__all__ = [
+    "CamHead",
+    "feature_layer",
+    "find_cam_head",
+    "keeps_map",
+    "last_conv_layer",
+    "pick_intermediate_layers",
+]

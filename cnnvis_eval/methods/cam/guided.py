@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backprop import GuidedBackprop
+from ..backprop import GuidedBackprop, rectifier_units
 from ..base import BatchResult, Explainer, register
 from .gradcam import GradCam
 
@@ -18,6 +18,12 @@ class GuidedGradCam(Explainer):
     (N, H, W, C) pixel-wise; both explain the same class (``"top"`` is resolved once, by
     Grad-CAM).  heatmap = guided backprop heatmap x Grad-CAM map.
 
+    On networks with leaky rectifiers (LeakyReLU, PReLU) the guided part uses the leaky
+    guided rule of :mod:`cnnvis_eval.methods.backprop`; like Guided Backprop it refuses
+    networks with smooth units (ELU, GELU, swish, ...: :class:`UnsupportedLayerError` naming
+    the layer) and networks without rectifiers (:class:`UnsupportedArchitectureError`),
+    under its own name.
+
     Parameters
     ----------
     layer : str, optional
@@ -30,6 +36,7 @@ class GuidedGradCam(Explainer):
 
     def __init__(self, model, *, layer: str | None = None, channel_reduce: str = "max_abs"):
         super().__init__(model, layer=layer, channel_reduce=channel_reduce)
+        rectifier_units(self.graph, self.name)  # refuse under this method's name
         self.grad_cam = GradCam(self.spec, layer=layer)
         self.guided = GuidedBackprop(self.spec, channel_reduce=channel_reduce)
 
