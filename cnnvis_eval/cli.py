@@ -177,7 +177,7 @@ def cmd_list(args) -> int:
 
 def _input_size_help() -> str:
     from .evaluation.config import MAX_INPUT_SIZE
-    from .models.zoo import ARCHS
+    from .models import ARCHS
 
     limits = ", ".join(f"{m} {a.min_size}-{MAX_INPUT_SIZE[m]}" for m, a in ARCHS.items())
     return f"input side of the big models (default native): {limits}; an error when the run has no big model"

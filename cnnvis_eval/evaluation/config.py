@@ -17,10 +17,9 @@ from pathlib import Path
 from ..data.photos import photo_info
 from ..errors import InputError
 from ..methods.base import get_method, list_methods
-from ..models import BIG_MODELS, list_models
+from ..models import ARCHS, BIG_MODELS, list_models
 from ..models.files import ModelFile
 from ..models.spec import ModelSpec
-from ..models.zoo import ARCHS
 
 NEURONS = ("logit", "mid", "high")
 
