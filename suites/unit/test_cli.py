@@ -97,9 +97,11 @@ def test_run_options_reach_the_configuration(tmp_path, monkeypatch):
     assert main(["run", "--out", str(tmp_path), "--quiet", "--benchmarks", str(bench)]) == 0
     assert seen["benchmarks"] == str(bench)
     # --model-file alone evaluates only that file
-    assert main(["run", "--model-file", "a.keras", "--out", str(tmp_path)]) == 0
-    assert seen["config"].models == () and seen["config"].model_files == ("a.keras",)
-    assert seen["loaded"] == [ModelFile("a.keras")]  # checked before the run starts
+    model = tmp_path / "a.keras"
+    model.write_bytes(b"")  # not read: load_spec is replaced
+    assert main(["run", "--model-file", str(model), "--out", str(tmp_path)]) == 0
+    assert seen["config"].models == () and seen["config"].model_files == (str(model),)
+    assert seen["loaded"] == [ModelFile(str(model))]  # checked before the run starts
 
 
 @pytest.mark.parametrize("argv, message", [
