@@ -113,6 +113,9 @@ def cell_file(root: str | Path, model: str, method: str, neuron: str, suffix: st
     import json
 
     root = Path(root)
+    if not (root / "models.json").is_file():  # a folder stored by name (before issue 14)
+        legacy = root / "heatmaps" / model / method / f"{neuron}{suffix}"
+        return legacy if legacy.is_file() else None
     key = json.loads((root / "models.json").read_text())[model]["key"]
     found = [p for p in (root / "heatmaps" / key / method).glob(f"{neuron}.*{suffix}")
              if suffix != ".npz" or not p.name.endswith(".na.txt")]
