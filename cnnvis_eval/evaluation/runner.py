@@ -99,7 +99,7 @@ class GridRun:
             self.store.save_json(cfg_path, new)
         sources = config.sources()
         self.names = {str(s): n for s, n in zip(sources, display_names(sources))}
-        # what this folder's models were (a model whose content changed is announced), and are
+        # the folder's record of its models (name -> source, key; a changed one is announced) and this run's
         self.recorded = self.store.read_json(self.store.root / "models.json") or {}
         self.current: dict = {}
         self.records_models = True  # this process writes models.json (a worker's GridRun does not)
