@@ -104,6 +104,7 @@ def test_a_file_named_like_a_zoo_model_does_not_collide(same_names):
     spec = load_model("mini_vgg")
     np.testing.assert_allclose(zoo, REAL_EXPLAIN("saliency", spec, spec.preprocess(stored_images(out, "mini_vgg")),
                                                  target=ClassTarget("top")).heatmap, rtol=1e-5, atol=1e-7)
+    assert set(results[results["metric"] == "sparseness"]["model"]) == {"mini_vgg", "mini_vgg~2", "mini_vgg~3"}
 
 
 # ------------------------------------------------------------------ item 2: a changed file is a new model
