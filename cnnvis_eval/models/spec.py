@@ -112,3 +112,39 @@ def as_spec(model: "ModelSpec | keras.Model") -> ModelSpec:
     except TypeError:  # pragma: no cover - model not weak-referenceable
         pass
     return spec
+
+
+def fingerprint(model: keras.Model) -> str:
+    """A sha256 (hex) of ``model``'s architecture and weights: what the model computes.
+
+    Hashes the model's configuration (``get_config()`` as canonical JSON; for a model without
+    one, its class and layer classes), then every weight variable in order: its path, shape,
+    dtype and bytes, one array at a time (streamed, never all weights at once).  Layer and
+    model names are part of the configuration; a model re-saved unchanged keeps its
+    fingerprint, one whose weights or layers changed gets another.
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Returns
+    -------
+    str
+        64 hex characters.
+    """
+    import hashlib
+    import json
+
+    def plain(obj):  # a value get_config leaves unserialized: its type, never an address
+        return type(obj).__qualname__
+
+    try:
+        arch = json.dumps(model.get_config(), sort_keys=True, default=plain)
+    except Exception:  # subclassed models without get_config
+        arch = json.dumps([type(model).__qualname__] + [type(l).__qualname__ for l in model.layers])
+    h = hashlib.sha256(arch.encode())
+    for w in model.weights:
+        a = np.ascontiguousarray(keras.ops.convert_to_numpy(w))
+        h.update(f"|{w.path}|{a.shape}|{a.dtype.str}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

@@ -15,7 +15,7 @@ import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval.cli import build_parser, main
-from suites.support.grid_fixtures import save_model
+from suites.support.grid_fixtures import cell_file, save_model
 
 
 def test_list(capsys):
@@ -45,10 +45,10 @@ def test_run_then_report(tmp_path, capsys):
     assert set(results["method"]) == {"saliency", "cam"} and set(results["model"]) == {"gap_cnn"}
     assert set(results["image"]) - {"*"} == {"chelsea", "syn000", "syn001"}
     # the same command again resumes the same run folder (nothing left to compute)
-    mtime = (runs[0] / "heatmaps" / "gap_cnn" / "saliency" / "logit.npz").stat().st_mtime_ns
+    mtime = cell_file(runs[0], "gap_cnn", "saliency", "logit").stat().st_mtime_ns
     assert main(argv) == 0
     assert list((tmp_path / "reports").iterdir()) == runs
-    assert (runs[0] / "heatmaps" / "gap_cnn" / "saliency" / "logit.npz").stat().st_mtime_ns == mtime
+    assert cell_file(runs[0], "gap_cnn", "saliency", "logit").stat().st_mtime_ns == mtime
     # report rebuilds the page from the stored results
     page.unlink()
     capsys.readouterr()
