@@ -70,9 +70,7 @@ def guided_overrides(graph: FlatGraph) -> dict:
             continue
 
         def call(*a, _node=node, **k):
-            if getattr(_node.layer, "_call_has_training_arg", False):
-                k["training"] = False
-            return positive_gradient(_node.layer(*a, **k))
+            return positive_gradient(graph.call_layer(_node, *a, **k))
 
         out[node.name] = call
     return out

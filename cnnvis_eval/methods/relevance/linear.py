@@ -232,7 +232,10 @@ class PoolMap(LinearMap):
     def apply(self, x, variant="plain"):
         if self.is_zero(variant):
             raise ValueError(f"variant {variant!r} of {self.name!r} is zero; skip it")
-        y = self.layer(x)
+        if str(getattr(self.layer, "compute_dtype", "float32")) in ("float16", "bfloat16"):
+            y = self.layer.call(x)  # mixed precision: pool in x's dtype (float32), as the graph
+        else:
+            y = self.layer(x)
         if isinstance(variant, tuple) and variant[0] == "gamma+":
             y = (1.0 + float(variant[1])) * y
         return y
