@@ -106,6 +106,17 @@ def test_subclassed_model_is_traced_and_explained(net):
                                                                      "GlobalAveragePooling2D", "Dense"]
 
 
+def test_traced_subclassed_model_can_be_cloned_for_randomization(net):
+    from cnnvis_eval.models.clone import clone_with_weights
+
+    clone = clone_with_weights(net)
+    x = _x()
+    assert clone.model is not net and not clone.graph.opaque
+    np.testing.assert_allclose(clone.graph.run(x)[0], np.asarray(net(x)), rtol=1e-6, atol=1e-6)
+    clone.model.get_layer("head").kernel.assign(np.zeros((5, 3), np.float32))
+    assert np.abs(np.asarray(net.head.kernel)).max() > 0  # the user's layers are not shared
+
+
 def test_unbuilt_subclassed_model_takes_the_shape_of_x_or_says_what_is_missing():
     model = _Net(name="unbuilt")
     with pytest.raises(errors.InputError, match=r"subclassed model 'unbuilt' has no known input shape: "
