@@ -5,6 +5,7 @@ every structural question asked of a model (graph in, layer names out).
   stripped, one output chosen, mixed precision run in float32, overrides per layer),
   :func:`to_logits`;
 - :mod:`~cnnvis_eval.graph.trace` — subclassed models traced into their layer calls;
+- :mod:`~cnnvis_eval.graph.precision` — mixed-precision layers run in float32;
 - :mod:`~cnnvis_eval.graph.layers` — what one layer does (activation, rectifier,
   convolution) and clones of layers with copied weights;
 - :mod:`~cnnvis_eval.graph.queries` — last conv layer, intermediate layers, the feature
@@ -18,6 +19,7 @@ docs/architecture.md for the allowed arrows).
 from .flat import OUTPUT, FlatGraph, FlatNode, is_subclassed, to_logits
 from .groups import LayerGroup, block_key, layer_groups
 from .layers import Rectifier, activation_name, clone_layer, is_conv, linear_part, rectifier_of
+from .precision import is_low_precision
 from .queries import CamHead, feature_layer, find_cam_head, last_conv_layer, pick_intermediate_layers
 from .trace import known_input_shape, trace_call
 
@@ -34,6 +36,7 @@ __all__ = [
     "feature_layer",
     "find_cam_head",
     "is_conv",
+    "is_low_precision",
     "is_subclassed",
     "known_input_shape",
     "last_conv_layer",

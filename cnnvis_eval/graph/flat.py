@@ -10,7 +10,10 @@ callable per layer name — and any layer they must change is cloned with copied
 first (:func:`~cnnvis_eval.graph.layers.clone_layer`).
 
 Keras' graph internals (``_nodes_by_depth``, ``Node.arguments``) are read in this module
-only, so a Keras upgrade that moves them breaks one file.
+only, so a Keras upgrade that moves them breaks one file.  That is why building the graph
+(from any model form: nested, traced subclassed, several outputs of which one is chosen)
+and running it stay one module; tracing (``trace.py``) and the mixed-precision policy
+(``precision.py``) use public Keras API and live beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from keras.src.models.functional import Functional as _Functional
 
 from ..errors import InputError, TargetError, UnsupportedLayerError
 from .layers import activation_name, clone_layer
+from .precision import LOW_PRECISION, check_weight_dtypes, is_low_precision, to_float32
 from .trace import check_input_shape, known_input_shape, trace_call
 
 OUTPUT = "__output__"
@@ -98,25 +102,6 @@ def is_subclassed(model) -> bool:
 
 def _shape_of(kt) -> tuple:
     return tuple(None if d is None else int(d) for d in kt.shape)
-
-
-_LOW = ("float16", "bfloat16")
-
-
-def _low_precision(layer) -> bool:
-    """True when ``layer`` computes in float16/bfloat16 (a mixed-precision policy)."""
-    return str(getattr(layer, "compute_dtype", None) or "float32") in _LOW
-
-
-def _to_float32(value):
-    """Cast the float16/bfloat16 tensors in a structure to float32 (others unchanged)."""
-    def cast(t):
-        dt = getattr(t, "dtype", None)
-        if dt is not None and keras.backend.standardize_dtype(dt) in _LOW:
-            return keras.ops.cast(t, "float32")
-        return t
-
-    return keras.tree.map_structure(cast, value)
 
 
 class FlatGraph:
@@ -209,7 +194,7 @@ class FlatGraph:
                 )
             in_key = self._new_key(fn.inputs[0])
             self.input_dtype = str(fn.inputs[0].dtype)
-            if self.input_dtype in _LOW:
+            if self.input_dtype in LOW_PRECISION:
                 self.input_dtype = "float32"
             out_keys = self._flatten(fn, [in_key], scope=())
             self.input_key = in_key
@@ -217,8 +202,8 @@ class FlatGraph:
         self._producer = {k: n for n in self.nodes for k in n.outputs}
         self._plans: dict[tuple, list[FlatNode]] = {}
         self._select_output(out_keys, output)
-        self.float32_nodes = frozenset(n.name for n in self.nodes if _low_precision(n.layer))
-        self._check_weight_dtypes()
+        self.float32_nodes = frozenset(n.name for n in self.nodes if is_low_precision(n.layer))
+        check_weight_dtypes(self.nodes, model.name)
         self.overrides: dict[str, Callable] = {}
         self.stripped: str | None = None
         if strip_softmax:
@@ -291,17 +276,6 @@ class FlatGraph:
             self._by_name = {k: n for k, n in self._by_name.items() if id(n) in needed}
             self._container_out = {k: v for k, v in self._container_out.items()
                                    if v in self._producer}
-
-    def _check_weight_dtypes(self):
-        for n in self.nodes:
-            for w in getattr(n.layer, "weights", ()) or ():
-                if keras.backend.standardize_dtype(w.dtype) in _LOW:
-                    raise UnsupportedLayerError(
-                        f"layer {n.name!r} ({n.type_name}) of model {self.model.name!r} keeps "
-                        f"its weights in {keras.backend.standardize_dtype(w.dtype)}; cnnvis_eval "
-                        "computes in float32: use dtype='float32' or the 'mixed_float16' policy "
-                        "(float32 weights)"
-                    )
 
     def _flatten(self, fn, in_keys: Sequence[int], scope: tuple[str, ...]) -> list[int]:
         for kt, key in zip(fn.inputs, in_keys):
@@ -460,7 +434,7 @@ class FlatGraph:
         fn = override if override is not None else self.overrides.get(node.name)
         if fn is not None:
             out = fn(*args, **kwargs)
-            return _to_float32(out) if node.name in self.float32_nodes else out
+            return to_float32(out) if node.name in self.float32_nodes else out
         return self.call_layer(node, *args, **kwargs)
 
     def call_layer(self, node: FlatNode, *args, **kwargs):
@@ -470,7 +444,7 @@ class FlatGraph:
         if getattr(node.layer, "_call_has_training_arg", False):
             kwargs["training"] = False
         if node.name in self.float32_nodes:
-            return _to_float32(node.layer.call(*_to_float32(args), **_to_float32(kwargs)))
+            return to_float32(node.layer.call(*to_float32(args), **to_float32(kwargs)))
         return node.layer(*args, **kwargs)
 
     def run(

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from ..errors import UnsupportedLayerError
+from .precision import is_low_precision
 
 if TYPE_CHECKING:  # pragma: no cover
     from .flat import FlatGraph, FlatNode
@@ -56,7 +57,7 @@ def clone_layer(layer, input_shape: tuple | Sequence[tuple], **changes):
     cloned as float32: the graph runs such layers in float32 (see FlatGraph).
     """
     config = layer.get_config()
-    if str(getattr(layer, "compute_dtype", "float32")) in ("float16", "bfloat16"):
+    if is_low_precision(layer):
         config["dtype"] = "float32"
     config.update(changes)
     try:

@@ -40,7 +40,7 @@ import keras
 import numpy as np
 
 from ...errors import UnsupportedLayerError
-from ...graph import FlatGraph, FlatNode, Rectifier, activation_name, rectifier_of
+from ...graph import FlatGraph, FlatNode, Rectifier, activation_name, is_low_precision, rectifier_of
 from .linear import KernelMap, LinearMap, PoolMap, ScaleMap, SeparableMap
 
 SUPPORTED = (
@@ -158,8 +158,7 @@ def _np(v) -> np.ndarray:
 def _dtype(layer) -> str:
     """The dtype rules compute in: float64 for float64 layers, else float32 (mixed-precision
     float16/bfloat16 layers run in float32, as the graph does)."""
-    dtype = str(getattr(layer, "compute_dtype", None) or "float32")
-    return "float32" if dtype in ("float16", "bfloat16") else dtype
+    return "float32" if is_low_precision(layer) else str(getattr(layer, "compute_dtype", None) or "float32")
 
 
 def _fused(node: FlatNode, graph: FlatGraph, method: str) -> Rectifier | None:
