@@ -177,7 +177,7 @@ class FlatGraph:
             if shape is None:
                 raise InputError(
                     f"subclassed model {model.name!r} has no known input shape: pass "
-                    "input_shape=(H, W, C) (to as_spec, explain or load_model), or build it "
+                    "input_shape=(H, W, C) (to as_spec, explain or load_model_file), or build it "
                     "first with model.build((None, H, W, C))"
                 )
             shape = check_input_shape(shape, model.name)
@@ -250,7 +250,7 @@ class FlatGraph:
             if len(out_keys) != 1:
                 raise InputError(
                     f"model {self.model.name!r} has {len(out_keys)} outputs ({shown}); choose "
-                    "the one to explain with output=<index or name> (as_spec, explain, load_model)"
+                    "the one to explain with output=<index or name> (as_spec, explain, load_model_file)"
                 )
             index = 0
         elif isinstance(output, (int, np.integer)) and not isinstance(output, bool):

@@ -96,7 +96,10 @@ def load_model_file(path: str | Path, input_shape: tuple | None = None,
     except Exception as err:
         raise InputError(f"model file {str(path)!r} cannot be read as a Keras model: "
                          f"{type(err).__name__}: {err}") from err
-    spec = as_spec(model, input_shape=input_shape, output=output)
+    try:
+        spec = as_spec(model, input_shape=input_shape, output=output)
+    except InputError as err:  # several outputs, unknown input shape: name the file too
+        raise InputError(f"model file {str(path)!r}: {err}") from err
     spec.name = path.stem
     if not spec.input_range:
         spec.input_range = None

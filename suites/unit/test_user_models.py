@@ -183,6 +183,29 @@ def test_chosen_softmax_output_is_explained_on_its_logits(two_heads):
     assert box.indices.tolist() == [3, 3]  # the 4-wide box head, not the classifier
 
 
+@keras.saving.register_keras_serializable("cnnvis_test_user_models")
+class _SavedHeads(_TwoHeads):
+    """_TwoHeads, registered so that a .keras file of it loads in safe mode."""
+
+
+def test_saved_subclassed_multi_output_file_loads_with_a_chosen_output(tmp_path):
+    from cnnvis_eval.models.files import load_model_file
+
+    model = _SavedHeads(name="saved_heads")
+    x = _x()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model(x[:1])
+    path = tmp_path / "heads.keras"
+    model.save(path)
+    with pytest.raises(errors.InputError, match=r"model file '.*heads.keras': model 'saved_heads' has 2 outputs "
+                                                r"\(0: 'box', 1: 'cls'\)"):
+        load_model_file(path)
+    spec = load_model_file(path, output="cls")
+    assert spec.name == "heads" and spec.input_shape == (8, 8, 2) and spec.graph.traced
+    np.testing.assert_allclose(spec.graph.run(x)[0], cv.as_spec(model, output=1).graph.run(x)[0], rtol=1e-6)
+
+
 # ---------------------------------------------------------------------- mixed precision
 
 
