@@ -41,13 +41,20 @@ class ModelFile:
         return f"file:{self.path}"
 
 
-def load_model_file(path: str | Path) -> ModelSpec:
+def load_model_file(path: str | Path, input_shape: tuple | None = None,
+                    output: int | str | None = None) -> ModelSpec:
     """A user's saved Keras model, loaded with Keras safe mode (no arbitrary code).
 
     Parameters
     ----------
     path : str or Path
         A ``.keras`` archive (or a legacy ``.h5`` / ``.hdf5`` file).
+    input_shape : tuple (H, W, C), optional
+        For a subclassed model (its class registered with
+        ``keras.saving.register_keras_serializable``): the shape to trace it with, when the
+        file does not record one (the CLI passes its images' shape).
+    output : int or str, optional
+        For a multi-output model: the output to explain (index or producing layer's name).
 
     Returns
     -------
@@ -57,7 +64,8 @@ def load_model_file(path: str | Path) -> ModelSpec:
     Raises
     ------
     InputError
-        The file is missing, unreadable, or not safe to load (e.g. it has Lambda layers).
+        The file is missing, unreadable, or not safe to load (e.g. it has Lambda layers);
+        a multi-output model without ``output``; a subclassed model of unknown input shape.
     """
     import keras
 
@@ -88,7 +96,10 @@ def load_model_file(path: str | Path) -> ModelSpec:
     except Exception as err:
         raise InputError(f"model file {str(path)!r} cannot be read as a Keras model: "
                          f"{type(err).__name__}: {err}") from err
-    spec = as_spec(model)
+    try:
+        spec = as_spec(model, input_shape=input_shape, output=output)
+    except InputError as err:  # several outputs, unknown input shape: name the file too
+        raise InputError(f"model file {str(path)!r}: {err}") from err
     spec.name = path.stem
     if not spec.input_range:
         spec.input_range = None
