@@ -284,7 +284,6 @@ def test_grad_cam_uses_the_prelu_output():
     assert ggc.meta["layer"] == "unit" and ggc.meta["leaky_rectifiers"] == 2
 
 
-@pytest.mark.slow
 def test_mtcnn_onet_face():
     """The trained MTCNN ONet (its own layers, rewired as a functional model with the face
     head) on the astronaut's face: Grad-CAM uses prelu4, the guided rules use its 5 PReLUs."""

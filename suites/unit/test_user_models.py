@@ -281,7 +281,7 @@ PRELU = (errors.UnsupportedLayerError, r"layer 'prelu\d'.*PReLU|PReLU.*'prelu\d'
 ONET_REFUSALS = {
     "cam": (errors.UnsupportedArchitectureError, r"cam needs a classifier head of global average pooling"),
     **{m: PRELU for m in ("deep_taylor", "deep_taylor_bounded", "lrp_alpha1beta0", "lrp_composite",
-                          "lrp_epsilon", "guided_backprop", "deconvnet", "guided_grad_cam")},
+                          "lrp_epsilon")},
 }
 ONET_PARAMS = {**FAST, "rise": {"n_masks": 16}, "occlusion": {"window": 8, "stride": 8},
                "deep_taylor_bounded": {"low": -127.5 / 128, "high": 127.5 / 128}}
@@ -312,13 +312,11 @@ def test_onet_sees_the_face_and_needs_an_output(onet):
         cv.explain("saliency", model, x)
 
 
-#: by default ONet runs a gradient method, a CAM and a PReLU refusal; every method under -m slow
-ONET_FAST = ("saliency", "grad_cam", "lrp_epsilon")
-
-
-@pytest.mark.parametrize("method", [m if m in ONET_FAST else pytest.param(m, marks=pytest.mark.slow)
-                                    for m in cv.list_methods()])
+@pytest.mark.parametrize("method", cv.list_methods())
 def test_onet_face_output_is_explained_by_every_method(onet, method):
+    """Every method gives a finite map of the face logit, or refuses naming why (CAM: no GAP
+    head; the relevance rules: PReLU).  The guided rules apply their leaky rule to ONet's
+    five PReLUs (issue 14 item 7), never silently the plain gradient."""
     model, x = onet
     try:
         exp = cv.explain(method, model, x, output="fc6-3", target=cv.ClassTarget(1),
@@ -329,5 +327,11 @@ def test_onet_face_output_is_explained_by_every_method(onet, method):
         kind, message = ONET_REFUSALS[method]
         assert isinstance(err, kind) and re.search(message, str(err)), str(err)
         return
+    assert method not in ONET_REFUSALS, f"{method} was expected to refuse ONet"
     assert exp.heatmap.shape == (1, 48, 48) and np.isfinite(exp.heatmap).all()
+    assert np.abs(exp.heatmap).max() > 0, f"{method}: all-zero map of a face ONet scores 0.99999"
+    if "layer" in exp.meta:  # the CAM family: the PReLU output, not the conv before it (item 8)
+        assert exp.meta["layer"] == "prelu4", exp.meta["layer"]
     assert exp.scores[0] > 0  # the face logit (the softmax is explained on its logits)
+    if method in ("guided_backprop", "deconvnet", "guided_grad_cam"):
+        assert exp.meta["leaky_rectifiers"] == 5  # prelu1..prelu5
