@@ -156,16 +156,21 @@ def _call(fn, task):
 
 
 def _worker_init(threads: int, progress, parent_pid: int):
-    """Worker process start: ignore SIGINT, exit when the parent dies, share the cores
-    between the workers, keep the progress queue."""
+    """Worker process start: ignore SIGINT, exit when the parent dies, keep the progress
+    queue, share the cores between the workers."""
     global _PROGRESS
     import signal
+    import threading
+
+    import tensorflow as tf
+    from tqdm import tqdm
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent(parent_pid)
     _PROGRESS = progress
-    import tensorflow as tf
-
+    # tqdm's default lock holds a multiprocessing semaphore: a worker terminated mid-run
+    # would leak it (and the resource tracker warn at exit); workers draw no bars
+    tqdm.set_lock(threading.RLock())
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     # every cell builds fresh explainers, whose functions trace once each: TensorFlow's
