@@ -32,8 +32,8 @@ from ..frame import COLUMNS
 from ..models.spec import ModelSpec
 from .config import NEURONS, RunConfig, method_params
 from .executors import Executor, make_executor
-from .lock import RunLock
 from .inputs import ImageSet, load_inputs, neuron_targets, release
+from .lock import RunLock
 from .stages import NOT_APPLICABLE, randomization_rows, randomize_model, score_model
 from .store import RunStore, versions
 

@@ -272,6 +272,7 @@ def wait_for_cells(proc, out, timeout=300):
 def test_killing_the_parent_of_a_two_worker_run_leaves_no_process(tmp_path):
     proc = start_cli(run_argv(two_models(tmp_path), tmp_path / "runs", workers="2"))
     out = tmp_path / "runs" / "r"
+    children = set()
     try:
         wait_for_cells(proc, out)
         children = descendants(proc.pid)
@@ -282,7 +283,7 @@ def test_killing_the_parent_of_a_two_worker_run_leaves_no_process(tmp_path):
         assert wait_until(lambda: not any(alive(p) for p in children), timeout=20), \
             f"survivors: {[(p, Path(f'/proc/{p}/cmdline').read_bytes()[:80]) for p in children if alive(p)]}"
     finally:
-        for p in descendants(proc.pid) | {proc.pid}:
+        for p in children | descendants(proc.pid) | {proc.pid}:  # no survivor outlives a failure
             if alive(p):
                 os.kill(p, signal.SIGKILL)
 
