@@ -119,14 +119,17 @@ class ProcessExecutor:
 
     def __exit__(self, exc_type, *exc) -> None:
         pool, queue, self._pool, self._queue = self._pool, self._queue, None, None
+        processes = list((getattr(pool, "_processes", None) or {}).values())
         try:
             if exc_type is None:
-                pool.shutdown()
-            else:  # interrupted or failed: stop the workers now, do not wait for their tasks
-                processes = list((getattr(pool, "_processes", None) or {}).values())
+                pool.shutdown()  # waits for the tasks
+        except BaseException:  # e.g. Ctrl-C while waiting
+            exc_type = BaseException
+            raise
+        finally:
+            if exc_type is not None:  # interrupted or failed: stop the workers, not their tasks
                 pool.shutdown(wait=False, cancel_futures=True)
                 _stop(processes)
-        finally:
             queue.close()
 
     def map(self, fn, tasks, tick=_quiet, on_done=_quiet) -> list:

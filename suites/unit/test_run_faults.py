@@ -107,6 +107,12 @@ def descendants(pid: int) -> set[int]:
     return {p for p in found if alive(p)}
 
 
+def survivors(pids) -> str:
+    """The processes of ``pids`` still alive, with their command lines (a failure message)."""
+    return "survivors: " + "; ".join(f"{p}: {Path(f'/proc/{p}/cmdline').read_bytes()[:100]!r}"
+                                     for p in pids if alive(p))
+
+
 def wait_until(condition, timeout, step=0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -278,14 +284,14 @@ def test_killing_the_parent_of_a_two_worker_run_leaves_no_process(tmp_path):
         children = descendants(proc.pid)
         assert len(children) >= 2  # the workers (and the resource tracker)
         proc.kill()
-        proc.communicate()
+        proc.wait(30)  # not communicate(): on failure survivors would hold its pipes open
         assert not (out / "results.parquet").exists()  # killed mid-run
-        assert wait_until(lambda: not any(alive(p) for p in children), timeout=20), \
-            f"survivors: {[(p, Path(f'/proc/{p}/cmdline').read_bytes()[:80]) for p in children if alive(p)]}"
+        assert wait_until(lambda: not any(alive(p) for p in children), timeout=20), survivors(children)
     finally:
         for p in children | descendants(proc.pid) | {proc.pid}:  # no survivor outlives a failure
             if alive(p):
                 os.kill(p, signal.SIGKILL)
+        proc.stdout.close(), proc.stderr.close()
 
 
 @pytest.mark.slow
@@ -302,7 +308,7 @@ def test_ctrl_c_on_a_two_worker_run_is_one_line_and_the_run_resumes(tmp_path, ca
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert [line for line in err.splitlines() if line.strip()] == [
         f"cnnvis-eval: interrupted; run again with the same command to resume ({out})"]
-    assert not any(alive(p) for p in children)
+    assert wait_until(lambda: not any(alive(p) for p in children), timeout=10), survivors(children)
     stored = {p: p.stat().st_mtime_ns for p in (out / "heatmaps").glob("*/*/*.npz")}
     assert stored and not list(out.rglob("*.tmp"))
     # the same command again resumes: the stored cells are not recomputed
