@@ -109,7 +109,7 @@ def cmd_run(args) -> int:
     named, a writable run folder); a bad one is one ``cnnvis-eval: error: ...`` line and
     exit status 2."""
     from .errors import CnnVisError, InputError
-    from .evaluation import GridRun, RunConfig, inputs
+    from .evaluation import GridRun, RunConfig, RunLock, inputs
     from .models.files import ModelFile
     from .report import build_report
 
@@ -140,8 +140,10 @@ def cmd_run(args) -> int:
             inputs.load_spec(ModelFile(path), config)
         print(f"run {out.name}: {len(config.models) + len(config.model_files)} models x "
               f"{len(config.methods)} methods x {len(config.photos) + config.synthetic} images x 3 neurons -> {out}")
-        GridRun(config, out, progress=not args.quiet, workers=args.workers).run()
-        page = build_report(out, benchmarks=args.benchmarks)
+        args.run_folder = out  # named in the message of an interrupted run (main)
+        with RunLock(out):  # one run per folder, from the first write to the report
+            GridRun(config, out, progress=not args.quiet, workers=args.workers).run()
+            page = build_report(out, benchmarks=args.benchmarks)
     except CnnVisError as err:
         print("cnnvis-eval: error: " + " ".join(str(err).splitlines()), file=sys.stderr)
         return 2
@@ -232,11 +234,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt (so the same
+    clean-up runs: worker processes stopped, the run folder's lock released)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
+    """The ``cnnvis-eval`` program; returns its exit status.  An interrupted command (Ctrl-C,
+    SIGTERM) prints one line and returns 130 (SIGINT) or 143 (SIGTERM); an interrupted run
+    resumes when the same command runs again."""
+    import signal
+    import threading
+
     args = build_parser().parse_args(argv)
     if args.verbose:
         quiet.set_verbose(True)
-    return args.func(args)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as stop:
+        folder = getattr(args, "run_folder", None)
+        hint = f"; run again with the same command to resume ({folder})" if folder is not None else ""
+        print(f"cnnvis-eval: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}{hint}",
+              file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,6 +25,7 @@ import hashlib
 import json
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +39,7 @@ from ..models.spec import ModelSpec
 from .config import NEURONS, RunConfig, method_params
 from .executors import Executor, make_executor
 from .inputs import ImageSet, content_key, display_names, load_inputs, neuron_targets, release
+from .lock import RunLock
 from .stages import NOT_APPLICABLE, randomization_rows, randomize_model, score_model
 from .store import ModelKey, RunStore, digest, versions
 
@@ -73,11 +75,16 @@ class GridRun:
         (default: :func:`~cnnvis_eval.evaluation.inputs.load_inputs` with ``config``).
     release_models : bool
         Drop a model's compiled functions when its work is done (default).
+    lock : bool
+        Hold the folder's :class:`~cnnvis_eval.evaluation.lock.RunLock` while writing its
+        configuration and during :meth:`run` (default); a second run into ``out`` is refused
+        (InputError naming the folder and the holder's pid).  Worker processes of a run pass
+        False: their parent holds the lock.
     """
 
     def __init__(self, config: RunConfig, out: str | Path, progress: bool = True, log=print,
                  workers: int | None = 1, executor: Executor | None = None,
-                 load: Callable | None = None, release_models: bool = True):
+                 load: Callable | None = None, release_models: bool = True, lock: bool = True):
         self.config = config
         self.progress = progress
         self.log = log or _quiet
@@ -86,27 +93,33 @@ class GridRun:
         self.executor = executor
         self.load = load if load is not None else (lambda source: load_inputs(source, config))
         self.release_models = release_models
+        self.lock = lock
         cfg_path = self.store.root / "config.json"
         new = {"config": config.to_dict(), "versions": versions()}
-        old = self.store.read_json(cfg_path, keys=("config",))
-        if old is not None:
-            if old["config"] != json.loads(json.dumps(new["config"], default=str)):
-                raise InputError(
-                    f"{str(self.store.root)!r} holds a run with another configuration; "
-                    "choose another --out folder to start a new run"
-                )
-        else:
-            self.store.save_json(cfg_path, new)
+        with self._locked():
+            old = self.store.read_json(cfg_path, keys=("config",))
+            if old is not None:
+                if old["config"] != json.loads(json.dumps(new["config"], default=str)):
+                    raise InputError(
+                        f"{str(self.store.root)!r} holds a run with another configuration; "
+                        "choose another --out folder to start a new run"
+                    )
+            else:
+                self.store.save_json(cfg_path, new)
+            # the folder's record of its models (name -> source, key; a changed one is announced) and this run's
+            self.recorded = self.store.read_json(self.store.root / "models.json") or {}
         sources = config.sources()
         self.names = {str(s): n for s, n in zip(sources, display_names(sources))}
-        # the folder's record of its models (name -> source, key; a changed one is announced) and this run's
-        self.recorded = self.store.read_json(self.store.root / "models.json") or {}
         self.current: dict = {}
         self.records_models = True  # this process writes models.json (a worker's GridRun does not)
         # its stage rows depend on the library version and the whole configuration but the
         # model list (the model is in the key)
         self.rows_tag = digest(versions()["cnnvis_eval"],
                                {k: v for k, v in config.to_dict().items() if k not in ("models", "model_files")})
+
+    def _locked(self):
+        """The folder's lock (a context manager), or a no-op without ``lock``."""
+        return RunLock(self.store.root) if self.lock else nullcontext()
 
     # -- the run -----------------------------------------------------------------
     def run(self) -> pd.DataFrame:
@@ -116,8 +129,13 @@ class GridRun:
         In this process (one worker) each model is one task with all its work.  With
         worker processes the work is split into tasks in two phases: the cells of (model,
         group of methods), then per model its scores and, per group of methods, its
-        randomization curves.  Results do not depend on the executor.
+        randomization curves.  Results do not depend on the executor.  The folder's lock is
+        held throughout (see ``lock``).
         """
+        with self._locked():
+            return self._run()
+
+    def _run(self) -> pd.DataFrame:
         sources = self.config.sources()
         n_cells = len(sources) * len(self.config.methods) * len(NEURONS)
         bar = tqdm(total=n_cells, desc="cells", unit="cell", disable=not self.progress, smoothing=0.1)
@@ -393,7 +411,7 @@ def _model_worker(config: RunConfig, root: str, source, methods, parts, tick=_qu
             _WORKER_MODEL[s] = load_inputs(s, config)
         return _WORKER_MODEL[s]
 
-    run = GridRun(config, root, progress=False, log=print, workers=1, load=load, release_models=False)
+    run = GridRun(config, root, progress=False, log=print, workers=1, load=load, release_models=False, lock=False)
     run.records_models = False  # the parent writes models.json from the cell rows
     return run.model_cells(source, tick, methods or None, parts)
 

@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import platform
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -162,10 +163,19 @@ class RunStore:
 
     @staticmethod
     def _atomic(path: Path, write):
+        """``write(tmp)`` into a temporary file next to ``path``, then rename it to ``path``.
+
+        The temporary name is unique per process and call (``.<name>.<pid>.<random>.tmp``),
+        so two writers of one path never share it; a failed write leaves no temporary file.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        write(tmp)
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            write(tmp)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def save_cell(self, path: Path, **arrays):
         """Store named arrays as a compressed ``.npz``."""
