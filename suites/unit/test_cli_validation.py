@@ -7,6 +7,8 @@ fail the test) and without writing anything into ``--out``.  No test here loads 
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import tempfile
 from pathlib import Path
@@ -215,6 +217,7 @@ def test_valid_options_still_reach_the_run(tmp_path, monkeypatch, no_model_loads
             pass
 
     monkeypatch.setattr(evaluation, "GridRun", FakeRun)
+    monkeypatch.setattr(evaluation, "RunLock", lambda out: contextlib.nullcontext())  # it makes the folder
     monkeypatch.setattr(report, "build_report", lambda out, benchmarks=None: Path(out) / "index.html")
     out = tmp_path / "not" / "yet"
     assert main(["run", "--quiet", "--models", "mini_vgg", "mobilenet_v2", "xception", "--input-size", "672",

@@ -247,6 +247,7 @@ def test_an_interrupted_cli_run_ends_in_one_line(signum, rc, word, tmp_path, mon
 
     monkeypatch.setattr(evaluation, "GridRun", SignalledRun)
     monkeypatch.setattr(inputs, "load_spec", lambda name, config: None)
+    (tmp_path / "m.keras").touch()  # the CLI checks that a model file exists before loading any
     before = signal.getsignal(signal.SIGTERM)
     assert main(run_argv([tmp_path / "m.keras"], tmp_path)) == rc
     out = tmp_path / "r"
