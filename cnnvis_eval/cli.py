@@ -56,6 +56,18 @@ def _images(entries) -> dict:
     return {"photos": tuple(photos), "synthetic": synthetic}
 
 
+def _shape(text):
+    """``--input-shape H,W,C`` -> (H, W, C) (range checked by RunConfig)."""
+    from .errors import InputError
+
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise InputError(f"--input-shape must be H,W,C (three whole numbers), got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
 def _check_writable(folder: Path) -> None:
     """InputError unless ``folder`` exists as a writable folder or can be created.
 
@@ -133,6 +145,8 @@ def cmd_run(args) -> int:
             weights=None if args.weights in (None, "none", "None") else args.weights,
             input_size=args.input_size,
             seed=args.seed,
+            file_input_shape=_shape(args.input_shape),
+            file_output=args.output,
             **kw,
         )
         out = _check_run_options(args, config)
@@ -214,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "when the run has no big model)")
     r.add_argument("--input-size", type=int, default=None,
                    help=_input_size_help())
+    r.add_argument("--input-shape", default=None, metavar="H,W,C",
+                   help="the input shape to trace the model files' subclassed models with, when a file "
+                        "does not record one")
+    r.add_argument("--output", default=None, metavar="NAME|INDEX",
+                   help="the output to explain of model files with several outputs (the producing "
+                        "layer's name, or its index)")
     r.add_argument("--out", default="reports", help="parent folder of the run folder")
     r.add_argument("--run-id", default=None, help="run folder name (default: derived from the configuration)")
     r.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and stochastic methods (>= 0)")

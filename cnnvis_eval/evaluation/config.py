@@ -138,6 +138,28 @@ def _check_big_model_options(config: "RunConfig") -> None:
                 )
 
 
+MAX_FILE_SIDE = 1024  # the largest side of a model file's input shape (--input-shape)
+
+
+def _check_file_options(config: "RunConfig") -> None:
+    """``file_input_shape`` and ``file_output`` set the model files only."""
+    for option, value in (("file_input_shape", config.file_input_shape), ("file_output", config.file_output)):
+        if value is not None and not config.model_files:
+            raise InputError(f"{option} {value!r} does not apply: the run has no model file "
+                             "(it sets how model files are loaded)")
+    if config.file_input_shape is not None:
+        shape = tuple(config.file_input_shape)
+        if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape):
+            raise InputError(f"file_input_shape must be three whole numbers (H, W, C), got {shape!r}")
+        h, w, c = shape
+        if not (1 <= h <= MAX_FILE_SIDE and 1 <= w <= MAX_FILE_SIDE and c in (1, 3)):
+            raise InputError(f"file_input_shape {shape!r} is out of range: H and W from 1 to {MAX_FILE_SIDE}, "
+                             "C 1 or 3 (the run's images are RGB or grayscale)")
+        config.file_input_shape = shape
+    if isinstance(config.file_output, str) and config.file_output.isdigit():
+        config.file_output = int(config.file_output)
+
+
 @dataclass
 class RunConfig:
     """What one comparison run covers.
@@ -163,6 +185,10 @@ class RunConfig:
         removed per step = H * W / steps)
     stages : which scoring stages to run
     method_params : per-method parameters (default :data:`GRID_PARAMS`)
+    file_input_shape : (H, W, C) to trace the model files' subclassed models with when a
+        file does not record its input shape (an error when the run has no model file)
+    file_output : the output the model files are explained on when they have several (index
+        or the producing layer's name; an error when the run has no model file)
     """
 
     models: tuple = ("mini_vgg", "mini_resnet", "mini_inception", "mini_xception", "mini_mobilenet")
@@ -178,6 +204,8 @@ class RunConfig:
     faithfulness_steps: int = 32
     stages: tuple = ("localization", "faithfulness", "complexity", "agreement", "randomization", "cost")
     method_params: dict = field(default_factory=lambda: {k: dict(v) for k, v in GRID_PARAMS.items()})
+    file_input_shape: tuple | None = None
+    file_output: int | str | None = None
 
     def __post_init__(self):
         self.models = tuple(self.models)
@@ -205,6 +233,7 @@ class RunConfig:
         if not 0 <= self.seed <= MAX_SEED:
             raise InputError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
         _check_big_model_options(self)
+        _check_file_options(self)
 
     def sources(self) -> list:
         """The run's models in order: the names, then a :class:`ModelFile` per model file."""
@@ -219,5 +248,5 @@ class RunConfig:
         return "run-" + hashlib.sha1(blob).hexdigest()[:10]
 
 
-__all__ = ["GRID_PARAMS", "MAX_INPUT_SIZE", "MAX_SEED", "MAX_SYNTHETIC", "NEURONS", "OCCLUSION_WINDOW_FRACTION",
+__all__ = ["GRID_PARAMS", "MAX_FILE_SIDE", "MAX_INPUT_SIZE", "MAX_SEED", "MAX_SYNTHETIC", "NEURONS", "OCCLUSION_WINDOW_FRACTION",
            "RunConfig", "method_params"]

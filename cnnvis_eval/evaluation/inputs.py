@@ -74,10 +74,10 @@ def load_spec(source: str | ModelFile, config: RunConfig) -> ModelSpec:
             st = path.stat()
             key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
         except OSError:
-            return load_model_file(path)  # raises the InputError naming the problem
+            return load_model_file(path, config.file_input_shape, config.file_output)  # the InputError
         if key not in _FILE_SPECS:
             _FILE_SPECS.clear()  # keep at most one user model alive
-            _FILE_SPECS[key] = load_model_file(path)
+            _FILE_SPECS[key] = load_model_file(path, config.file_input_shape, config.file_output)
         return _FILE_SPECS[key]
     if source in BIG_MODELS:
         size = config.input_size

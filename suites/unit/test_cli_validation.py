@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -226,3 +227,22 @@ def test_valid_options_still_reach_the_run(tmp_path, monkeypatch, no_model_loads
     cfg = seen["config"]
     assert cfg.input_size == 672 and cfg.weights == "imagenet" and cfg.synthetic == 3 and cfg.photos == ("chelsea",)
     assert seen["out"].parent == out and not out.exists()  # the probe left nothing behind
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--input-shape", "16,16"], r"--input-shape must be H,W,C \(three whole numbers\), got '16,16'"),
+    (["--input-shape", "16,16,3"], r"file_input_shape \(16, 16, 3\) does not apply: the run has no model file"),
+    (["--output", "cls"], r"file_output 'cls' does not apply: the run has no model file"),
+])
+def test_model_file_options_without_a_model_file(argv, message, tmp_path, capsys, no_model_loads):
+    assert main(["run", "--models", "mini_vgg", "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_file_input_shape_out_of_range(tmp_path, capsys, no_model_loads):
+    (tmp_path / "m.keras").touch()
+    assert main(["run", "--model-file", str(tmp_path / "m.keras"), "--input-shape", "16,16,4",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "file_input_shape (16, 16, 4) is out of range" in capsys.readouterr().err

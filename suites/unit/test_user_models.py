@@ -12,6 +12,7 @@ import warnings
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -335,3 +336,33 @@ def test_onet_face_output_is_explained_by_every_method(onet, method):
     assert exp.scores[0] > 0  # the face logit (the softmax is explained on its logits)
     if method in ("guided_backprop", "deconvnet", "guided_grad_cam"):
         assert exp.meta["leaky_rectifiers"] == 5  # prelu1..prelu5
+
+
+def test_a_run_explains_a_saved_multi_output_file_on_the_chosen_output(tmp_path):
+    """The grid (``cnnvis-eval run --model-file F --output cls``): the file's classifier head
+    is explained; without the choice the file is refused before the run, naming the outputs."""
+    from cnnvis_eval.evaluation import GridRun, RunConfig, inputs
+    from cnnvis_eval.models.files import ModelFile, load_model_file
+
+    model = _SavedHeads(name="rgb_heads")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model(_x(1, size=16, channels=3))
+    path = tmp_path / "heads.keras"
+    model.save(path)
+    kw = dict(models=(), model_files=(str(path),), methods=("saliency",), photos=(), synthetic=1)
+    with pytest.raises(errors.InputError, match=r"has 2 outputs \(0: 'box', 1: 'cls'\)"):
+        inputs.load_spec(ModelFile(path), RunConfig(**kw))
+    with pytest.raises(errors.InputError, match=r"file_output 'cls' does not apply: the run has no model file"):
+        RunConfig(models=("mini_vgg",), file_output="cls")
+    config = RunConfig(**kw, stages=("complexity",), file_output="cls")
+    GridRun(config, tmp_path / "run", progress=False, log=None).run()
+    cells = pd.read_parquet(tmp_path / "run" / "cells.parquet")
+    assert cells.loc[cells["neuron"] == "logit", "status"].tolist() == ["ok"], cells
+    # the stored map is the classifier head's: the same as explaining the file's output 'cls' directly
+    spec = load_model_file(path, output="cls")
+    images = np.load(next((tmp_path / "run" / "images").glob("*.npz")))["images"]
+    direct = cv.explain("saliency", spec, spec.preprocess(images))
+    stored = [np.load(f)["heatmap"] for f in (tmp_path / "run" / "heatmaps").rglob("logit*.npz")]
+    assert len(stored) == 1
+    np.testing.assert_allclose(stored[0], direct.heatmap, rtol=1e-5, atol=1e-7)
