@@ -230,7 +230,7 @@ def test_a_worker_exits_when_its_parent_is_killed():
 
 @pytest.mark.parametrize("signum, rc, word", [(signal.SIGINT, 130, "interrupted"),
                                               (signal.SIGTERM, 143, "terminated")])
-def test_an_interrupted_cli_run_ends_in_one_line(signum, rc, word, tmp_path, monkeypatch, capsys):
+def test_an_interrupted_cli_run_ends_in_one_line(signum, rc, word, tmp_path, monkeypatch, capsys, request):
     """A real signal to this process while the CLI runs: one line naming the folder, exit
     130 / 143, the folder's lock released, the SIGTERM handler restored."""
     import cnnvis_eval.evaluation as evaluation
@@ -248,6 +248,9 @@ def test_an_interrupted_cli_run_ends_in_one_line(signum, rc, word, tmp_path, mon
     monkeypatch.setattr(evaluation, "GridRun", SignalledRun)
     monkeypatch.setattr(inputs, "load_spec", lambda name, config: None)
     (tmp_path / "m.keras").touch()  # the CLI checks that a model file exists before loading any
+    # Python's own SIGINT handler, as in a terminal (a pytest-xdist worker ignores SIGINT)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous_int))
     before = signal.getsignal(signal.SIGTERM)
     assert main(run_argv([tmp_path / "m.keras"], tmp_path)) == rc
     out = tmp_path / "r"
