@@ -160,14 +160,17 @@ def score_model(store: RunStore, config: RunConfig, spec: ModelSpec, images: Ima
     heat : ``{(method, neuron): heatmaps (N, H, W)}`` of the cells that are ok
     cells : the cell rows (``status``, ``seconds_per_image``, ...)
 
-    Writes ``rows/scores/<model>.parquet`` (once: a stored model is not scored again), the
-    agreement matrices and the reference timing.
+    Writes ``rows/scores/<model>.parquet``, the agreement matrices and the reference timing,
+    and beside the scores the cells they were computed from (``.cells.json``): a model is not
+    scored again unless that set changed (a cell that failed and has been explained since).
     """
     from ..metrics import get_metric
 
     model = spec.name
     path = store.rows_path("scores", model)
-    if path.is_file():
+    basis_path = path.with_suffix(".cells.json")
+    basis = {"cells": sorted(f"{m}/{n}" for m, n in heat)}
+    if path.is_file() and store.read_json(basis_path, keys=("cells",)) == basis:
         return
     frames = []
     syn = images.synthetic_index
@@ -206,6 +209,7 @@ def score_model(store: RunStore, config: RunConfig, spec: ModelSpec, images: Ima
                         pd.DataFrame({"model": [model], "forward_backward_seconds_per_image": [ref_per_image]}))
     if frames:
         store.save_rows(path, pd.concat(frames, ignore_index=True))
+        store.save_json(basis_path, basis)
 
 
 def _agreement(store: RunStore, model: str, ids: np.ndarray, heat: dict) -> list[pd.DataFrame]:

@@ -172,6 +172,14 @@ def test_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
 
     page = build_report(tmp_path / "run").read_text()
     assert "RuntimeError: boom: simulated failure" in page
+    # the next run explains the failed cells and scores them too (not only the stored scores)
+    monkeypatch.undo()
+    ExplainSpy(monkeypatch)
+    again = GridRun(cfg, tmp_path / "run", progress=False, log=None).run()
+    assert (pd.read_parquet(tmp_path / "run" / "cells.parquet")["status"] == "ok").all()
+    rescored = set(zip(again["model"], again["method"], again["neuron"]))
+    assert {("gap_cnn", "grad_cam", "logit"), ("flat_cnn", "grad_cam", "logit")} <= rescored
+    assert scored < rescored
 
 
 def test_unreadable_model_file_is_recorded_and_other_models_run(tmp_path):
