@@ -4,7 +4,8 @@ Tests take the ``record`` fixture and call ``record(metric, values, method=..., 
 image=..., neuron=...)``; ``record.curve(frame)`` stores randomization curves.  At the end
 of the session the rows are written to ``reports/suite/results.parquet`` (and CSV), and,
 with ``pytest suites/ --cnnvis-report DIR``, to ``DIR`` together with an HTML report built
-like a grid run's (``cnnvis-eval report DIR`` rebuilds it).
+like a grid run's (``cnnvis-eval report DIR`` rebuilds it).  The option itself is the
+installed plugin's (:mod:`cnnvis_eval.testing.plugin`), which this module registers if needed.
 
 Rows are recorded whatever the test's outcome, so the numbers of expected failures
 (``xfail``) reach the report too.  Under pytest-xdist every worker hands its rows to the
@@ -29,9 +30,14 @@ _AGREEMENT: list[pd.DataFrame] = []
 _BENCHMARKS: list[dict] = []
 
 
-def pytest_addoption(parser):
-    parser.addoption("--cnnvis-report", action="store", default=None, metavar="DIR",
-                     help="write the suite's measurements and an HTML report to DIR")
+def pytest_addhooks(pluginmanager):
+    """``--cnnvis-report`` belongs to the installed plugin (:mod:`cnnvis_eval.testing.plugin`,
+    entry point ``pytest11: cnnvis_eval``); register it here when it is not loaded yet (a
+    checkout without the entry point installed, or ``-p suites.support.record`` alone)."""
+    from cnnvis_eval.testing import plugin
+
+    if not pluginmanager.is_registered(plugin) and not pluginmanager.is_blocked("cnnvis_eval"):
+        pluginmanager.register(plugin, "cnnvis_eval")
 
 
 class Recorder:

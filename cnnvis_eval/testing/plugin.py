@@ -1,0 +1,193 @@
+"""pytest plugin: the sanity checks of :mod:`cnnvis_eval.testing.checks` on *your* model.
+
+Installed with the package (entry point ``pytest11: cnnvis_eval``)::
+
+    pytest --cnnvis-model path/model.keras --cnnvis-images path/folder_or.npz \\
+           [--cnnvis-methods grad_cam,saliency] [--cnnvis-checks randomization,faithfulness.road] \\
+           [--cnnvis-masks DIR_OR_NPZ] [--cnnvis-preprocess -1,1] [--cnnvis-classes cat,dog] \\
+           [--cnnvis-output LAYER] [--cnnvis-report DIR]
+
+Each ``--cnnvis-model`` adds the checks of :mod:`cnnvis_eval.testing.suite` (a test file of
+the installed package, collected as if given on the command line), one test per (check,
+variant, method): ``test_randomization[grad_cam-cascading_top]`` (with several models, the
+model file's stem comes first).  ``pass`` passes, ``fail`` fails with the measured value,
+threshold and controls, a failure the literature predicts is an ``xfail`` with its citation,
+``inconclusive`` and ``n/a`` are skips with their reason.  ``--cnnvis-report DIR`` writes the
+verdicts to ``DIR/verdicts.parquet`` (and CSV); in this repository the suite's record plugin
+(``suites/support/record.py``) writes its measurements and HTML report to the same DIR.
+
+Without ``--cnnvis-model`` the plugin adds nothing.  This module imports only pytest and the
+standard library; the checks (and TensorFlow) are imported by the first check that runs.
+(Importing it still runs ``cnnvis_eval/__init__.py``, which imports TensorFlow today.)
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+DEFAULT_METHODS = ("saliency", "integrated_gradients", "guided_backprop", "grad_cam", "lrp_epsilon")
+SUITE = Path(__file__).with_name("suite.py")
+_OUTPUT_KEY = "cnnvis_verdicts"
+_VERDICTS: list = []
+_CONTEXTS: dict = {}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("cnnvis_eval", "cnnvis_eval: sanity checks of saliency maps on your model")
+    group.addoption("--cnnvis-model", action="append", default=[], metavar="FILE",
+                    help="a saved Keras model (.keras or .h5) to check; repeat for several models")
+    group.addoption("--cnnvis-images", default=None, metavar="PATH",
+                    help="a folder of JPEG/PNG images, or an .npz with an 'images' array")
+    group.addoption("--cnnvis-methods", default=",".join(DEFAULT_METHODS), metavar="LIST",
+                    help=f"comma-separated method names (default {','.join(DEFAULT_METHODS)})")
+    group.addoption("--cnnvis-checks", default=None, metavar="LIST",
+                    help="comma-separated checks or check.variant (default: all)")
+    group.addoption("--cnnvis-masks", default=None, metavar="PATH",
+                    help="ground-truth masks: a folder of PNGs named like the images, or an .npz with 'masks'")
+    group.addoption("--cnnvis-preprocess", default=None, metavar="MODE",
+                    help="0-255 (default) | -1,1 | 0-1 | caffe | torch | module:function")
+    group.addoption("--cnnvis-classes", default=None, metavar="LIST", help="comma-separated class names")
+    group.addoption("--cnnvis-output", default=None, metavar="NAME",
+                    help="the output layer to explain, for models with several outputs")
+    group.addoption("--cnnvis-report", action="store", default=None, metavar="DIR",
+                    help="write the measurements, verdicts and an HTML report to DIR")
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _cases(config) -> list[tuple[str, str, str, str | None]]:
+    """(model file, check, method, variant) for every selected check, variant and method."""
+    from .checks import CHECKS  # cnnvis_eval's checks: imported only when a model is given
+
+    wanted = _split(config.getoption("--cnnvis-checks")) or list(CHECKS)
+    for w in wanted:
+        check, _, variant = w.partition(".")
+        if check not in CHECKS or (variant and variant not in CHECKS[check][0]):
+            raise pytest.UsageError(f"--cnnvis-checks: unknown check {w!r}; available: "
+                                    + ", ".join(c if v is None else f"{c}.{v}" for c, (vs, _) in CHECKS.items() for v in vs))
+    methods = _split(config.getoption("--cnnvis-methods"))
+    out = []
+    for model in config.getoption("--cnnvis-model"):
+        for check, (variants, _) in CHECKS.items():
+            for variant in variants:
+                if not any(w in (check, f"{check}.{variant}") for w in wanted):
+                    continue
+                out.extend((model, check, method, variant) for method in methods)
+    return out
+
+
+def pytest_configure(config):
+    models = config.getoption("--cnnvis-model")
+    if not models:
+        return
+    if not config.getoption("--cnnvis-images"):
+        raise pytest.UsageError("--cnnvis-model needs --cnnvis-images (a folder of JPEG/PNG images or an .npz)")
+    for m in models:
+        if not Path(m).is_file():
+            raise pytest.UsageError(f"--cnnvis-model: model file {m!r} does not exist")
+    if str(SUITE) not in config.args:
+        config.args.append(str(SUITE))
+
+
+def pytest_generate_tests(metafunc):
+    if "cnnvis_case" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    check = metafunc.function.__name__.removeprefix("test_")
+    several = len(config.getoption("--cnnvis-model")) > 1
+    params = []
+    for model, c, method, variant in _cases(config):
+        if c != check:
+            continue
+        parts = ([Path(model).stem] if several else []) + [method] + ([variant] if variant else [])
+        params.append(pytest.param((model, c, method, variant), id="-".join(parts),
+                                   marks=pytest.mark.xdist_group(f"cnnvis:{model}")))
+    metafunc.parametrize("cnnvis_case", params)
+
+
+def context(config, model: str):
+    """The CheckContext of ``model`` (loaded once per session and process)."""
+    if model not in _CONTEXTS:
+        from cnnvis_eval.errors import InputError
+
+        from .context import CheckContext
+        from .inputs import load_images, load_masks, load_user_model
+
+        try:
+            spec = load_user_model(model, config.getoption("--cnnvis-output"), config.getoption("--cnnvis-preprocess"))
+            classes = _split(config.getoption("--cnnvis-classes"))
+            if classes:
+                if len(classes) != spec.num_classes:
+                    raise InputError(f"--cnnvis-classes names {len(classes)} classes; the model has {spec.num_classes}")
+                spec.class_names = tuple(classes)
+            images, ids = load_images(config.getoption("--cnnvis-images"), spec.input_shape)
+            masks_src = config.getoption("--cnnvis-masks")
+            masks = load_masks(masks_src, ids, spec.input_shape) if masks_src else None
+            _CONTEXTS[model] = CheckContext(spec, spec.preprocess(images), masks=masks, name=Path(model).stem)
+        except InputError as err:
+            _CONTEXTS[model] = err
+    ctx = _CONTEXTS[model]
+    if isinstance(ctx, Exception):
+        pytest.fail(f"cnnvis_eval: {ctx}", pytrace=False)
+    return ctx
+
+
+def run_case(request, case) -> None:
+    """Run one check and turn its verdict into the test's outcome."""
+    from .checks import run_check
+
+    model, check, method, variant = case
+    v = run_check(context(request.config, model), check, method, variant)
+    _VERDICTS.append(v)
+    request.node.user_properties.append(("cnnvis_verdict", v.message()))
+    msg = v.message()
+    if v.status == "fail":
+        if v.known_failure:
+            pytest.xfail(msg)
+        pytest.fail(msg, pytrace=False)
+    if v.status in ("inconclusive", "n/a"):
+        pytest.skip(msg)
+
+
+@pytest.fixture
+def cnnvis_case(request):
+    """(model file, check, method, variant) of one parametrized check."""
+    return request.param
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist controller: collect the verdicts of a worker."""
+    blob = getattr(node, "workeroutput", {}).get(_OUTPUT_KEY)
+    if blob:
+        _VERDICTS.extend(pickle.loads(blob))
+
+
+@pytest.hookimpl(tryfirst=True)  # before a report is built from the same folder
+def pytest_sessionfinish(session, exitstatus):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[_OUTPUT_KEY] = pickle.dumps(_VERDICTS)
+        return
+    out = session.config.getoption("--cnnvis-report")
+    if not (_VERDICTS and out):
+        return
+    from .verdict import verdict_frame
+
+    table = verdict_frame(_VERDICTS)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    table.to_parquet(Path(out) / "verdicts.parquet", index=False)
+    table.to_csv(Path(out) / "verdicts.csv", index=False)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _VERDICTS:
+        return
+    terminalreporter.section("cnnvis_eval verdicts")
+    for v in _VERDICTS:
+        terminalreporter.write_line(v.message())
