@@ -12,7 +12,7 @@ from typing import Callable, Hashable
 
 import numpy as np
 
-from .. import get_method
+from ..methods import get_method
 from ..errors import InputError
 from ..metrics import CONTROLS
 from ..models.spec import ModelSpec, as_spec

@@ -33,6 +33,7 @@ SUITE = Path(__file__).with_name("suite.py")
 _OUTPUT_KEY = "cnnvis_verdicts"
 _VERDICTS: list = []
 _CONTEXTS: dict = {}
+_CASES = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser):
@@ -71,6 +72,13 @@ def _cases(config) -> list[tuple[str, str, str, str | None]]:
             raise pytest.UsageError(f"--cnnvis-checks: unknown check {w!r}; available: "
                                     + ", ".join(c if v is None else f"{c}.{v}" for c, (vs, _) in CHECKS.items() for v in vs))
     methods = _split(config.getoption("--cnnvis-methods"))
+    from cnnvis_eval.methods import list_methods
+    from cnnvis_eval.metrics import CONTROLS
+
+    unknown = [m for m in methods if m not in list_methods() and m not in CONTROLS]
+    if unknown or not methods:
+        raise pytest.UsageError(f"--cnnvis-methods: unknown method(s) {', '.join(unknown) or '(none given)'}; "
+                                f"available: {', '.join(list_methods())}")
     out = []
     for model in config.getoption("--cnnvis-model"):
         for check, (variants, _) in CHECKS.items():
@@ -90,6 +98,7 @@ def pytest_configure(config):
     for m in models:
         if not Path(m).is_file():
             raise pytest.UsageError(f"--cnnvis-model: model file {m!r} does not exist")
+    config.stash[_CASES] = _cases(config)
     if str(SUITE) not in config.args:
         config.args.append(str(SUITE))
 
@@ -101,13 +110,22 @@ def pytest_generate_tests(metafunc):
     check = metafunc.function.__name__.removeprefix("test_")
     several = len(config.getoption("--cnnvis-model")) > 1
     params = []
-    for model, c, method, variant in _cases(config):
+    for model, c, method, variant in config.stash.get(_CASES, []):
         if c != check:
             continue
         parts = ([Path(model).stem] if several else []) + [method] + ([variant] if variant else [])
         params.append(pytest.param((model, c, method, variant), id="-".join(parts),
                                    marks=pytest.mark.xdist_group(f"cnnvis:{model}")))
     metafunc.parametrize("cnnvis_case", params)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect the suite's check functions that no selected case parametrizes."""
+    empty = [i for i in items if i.path == SUITE and not isinstance(
+        getattr(getattr(i, "callspec", None), "params", {}).get("cnnvis_case"), tuple)]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [i for i in items if i not in empty]
 
 
 def context(config, model: str):
