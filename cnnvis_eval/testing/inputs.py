@@ -208,30 +208,9 @@ def load_user_model(path, output: str | None = None, preprocess: str | None = No
     InputError
         Unreadable file, several inputs, several outputs without ``output``, unknown output.
     """
-    import keras
-
     from ..models.files import load_model_file
-    from ..models.spec import as_spec
 
-    spec = load_model_file(path)
-    model = spec.model
-    if len(model.inputs) != 1:
-        raise InputError(f"model file {str(path)!r} has {len(model.inputs)} inputs; models with several inputs "
-                         "are not supported")
-    if output is not None or len(model.outputs) != 1:
-        names = [t.name.split("/")[0] for t in model.outputs]
-        if output is None:
-            raise InputError(f"model file {str(path)!r} has {len(names)} outputs ({', '.join(names)}); "
-                             "choose one with --cnnvis-output NAME")
-        try:
-            layer = model.get_layer(output)
-        except ValueError:
-            raise InputError(f"model file {str(path)!r} has no layer {output!r} to explain "
-                             f"(outputs: {', '.join(names)})") from None
-        sub = keras.Model(model.inputs, layer.output, name=f"{model.name}_{output}")
-        name = spec.name
-        spec = as_spec(sub)
-        spec.name = name
+    spec = load_model_file(path, output)
     fn, rng = preprocess_function(preprocess or "0-255", spec)
     spec.preprocess = fn
     c = spec.input_shape[-1]

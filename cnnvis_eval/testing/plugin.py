@@ -8,7 +8,7 @@ Installed with the package (entry point ``pytest11: cnnvis_eval``)::
            [--cnnvis-output LAYER] [--cnnvis-report DIR]
 
 Each ``--cnnvis-model`` adds the checks of :mod:`cnnvis_eval.testing.suite` (a test file of
-the installed package, collected as if given on the command line), one test per (check,
+the installed package, collected after the user's own tests), one test per (check,
 variant, method): ``test_randomization[grad_cam-cascading_top]`` (with several models, the
 model file's stem comes first).  ``pass`` passes, ``fail`` fails with the measured value,
 threshold and controls, a failure the literature predicts is an ``xfail`` with its citation,
@@ -99,8 +99,6 @@ def pytest_configure(config):
         if not Path(m).is_file():
             raise pytest.UsageError(f"--cnnvis-model: model file {m!r} does not exist")
     config.stash[_CASES] = _cases(config)
-    if str(SUITE) not in config.args:
-        config.args.append(str(SUITE))
 
 
 def pytest_generate_tests(metafunc):
@@ -119,13 +117,23 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("cnnvis_case", params)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Deselect the suite's check functions that no selected case parametrizes."""
-    empty = [i for i in items if i.path == SUITE and not isinstance(
+@pytest.hookimpl(tryfirst=True)  # before -k / -m selection and other plugins see the items
+def pytest_collection_modifyitems(session, config, items):
+    """Add the checks (the test functions of :mod:`cnnvis_eval.testing.suite`, parametrized by
+    :func:`pytest_generate_tests`) to the collected items, and drop the check functions that no
+    selected case parametrizes.
+
+    The suite module is collected directly under the session, not by walking the folders
+    above it: in an editable install or a checkout those folders hold this repository's
+    ``conftest.py``, which must not become a conftest of the user's run.
+    """
+    if not config.stash.get(_CASES, None) or any(i.path == SUITE for i in items):
+        return
+    module = pytest.Module.from_parent(session, path=SUITE, nodeid="cnnvis_eval.testing.suite")
+    new = [i for i in module.collect() if isinstance(i, pytest.Item)]
+    empty = [i for i in new if not isinstance(
         getattr(getattr(i, "callspec", None), "params", {}).get("cnnvis_case"), tuple)]
-    if empty:
-        config.hook.pytest_deselected(items=empty)
-        items[:] = [i for i in items if i not in empty]
+    items.extend(i for i in new if i not in empty)
 
 
 def context(config, model: str):

@@ -62,8 +62,9 @@ class Verdict:
     def message(self) -> str:
         """One line: status, value, threshold, controls, reason and citation."""
         ctl = ", ".join(f"{k}={v:.4g}" for k, v in self.controls.items())
-        parts = [f"{self.method} on {self.model}: {self.check} {self.status}",
-                 f"measured {self.value:.4g} (threshold {self.threshold})"]
+        parts = [f"{self.method} on {self.model}: {self.check} {self.status}"]
+        if not math.isnan(self.value):
+            parts.append(f"measured {self.value:.4g} (threshold {self.threshold})")
         if ctl:
             parts.append(f"controls: {ctl}")
         if self.reason:

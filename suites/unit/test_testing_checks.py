@@ -188,3 +188,31 @@ def test_bad_inputs_name_the_file(tmp_path):
     fn, rng = preprocess_function("torch")
     np.testing.assert_allclose(fn(np.full((1, 1, 1, 3), 255.0))[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406]))
                                / np.array([0.229, 0.224, 0.225]), rtol=1e-6)
+
+
+def test_integrated_gradients_completeness_passes_where_it_is_claimed(ctx):
+    c = CheckContext(ctx.spec, ctx.x, params={"integrated_gradients": {"steps": 16}})
+    v = run_check(c, "conservation", "integrated_gradients")
+    assert v.check == "conservation.integrated_gradients" and v.status == "pass", v.message()
+    assert 0 < v.value < 0.05
+
+
+def test_user_model_files_with_several_outputs_or_inputs(tmp_path):
+    from cnnvis_eval.testing.inputs import load_user_model
+
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3, activation="relu")(inp))
+    keras.Model(inp, [keras.layers.Dense(3, name="cls")(h), keras.layers.Dense(1, name="box")(h)]).save(
+        tmp_path / "two_out.keras")
+    with pytest.raises(InputError, match=r"two_out.keras.* 2 outputs.*--cnnvis-output"):
+        load_user_model(tmp_path / "two_out.keras")
+    with pytest.raises(InputError, match="no layer 'boxes'"):
+        load_user_model(tmp_path / "two_out.keras", output="boxes")
+    spec = load_user_model(tmp_path / "two_out.keras", output="cls", preprocess="-1,1")
+    assert spec.num_classes == 3 and spec.name == "two_out"
+    np.testing.assert_array_equal(spec.input_range[0], -np.ones(3))
+    a, b = keras.Input((8, 8, 3)), keras.Input((8, 8, 3))
+    keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Add()([a, b])))).save(
+        tmp_path / "two_in.keras")
+    with pytest.raises(InputError, match="two_in.keras.* 2 inputs.*not supported"):
+        load_user_model(tmp_path / "two_in.keras")
