@@ -204,7 +204,8 @@ def _max_sensitivity(ctx: CheckContext, method: str) -> tuple[float, int]:
 
 def check_stability(ctx: CheckContext, method: str, variant: str | None = None) -> Verdict:
     """Max-sensitivity (Yeh et al. 2019) under noise that does not change the prediction."""
-    controls = {c: ctx.memo(("stab", c), lambda c=c: _max_sensitivity(ctx, c)[0]) for c in (CONTROL_GRADIENT, CONTROL_EDGE)}
+    controls = {c: ctx.memo(("stab", c), lambda c=c: _max_sensitivity(ctx, c)[0])
+                for c in (CONTROL_GRADIENT, CONTROL_EDGE)}
     value, kept = _max_sensitivity(ctx, method)
     if not kept:
         return _verdict(ctx, method, "stability", value, controls, status="inconclusive",

@@ -12,8 +12,8 @@ from typing import Callable, Hashable
 
 import numpy as np
 
-from ..methods import get_method
 from ..errors import InputError
+from ..methods import get_method
 from ..metrics import CONTROLS
 from ..models.spec import ModelSpec, as_spec
 

@@ -52,7 +52,8 @@ def preprocess_function(choice: str | None, spec=None) -> tuple[Callable[[np.nda
     if choice == "caffe":
         from ..models.zoo import preprocess_caffe
 
-        lo, hi = preprocess_caffe(np.zeros((1, 1, 1, 3)))[0, 0, 0], preprocess_caffe(np.full((1, 1, 1, 3), 255.0))[0, 0, 0]
+        lo = preprocess_caffe(np.zeros((1, 1, 1, 3)))[0, 0, 0]
+        hi = preprocess_caffe(np.full((1, 1, 1, 3), 255.0))[0, 0, 0]
         return preprocess_caffe, (lo, hi)
     if choice == "torch":
         def torch(a):
@@ -132,7 +133,7 @@ def load_images(source, input_shape: tuple) -> tuple[np.ndarray, list[str]]:
     ids : list of N str (file stems, or ``"0"``, ``"1"``, ...)
     """
     if isinstance(source, np.ndarray):
-        arr, ids, what = source, None, "image array"
+        arr, what = source, "image array"
     else:
         path = Path(source)
         if path.is_dir():
@@ -142,7 +143,7 @@ def load_images(source, input_shape: tuple) -> tuple[np.ndarray, list[str]]:
         if not path.exists():
             raise InputError(f"images {str(path)!r} do not exist")
         if path.suffix.lower() == ".npz":
-            arr, ids, what = _npz(path, "images"), None, f"{str(path)!r}"
+            arr, what = _npz(path, "images"), f"{str(path)!r}"
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             return _fit(_read(path), input_shape, f"image file {str(path)!r}")[None], [path.stem]
         else:

@@ -15,6 +15,7 @@ SIXT = "Sixt et al. 2020, When Explanations Lie: Why Many Modified BP Attributio
 KINDERMANS = "Kindermans et al. 2017, The (un)reliability of saliency methods"
 VBP = "Bojarski et al. 2016: VisualBackProp averages feature maps and never reads the class layer"
 _Z_PLUS = f"{SIXT}: z+ relevance converges to a map independent of the upper layers"
+Z_PLUS = ("deep_taylor", "deep_taylor_bounded", "lrp_alpha1beta0")
 
 KNOWN_FAILURES: dict[tuple[str, str | None, str], str] = {
     ("randomization", "cascading_top", "guided_backprop"): f"{ADEBAYO} (Fig. 2); {NIE}",
@@ -24,8 +25,8 @@ KNOWN_FAILURES: dict[tuple[str, str | None, str], str] = {
     ("class_sensitivity", None, "guided_backprop"): f"{NIE}: Guided Backprop is class-insensitive",
     ("class_sensitivity", None, "deconvnet"): f"{NIE}: DeconvNet is class-insensitive",
     ("class_sensitivity", None, "visual_backprop"): VBP,
-    **{("randomization", "cascading_top", m): _Z_PLUS for m in ("deep_taylor", "deep_taylor_bounded", "lrp_alpha1beta0")},
-    **{("class_sensitivity", None, m): _Z_PLUS for m in ("deep_taylor", "deep_taylor_bounded", "lrp_alpha1beta0")},
+    **{("randomization", "cascading_top", m): _Z_PLUS for m in Z_PLUS},
+    **{("class_sensitivity", None, m): _Z_PLUS for m in Z_PLUS},
     ("invariance", "shift", "gradient_x_input"): f"{KINDERMANS}: gradient x input multiplies by the input",
     ("invariance", "shift", "integrated_gradients"): f"{KINDERMANS}: integrated gradients with a zero reference "
                                                      "point is not input invariant",

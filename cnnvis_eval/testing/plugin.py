@@ -69,8 +69,8 @@ def _cases(config) -> list[tuple[str, str, str, str | None]]:
     for w in wanted:
         check, _, variant = w.partition(".")
         if check not in CHECKS or (variant and variant not in CHECKS[check][0]):
-            raise pytest.UsageError(f"--cnnvis-checks: unknown check {w!r}; available: "
-                                    + ", ".join(c if v is None else f"{c}.{v}" for c, (vs, _) in CHECKS.items() for v in vs))
+            names = [c if v is None else f"{c}.{v}" for c, (vs, _) in CHECKS.items() for v in vs]
+            raise pytest.UsageError(f"--cnnvis-checks: unknown check {w!r}; available: {', '.join(names)}")
     methods = _split(config.getoption("--cnnvis-methods"))
     from cnnvis_eval.methods import list_methods
     from cnnvis_eval.metrics import CONTROLS

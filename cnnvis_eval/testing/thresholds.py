@@ -76,8 +76,8 @@ THRESHOLDS: dict[str, Threshold] = {
     # -- stability: max-sensitivity (Yeh et al. 2019, On the (In)fidelity and Sensitivity of Explanations,
     #    Sec. 4), relative L1 change of the map under noise that keeps the prediction
     "stability": Threshold(0.5, "below", "measured on the minis: the plain gradient moves 0.27 on mini_vgg "
-                           "(suites/unit/test_testing_checks.py::test_stability_gradient_on_a_mini); half the map's L1 mass moved by 2% input noise means "
-                           "the map is not a property of the image"),
+                           "(suites/unit/test_testing_checks.py::test_stability_gradient_on_a_mini); half the "
+                           "map's L1 mass moved by 2% input noise means the map is not a property of the image"),
     "stability.noise": Threshold(0.02, "below", "noise amplitude as a fraction of the input range "
                                  "(Yeh et al. 2019 use a small ball; 2% keeps the minis' predictions)"),
     # -- completeness / conservation where the method claims it

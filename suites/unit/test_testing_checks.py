@@ -185,7 +185,7 @@ def test_bad_inputs_name_the_file(tmp_path):
         load_images(tmp_path / "x.npz", (8, 8, 3))
     with pytest.raises(InputError, match="unknown preprocessing"):
         preprocess_function("0-256")
-    fn, rng = preprocess_function("torch")
+    fn, _ = preprocess_function("torch")
     np.testing.assert_allclose(fn(np.full((1, 1, 1, 3), 255.0))[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406]))
                                / np.array([0.229, 0.224, 0.225]), rtol=1e-6)
 
@@ -216,3 +216,37 @@ def test_user_model_files_with_several_outputs_or_inputs(tmp_path):
         tmp_path / "two_in.keras")
     with pytest.raises(InputError, match="two_in.keras.* 2 inputs.*not supported"):
         load_user_model(tmp_path / "two_in.keras")
+
+
+def test_known_failures_name_registered_methods_and_existing_checks():
+    import cnnvis_eval as cv
+    from cnnvis_eval.testing.checks import CHECKS
+    from cnnvis_eval.testing.known import KNOWN_FAILURES
+
+    for check, variant, method in KNOWN_FAILURES:
+        assert method in cv.list_methods(), method
+        assert check in CHECKS and variant in CHECKS[check][0] + (None,), (check, variant)
+
+
+@pytest.mark.slow
+def test_every_check_and_method_on_a_mini_with_masks():
+    """Every (check, variant) for the plugin's default methods on mini_resnet with masks: a
+    status for each, a measured value for each pass/fail, the edge control never passing
+    randomization, localization measured (masks given)."""
+    from cnnvis_eval.data.synthetic import make_synthetic
+    from cnnvis_eval.testing.checks import CHECKS
+    from cnnvis_eval.testing.plugin import DEFAULT_METHODS
+
+    spec = mini_spec("mini_resnet")
+    syn = make_synthetic(4, 64, seed=4242)
+    c = CheckContext(spec, spec.preprocess(syn.images), masks=syn.masks)
+    verdicts = [run_check(c, check, m, v) for check, (variants, _) in CHECKS.items() for v in variants
+                for m in DEFAULT_METHODS]
+    for v in verdicts:
+        assert v.status in ("pass", "fail", "inconclusive", "n/a"), v
+        assert np.isfinite(v.value) or v.status in ("inconclusive", "n/a"), v.message()
+        assert not v.check.startswith("localization") or v.status != "n/a", v.message()
+    for variant in CHECKS["randomization"][0]:
+        assert run_check(c, "randomization", "edge_sobel", variant).status == "fail"
+    table = verdict_frame(verdicts)
+    assert set(table["model"]) == {"mini_resnet"} and len(table) > len(verdicts)

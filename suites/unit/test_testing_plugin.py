@@ -53,7 +53,8 @@ def test_plugin_collects_checks_and_reports_verdicts(inner, user_files, tmp_path
     out = tmp_path / "report"
     code = inner("--cnnvis-model", str(model), "--cnnvis-images", str(images), "--cnnvis-preprocess=-1,1",
                  "--cnnvis-methods", "saliency,grad_cam,guided_backprop",
-                 "--cnnvis-checks", "randomization.cascading_top,invariance.batch,conservation,localization.pointing_game",
+                 "--cnnvis-checks",
+                 "randomization.cascading_top,invariance.batch,conservation,localization.pointing_game",
                  "--cnnvis-report", str(out))
     stdout = capsys.readouterr().out
     assert code == pytest.ExitCode.OK, stdout[-3000:]

@@ -104,7 +104,7 @@ def road_curve(model, x, heatmap, target=None, *, fractions=(0.1, 0.3, 0.5, 0.7,
     rank = pixel_ranks(heat, absolute)
     cols = [run_schedule(spec, x, x, rank, np.array([0], np.int32), bound, idx, score, batch_size)]
     for f in fr:
-        k = int(round(f * pixels))
+        k = round(f * pixels)
         imputed = np.stack([noisy_linear_impute(x[i], rank[i] < k, noise, seed) for i in range(len(x))])
         cols.append(run_schedule(spec, imputed, x, rank, np.array([k], np.int32), bound, idx, score, batch_size))
     return Curve(np.concatenate([[0.0], fr]), np.concatenate(cols, axis=1), idx)
