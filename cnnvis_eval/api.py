@@ -6,13 +6,17 @@ The explainers (and their compiled functions) are kept per model in
 
 from __future__ import annotations
 
+import numpy as np
+
 from .cache import default_cache
+from .graph import is_subclassed, known_input_shape
 from .methods.base import Explanation, get_method
 from .models.spec import as_spec
 
 
 def explain(method: str, model, x, target=None, batch_size: int | None = None,
-            progress: bool | None = None, **params) -> Explanation:
+            progress: bool | None = None, output: int | str | None = None,
+            input_shape: tuple | None = None, **params) -> Explanation:
     """Explain ``x`` with the method registered as ``method``.
 
     Parameters
@@ -20,12 +24,20 @@ def explain(method: str, model, x, target=None, batch_size: int | None = None,
     method : str
         A name from :func:`list_methods`.
     model : ModelSpec or keras.Model
+        Sequential, functional, nested, or subclassed (traced into its layers, see
+        :func:`cnnvis_eval.as_spec`).
     x : array, shape (N, H, W, C)
         Preprocessed model inputs (not modified).
     target : ClassTarget, NeuronTarget, int or None
         Default: the top class per image.
     batch_size : int, optional
     progress : bool, optional
+    output : int or str, optional
+        For multi-output models (required there): the output to explain, by index or by
+        the name of the layer producing it; a softmax output is explained on its logits.
+    input_shape : tuple (H, W, C), optional
+        For subclassed models: the shape to trace them with; default the shape they were
+        built with, else ``x.shape[1:]``.
     **params
         The method's parameters (e.g. ``steps=128`` for integrated gradients).
 
@@ -34,12 +46,20 @@ def explain(method: str, model, x, target=None, batch_size: int | None = None,
     Explanation
         ``heatmap`` float32 (N, H, W); see :class:`Explanation`.
 
+    Raises
+    ------
+    NonFiniteError
+        A heatmap of finite input has NaN or inf values (names the method and the image).
+
     Explainers are cached per (model, method, parameters) in
     :data:`cnnvis_eval.cache.default_cache`, so repeated calls reuse their compiled
     TensorFlow functions; one cached explainer may serve several callers at once.
     """
     cls = get_method(method)
-    spec = as_spec(model)
+    if input_shape is None and is_subclassed(model) and known_input_shape(model) is None \
+            and np.ndim(x) >= 2:
+        input_shape = tuple(int(d) for d in np.shape(x)[1:])
+    spec = as_spec(model, input_shape=input_shape, output=output)
     explainer = default_cache.explainer(spec, method, params, lambda: cls(spec, **params))
     return explainer.explain(x, target=target, batch_size=batch_size, progress=progress)
 

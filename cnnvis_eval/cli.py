@@ -24,46 +24,142 @@ def _split(values):
     return tuple(out)
 
 
-def cmd_run(args) -> int:
-    from .errors import CnnVisError
-    from .evaluation import GridRun, RunConfig, inputs
-    from .models.files import ModelFile
-    from .report import build_report
+SYNTHETIC_DEFAULT = 8  # synthetic images of a bare ``synthetic`` in --images
+
+
+def _images(entries) -> dict:
+    """``--images`` entries -> ``{"photos": (...), "synthetic": N}``: photo names, and at most
+    one ``synthetic`` (:data:`SYNTHETIC_DEFAULT` images) or ``synthetic:N`` (N >= 1).
+
+    Raises
+    ------
+    InputError
+        A malformed or repeated ``synthetic`` entry (photo names are checked by RunConfig).
+    """
+    from .errors import InputError
+
+    photos, synthetic, given = [], 0, None
+    for entry in entries:
+        if entry != "synthetic" and not entry.startswith("synthetic:"):
+            photos.append(entry)
+            continue
+        if given is not None:
+            raise InputError(f"--images gives the synthetic images twice ({given!r} and {entry!r}); "
+                             "give one synthetic:N")
+        given, n = entry, entry.partition(":")[2]
+        if entry == "synthetic":
+            synthetic = SYNTHETIC_DEFAULT
+        elif n.isdigit() and int(n) >= 1:  # isdigit: no sign, no spaces, no decimal point
+            synthetic = int(n)
+        else:
+            raise InputError(f"--images {entry!r}: N in synthetic:N must be a whole number >= 1, got {n!r}")
+    return {"photos": tuple(photos), "synthetic": synthetic}
+
+
+def _shape(text):
+    """``--input-shape H,W,C`` -> (H, W, C) (range checked by RunConfig)."""
+    from .errors import InputError
+
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise InputError(f"--input-shape must be H,W,C (three whole numbers), got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def _check_writable(folder: Path) -> None:
+    """InputError unless ``folder`` exists as a writable folder or can be created.
+
+    Probes the folder itself, or its nearest existing parent, with an anonymous temporary
+    file (removed on close): nothing is left behind, and no run folder is made before the
+    run starts.  (A permission check would pass for root on a read-only mount.)
+    """
+    import tempfile
+
+    from .errors import InputError
+
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"cannot write the run folder {str(folder)!r}: {str(probe)!r} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise InputError(f"cannot write the run folder {str(folder)!r}: {str(probe)!r} is not writable "
+                         f"({err.strerror or err})") from None
+
+
+def _check_run_options(args, config) -> Path:
+    """The checks of ``cnnvis-eval run`` that RunConfig cannot make (no model is loaded, no
+    file written): ``--workers``, ``--run-id``, the files named (model files, weights,
+    benchmarks) and a writable run folder.  Returns the run folder."""
+    from .errors import InputError
     from .report.benchmarks import load_benchmarks
 
-    kw = {}
-    if args.models:
-        kw["models"] = _split(args.models)
-    if args.model_file:
-        kw["model_files"] = tuple(args.model_file)
-        if not args.models:
-            kw["models"] = ()
-    if args.images:
-        imgs = _split(args.images)
-        kw["photos"] = tuple(i for i in imgs if not i.startswith("synthetic"))
-        syn = [i for i in imgs if i.startswith("synthetic")]
-        kw["synthetic"] = int(syn[0].split(":")[1]) if syn and ":" in syn[0] else (8 if syn else 0)
-    if args.synthetic is not None:
-        kw["synthetic"] = args.synthetic
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if args.run_id is not None and (Path(args.run_id).name != args.run_id or args.run_id in ("", ".", "..")):
+        raise InputError(f"--run-id must be a folder name (no path), got {args.run_id!r}")
+    for path in config.model_files:
+        if not Path(path).is_file():
+            raise InputError(f"model file {path!r} does not exist (or is not a file)")
+    if config.weights not in (None, "imagenet") and not Path(config.weights).is_file():
+        raise InputError(f"weights file {config.weights!r} does not exist (or is not a file)")
+    if args.benchmarks:  # an unreadable benchmark file
+        load_benchmarks(args.benchmarks)
+    out = Path(args.out) / (args.run_id or config.run_id())
+    _check_writable(out)
+    return out
+
+
+def cmd_run(args) -> int:
+    """``cnnvis-eval run``: every option is checked before the first model loads (names,
+    sizes, ``synthetic:N``, duplicates, options that apply to none of the models, the files
+    named, a writable run folder); a bad one is one ``cnnvis-eval: error: ...`` line and
+    exit status 2."""
+    from .errors import CnnVisError, InputError
+    from .evaluation import GridRun, RunConfig, RunLock, inputs
+    from .models.files import ModelFile
+    from .report import build_report
+
     try:
+        kw = {}
+        if args.models:
+            kw["models"] = _split(args.models)
+        if args.model_file:
+            kw["model_files"] = tuple(args.model_file)
+            if not args.models:
+                kw["models"] = ()
+        if args.images:
+            kw.update(_images(_split(args.images)))
+        if args.synthetic is not None:
+            if kw.get("synthetic"):
+                raise InputError(f"--synthetic {args.synthetic} and a synthetic entry in --images both give "
+                                 "the number of synthetic images; give one")
+            kw["synthetic"] = args.synthetic
         config = RunConfig(
             methods=_split(args.methods),
             weights=None if args.weights in (None, "none", "None") else args.weights,
             input_size=args.input_size,
             seed=args.seed,
+            file_input_shape=_shape(args.input_shape),
+            file_output=args.output,
             **kw,
         )
+        out = _check_run_options(args, config)
         for path in config.model_files:  # unreadable or unsafe files: fail before the run starts
             inputs.load_spec(ModelFile(path), config)
-        if args.benchmarks:  # likewise an unreadable benchmark file
-            load_benchmarks(args.benchmarks)
-        out = Path(args.out) / (args.run_id or config.run_id())
         print(f"run {out.name}: {len(config.models) + len(config.model_files)} models x "
               f"{len(config.methods)} methods x {len(config.photos) + config.synthetic} images x 3 neurons -> {out}")
-        GridRun(config, out, progress=not args.quiet, workers=args.workers).run()
-        page = build_report(out, benchmarks=args.benchmarks)
+        args.run_folder = out  # named in the message of an interrupted run (main)
+        with RunLock(out):  # one run per folder, from the first write to the report
+            GridRun(config, out, progress=not args.quiet, workers=args.workers).run()
+            page = build_report(out, benchmarks=args.benchmarks)
     except CnnVisError as err:
-        print(f"cnnvis-eval: error: {err}", file=sys.stderr)
+        print("cnnvis-eval: error: " + " ".join(str(err).splitlines()), file=sys.stderr)
         return 2
     print(f"report: {page}")
     return 0
@@ -95,10 +191,25 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _input_size_help() -> str:
+    from .evaluation.config import MAX_INPUT_SIZE
+    from .models import ARCHS
+
+    limits = ", ".join(f"{m} {a.min_size}-{MAX_INPUT_SIZE[m]}" for m, a in ARCHS.items())
+    return f"input side of the big models (default native): {limits}; an error when the run has no big model"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error format: one ``cnnvis-eval: error: ...`` line, exit 2
+    (argparse prints the usage first; ``--help`` shows it)."""
+
+    def error(self, message):
+        self.exit(2, f"cnnvis-eval: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     verbose_help = "show TensorFlow's start-up messages and retracing warnings (also: CNNVIS_VERBOSE=1)"
-    p = argparse.ArgumentParser(prog="cnnvis-eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="cnnvis-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--verbose", action="store_true", help=verbose_help)
     common = argparse.ArgumentParser(add_help=False)  # --verbose after the command name too
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
@@ -108,13 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model-file", action="append", metavar="PATH",
                    help="evaluate a saved Keras model (.keras; loaded in safe mode); repeatable")
     r.add_argument("--methods", nargs="*", help="method names (default: all)")
-    r.add_argument("--images", nargs="*", help="photo names and/or synthetic[:N]")
-    r.add_argument("--synthetic", type=int, default=None, help="number of synthetic benchmark images")
-    r.add_argument("--weights", default=None, help="none (random), imagenet, or a weights file (big models)")
-    r.add_argument("--input-size", type=int, default=None, help="input size of the big models (default native)")
+    r.add_argument("--images", nargs="*",
+                   help="photo names and/or synthetic[:N] (N >= 1, default 8); each at most once")
+    r.add_argument("--synthetic", type=int, default=None,
+                   help="number of synthetic benchmark images (instead of synthetic:N in --images)")
+    r.add_argument("--weights", default=None,
+                   help="none (random), imagenet, or a weights file: the big models' weights (an error "
+                        "when the run has no big model)")
+    r.add_argument("--input-size", type=int, default=None,
+                   help=_input_size_help())
+    r.add_argument("--input-shape", default=None, metavar="H,W,C",
+                   help="the input shape to trace the model files' subclassed models with, when a file "
+                        "does not record one")
+    r.add_argument("--output", default=None, metavar="NAME|INDEX",
+                   help="the output to explain of model files with several outputs (the producing "
+                        "layer's name, or its index)")
     r.add_argument("--out", default="reports", help="parent folder of the run folder")
     r.add_argument("--run-id", default=None, help="run folder name (default: derived from the configuration)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and stochastic methods (>= 0)")
     r.add_argument("--workers", type=int, default=None,
                    help="models evaluated at once in separate processes (default: one per CPU core, "
                         "at most 4; 1 = in this process)")
@@ -132,11 +254,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt (so the same
+    clean-up runs: worker processes stopped, the run folder's lock released)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
+    """The ``cnnvis-eval`` program; returns its exit status.  An interrupted command (Ctrl-C,
+    SIGTERM) prints one line and returns 130 (SIGINT) or 143 (SIGTERM); an interrupted run
+    resumes when the same command runs again."""
+    import signal
+    import threading
+
     args = build_parser().parse_args(argv)
     if args.verbose:
         quiet.set_verbose(True)
-    return args.func(args)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as stop:
+        folder = getattr(args, "run_folder", None)
+        hint = f"; run again with the same command to resume ({folder})" if folder is not None else ""
+        print(f"cnnvis-eval: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}{hint}",
+              file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,10 @@ class UnsupportedArchitectureError(CnnVisError, ValueError):
     """A method needs a model structure this model does not have (e.g. CAM needs a GAP head)."""
 
 
+class NonFiniteError(CnnVisError, FloatingPointError):
+    """A method produced a NaN or inf heatmap from finite input (names method and image)."""
+
+
 class WeightsUnavailableError(CnnVisError, FileNotFoundError):
     """Pretrained weights cannot be had; the message says which file to place where."""
 
@@ -36,6 +40,7 @@ class WeightsUnavailableError(CnnVisError, FileNotFoundError):
 __all__ = [
     "CnnVisError",
     "InputError",
+    "NonFiniteError",
     "TargetError",
     "UnsupportedLayerError",
     "UnsupportedArchitectureError",

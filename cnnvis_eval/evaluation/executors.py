@@ -15,6 +15,8 @@ have finished.
 from __future__ import annotations
 
 import os
+import time
+from contextlib import contextmanager
 from typing import Any, Callable, Protocol, Sequence
 
 
@@ -81,6 +83,13 @@ class ProcessExecutor:
     (``with ProcessExecutor(n) as ex: ...``), so a worker keeps what it loaded from one
     task to the next.
 
+    Workers never outlive this process: each watches its parent and exits within
+    :data:`PARENT_POLL` seconds of the parent's death (even a SIGKILL).  Workers ignore
+    SIGINT (a Ctrl-C reaches the whole process group; the parent alone handles it); when
+    the ``with`` block ends by an exception (KeyboardInterrupt included) the parent
+    terminates the workers instead of waiting for their tasks.  Progress comes back
+    through a plain queue of the spawn context: no manager process.
+
     Parameters
     ----------
     workers : int
@@ -94,64 +103,127 @@ class ProcessExecutor:
     def __init__(self, workers: int, threads: int | None = None):
         self.workers = int(workers)
         self.threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // self.workers)
-        self._pool = self._manager = self._queue = None
+        self._pool = self._queue = None
 
     def __enter__(self) -> "ProcessExecutor":
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = mp.get_context("spawn")  # TensorFlow does not survive fork
-        self._manager = ctx.Manager()
-        self._manager.__enter__()
-        self._queue = self._manager.Queue()
+        # handed to the workers at their start (an mp queue cannot travel with a task); a
+        # SimpleQueue's put is synchronous, so a task's ticks arrive before its result
+        self._queue = ctx.SimpleQueue()
         self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
-                                         initargs=(self.threads,))
+                                         initargs=(self.threads, self._queue, os.getpid()))
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
+        pool, queue, self._pool, self._queue = self._pool, self._queue, None, None
+        processes = list((getattr(pool, "_processes", None) or {}).values())
         try:
             if exc_type is None:
-                self._pool.shutdown()
-            else:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                pool.shutdown()  # waits for the tasks
+        except BaseException:  # e.g. Ctrl-C while waiting
+            exc_type = BaseException
+            raise
         finally:
-            self._manager.__exit__(exc_type, *exc)
-            self._pool = self._manager = self._queue = None
+            if exc_type is not None:  # interrupted or failed: stop the workers, not their tasks
+                pool.shutdown(wait=False, cancel_futures=True)
+                _stop(processes)
+            queue.close()
 
     def map(self, fn, tasks, tick=_quiet, on_done=_quiet) -> list:
-        import queue as queue_mod
         from concurrent.futures import wait
 
         if self._pool is None:
             raise RuntimeError("use ProcessExecutor as a context manager: with ProcessExecutor(n) as ex: ...")
-        futures = [self._pool.submit(_call, fn, task, self._queue) for task in tasks]
+        with _sigint_ignored():  # the pool starts its workers on submit: they inherit SIG_IGN
+            futures = [self._pool.submit(_call, fn, task) for task in tasks]
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, timeout=0.25)
             if finished:
                 on_done(len(finished))
-            while True:
-                try:
-                    tick(self._queue.get_nowait())
-                except queue_mod.Empty:
-                    break
+            while not self._queue.empty():
+                tick(self._queue.get())
         return [f.result() for f in futures]
 
 
-def _call(fn, task, progress):
+PARENT_POLL = 0.5  # seconds between a worker's checks that its parent is alive
+_PROGRESS = None  # a worker's progress queue (set by _worker_init)
+
+
+def _call(fn, task):
     """One task in a worker process; its progress goes back through the queue."""
-    return fn(*task, tick=progress.put)
+    return fn(*task, tick=_PROGRESS.put)
 
 
-def _worker_init(threads: int):
-    """Worker process start: share the cores between the workers."""
+def _worker_init(threads: int, progress, parent_pid: int):
+    """Worker process start: ignore SIGINT, exit when the parent dies, keep the progress
+    queue, share the cores between the workers."""
+    global _PROGRESS
+    import signal
+    import threading
+
     import tensorflow as tf
+    from tqdm import tqdm
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent_pid)
+    _PROGRESS = progress
+    # tqdm's default lock holds a multiprocessing semaphore: a worker terminated mid-run
+    # would leak it (and the resource tracker warn at exit); workers draw no bars
+    tqdm.set_lock(threading.RLock())
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     # every cell builds fresh explainers, whose functions trace once each: TensorFlow's
     # "N out of the last M calls triggered tf.function retracing" warning is expected here
     tf.get_logger().setLevel("ERROR")
+
+
+def exit_with_parent(parent_pid: int, poll: float = PARENT_POLL):
+    """End this process (``os._exit``) once process ``parent_pid`` is no longer its parent,
+    i.e. the parent died and this process was re-parented; checked every ``poll`` seconds by
+    a daemon thread, so a worker stops computing and writing within ``poll`` seconds of its
+    parent's death, whatever the parent died of."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(poll)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+@contextmanager
+def _sigint_ignored():
+    """SIGINT ignored in this block (in the main thread; elsewhere signals cannot be set).
+    Processes started here inherit the disposition and never raise KeyboardInterrupt."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop(processes, grace: float = 5.0):
+    """Terminate ``processes`` (SIGTERM), then kill the ones still alive after ``grace`` s."""
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
 
 
 def resolve_workers(workers: int | None, n_models: int) -> int:
@@ -178,4 +250,4 @@ def make_executor(workers: int | None, n_models: int) -> Executor:
     return LocalExecutor() if n == 1 else ProcessExecutor(n)
 
 
-__all__ = ["Executor", "LocalExecutor", "ProcessExecutor", "make_executor", "resolve_workers"]
+__all__ = ["Executor", "LocalExecutor", "ProcessExecutor", "exit_with_parent", "make_executor", "resolve_workers"]

@@ -4,7 +4,8 @@ A model is named by a *source*: a model name (``"mini_vgg"``, ``"resnet50"``) or
 :class:`~cnnvis_eval.models.files.ModelFile`.  :func:`load_spec` loads it,
 :func:`image_set` assembles the bundled photos and synthetic benchmark images at its input
 size, :func:`neuron_targets` picks the study's three neurons, and :func:`release` drops
-what a finished model left cached.
+what a finished model left cached.  :func:`display_names` names the run's models uniquely and
+:func:`content_key` says what a loaded model is (its results are stored under it).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import numpy as np
 from ..cache import default_cache
 from ..errors import InputError
 from ..models.files import ModelFile, load_model_file
-from ..models.spec import ModelSpec
+from ..models.spec import ModelSpec, fingerprint
 from ..targets import ClassTarget, NeuronTarget
 from .config import RunConfig
+from .store import digest
 
 
 @dataclass
@@ -72,16 +74,59 @@ def load_spec(source: str | ModelFile, config: RunConfig) -> ModelSpec:
             st = path.stat()
             key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
         except OSError:
-            return load_model_file(path)  # raises the InputError naming the problem
+            return load_model_file(path, config.file_input_shape, config.file_output)  # the InputError
         if key not in _FILE_SPECS:
             _FILE_SPECS.clear()  # keep at most one user model alive
-            _FILE_SPECS[key] = load_model_file(path)
+            _FILE_SPECS[key] = load_model_file(path, config.file_input_shape, config.file_output)
         return _FILE_SPECS[key]
     if source in BIG_MODELS:
         size = config.input_size
-        return load_model(source, weights=config.weights,
-                          input_shape=None if size is None else (size, size, 3))
+        if config.weights is None:
+            import keras
+
+            # random weights drawn from the run's seed: the same model on every load, so
+            # its results can be keyed by (name, input size, seed) without hashing them
+            keras.utils.set_random_seed(config.seed)
+        spec = load_model(source, weights=config.weights, input_shape=None if size is None else (size, size, 3))
+        if config.weights is None:
+            import keras
+
+            spec.info["content_key"] = digest("zoo", source, spec.input_shape, "random", config.seed,
+                                               keras.__version__)
+        return spec
     return load_model(source)
+
+
+def content_key(spec: ModelSpec) -> str:
+    """What ``spec`` computes, as 16 hex characters: the run stores its results under it.
+
+    The hash of the model's architecture and weights
+    (:func:`~cnnvis_eval.models.spec.fingerprint`), computed once per loaded model and kept
+    in ``spec.info["content_key"]``; a zoo architecture with random weights (seeded by the
+    run, see :func:`load_spec`) is keyed by its name, input size and seed instead, which
+    costs nothing for the big architectures.  The same content under two names has one
+    key; a file saved over with other weights has another.
+    """
+    key = spec.info.get("content_key")
+    if key is None:
+        key = spec.info["content_key"] = fingerprint(spec.model)[:16]
+    return key
+
+
+def display_names(sources: list) -> list[str]:
+    """A readable name per source, unique within the run: the model's name, or a file's
+    stem; a name already taken gets ``~2``, ``~3``, ... (``a/model.keras`` and
+    ``b/model.keras`` -> ``model``, ``model~2``; a file ``mini_vgg.keras`` next to the zoo
+    model ``mini_vgg`` -> ``mini_vgg~2``).  Names given first keep theirs."""
+    taken, out = set(), []
+    for s in sources:
+        base = Path(s.path).stem if isinstance(s, ModelFile) else str(s)
+        name, k = base, 2
+        while name in taken:
+            name, k = f"{base}~{k}", k + 1
+        taken.add(name)
+        out.append(name)
+    return out
 
 
 def load_inputs(source: str | ModelFile, config: RunConfig) -> tuple[ModelSpec, ImageSet]:
@@ -149,4 +194,5 @@ def neuron_targets(spec: ModelSpec) -> dict:
     return out
 
 
-__all__ = ["ImageSet", "image_set", "load_inputs", "load_spec", "neuron_targets", "release"]
+__all__ = ["ImageSet", "content_key", "display_names", "image_set", "load_inputs", "load_spec", "neuron_targets",
+           "release"]

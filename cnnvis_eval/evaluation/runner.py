@@ -6,19 +6,26 @@ top class logit and the most activated channel of two intermediate layers, see
 :mod:`~cnnvis_eval.evaluation.stages` (localization, faithfulness, complexity, agreement,
 randomization, cost) and collects the long results frame.
 
-A *cell group* is (model, method, neuron) over all images; each is stored as
-``heatmaps/<model>/<method>/<neuron>.npz`` with its status and timings, and each stage's
-rows as small parquet files (:class:`~cnnvis_eval.evaluation.store.RunStore`), so an
-interrupted run continues from what is stored.  Cells that do not apply (e.g. CAM without
-a GAP head) are recorded as ``n/a`` (and remembered as ``<neuron>.na.txt``); a failing cell
-is recorded with its error message, the run goes on, and running again retries it.
+A *cell group* is (model, method, neuron) over all images; each is stored with its status
+and timings, and each stage's rows as small parquet files, under keys of what produced them
+(the model's content, the method's parameters, the images, the library version: see
+:class:`~cnnvis_eval.evaluation.store.RunStore`), so an interrupted run continues from what
+is stored and a changed model is evaluated anew.  The run's models get unique display names
+(:func:`~cnnvis_eval.evaluation.inputs.display_names`), recorded with their keys in
+``models.json``.  Stored files are verified when read; a damaged one is moved aside
+(``*.corrupt``), logged and computed again.  Cells that do not apply (e.g. CAM without a GAP
+head) are recorded as ``n/a`` (and remembered as ``<neuron>.<tag>.na.txt``); a failing cell,
+or one whose heatmap is not finite, is recorded with its error message, the run goes on, and
+running again retries it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -31,9 +38,10 @@ from ..frame import COLUMNS
 from ..models.spec import ModelSpec
 from .config import NEURONS, RunConfig, method_params
 from .executors import Executor, make_executor
-from .inputs import ImageSet, load_inputs, neuron_targets, release
+from .inputs import ImageSet, content_key, display_names, load_inputs, neuron_targets, release
+from .lock import RunLock
 from .stages import NOT_APPLICABLE, randomization_rows, randomize_model, score_model
-from .store import RunStore, versions
+from .store import ModelKey, RunStore, digest, versions
 
 PARTS = ("explain", "score", "randomization")  # the work on one model, in order
 
@@ -50,11 +58,13 @@ class GridRun:
     config : RunConfig
     out : str or Path
         Folder of this run (created; reused to resume).  A folder holding a run of another
-        configuration is refused (InputError).
+        configuration is refused (InputError); a damaged ``config.json`` is moved aside and
+        written again (results are keyed by content, so none of another run is reused).
     progress : bool
         Show progress bars (cells, with time left).
     log : callable or None
-        Receives messages (a model skipped, a randomization that failed); None: silent.
+        Receives messages (a model skipped or changed, a damaged file moved aside, a
+        randomization that failed); None: silent.
     workers : int or None
         Models evaluated at once in worker processes (None: one per CPU core, at most 4;
         1: in this process).  Results do not depend on it.
@@ -65,30 +75,51 @@ class GridRun:
         (default: :func:`~cnnvis_eval.evaluation.inputs.load_inputs` with ``config``).
     release_models : bool
         Drop a model's compiled functions when its work is done (default).
+    lock : bool
+        Hold the folder's :class:`~cnnvis_eval.evaluation.lock.RunLock` while writing its
+        configuration and during :meth:`run` (default); a second run into ``out`` is refused
+        (InputError naming the folder and the holder's pid).  Worker processes of a run pass
+        False: their parent holds the lock.
     """
 
     def __init__(self, config: RunConfig, out: str | Path, progress: bool = True, log=print,
                  workers: int | None = 1, executor: Executor | None = None,
-                 load: Callable | None = None, release_models: bool = True):
+                 load: Callable | None = None, release_models: bool = True, lock: bool = True):
         self.config = config
-        self.store = RunStore(out)
         self.progress = progress
         self.log = log or _quiet
+        self.store = RunStore(out, warn=lambda msg: self.log(f"warning: {msg}"))
         self.workers = workers
         self.executor = executor
         self.load = load if load is not None else (lambda source: load_inputs(source, config))
         self.release_models = release_models
+        self.lock = lock
         cfg_path = self.store.root / "config.json"
         new = {"config": config.to_dict(), "versions": versions()}
-        if cfg_path.is_file():
-            old = json.loads(cfg_path.read_text())
-            if old.get("config") != json.loads(json.dumps(new["config"], default=str)):
-                raise InputError(
-                    f"{str(self.store.root)!r} holds a run with another configuration; "
-                    "choose another --out folder to start a new run"
-                )
-        else:
-            cfg_path.write_text(json.dumps(new, indent=2, sort_keys=True, default=str))
+        with self._locked():
+            old = self.store.read_json(cfg_path, keys=("config",))
+            if old is not None:
+                if old["config"] != json.loads(json.dumps(new["config"], default=str)):
+                    raise InputError(
+                        f"{str(self.store.root)!r} holds a run with another configuration; "
+                        "choose another --out folder to start a new run"
+                    )
+            else:
+                self.store.save_json(cfg_path, new)
+            # the folder's record of its models (name -> source, key; a changed one is announced) and this run's
+            self.recorded = self.store.read_json(self.store.root / "models.json") or {}
+        sources = config.sources()
+        self.names = {str(s): n for s, n in zip(sources, display_names(sources))}
+        self.current: dict = {}
+        self.records_models = True  # this process writes models.json (a worker's GridRun does not)
+        # its stage rows depend on the library version and the whole configuration but the
+        # model list (the model is in the key)
+        self.rows_tag = digest(versions()["cnnvis_eval"],
+                               {k: v for k, v in config.to_dict().items() if k not in ("models", "model_files")})
+
+    def _locked(self):
+        """The folder's lock (a context manager), or a no-op without ``lock``."""
+        return RunLock(self.store.root) if self.lock else nullcontext()
 
     # -- the run -----------------------------------------------------------------
     def run(self) -> pd.DataFrame:
@@ -98,8 +129,13 @@ class GridRun:
         In this process (one worker) each model is one task with all its work.  With
         worker processes the work is split into tasks in two phases: the cells of (model,
         group of methods), then per model its scores and, per group of methods, its
-        randomization curves.  Results do not depend on the executor.
+        randomization curves.  Results do not depend on the executor.  The folder's lock is
+        held throughout (see ``lock``).
         """
+        with self._locked():
+            return self._run()
+
+    def _run(self) -> pd.DataFrame:
         sources = self.config.sources()
         n_cells = len(sources) * len(self.config.methods) * len(NEURONS)
         bar = tqdm(total=n_cells, desc="cells", unit="cell", disable=not self.progress, smoothing=0.1)
@@ -118,8 +154,35 @@ class GridRun:
         if len(failed) == len(sources):
             raise InputError("no model of the run could be loaded: " + "; ".join(
                 f"{m}: {msg}" for m, msg in zip(failed["model"], failed["message"])))
+        self._record_models(sources, cells)
         self.store.save_rows(self.store.root / "cells.parquet", cells)
         return self.collect()
+
+    def _record_models(self, sources: list, cells: pd.DataFrame):
+        """Record the loaded models (see :meth:`_note_model`), write ``models.json`` with
+        exactly this run's models and bind their keys for :meth:`collect`."""
+        loaded = cells[cells["method"] != "*"].drop_duplicates("model").set_index("model")["model_key"]
+        for source in sources:
+            name = self.names[str(source)]
+            if name in loaded.index:
+                self._note_model(name, source, str(loaded[name]))
+                self.store.bind(name, ModelKey(str(loaded[name]), rows=self.rows_tag))
+        record = {n: r for n, r in self.current.items() if n in loaded.index}
+        self.store.save_json(self.store.root / "models.json", record)
+
+    def _note_model(self, name: str, source, key: str):
+        """Record model ``name`` of ``source`` with content ``key`` in ``models.json`` (once),
+        saying so when the folder recorded other content for it: then nothing stored for the
+        old content is used (its files stay under ``heatmaps/<old key>/``)."""
+        if self.current.get(name, {}).get("key") == key:
+            return
+        self.current[name] = {"source": str(source), "key": key}
+        old = self.recorded.get(name)
+        if isinstance(old, dict) and old.get("source") == str(source) and old.get("key") not in (None, key):
+            self.log(f"model {name} ({source}) changed since the results stored in this folder (content key "
+                     f"{old['key']} -> {key}): it is evaluated anew, the old results are not used")
+        self.store.save_json(self.store.root / "models.json",
+                             {**{n: r for n, r in self.recorded.items() if n not in self.current}, **self.current})
 
     def _run_phases(self, executor: Executor, sources: list, tick, between=_quiet) -> list[dict]:
         """The work as tasks for ``executor``, in two phases (see :meth:`run`); ``between()``
@@ -158,7 +221,11 @@ class GridRun:
             if "explain" in parts:
                 tick(len(methods) * len(NEURONS))
             return [{"model": str(source), "method": "*", "neuron": "*", "status": "error", "message": str(err),
-                     "seconds": np.nan, "seconds_per_image": np.nan, "layer": "", "indices": ""}]
+                     "seconds": np.nan, "seconds_per_image": np.nan, "layer": "", "indices": "",
+                     "model_key": "", "file": ""}]
+        spec.name = self.names.get(str(source), spec.name)  # unique within the run
+        if self.records_models:
+            self._note_model(spec.name, source, content_key(spec))
         rows = self.model_stage(spec, images, tick, methods, parts)
         if self.release_models:
             release(spec)
@@ -175,31 +242,55 @@ class GridRun:
         """
         cfg = self.config
         methods = tuple(cfg.methods if methods is None else methods)
-        img_path = self.store.root / "images" / f"{spec.name}.npz"
-        if not img_path.is_file():
-            self.store.save_cell(img_path, images=images.images, ids=np.array(images.ids),
-                                 masks=np.stack([m if m is not None else np.zeros(images.images.shape[1:3], bool)
-                                                 for m in images.masks]),
-                                 synthetic=images.synthetic_index,
-                                 class_names=np.array([str(c) for c in (spec.class_names or ())], dtype=str))
+        self._bind(spec, images)
+        img_path = self.store.images_path(spec.name)
+        arrays = dict(images=images.images, ids=np.array(images.ids),
+                      masks=np.stack([m if m is not None else np.zeros(images.images.shape[1:3], bool)
+                                      for m in images.masks]),
+                      synthetic=images.synthetic_index,
+                      class_names=np.array([str(c) for c in (spec.class_names or ())], dtype=str))
+        if not self.store.read_images(img_path, arrays):  # missing, damaged or other images
+            self.store.save_cell(img_path, **arrays)
         x = spec.preprocess(images.images)
-        cells, heat = self._cells(spec, x, methods, tick, explain="explain" in parts)
+        cells, heat = self._cells(spec, x, methods, tick, explain="explain" in parts, ids=images.ids)
         if "score" in parts:
             if methods != tuple(cfg.methods):
                 all_cells, all_heat = self._cells(spec, x, tuple(cfg.methods), None, explain=False)
             else:
                 all_cells, all_heat = cells, heat
+            # a damaged file of the score stage: its rows are computed again, all of them
+            if sum(self.store.check_rows(stage, spec.name) for stage in ("scores", "agreement", "reference")):
+                self.store.rows_path("scores", spec.name).unlink(missing_ok=True)
             score_model(self.store, cfg, spec, images, x, all_heat, all_cells)
         if "randomization" in parts and "randomization" in cfg.stages:
+            self.store.check_rows("randomization", spec.name)
             randomize_model(self.store, cfg, spec, images, x, heat, methods, self.log)
         return cells
 
+    def _bind(self, spec: ModelSpec, images: ImageSet) -> ModelKey:
+        """The storage key of ``spec`` (displayed as ``spec.name``) in this run, bound in the
+        store: its content key, per method a tag of the library version, the method's
+        parameters on this model and the images, and the run's rows tag."""
+        cfg = self.config
+        version = versions()["cnnvis_eval"]
+        seen = digest(images.ids, [bool(m is not None) for m in images.masks],
+                      hashlib.sha256(np.ascontiguousarray(images.images).tobytes()).hexdigest())
+        tags = {m: digest(version, m, method_params(m, spec, cfg.method_params.get(m, {})), seen)
+                for m in cfg.methods}
+        key = ModelKey(content_key(spec), tags, self.rows_tag)
+        self.store.bind(spec.name, key)
+        return key
+
     # -- the explain stage -------------------------------------------------------
-    def _cells(self, spec: ModelSpec, x, methods, tick, explain: bool = True) -> tuple[list[dict], dict]:
-        """Cell rows of ``methods`` x neurons and their heatmaps ``{(method, neuron): (N, H, W)}``;
-        cells not stored yet are explained (``explain``) or reported as ``"missing"``."""
+    def _cells(self, spec: ModelSpec, x, methods, tick, explain: bool = True,
+               ids=None) -> tuple[list[dict], dict]:
+        """Cell rows of ``methods`` x neurons and their heatmaps ``{(method, neuron): (N, H, W)}``
+        for ``x`` (N, H, W, C) (images named ``ids``); cells not stored yet (or whose stored
+        file is damaged: moved aside) are explained (``explain``) or reported as ``"missing"``."""
         cfg = self.config
         targets = neuron_targets(spec)
+        shape = tuple(np.shape(x)[:3])
+        key = self.store.key(spec.name).key
         cells = []
         heat: dict = {}
         for method in methods:
@@ -207,35 +298,40 @@ class GridRun:
             for neuron in NEURONS:
                 target = targets.get(neuron)
                 path = self.store.heatmap_path(spec.name, method, neuron)
+                stored = None if target is None else self.store.read_cell(path, shape)
                 if target is None:
                     info = {"status": "n/a", "message": f"{spec.name} has no {neuron} intermediate layer"}
-                elif path.is_file():
-                    info = self._stored_info(path)
+                elif stored is not None:
+                    info = self._stored_info(stored)
                 elif self.store.na_path(path).is_file():  # known not to apply: not tried again
                     info = {"status": "n/a", "message": self.store.na_path(path).read_text(encoding="utf-8")}
                 elif not explain:
                     info = {"status": "missing", "message": "not explained yet"}
                 else:
-                    info = self._explain_cell(spec, method, params, x, target, path)
+                    info, stored = self._explain_cell(spec, method, params, x, target, path, ids)
                     if info["status"] == "n/a":
                         self.store.save_text(self.store.na_path(path), info["message"])
                 cells.append({"model": spec.name, "method": method, "neuron": neuron,
                               "layer": "" if target is None else getattr(target, "layer", "__output__"),
                               **{k: info.get(k) for k in ("status", "message", "seconds", "seconds_per_image",
-                                                          "indices")}})
+                                                          "indices")},
+                              "model_key": key,
+                              "file": path.relative_to(self.store.root).as_posix() if info["status"] == "ok" else ""})
                 if info["status"] == "ok":
-                    heat[(method, neuron)] = self.store.load_cell(path)["heatmap"].astype(np.float32)
+                    heat[(method, neuron)] = stored["heatmap"].astype(np.float32)
                 if tick is not None and explain:
                     tick(1)
         return cells, heat
 
-    def _stored_info(self, path: Path) -> dict:
-        z = self.store.load_cell(path)
+    @staticmethod
+    def _stored_info(z: dict) -> dict:
         return {"status": "ok", "message": "", "seconds": float(z["seconds"]),
                 "seconds_per_image": float(z["seconds_per_image"]),
                 "indices": " ".join(map(str, z["indices"].tolist()))}
 
-    def _explain_cell(self, spec, method, params, x, target, path) -> dict:
+    def _explain_cell(self, spec, method, params, x, target, path, ids=None) -> tuple[dict, dict | None]:
+        """Explain one cell and store it: ``(info, stored arrays)`` (arrays None unless ok).
+        A heatmap that is not finite, or not (N, H, W), is an error cell, not stored."""
         import cnnvis_eval as cv
 
         t0 = time.perf_counter()
@@ -248,25 +344,41 @@ class GridRun:
                 parts.append(cv.explain(method, spec, x[1:], target=target, progress=False, **params))
             t2 = time.perf_counter()
         except NOT_APPLICABLE as err:
-            return {"status": "n/a", "message": str(err)}
+            return {"status": "n/a", "message": str(err)}, None
         except TargetError as err:
-            return {"status": "n/a", "message": str(err)}
+            return {"status": "n/a", "message": str(err)}, None
         except Exception as err:  # recorded, the run goes on
             return {"status": "error", "message": f"{type(err).__name__}: {err}",
-                    "traceback": traceback.format_exc()}
+                    "traceback": traceback.format_exc()}, None
         heat = np.concatenate([p.heatmap for p in parts])
         indices = np.concatenate([p.indices for p in parts])
         scores = np.concatenate([p.scores for p in parts])
         warm = (t2 - t1) / max(1, len(x) - 1) if len(x) > 1 else (t1 - t0)
-        self.store.save_cell(path, heatmap=heat.astype(np.float32), indices=indices, scores=scores,
-                             seconds=np.float64(t2 - t0), seconds_per_image=np.float64(warm))
+        expected = tuple(np.shape(x)[:3])
+        if heat.shape != expected:
+            return {"status": "error", "message": f"{method} returned heatmaps of shape {heat.shape}, "
+                                                  f"expected {expected}"}, None
+        finite = np.isfinite(heat).reshape(len(heat), -1).all(axis=1)
+        if not finite.all():
+            bad = [f"{i}" + (f" ({ids[i]})" if ids is not None else "") for i in np.flatnonzero(~finite)]
+            return {"status": "error", "message": f"{method} gave a non-finite heatmap (NaN or inf) for image "
+                                                  f"{', '.join(bad)}"}, None
+        arrays = dict(heatmap=heat.astype(np.float32), indices=indices, scores=scores,
+                      seconds=np.float64(t2 - t0), seconds_per_image=np.float64(warm))
+        self.store.save_cell(path, **arrays)
         return {"status": "ok", "message": "", "seconds": t2 - t0, "seconds_per_image": warm,
-                "indices": " ".join(map(str, indices.tolist()))}
+                "indices": " ".join(map(str, indices.tolist()))}, arrays
 
     # -- results -----------------------------------------------------------------
     def collect(self) -> pd.DataFrame:
-        """Assemble the long results frame from the stored rows and write parquet + CSV
-        (and the run's curves, agreement matrices and reference timings)."""
+        """Assemble the long results frame from the stored rows of the run's models (those
+        of ``models.json`` unless :meth:`run` bound them), each shown under its display
+        name, and write parquet + CSV (and the run's curves, agreement matrices and
+        reference timings)."""
+        if not self.store.models:
+            for name, rec in self.recorded.items():
+                if isinstance(rec, dict) and rec.get("key"):
+                    self.store.bind(name, ModelKey(str(rec["key"]), rows=self.rows_tag))
         frames = [self.store.load_rows("scores")]
         curves = self.store.load_rows("randomization")
         if not curves.empty:
@@ -299,7 +411,8 @@ def _model_worker(config: RunConfig, root: str, source, methods, parts, tick=_qu
             _WORKER_MODEL[s] = load_inputs(s, config)
         return _WORKER_MODEL[s]
 
-    run = GridRun(config, root, progress=False, log=print, workers=1, load=load, release_models=False)
+    run = GridRun(config, root, progress=False, log=print, workers=1, load=load, release_models=False, lock=False)
+    run.records_models = False  # the parent writes models.json from the cell rows
     return run.model_cells(source, tick, methods or None, parts)
 
 

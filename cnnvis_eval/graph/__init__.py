@@ -2,7 +2,10 @@
 every structural question asked of a model (graph in, layer names out).
 
 - :mod:`~cnnvis_eval.graph.flat` — :class:`FlatGraph` (nested models inlined, softmax
-  stripped, overrides per layer), :func:`to_logits`;
+  stripped, one output chosen, mixed precision run in float32, overrides per layer),
+  :func:`to_logits`;
+- :mod:`~cnnvis_eval.graph.trace` — subclassed models traced into their layer calls;
+- :mod:`~cnnvis_eval.graph.precision` — mixed-precision layers run in float32;
 - :mod:`~cnnvis_eval.graph.layers` — what one layer does (activation, rectifier,
   convolution) and clones of layers with copied weights;
 - :mod:`~cnnvis_eval.graph.queries` — last conv layer, intermediate layers, the feature
@@ -13,7 +16,7 @@ This package imports nothing from cnnvis_eval but :mod:`cnnvis_eval.errors` (see
 docs/architecture.md for the allowed arrows).
 """
 
-from .flat import OUTPUT, FlatGraph, FlatNode, to_logits
+from .flat import OUTPUT, FlatGraph, FlatNode, is_subclassed, to_logits
 from .groups import LayerGroup, block_key, layer_groups
 from .layers import (
     SMOOTH_UNITS,
@@ -25,7 +28,9 @@ from .layers import (
     rectifier_of,
     smooth_unit_of,
 )
+from .precision import is_low_precision
 from .queries import CamHead, feature_layer, find_cam_head, last_conv_layer, pick_intermediate_layers
+from .trace import known_input_shape, trace_call
 
 __all__ = [
     "OUTPUT",
@@ -41,6 +46,9 @@ __all__ = [
     "feature_layer",
     "find_cam_head",
     "is_conv",
+    "is_low_precision",
+    "is_subclassed",
+    "known_input_shape",
     "last_conv_layer",
     "layer_groups",
     "linear_part",
@@ -48,4 +56,5 @@ __all__ = [
     "rectifier_of",
     "smooth_unit_of",
     "to_logits",
+    "trace_call",
 ]

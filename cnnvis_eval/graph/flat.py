@@ -10,7 +10,10 @@ callable per layer name — and any layer they must change is cloned with copied
 first (:func:`~cnnvis_eval.graph.layers.clone_layer`).
 
 Keras' graph internals (``_nodes_by_depth``, ``Node.arguments``) are read in this module
-only, so a Keras upgrade that moves them breaks one file.
+only, so a Keras upgrade that moves them breaks one file.  That is why building the graph
+(from any model form: nested, traced subclassed, several outputs of which one is chosen)
+and running it stay one module; tracing (``trace.py``) and the mixed-precision policy
+(``precision.py``) use public Keras API and live beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from keras.src.models.functional import Functional as _Functional
 
 from ..errors import InputError, TargetError, UnsupportedLayerError
 from .layers import activation_name, clone_layer
+from .precision import LOW_PRECISION, check_weight_dtypes, is_low_precision, to_float32
+from .trace import check_input_shape, known_input_shape, trace_call
 
 OUTPUT = "__output__"
 """Name under which :meth:`FlatGraph.run` returns the model's (softmax-free) output."""
@@ -90,6 +95,11 @@ def _functional_of(model: keras.Model):
     return None
 
 
+def is_subclassed(model) -> bool:
+    """True for a keras.Model that is neither Sequential nor functional (its own ``call``)."""
+    return isinstance(model, keras.Model) and not isinstance(model, (keras.Sequential, _Functional))
+
+
 def _shape_of(kt) -> tuple:
     return tuple(None if d is None else int(d) for d in kt.shape)
 
@@ -100,14 +110,27 @@ class FlatGraph:
     Parameters
     ----------
     model : keras.Model
-        A built Sequential, functional, or nested model with one image input and one output.
-        Subclassed models become a single opaque node (gradient methods still work; methods
-        that need the layers raise :class:`~cnnvis_eval.errors.UnsupportedLayerError`).
+        A built Sequential, functional, or nested model with one image input.  A subclassed
+        model is traced into its layer calls (:mod:`cnnvis_eval.graph.trace`) when its
+        ``call`` uses only Keras layers and ``keras.ops``; otherwise it is one opaque node
+        (gradient methods still work; methods that need the layers raise
+        :class:`~cnnvis_eval.errors.UnsupportedLayerError`, ``opaque_reason`` says why).
     strip_softmax : bool
         If the output is produced by a softmax (Dense/Conv ``activation="softmax"``,
         ``Activation("softmax")`` or ``Softmax()``), run the graph without it so the output
         is the pre-softmax logits.  The user's model is not modified: a Dense/Conv head is
         replaced by a clone with copied weights and a linear activation.
+    input_shape : tuple (H, W, C), optional
+        For subclassed models only: the input shape to trace with (default: the shape
+        the model was built or called with).  Ignored for Sequential/functional models.
+    output : int or str, optional
+        Which output of a multi-output model to explain: its index, or the name of the
+        layer producing it (e.g. ``"fc6-3"``).  Required when there are several outputs.
+
+    Mixed precision: layers with a float16/bfloat16 compute dtype (``mixed_float16``) are
+    run in float32 (their ``call`` on float32 tensors, float32 variables, outputs cast to
+    float32), so every method computes in float32.  Layers whose *weights* are float16
+    (policy ``"float16"``) are refused with :class:`~cnnvis_eval.errors.UnsupportedLayerError`.
 
     Attributes
     ----------
@@ -117,9 +140,23 @@ class FlatGraph:
         Keys of the image input and of the model output.
     stripped : str or None
         Description of the softmax that was stripped, if any.
+    output_names : list of str
+        Names of all the model's outputs (the layers producing them), in order.
+    output_index : int
+        Which of them this graph explains.
+    traced : bool
+        True for a subclassed model traced into its layers.
+    opaque_reason : str or None
+        Why an opaque (subclassed) model could not be traced.
+    functional : keras.Model or None
+        The functional model the nodes come from (the model itself, or the trace of a
+        subclassed one; None when opaque).
+    float32_nodes : frozenset of str
+        Names of the mixed-precision layers run in float32.
     """
 
-    def __init__(self, model: keras.Model, strip_softmax: bool = True):
+    def __init__(self, model: keras.Model, strip_softmax: bool = True,
+                 input_shape: tuple | None = None, output: int | str | None = None):
         if not isinstance(model, keras.Model):
             raise InputError(f"expected a keras.Model or ModelSpec, got {type(model).__name__}")
         self.model = model
@@ -130,11 +167,25 @@ class FlatGraph:
         self._container_out: dict[str, int] = {}
         self._next = 0
         self.opaque = False
+        self.traced = False
+        self.opaque_reason: str | None = None
         self.input_dtype = "float32"
 
         fn = _functional_of(model)
         if fn is None:
-            self._build_opaque(model)
+            shape = input_shape if input_shape is not None else known_input_shape(model)
+            if shape is None:
+                raise InputError(
+                    f"subclassed model {model.name!r} has no known input shape: pass "
+                    "input_shape=(H, W, C) (to as_spec, explain or load_model_file), or build it "
+                    "first with model.build((None, H, W, C))"
+                )
+            shape = check_input_shape(shape, model.name)
+            fn, self.opaque_reason = trace_call(model, shape)
+            self.traced = fn is not None
+        self.functional = fn
+        if fn is None:
+            out_keys = self._build_opaque(model, shape)
         else:
             if len(fn.inputs) != 1:
                 raise InputError(
@@ -143,16 +194,16 @@ class FlatGraph:
                 )
             in_key = self._new_key(fn.inputs[0])
             self.input_dtype = str(fn.inputs[0].dtype)
+            if self.input_dtype in LOW_PRECISION:
+                self.input_dtype = "float32"
             out_keys = self._flatten(fn, [in_key], scope=())
-            if len(out_keys) != 1:
-                raise InputError(
-                    f"model {model.name!r} has {len(out_keys)} outputs; explain a single-output "
-                    "model (e.g. keras.Model(model.input, model.outputs[i]))"
-                )
-            self.input_key, self.output_key = in_key, out_keys[0]
+            self.input_key = in_key
         self._name_nodes()
         self._producer = {k: n for n in self.nodes for k in n.outputs}
         self._plans: dict[tuple, list[FlatNode]] = {}
+        self._select_output(out_keys, output)
+        self.float32_nodes = frozenset(n.name for n in self.nodes if is_low_precision(n.layer))
+        check_weight_dtypes(self.nodes, model.name)
         self.overrides: dict[str, Callable] = {}
         self.stripped: str | None = None
         if strip_softmax:
@@ -167,16 +218,64 @@ class FlatGraph:
         self._shapes[key] = _shape_of(kt)
         return key
 
-    def _build_opaque(self, model):
+    def _build_opaque(self, model, shape: tuple) -> list[int]:
         self.opaque = True
-        inp = keras.KerasTensor(model.input_shape if hasattr(model, "input_shape") else None)
+        dtype = getattr(model, "variable_dtype", None) or "float32"
+        inp = keras.KerasTensor((None,) + tuple(shape), dtype=dtype)
         in_key = self._new_key(inp)
-        out = model.compute_output_spec(inp)
-        out_key = self._new_key(out)
+        try:
+            out = model.compute_output_spec(inp)
+        except Exception as err:
+            raise InputError(
+                f"subclassed model {model.name!r} cannot be run on inputs of shape "
+                f"{(None,) + tuple(shape)}: {type(err).__name__}: {err}"
+            ) from err
+        out_keys = tuple(self._new_key(t) for t in keras.tree.flatten(out))
         self.nodes.append(
-            FlatNode(model, model.name, (), (_Ref(in_key),), {}, (in_key,), (out_key,))
+            FlatNode(model, model.name, (), (_Ref(in_key),), {}, (in_key,), out_keys)
         )
-        self.input_key, self.output_key = in_key, out_key
+        self.input_key = in_key
+        return list(out_keys)
+
+    def _select_output(self, out_keys: list[int], output):
+        """Set ``output_key`` from ``output`` (index or producing layer's name); prune the
+        nodes that do not lead to it."""
+        names = []
+        for i, k in enumerate(out_keys):
+            node = self._producer.get(k)
+            names.append(node.name if node is not None and len(node.outputs) == 1 else f"output {i}")
+        self.output_names = names
+        shown = ", ".join(f"{i}: {n!r}" for i, n in enumerate(names))
+        if output is None:
+            if len(out_keys) != 1:
+                raise InputError(
+                    f"model {self.model.name!r} has {len(out_keys)} outputs ({shown}); choose "
+                    "the one to explain with output=<index or name> (as_spec, explain, load_model_file)"
+                )
+            index = 0
+        elif isinstance(output, (int, np.integer)) and not isinstance(output, bool):
+            index = int(output)
+            if not 0 <= index < len(out_keys):
+                raise InputError(
+                    f"output={index} is out of range: model {self.model.name!r} has "
+                    f"{len(out_keys)} output(s) ({shown})"
+                )
+        elif isinstance(output, str) and output in names:
+            index = names.index(output)
+        else:
+            raise InputError(
+                f"model {self.model.name!r} has no output {output!r}; its outputs are {shown}"
+            )
+        self.output_index = index
+        self.output_key = out_keys[index]
+        if len(out_keys) > 1:  # keep only what the chosen output depends on
+            needed = {id(n) for n in self.plan([self.output_key])}
+            self.nodes = [n for n in self.nodes if id(n) in needed]
+            self._producer = {k: n for n in self.nodes for k in n.outputs}
+            self._plans.clear()
+            self._by_name = {k: n for k, n in self._by_name.items() if id(n) in needed}
+            self._container_out = {k: v for k, v in self._container_out.items()
+                                   if v in self._producer}
 
     def _flatten(self, fn, in_keys: Sequence[int], scope: tuple[str, ...]) -> list[int]:
         for kt, key in zip(fn.inputs, in_keys):
@@ -190,8 +289,12 @@ class FlatGraph:
                 if any(id(t) not in self._key_of for t in node.input_tensors):
                     continue  # not on the path from the input (Keras does the same)
                 arg_keys = tuple(self._key_of[id(t)] for t in node.input_tensors)
-                if isinstance(op, keras.Model) and _functional_of(op) is not None:
-                    inner = _functional_of(op)
+                inner = _functional_of(op) if isinstance(op, keras.Model) else None
+                if isinstance(op, keras.Model) and inner is None and len(arg_keys) == 1:
+                    # a subclassed model called inside: inline its trace where possible
+                    inner, _ = trace_call(op, self._shapes[arg_keys[0]][1:],
+                                          dtype=str(node.input_tensors[0].dtype))
+                if inner is not None:
                     if len(inner.inputs) != len(arg_keys):
                         raise UnsupportedLayerError(
                             f"nested model {op.name!r} is called with {len(arg_keys)} tensors "
@@ -330,9 +433,18 @@ class FlatGraph:
         )
         fn = override if override is not None else self.overrides.get(node.name)
         if fn is not None:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
+            return to_float32(out) if node.name in self.float32_nodes else out
+        return self.call_layer(node, *args, **kwargs)
+
+    def call_layer(self, node: FlatNode, *args, **kwargs):
+        """Call ``node``'s own layer as the graph does: inference mode (``training=False``),
+        and a mixed-precision layer in float32 (its ``call`` on float32 tensors and
+        weights).  Overrides that wrap the original layer call it through this."""
         if getattr(node.layer, "_call_has_training_arg", False):
             kwargs["training"] = False
+        if node.name in self.float32_nodes:
+            return to_float32(node.layer.call(*to_float32(args), **to_float32(kwargs)))
         return node.layer(*args, **kwargs)
 
     def run(
@@ -402,4 +514,4 @@ def to_logits(model: keras.Model) -> keras.Model:
     return keras.Model(inp, out, name=f"{model.name}_logits")
 
 
-__all__ = ["OUTPUT", "FlatGraph", "FlatNode", "to_logits"]
+__all__ = ["OUTPUT", "FlatGraph", "FlatNode", "is_subclassed", "to_logits"]

@@ -126,7 +126,8 @@ def layer_groups(graph: FlatGraph, granularity: str | Sequence = "block") -> lis
     list of LayerGroup, top-down (the first entry holds the output layer).
     """
     if graph.opaque:
-        raise UnsupportedArchitectureError(f"model {graph.model.name!r} is subclassed; its layers are not visible")
+        why = f" (it cannot be traced into layers: {graph.opaque_reason})" if graph.opaque_reason else ""
+        raise UnsupportedArchitectureError(f"model {graph.model.name!r} is subclassed; its layers are not visible{why}")
     plan, weighted = _weighted_nodes(graph)
     if not weighted:
         raise InputError(f"model {graph.model.name!r} has no layers with weights to randomize")

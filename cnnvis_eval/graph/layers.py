@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from ..errors import UnsupportedLayerError
+from .precision import is_low_precision
 
 if TYPE_CHECKING:  # pragma: no cover
     from .flat import FlatGraph, FlatNode
@@ -52,9 +53,12 @@ def clone_layer(layer, input_shape: tuple | Sequence[tuple], **changes):
     """A copy of ``layer`` with config ``changes`` applied and the same weight values.
 
     The copy is built for ``input_shape`` and gets *copies* of the weights, so changing it
-    never touches the original.
+    never touches the original.  A mixed-precision layer (float16/bfloat16 compute) is
+    cloned as float32: the graph runs such layers in float32 (see FlatGraph).
     """
     config = layer.get_config()
+    if is_low_precision(layer):
+        config["dtype"] = "float32"
     config.update(changes)
     try:
         clone = type(layer).from_config(config)

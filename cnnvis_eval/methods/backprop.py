@@ -140,9 +140,7 @@ def guided_overrides(graph: FlatGraph, method: str = "guided_backprop") -> dict:
     for node, _ in rectifier_units(graph, method):
 
         def call(*a, _node=node, **k):
-            if getattr(_node.layer, "_call_has_training_arg", False):
-                k["training"] = False
-            return positive_gradient(_node.layer(*a, **k))
+            return positive_gradient(graph.call_layer(_node, *a, **k))
 
         out[node.name] = call
     return out
@@ -168,9 +166,7 @@ def deconvnet_overrides(graph: FlatGraph, method: str = "deconvnet") -> dict:
         else:
 
             def call(x, *a, _node=node, _r=r, **k):
-                if getattr(_node.layer, "_call_has_training_arg", False):
-                    k["training"] = False
-                y = tf.stop_gradient(_node.layer(x, *a, **k))
+                y = tf.stop_gradient(graph.call_layer(_node, x, *a, **k))
                 return _deconv_link(y, x, _slope(_node, _r, x))
 
         out[node.name] = call

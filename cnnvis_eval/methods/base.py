@@ -24,7 +24,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from ..cache import default_cache
-from ..errors import InputError
+from ..errors import InputError, NonFiniteError
 from ..models.spec import ModelSpec, as_spec
 from ..params import integer
 from ..registry import Registry
@@ -159,6 +159,29 @@ def check_input(x: Any, graph, dtype=np.float32) -> np.ndarray:
     return np.array(arr, dtype=dtype, copy=True)
 
 
+def check_finite(heatmap: np.ndarray, scores: np.ndarray, method: str, model: str) -> None:
+    """Raise :class:`NonFiniteError` if a heatmap (N, H, W) of finite input has NaN or inf.
+
+    The message names the method, the first bad image (index in the batch) and, when the
+    model's own output for it is not finite (``scores`` (N,)), says so: the input is beyond
+    what the model's float32 arithmetic can represent.
+    """
+    bad = ~np.isfinite(heatmap.reshape(len(heatmap), -1))
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.any(axis=1))
+    i = int(rows[0])
+    more = f" (and {len(rows) - 1} more image(s))" if len(rows) > 1 else ""
+    why = ""
+    if i < len(scores) and not np.isfinite(scores[i]):
+        why = (f"; the model's own output for it is {scores[i]} in float32: the input is too "
+               "large for the model's arithmetic (rescale it)")
+    raise NonFiniteError(
+        f"{method}: the heatmap of image {i}{more} has {int(bad[i].sum())} NaN or inf values "
+        f"although the input is finite (model {model!r}){why}"
+    )
+
+
 def _same(a, b) -> bool:
     try:
         return bool(np.all(a == b)) and np.shape(a) == np.shape(b)
@@ -267,6 +290,8 @@ class Explainer:
             parts.append(explain_batch(arr[sl], bound.batch(sl)))
         seconds = time.perf_counter() - t0
         heat = np.concatenate([p.heatmap for p in parts]).astype(np.float32, copy=False)
+        scores = np.concatenate([p.scores for p in parts]).astype(np.float32)
+        check_finite(heat, scores, self.name, self.graph.model.name)
         attr = None
         if parts[0].attribution is not None:
             # float32, or float64 for float64 models (reference tests run in float64)
@@ -281,7 +306,7 @@ class Explainer:
             method=self.name,
             target=bound.target,
             indices=np.concatenate([p.indices for p in parts]).astype(np.int32),
-            scores=np.concatenate([p.scores for p in parts]).astype(np.float32),
+            scores=scores,
             meta=meta,
         )
 
@@ -366,6 +391,7 @@ __all__ = [
     "BatchResult",
     "Explainer",
     "Explanation",
+    "check_finite",
     "check_input",
     "get_method",
     "list_methods",

@@ -72,14 +72,17 @@ def clone_with_weights(model, replace: dict | None = None) -> ModelSpec:
     Raises
     ------
     UnsupportedArchitectureError
-        Subclassed models (Keras cannot clone them).
+        Subclassed models that cannot be traced into layers (Keras cannot clone them); a
+        traced one is cloned through its trace (the clone is a functional model).
     """
     spec = as_spec(model)
     if spec.graph.opaque:
+        why = f" that cannot be traced into layers ({spec.graph.opaque_reason})" if spec.graph.opaque_reason else ""
         raise UnsupportedArchitectureError(
-            f"model {spec.model.name!r} is a subclassed model: randomization and input-shift "
+            f"model {spec.model.name!r} is a subclassed model{why}: randomization and input-shift "
             "checks need a Sequential or functional model that keras.models.clone_model can copy"
         )
+    source = spec.graph.functional if spec.graph.traced else spec.model
     head = _softmax_head(spec)
     replace = replace or {}
 
@@ -92,10 +95,10 @@ def clone_with_weights(model, replace: dict | None = None) -> ModelSpec:
         return type(layer).from_config(cfg)
 
     try:
-        clone = keras.models.clone_model(spec.model, clone_function=clone_fn, recursive=True)
+        clone = keras.models.clone_model(source, clone_function=clone_fn, recursive=True)
     except Exception as err:
         raise UnsupportedArchitectureError(f"cannot clone model {spec.model.name!r}: {err}") from err
-    copy_weights(spec.model, clone)
+    copy_weights(source, clone)
     return dataclasses.replace(spec, model=clone, info={**spec.info, "clone_of": spec.name})
 
 

@@ -41,16 +41,20 @@ class ModelFile:
         return f"file:{self.path}"
 
 
-def load_model_file(path: str | Path, output: str | None = None) -> ModelSpec:
+def load_model_file(path: str | Path, input_shape: tuple | None = None,
+                    output: int | str | None = None) -> ModelSpec:
     """A user's saved Keras model, loaded with Keras safe mode (no arbitrary code).
 
     Parameters
     ----------
     path : str or Path
         A ``.keras`` archive (or a legacy ``.h5`` / ``.hdf5`` file).
-    output : str, optional
-        For a model with several outputs: the layer whose output is explained (the model is
-        wrapped as ``keras.Model(model.inputs, layer.output)``).
+    input_shape : tuple (H, W, C), optional
+        For a subclassed model (its class registered with
+        ``keras.saving.register_keras_serializable``): the shape to trace it with, when the
+        file does not record one (the CLI passes its images' shape).
+    output : int or str, optional
+        For a multi-output model: the output to explain (index or producing layer's name).
 
     Returns
     -------
@@ -61,7 +65,8 @@ def load_model_file(path: str | Path, output: str | None = None) -> ModelSpec:
     ------
     InputError
         The file is missing, unreadable, or not safe to load (e.g. it has Lambda layers);
-        the model has several inputs, or several outputs and no (or an unknown) ``output``.
+        a multi-output model without ``output``; a subclassed model of unknown input shape;
+        a model with several inputs (not supported).
     """
     import keras
 
@@ -92,33 +97,21 @@ def load_model_file(path: str | Path, output: str | None = None) -> ModelSpec:
     except Exception as err:
         raise InputError(f"model file {str(path)!r} cannot be read as a Keras model: "
                          f"{type(err).__name__}: {err}") from err
-    model = _single_output(model, path, output)
-    spec = as_spec(model)
+    try:
+        n_inputs = len(model.inputs)
+    except (AttributeError, TypeError, ValueError):  # a subclassed model: traced with one input
+        n_inputs = 1
+    if n_inputs != 1:
+        raise InputError(f"model file {str(path)!r} has {n_inputs} inputs; models with several inputs "
+                         "are not supported")
+    try:
+        spec = as_spec(model, input_shape=input_shape, output=output)
+    except InputError as err:  # several outputs, unknown input shape: name the file too
+        raise InputError(f"model file {str(path)!r}: {err}") from err
     spec.name = path.stem
     if not spec.input_range:
         spec.input_range = None
     return spec
-
-
-def _single_output(model, path: Path, output: str | None):
-    """The model, or the part of it that ends at layer ``output``; one input only."""
-    import keras
-
-    if len(model.inputs) != 1:
-        raise InputError(f"model file {str(path)!r} has {len(model.inputs)} inputs; models with several inputs "
-                         "are not supported")
-    if output is None and len(model.outputs) == 1:
-        return model
-    names = [t.name.split("/")[0] for t in model.outputs]
-    if output is None:
-        raise InputError(f"model file {str(path)!r} has {len(names)} outputs ({', '.join(names)}); "
-                         "choose the one to explain (--cnnvis-output NAME)")
-    try:
-        layer = model.get_layer(output)
-    except ValueError:
-        raise InputError(f"model file {str(path)!r} has no layer {output!r} to explain "
-                         f"(outputs: {', '.join(names)})") from None
-    return keras.Model(model.inputs, layer.output, name=f"{model.name}_{output}")
 
 
 __all__ = ["ModelFile", "load_model_file"]

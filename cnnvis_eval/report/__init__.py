@@ -40,18 +40,36 @@ def _signed_methods() -> dict:
 OFFSET_METHODS = frozenset({"rise"})
 
 
+def _run_files(root: Path, cells: pd.DataFrame) -> dict:
+    """``{model: (images .npz, {(method, neuron): heatmap .npz})}`` of a grid run: from the
+    cell table's ``model_key`` and ``file`` columns (results stored by content, see
+    :mod:`cnnvis_eval.evaluation.store`), else ``images/<model>.npz`` and
+    ``heatmaps/<model>/<method>/<neuron>.npz`` (folders written before that)."""
+    out = {}
+    if not cells.empty and {"model_key", "file"} <= set(cells.columns):
+        for m, g in cells[cells["model_key"].fillna("").astype(bool)].groupby("model"):
+            img = root / "images" / f"{g['model_key'].iloc[0]}.npz"
+            if img.is_file():
+                out[m] = (img, {(r.method, r.neuron): root / r.file for r in g.itertuples() if r.file})
+        return out
+    for img in sorted((root / "images").glob("*.npz")):
+        m = img.stem
+        out[m] = (img, {(p.parent.name, p.stem): p for p in (root / "heatmaps" / m).glob("*/*.npz")})
+    return out
+
+
 def _grid_figures(root: Path, cells: pd.DataFrame, max_images: int) -> list[dict]:
     """One heatmap grid per (image, neuron): rows methods, columns models."""
-    img_dir, heat_dir = root / "images", root / "heatmaps"
-    if not img_dir.is_dir() or not heat_dir.is_dir():
+    files = _run_files(root, cells)
+    models = sorted(files)
+    if not models:
         return []
-    models = sorted(p.stem for p in img_dir.glob("*.npz"))
     images, ids, classes = {}, {}, {}
     for m in models:
-        with np.load(img_dir / f"{m}.npz") as z:
+        with np.load(files[m][0]) as z:
             images[m], ids[m] = z["images"], [str(i) for i in z["ids"]]
             classes[m] = [str(c) for c in z["class_names"]] if "class_names" in z.files else []
-    methods = sorted({p.name for m in models for p in (heat_dir / m).glob("*") if p.is_dir()})
+    methods = sorted({meth for m in models for meth, _ in files[m][1]})
     if not methods:
         return []
     signed = {k: v and k not in OFFSET_METHODS for k, v in _signed_methods().items()}
@@ -69,8 +87,8 @@ def _grid_figures(root: Path, cells: pd.DataFrame, max_images: int) -> list[dict
             for m in models:
                 k = ids[m].index(image)
                 for meth in methods:
-                    p = heat_dir / m / meth / f"{neuron}.npz"
-                    if p.is_file():
+                    p = files[m][1].get((meth, neuron))
+                    if p is not None and p.is_file():
                         with np.load(p) as z:
                             h = z["heatmap"][k].astype(np.float32)
                             maps[(meth, m)] = h - h.min() if meth in OFFSET_METHODS else h
@@ -189,7 +207,10 @@ def build_report(results_dir: str | Path, title: str | None = None, max_images: 
     config = ""
     cfg = root / "config.json"
     if cfg.is_file():
-        config = json.dumps(json.loads(cfg.read_text()), indent=2, sort_keys=True)
+        try:
+            config = json.dumps(json.loads(cfg.read_text()), indent=2, sort_keys=True)
+        except ValueError as err:
+            config = f"config.json cannot be read: {err}"
     return html.render(
         root / "index.html",
         title=title or f"cnnvis_eval report — {root.name}",

@@ -211,7 +211,7 @@ def load_user_model(path, output: str | None = None, preprocess: str | None = No
     """
     from ..models.files import load_model_file
 
-    spec = load_model_file(path, output)
+    spec = load_model_file(path, output=output)
     fn, rng = preprocess_function(preprocess or "0-255", spec)
     spec.preprocess = fn
     c = spec.input_shape[-1]

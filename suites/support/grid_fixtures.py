@@ -106,6 +106,34 @@ def tiny_run(tmp_path_factory):
     return _RUNS["tiny"]
 
 
+def cell_file(root: str | Path, model: str, method: str, neuron: str, suffix: str = ".npz") -> Path | None:
+    """The stored file of cell (model, method, neuron) of a run folder: its heatmaps
+    (``suffix=".npz"``) or the reason it does not apply (``".na.txt"``), found through the
+    folder's ``models.json`` (cells are stored by content key); None if there is none."""
+    import json
+
+    root = Path(root)
+    if not (root / "models.json").is_file():  # a folder stored by name (before issue 14)
+        legacy = root / "heatmaps" / model / method / f"{neuron}{suffix}"
+        return legacy if legacy.is_file() else None
+    key = json.loads((root / "models.json").read_text())[model]["key"]
+    found = [p for p in (root / "heatmaps" / key / method).glob(f"{neuron}.*{suffix}")
+             if suffix != ".npz" or not p.name.endswith(".na.txt")]
+    assert len(found) <= 1, f"several stored files for one cell: {found}"
+    return found[0] if found else None
+
+
+def stored_cells(root: str | Path) -> set:
+    """``{(model, method, neuron)}`` of the heatmap files stored in a run folder, models by
+    their display names in its ``models.json``."""
+    import json
+
+    root = Path(root)
+    record = json.loads((root / "models.json").read_text())
+    return {(name, p.parent.name, p.name.split(".")[0]) for name, r in record.items()
+            for p in (root / "heatmaps" / r["key"]).glob("*/*.npz")}
+
+
 def png_size(data: bytes) -> tuple[int, int]:
     """(width, height) of a PNG from its IHDR chunk; raises AssertionError if not a PNG."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"

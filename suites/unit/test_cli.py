@@ -15,7 +15,7 @@ import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval.cli import build_parser, main
-from suites.support.grid_fixtures import save_model
+from suites.support.grid_fixtures import cell_file, save_model
 
 
 def test_list(capsys):
@@ -45,10 +45,10 @@ def test_run_then_report(tmp_path, capsys):
     assert set(results["method"]) == {"saliency", "cam"} and set(results["model"]) == {"gap_cnn"}
     assert set(results["image"]) - {"*"} == {"chelsea", "syn000", "syn001"}
     # the same command again resumes the same run folder (nothing left to compute)
-    mtime = (runs[0] / "heatmaps" / "gap_cnn" / "saliency" / "logit.npz").stat().st_mtime_ns
+    mtime = cell_file(runs[0], "gap_cnn", "saliency", "logit").stat().st_mtime_ns
     assert main(argv) == 0
     assert list((tmp_path / "reports").iterdir()) == runs
-    assert (runs[0] / "heatmaps" / "gap_cnn" / "saliency" / "logit.npz").stat().st_mtime_ns == mtime
+    assert cell_file(runs[0], "gap_cnn", "saliency", "logit").stat().st_mtime_ns == mtime
     # report rebuilds the page from the stored results
     page.unlink()
     capsys.readouterr()
@@ -97,9 +97,11 @@ def test_run_options_reach_the_configuration(tmp_path, monkeypatch):
     assert main(["run", "--out", str(tmp_path), "--quiet", "--benchmarks", str(bench)]) == 0
     assert seen["benchmarks"] == str(bench)
     # --model-file alone evaluates only that file
-    assert main(["run", "--model-file", "a.keras", "--out", str(tmp_path)]) == 0
-    assert seen["config"].models == () and seen["config"].model_files == ("a.keras",)
-    assert seen["loaded"] == [ModelFile("a.keras")]  # checked before the run starts
+    model = tmp_path / "a.keras"
+    model.write_bytes(b"")  # not read: load_spec is replaced
+    assert main(["run", "--model-file", str(model), "--out", str(tmp_path)]) == 0
+    assert seen["config"].models == () and seen["config"].model_files == (str(model),)
+    assert seen["loaded"] == [ModelFile(str(model))]  # checked before the run starts
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -18,7 +18,8 @@ import cnnvis_eval
 from cnnvis_eval.errors import InputError
 from cnnvis_eval.evaluation import NEURONS, GridRun, ProcessExecutor, RunConfig
 from cnnvis_eval.targets import NeuronTarget
-from suites.support.grid_fixtures import RUN_METHODS, save_model, strip_timing, tiny_config, tiny_run
+from suites.support.grid_fixtures import (RUN_METHODS, cell_file, save_model, stored_cells, strip_timing,
+                                          tiny_config, tiny_run)
 
 REAL_EXPLAIN = cnnvis_eval.explain
 
@@ -55,10 +56,6 @@ class ExplainSpy:
         if (method, kind) in self.fail:
             raise self.fail[(method, kind)]
         return REAL_EXPLAIN(method, model, x, target=target, **kw)
-
-
-def stored_cells(root) -> set:
-    return {(p.parent.parent.name, p.parent.name, p.stem) for p in (root / "heatmaps").glob("*/*/*.npz")}
 
 
 def mtimes(root) -> dict:
@@ -98,8 +95,8 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, full_run, monkeyp
     # the result equals the uninterrupted run's (wall-time measurements aside)
     pd.testing.assert_frame_equal(strip_timing(resumed), strip_timing(full), rtol=1e-5, atol=1e-6)
     for model, m, n in everything:
-        a = np.load(root / "heatmaps" / model / m / f"{n}.npz")["heatmap"]
-        b = np.load(full_dir / "heatmaps" / model / m / f"{n}.npz")["heatmap"]
+        a = np.load(cell_file(root, model, m, n))["heatmap"]
+        b = np.load(cell_file(full_dir, model, m, n))["heatmap"]
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=f"{model}/{m}/{n}")
     curves = [pd.read_parquet(d / "curves.parquet").sort_values(["method", "model", "image", "step", "metric"])
               .reset_index(drop=True) for d in (root, full_dir)]
@@ -138,8 +135,8 @@ def test_cam_not_applicable_cells(full_run):
     others = cells.drop(index="cam", level="method")
     assert (others["status"] == "ok").all()
     # n/a cells store no heatmap (only their reason) and contribute no rows
-    assert not list((root / "heatmaps" / "flat_cnn" / "cam").glob("*.npz"))
-    assert (root / "heatmaps" / "flat_cnn" / "cam" / "logit.na.txt").read_text() == flat.loc["logit", "message"]
+    assert cell_file(root, "flat_cnn", "cam", "logit") is None
+    assert cell_file(root, "flat_cnn", "cam", "logit", ".na.txt").read_text() == flat.loc["logit", "message"]
     assert results[(results["model"] == "flat_cnn") & (results["method"] == "cam")].empty
     assert not results[(results["model"] == "gap_cnn") & (results["method"] == "cam")].empty
 
@@ -168,7 +165,8 @@ def test_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     scored = set(zip(results["model"], results["method"], results["neuron"]))
     assert scored == set(zip(ok["model"], ok["method"], ok["neuron"]))
     # a failed cell is not stored, so running again retries it
-    assert not (tmp_path / "run" / "heatmaps" / "gap_cnn" / "grad_cam" / "logit.npz").exists()
+    assert cell_file(tmp_path / "run", "gap_cnn", "grad_cam", "logit") is None
+    assert cell_file(tmp_path / "run", "gap_cnn", "saliency", "logit") is not None
     # ... and the report lists it with its message
     from cnnvis_eval.report import build_report
 
@@ -211,7 +209,7 @@ def test_long_frame_and_stored_files(full_run):
     assert loc["value"].between(0, 1).all()  # 1 hit, 0 miss (a fraction when the maximum is tied)
     # one heatmap file per (model, method, neuron) that applies: float32 at input size
     for model, method, neuron in stored_cells(root):
-        z = np.load(root / "heatmaps" / model / method / f"{neuron}.npz")
+        z = np.load(cell_file(root, model, method, neuron))
         assert z["heatmap"].dtype == np.float32 and z["heatmap"].shape == (3, 32, 32)
         assert np.isfinite(z["heatmap"]).all() and len(z["indices"]) == 3
     assert len(stored_cells(root)) == 2 * len(RUN_METHODS) * len(NEURONS) - 5  # five CAM cells are n/a
@@ -233,7 +231,7 @@ def test_agreement_matches_the_metric(full_run):
     stored = pd.read_parquet(root / "agreement.parquet")
     for (model, neuron), g in stored.groupby(["model", "neuron"]):
         methods = list(dict.fromkeys(g["method_a"]))
-        maps = {m: np.load(root / "heatmaps" / model / m / f"{neuron}.npz")["heatmap"] for m in methods}
+        maps = {m: np.load(cell_file(root, model, m, neuron))["heatmap"] for m in methods}
         expected = agreement_matrix(maps, "spearman_abs")
         got = g.pivot(index="method_a", columns="method_b", values="value").loc[methods, methods]
         np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-10, atol=1e-12)
@@ -332,7 +330,7 @@ def test_a_full_size_architecture_with_random_weights(tmp_path):
     assert (cells.drop(index=list(na))["status"] == "ok").all()
     for method in ("saliency", "grad_cam"):
         assert [cells.at[(method, n), "layer"] for n in ("mid", "high")] == list(spec.intermediate_layers)
-        with np.load(tmp_path / "heatmaps" / "mobilenet_v2" / method / "high.npz") as z:
+        with np.load(cell_file(tmp_path, "mobilenet_v2", method, "high")) as z:
             assert z["heatmap"].shape == (1, 64, 64) and np.isfinite(z["heatmap"]).all()
     pg = results[results["metric"] == "pointing_game"]
     assert set(pg["method"]) == set(cfg.methods) and set(pg["image"]) == {"syn000"}

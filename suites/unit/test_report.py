@@ -19,7 +19,7 @@ import pytest
 
 from cnnvis_eval.errors import InputError
 from cnnvis_eval.report import build_report, figures, tables
-from suites.support.grid_fixtures import png_size, tiny_run
+from suites.support.grid_fixtures import cell_file, png_size, tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +262,7 @@ def test_heatmap_grid_names_the_neurons(run_dir, monkeypatch):
         assert f"neuron: {neuron}" in call["title"]
         for model in call["models"]:
             k = ["syn000", "syn001", "chelsea"].index(image)
-            z = np.load(run_dir / "heatmaps" / model / "saliency" / f"{neuron}.npz")
+            z = np.load(cell_file(run_dir, model, "saliency", neuron))
             label = call["col_labels"][model]
             if neuron == "logit":
                 assert label == f"{model}\nclass {int(z['indices'][k])}"

@@ -40,7 +40,7 @@ import keras
 import numpy as np
 
 from ...errors import UnsupportedLayerError
-from ...graph import FlatGraph, FlatNode, Rectifier, activation_name, rectifier_of
+from ...graph import FlatGraph, FlatNode, Rectifier, activation_name, is_low_precision, rectifier_of
 from .linear import KernelMap, LinearMap, PoolMap, ScaleMap, SeparableMap
 
 SUPPORTED = (
@@ -156,7 +156,9 @@ def _np(v) -> np.ndarray:
 
 
 def _dtype(layer) -> str:
-    return getattr(layer, "compute_dtype", None) or "float32"
+    """The dtype rules compute in: float64 for float64 layers, else float32 (mixed-precision
+    float16/bfloat16 layers run in float32, as the graph does)."""
+    return "float32" if is_low_precision(layer) else str(getattr(layer, "compute_dtype", None) or "float32")
 
 
 def _fused(node: FlatNode, graph: FlatGraph, method: str) -> Rectifier | None:
@@ -355,9 +357,11 @@ def canonize(graph: FlatGraph, key: int, method: str, canonizers=DEFAULT_CANONIZ
         A layer on the way has no relevance rule (the message names layer, type, method).
     """
     if graph.opaque:
+        why = f" that cannot be traced into layers: {graph.opaque_reason}" if graph.opaque_reason else ""
         raise UnsupportedLayerError(
-            f"model {graph.model.name!r} is a subclassed model: method {method!r} needs its "
-            "layers (build it with the functional or Sequential API)"
+            f"model {graph.model.name!r} is a subclassed model{why}; method {method!r} needs its "
+            "layers (use only Keras layers and keras.ops in call(), or build it with the "
+            "functional or Sequential API)"
         )
     ops = [_node_op(n, graph, method) for n in graph.plan([key])]
     for c in canonizers:

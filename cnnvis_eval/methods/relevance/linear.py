@@ -25,6 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ...graph import is_low_precision
+
 Variant = Hashable
 
 
@@ -232,7 +234,10 @@ class PoolMap(LinearMap):
     def apply(self, x, variant="plain"):
         if self.is_zero(variant):
             raise ValueError(f"variant {variant!r} of {self.name!r} is zero; skip it")
-        y = self.layer(x)
+        if is_low_precision(self.layer):
+            y = self.layer.call(x)  # mixed precision: pool in x's dtype (float32), as the graph
+        else:
+            y = self.layer(x)
         if isinstance(variant, tuple) and variant[0] == "gamma+":
             y = (1.0 + float(variant[1])) * y
         return y
