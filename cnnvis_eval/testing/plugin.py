@@ -1,6 +1,7 @@
 """pytest plugin: the sanity checks of :mod:`cnnvis_eval.testing.checks` on *your* model.
 
-Installed with the package (entry point ``pytest11: cnnvis_eval``)::
+Loaded by the package's pytest entry point (``pytest11: pytest_cnnvis_eval``, the top-level
+module :mod:`pytest_cnnvis_eval`, which defines the options) when ``--cnnvis-model`` is given::
 
     pytest --cnnvis-model path/model.keras --cnnvis-images path/folder_or.npz \\
            [--cnnvis-methods grad_cam,saliency] [--cnnvis-checks randomization,faithfulness.road] \\
@@ -16,9 +17,9 @@ threshold and controls, a failure the literature predicts is an ``xfail`` with i
 verdicts to ``DIR/verdicts.parquet`` (and CSV); in this repository the suite's record plugin
 (``suites/support/record.py``) writes its measurements and HTML report to the same DIR.
 
-Without ``--cnnvis-model`` the plugin adds nothing.  This module imports only pytest and the
-standard library; the checks (and TensorFlow) are imported by the first check that runs.
-(Importing it still runs ``cnnvis_eval/__init__.py``, which imports TensorFlow today.)
+Without ``--cnnvis-model`` this module is not even imported: the entry point module imports
+nothing of ``cnnvis_eval`` (whose ``__init__`` loads TensorFlow), so a pytest run that does not
+ask for the checks pays nothing.
 """
 
 from __future__ import annotations
@@ -28,33 +29,11 @@ from pathlib import Path
 
 import pytest
 
-DEFAULT_METHODS = ("saliency", "integrated_gradients", "guided_backprop", "grad_cam", "lrp_epsilon")
 SUITE = Path(__file__).with_name("suite.py")
 _OUTPUT_KEY = "cnnvis_verdicts"
 _VERDICTS: list = []
 _CONTEXTS: dict = {}
 _CASES = pytest.StashKey[list]()
-
-
-def pytest_addoption(parser):
-    group = parser.getgroup("cnnvis_eval", "cnnvis_eval: sanity checks of saliency maps on your model")
-    group.addoption("--cnnvis-model", action="append", default=[], metavar="FILE",
-                    help="a saved Keras model (.keras or .h5) to check; repeat for several models")
-    group.addoption("--cnnvis-images", default=None, metavar="PATH",
-                    help="a folder of JPEG/PNG images, or an .npz with an 'images' array")
-    group.addoption("--cnnvis-methods", default=",".join(DEFAULT_METHODS), metavar="LIST",
-                    help=f"comma-separated method names (default {','.join(DEFAULT_METHODS)})")
-    group.addoption("--cnnvis-checks", default=None, metavar="LIST",
-                    help="comma-separated checks or check.variant (default: all)")
-    group.addoption("--cnnvis-masks", default=None, metavar="PATH",
-                    help="ground-truth masks: a folder of PNGs named like the images, or an .npz with 'masks'")
-    group.addoption("--cnnvis-preprocess", default=None, metavar="MODE",
-                    help="0-255 (default) | -1,1 | 0-1 | caffe | torch | module:function")
-    group.addoption("--cnnvis-classes", default=None, metavar="LIST", help="comma-separated class names")
-    group.addoption("--cnnvis-output", default=None, metavar="NAME",
-                    help="the output layer to explain, for models with several outputs")
-    group.addoption("--cnnvis-report", action="store", default=None, metavar="DIR",
-                    help="write the measurements, verdicts and an HTML report to DIR")
 
 
 def _split(value: str | None) -> list[str]:

@@ -5,7 +5,7 @@ image=..., neuron=...)``; ``record.curve(frame)`` stores randomization curves.  
 of the session the rows are written to ``reports/suite/results.parquet`` (and CSV), and,
 with ``pytest suites/ --cnnvis-report DIR``, to ``DIR`` together with an HTML report built
 like a grid run's (``cnnvis-eval report DIR`` rebuilds it).  The option itself is the
-installed plugin's (:mod:`cnnvis_eval.testing.plugin`), which this module registers if needed.
+package's pytest entry point's (:mod:`pytest_cnnvis_eval`), which this module registers if needed.
 
 Rows are recorded whatever the test's outcome, so the numbers of expected failures
 (``xfail``) reach the report too.  Under pytest-xdist every worker hands its rows to the
@@ -31,13 +31,14 @@ _BENCHMARKS: list[dict] = []
 
 
 def pytest_addhooks(pluginmanager):
-    """``--cnnvis-report`` belongs to the installed plugin (:mod:`cnnvis_eval.testing.plugin`,
-    entry point ``pytest11: cnnvis_eval``); register it here when it is not loaded yet (a
-    checkout without the entry point installed, or ``-p suites.support.record`` alone)."""
-    from cnnvis_eval.testing import plugin
+    """``--cnnvis-report`` belongs to the package's pytest entry point (:mod:`pytest_cnnvis_eval`,
+    ``pytest11: pytest_cnnvis_eval``); register it here when it is not loaded yet (a checkout
+    without the entry point installed, or ``-p suites.support.record`` alone)."""
+    import pytest_cnnvis_eval
 
-    if not pluginmanager.is_registered(plugin) and not pluginmanager.is_blocked("cnnvis_eval"):
-        pluginmanager.register(plugin, "cnnvis_eval")
+    name = "pytest_cnnvis_eval"
+    if not pluginmanager.is_registered(pytest_cnnvis_eval) and not pluginmanager.is_blocked(name):
+        pluginmanager.register(pytest_cnnvis_eval, name)
 
 
 class Recorder:

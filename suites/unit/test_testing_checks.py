@@ -235,7 +235,7 @@ def test_every_check_and_method_on_a_mini_with_masks():
     randomization, localization measured (masks given)."""
     from cnnvis_eval.data.synthetic import make_synthetic
     from cnnvis_eval.testing.checks import CHECKS
-    from cnnvis_eval.testing.plugin import DEFAULT_METHODS
+    from pytest_cnnvis_eval import DEFAULT_METHODS
 
     spec = mini_spec("mini_resnet")
     syn = make_synthetic(4, 64, seed=4242)

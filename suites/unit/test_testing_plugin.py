@@ -26,7 +26,7 @@ def inner(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     def run(*args):
-        return pytest.main(["-p", "cnnvis_eval.testing.plugin", "-p", "no:cacheprovider", "-v",
+        return pytest.main(["-p", "pytest_cnnvis_eval", "-p", "no:cacheprovider", "-v",
                             "--rootdir", str(tmp_path), *args])
 
     return run
@@ -92,3 +92,30 @@ def test_plugin_usage_errors(inner, user_files, capsys):
     assert inner("--cnnvis-model", str(model), "--cnnvis-images", str(images),
                  "--cnnvis-methods", "gradcam") == pytest.ExitCode.USAGE_ERROR
     assert "unknown method(s) gradcam" in capsys.readouterr().err
+
+
+def test_plugin_costs_nothing_without_a_model(tmp_path):
+    """The entry point module imports neither cnnvis_eval nor TensorFlow: a user's pytest run
+    that does not ask for the checks pays nothing (a fresh interpreter, so this process's
+    imports do not count), while ``--help`` still lists the options."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest_cnnvis_eval
+
+    (tmp_path / "test_user.py").write_text(
+        "import sys\n\n"
+        "def test_nothing_heavy_is_imported():\n"
+        "    heavy = sorted(m for m in ('cnnvis_eval', 'tensorflow', 'keras') if m in sys.modules)\n"
+        "    assert not heavy, heavy\n")
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+           "PYTHONPATH": str(Path(pytest_cnnvis_eval.__file__).parent)}
+    cmd = [sys.executable, "-m", "pytest", "-p", "pytest_cnnvis_eval", "-p", "no:cacheprovider", "-q"]
+    run = subprocess.run([*cmd, "test_user.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "1 passed" in run.stdout
+    helped = subprocess.run([*cmd, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert "--cnnvis-model=FILE" in helped.stdout and "--cnnvis-preprocess=MODE" in helped.stdout
