@@ -10,7 +10,6 @@ validates the options, collects the checks and reports the verdicts.  Disable it
 
 from __future__ import annotations
 
-DEFAULT_METHODS = ("saliency", "integrated_gradients", "guided_backprop", "grad_cam", "lrp_epsilon")
 PLUGIN_NAME = "cnnvis_eval.testing.plugin"
 
 
@@ -20,8 +19,9 @@ def pytest_addoption(parser):
                     help="a saved Keras model (.keras or .h5) to check; repeat for several models")
     group.addoption("--cnnvis-images", default=None, metavar="PATH",
                     help="a folder of JPEG/PNG images, or an .npz with an 'images' array")
-    group.addoption("--cnnvis-methods", default=",".join(DEFAULT_METHODS), metavar="LIST",
-                    help=f"comma-separated method names (default {','.join(DEFAULT_METHODS)})")
+    group.addoption("--cnnvis-methods", default=None, metavar="LIST",
+                    help="comma-separated method names (default: cnnvis_eval.testing.session.DEFAULT_METHODS, "
+                         "saliency,integrated_gradients,guided_backprop,grad_cam,lrp_epsilon)")
     group.addoption("--cnnvis-checks", default=None, metavar="LIST",
                     help="comma-separated checks or check.variant (default: all)")
     group.addoption("--cnnvis-masks", default=None, metavar="PATH",

@@ -42,30 +42,18 @@ def _split(value: str | None) -> list[str]:
 
 def _cases(config) -> list[tuple[str, str, str, str | None]]:
     """(model file, check, method, variant) for every selected check, variant and method."""
-    from .checks import CHECKS  # cnnvis_eval's checks: imported only when a model is given
+    from cnnvis_eval.errors import InputError
 
-    wanted = _split(config.getoption("--cnnvis-checks")) or list(CHECKS)
-    for w in wanted:
-        check, _, variant = w.partition(".")
-        if check not in CHECKS or (variant and variant not in CHECKS[check][0]):
-            names = [c if v is None else f"{c}.{v}" for c, (vs, _) in CHECKS.items() for v in vs]
-            raise pytest.UsageError(f"--cnnvis-checks: unknown check {w!r}; available: {', '.join(names)}")
-    methods = _split(config.getoption("--cnnvis-methods"))
-    from cnnvis_eval.methods import list_methods
-    from cnnvis_eval.metrics import CONTROLS
+    from .session import select_cases
 
-    unknown = [m for m in methods if m not in list_methods() and m not in CONTROLS]
-    if unknown or not methods:
-        raise pytest.UsageError(f"--cnnvis-methods: unknown method(s) {', '.join(unknown) or '(none given)'}; "
-                                f"available: {', '.join(list_methods())}")
-    out = []
-    for model in config.getoption("--cnnvis-model"):
-        for check, (variants, _) in CHECKS.items():
-            for variant in variants:
-                if not any(w in (check, f"{check}.{variant}") for w in wanted):
-                    continue
-                out.extend((model, check, method, variant) for method in methods)
-    return out
+    methods = _split(config.getoption("--cnnvis-methods")) if config.getoption("--cnnvis-methods") else None
+    try:
+        cases = select_cases(_split(config.getoption("--cnnvis-checks")) or None, methods)
+    except InputError as err:
+        option = "--cnnvis-checks" if "check" in str(err).split(";")[0] else "--cnnvis-methods"
+        raise pytest.UsageError(f"{option}: {err}") from None
+    return [(model, check, method, variant) for model in config.getoption("--cnnvis-model")
+            for check, method, variant in cases]
 
 
 def pytest_configure(config):
@@ -120,20 +108,14 @@ def context(config, model: str):
     if model not in _CONTEXTS:
         from cnnvis_eval.errors import InputError
 
-        from .context import CheckContext
-        from .inputs import load_images, load_masks, load_user_model
+        from .session import open_context
 
         try:
-            spec = load_user_model(model, config.getoption("--cnnvis-output"), config.getoption("--cnnvis-preprocess"))
-            classes = _split(config.getoption("--cnnvis-classes"))
-            if classes:
-                if len(classes) != spec.num_classes:
-                    raise InputError(f"--cnnvis-classes names {len(classes)} classes; the model has {spec.num_classes}")
-                spec.class_names = tuple(classes)
-            images, ids = load_images(config.getoption("--cnnvis-images"), spec.input_shape)
-            masks_src = config.getoption("--cnnvis-masks")
-            masks = load_masks(masks_src, ids, spec.input_shape) if masks_src else None
-            _CONTEXTS[model] = CheckContext(spec, spec.preprocess(images), masks=masks, name=Path(model).stem)
+            _CONTEXTS[model] = open_context(model, config.getoption("--cnnvis-images"),
+                                            masks=config.getoption("--cnnvis-masks"),
+                                            preprocess=config.getoption("--cnnvis-preprocess"),
+                                            classes=_split(config.getoption("--cnnvis-classes")),
+                                            output=config.getoption("--cnnvis-output"))
         except InputError as err:
             _CONTEXTS[model] = err
     ctx = _CONTEXTS[model]

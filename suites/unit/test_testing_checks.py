@@ -73,6 +73,20 @@ def test_guided_backprop_head_randomization_is_a_cited_known_failure(ctx):
 
 
 # ---------------------------------------------------------------------- class sensitivity, n/a
+def test_randomization_is_inconclusive_when_the_model_blind_control_moves(ctx, monkeypatch):
+    """The verdict is relative to the edge control: a "control" that is not model-blind (here
+    the gradient in its place) changes under randomization, so the similarity cannot tell a
+    model-blind map on this model and the verdict is inconclusive, not a pass or a fail."""
+    from cnnvis_eval.methods import get_method
+    from cnnvis_eval.metrics import CONTROLS
+
+    fresh = CheckContext(ctx.spec, ctx.x)  # its own memo: the real edge control's value is not reused
+    monkeypatch.setitem(CONTROLS, "edge_sobel", get_method("saliency"))
+    v = run_check(fresh, "randomization", "grad_cam", "cascading_all")
+    assert v.status == "inconclusive" and "edge control changed" in v.reason, v.message()
+    assert v.controls["edge_sobel"] < THRESHOLDS["randomization.control"].value
+
+
 def test_class_sensitivity_is_inconclusive_without_a_second_positive_logit():
     model = one_positive_logit_model()
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
@@ -235,7 +249,7 @@ def test_every_check_and_method_on_a_mini_with_masks():
     randomization, localization measured (masks given)."""
     from cnnvis_eval.data.synthetic import make_synthetic
     from cnnvis_eval.testing.checks import CHECKS
-    from pytest_cnnvis_eval import DEFAULT_METHODS
+    from cnnvis_eval.testing.session import DEFAULT_METHODS
 
     spec = mini_spec("mini_resnet")
     syn = make_synthetic(4, 64, seed=4242)

@@ -1,0 +1,102 @@
+"""``cnnvis-eval check MODEL_FILE --images PATH``: the sanity checks on a user's model file
+without pytest (issue 15, item 3): the scorecard on the terminal, the verdicts and the HTML
+report in ``--out``, exit status 1 when a ``--require``-d method fails a check, 2 on bad input
+with one line naming the file and nothing written.
+
+Fast: the trained mini_vgg saved as a user's file, two PNGs, one or two cheap checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cnnvis_eval.cli import main
+from suites.support.models import mini_spec
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    from skimage import io
+
+    from cnnvis_eval.data.synthetic import make_synthetic
+
+    d = tmp_path_factory.mktemp("user")
+    mini_spec("mini_vgg").model.save(d / "my_model.keras")
+    (d / "images").mkdir()
+    syn = make_synthetic(2, 64, seed=4242)
+    for i, img in enumerate(syn.images):
+        io.imsave(d / "images" / f"img{i}.png", np.asarray(img, np.uint8), check_contrast=False)
+    return d / "my_model.keras", d / "images"
+
+
+def test_check_prints_the_scorecard_and_fails_on_a_required_method(user_files, tmp_path, capsys):
+    """Guided Backprop ignores the re-initialized head (Adebayo et al. 2018): required, it makes
+    the command fail (1) although the failure is a known one; the gradient passes the same check."""
+    model, images = user_files
+    out = tmp_path / "check"
+    code = main(["check", str(model), "--images", str(images), "--preprocess=-1,1", "--quiet",
+                 "--methods", "saliency", "--checks", "randomization.cascading_top", "--require", "guided_backprop",
+                 "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert "required method failed: guided_backprop on my_model: randomization.cascading_top fail" in captured.err
+    lines = captured.out.splitlines()
+    row = next(ln for ln in lines if ln.startswith("randomization.cascading_top"))
+    header = next(ln for ln in lines if "saliency" in ln and "guided_backprop" in ln)
+    assert header.split() == ["saliency", "guided_backprop"]  # the required method is checked too
+    assert row.split()[1:] == ["pass", "fail*"], row
+    table = pd.read_parquet(out / "verdicts.parquet")
+    cells = table[~table["metric"].str.contains(":control:")].set_index("method")
+    assert cells.loc["saliency", "status"] == "pass" and cells.loc["guided_backprop", "status"] == "fail"
+    assert (out / "index.html").is_file() and f"report: {out / 'index.html'}" in captured.out
+
+
+def test_check_passes_when_the_required_methods_pass(user_files, tmp_path, capsys):
+    model, images = user_files
+    code = main(["check", str(model), "--images", str(images), "--quiet", "--methods", "saliency",
+                 "--checks", "invariance.determinism", "--require", "saliency", "--out", str(tmp_path / "c")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "c" / "verdicts.csv").is_file()
+
+
+def _bad_files(d, model):
+    """(argv tail, expected fragment of the error line) for each kind of bad input."""
+    from skimage import io
+
+    (d / "garbage.keras").write_bytes(b"not a zip")
+    (d / "empty").mkdir()
+    (d / "text").mkdir()
+    (d / "text" / "a.png").write_bytes(b"\x89PNG broken")
+    np.savez(d / "two_channels.npz", images=np.zeros((2, 16, 16, 2), np.uint8))
+    (d / "masks").mkdir()
+    io.imsave(d / "masks" / "other.png", np.zeros((64, 64), np.uint8), check_contrast=False)
+    np.savez(d / "three_masks.npz", masks=np.zeros((3, 64, 64), bool))
+    return [
+        ([str(d / "garbage.keras"), "--images", "IMAGES"], "garbage.keras"),
+        ([str(d / "missing.keras"), "--images", "IMAGES"], "missing.keras' does not exist"),
+        ([model, "--images", str(d / "nowhere")], "nowhere' do not exist"),
+        ([model, "--images", str(d / "empty")], "holds no JPEG or PNG files"),
+        ([model, "--images", str(d / "text")], "a.png' cannot be read"),
+        ([model, "--images", str(d / "two_channels.npz")], "2 channels"),
+        ([model, "--images", "IMAGES", "--require", "gradcam"], "--require: method(s) gradcam are not registered"),
+        ([model, "--images", "IMAGES", "--masks", str(d / "masks")], "has no mask for image(s) img0, img1"),
+        ([model, "--images", "IMAGES", "--masks", str(d / "three_masks.npz")], "expected 2 masks"),
+        ([model, "--images", "IMAGES", "--checks", "randomisation"], "unknown check 'randomisation'"),
+        ([model, "--images", "IMAGES", "--classes", "cat", "dog"], "2 class names given; the model has"),
+    ]
+
+
+def test_check_bad_input_is_one_line_exit_2_and_nothing_written(user_files, tmp_path, capsys):
+    model, images = user_files
+    for argv, fragment in _bad_files(tmp_path, str(model)):
+        argv = [str(images) if a == "IMAGES" else a for a in argv]
+        out = tmp_path / "never"
+        tail = [] if "--checks" in argv else ["--checks", "invariance.determinism"]
+        code = main(["check", *argv, "--quiet", "--out", str(out), *tail])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (argv, err)
+        assert err.startswith("cnnvis-eval: error: ") and len(err.splitlines()) == 1, err
+        assert fragment in err, (fragment, err)
+        assert not out.exists(), argv
