@@ -202,7 +202,8 @@ def cmd_check(args) -> int:
         out = Path(args.out) if args.out else Path("reports") / f"check-{model.stem}"
         _check_writable(out)
         ctx = open_context(model, args.images, masks=args.masks, preprocess=args.preprocess,
-                           classes=list(_split(args.classes)), output=args.output, seed=args.seed)
+                           classes=list(_split(args.classes)), output=args.output, seed=args.seed,
+                           output_flag="--output")
         print(f"check {model.name}: {len(ctx.x)} images x {len(methods)} methods, {len(cases)} checks -> {out}")
         args.run_folder = out
         with RunLock(out):

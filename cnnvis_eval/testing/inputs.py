@@ -192,7 +192,7 @@ def load_masks(source, ids: list[str], input_shape: tuple) -> np.ndarray:
 __all__ = ["IMAGE_SUFFIXES", "PREPROCESS", "load_images", "load_masks", "preprocess_function"]
 
 
-def load_user_model(path, output: str | None = None, preprocess: str | None = None):
+def load_user_model(path, output: str | None = None, preprocess: str | None = None, output_flag: str | None = None):
     """A user's model file as a ModelSpec ready for the checks.
 
     Parameters
@@ -203,6 +203,9 @@ def load_user_model(path, output: str | None = None, preprocess: str | None = No
         For a model with several outputs: the name of the output layer to explain.
     preprocess : str, optional
         One of :data:`PREPROCESS` or ``module:function`` (default ``"0-255"``).
+    output_flag : str, optional
+        The option that gives ``output`` where the user is (``--cnnvis-output``, ``--output``),
+        named in the error of a model with several outputs.
 
     Raises
     ------
@@ -211,7 +214,12 @@ def load_user_model(path, output: str | None = None, preprocess: str | None = No
     """
     from ..models.files import load_model_file
 
-    spec = load_model_file(path, output=output)
+    try:
+        spec = load_model_file(path, output=output)
+    except InputError as err:
+        if output is None and output_flag and " outputs (" in str(err):
+            raise InputError(f"{err}; here: {output_flag} NAME") from None
+        raise
     fn, rng = preprocess_function(preprocess or "0-255", spec)
     spec.preprocess = fn
     c = spec.input_shape[-1]

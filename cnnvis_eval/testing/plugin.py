@@ -115,7 +115,8 @@ def context(config, model: str):
                                             masks=config.getoption("--cnnvis-masks"),
                                             preprocess=config.getoption("--cnnvis-preprocess"),
                                             classes=_split(config.getoption("--cnnvis-classes")),
-                                            output=config.getoption("--cnnvis-output"))
+                                            output=config.getoption("--cnnvis-output"),
+                                            output_flag="--cnnvis-output")
         except InputError as err:
             _CONTEXTS[model] = err
     ctx = _CONTEXTS[model]

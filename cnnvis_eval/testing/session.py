@@ -66,7 +66,7 @@ def select_cases(checks=None, methods=None) -> list[tuple[str, str, str | None]]
 
 
 def open_context(model_file, images, masks=None, preprocess: str | None = None, classes=None,
-                 output: str | None = None, seed: int = 0) -> CheckContext:
+                 output: str | None = None, seed: int = 0, output_flag: str | None = None) -> CheckContext:
     """A user's model file, images (and masks) as a :class:`CheckContext`.
 
     Parameters
@@ -79,6 +79,8 @@ def open_context(model_file, images, masks=None, preprocess: str | None = None, 
         One name per model output class.
     output : str, optional
         The output to explain of a model with several outputs.
+    output_flag : str, optional
+        The option that sets ``output`` for the caller's user (named in the error).
 
     Raises
     ------
@@ -87,7 +89,7 @@ def open_context(model_file, images, masks=None, preprocess: str | None = None, 
     """
     from .inputs import load_images, load_masks, load_user_model
 
-    spec = load_user_model(model_file, output, preprocess)
+    spec = load_user_model(model_file, output, preprocess, output_flag=output_flag)
     classes = list(classes or [])
     if classes:
         if len(classes) != spec.num_classes:

@@ -220,6 +220,8 @@ def test_user_model_files_with_several_outputs_or_inputs(tmp_path):
         tmp_path / "two_out.keras")
     with pytest.raises(InputError, match=r"two_out.keras.* 2 outputs \(0: 'cls', 1: 'box'\)"):
         load_user_model(tmp_path / "two_out.keras")
+    with pytest.raises(InputError, match=r"2 outputs .*; here: --cnnvis-output NAME$"):
+        load_user_model(tmp_path / "two_out.keras", output_flag="--cnnvis-output")
     with pytest.raises(InputError, match="has no output 'boxes'"):
         load_user_model(tmp_path / "two_out.keras", output="boxes")
     spec = load_user_model(tmp_path / "two_out.keras", output="cls", preprocess="-1,1")
