@@ -31,6 +31,11 @@ def pytest_addoption(parser):
     group.addoption("--cnnvis-classes", default=None, metavar="LIST", help="comma-separated class names")
     group.addoption("--cnnvis-output", default=None, metavar="NAME",
                     help="the output layer to explain, for models with several outputs")
+    group.addoption("--cnnvis-custom-object", action="append", default=[], metavar="MODULE:NAME",
+                    help="a class the model files need that is not registered with Keras (a subclassed "
+                         "model, a custom layer); repeatable")
+    group.addoption("--cnnvis-input-shape", default=None, metavar="H,W,C",
+                    help="the input shape of a subclassed model whose file does not record one")
     group.addoption("--cnnvis-report", action="store", default=None, metavar="DIR",
                     help="write the measurements, verdicts and an HTML report to DIR")
 

@@ -203,7 +203,8 @@ def cmd_check(args) -> int:
         _check_writable(out)
         ctx = open_context(model, args.images, masks=args.masks, preprocess=args.preprocess,
                            classes=list(_split(args.classes)), output=args.output, seed=args.seed,
-                           output_flag="--output")
+                           output_flag="--output", custom_objects=list(args.custom_object or ()),
+                           input_shape=_shape(args.input_shape))
         print(f"check {model.name}: {len(ctx.x)} images x {len(methods)} methods, {len(cases)} checks -> {out}")
         args.run_folder = out
         with RunLock(out):
@@ -211,7 +212,8 @@ def cmd_check(args) -> int:
             config = {"command": "check", "models": [ctx.name], "model_file": str(model.resolve()),
                       "images": str(args.images), "masks": args.masks, "methods": methods,
                       "checks": list(_split(args.checks)) or "all", "require": required,
-                      "preprocess": args.preprocess, "seed": args.seed, "n_images": int(len(ctx.x))}
+                      "preprocess": args.preprocess, "seed": args.seed, "n_images": int(len(ctx.x)),
+                      "custom_objects": list(args.custom_object or ()), "output": args.output}
             page = write_check_folder(out, verdicts, config)
     except CnnVisError as err:
         print("cnnvis-eval: error: " + " ".join(str(err).splitlines()), file=sys.stderr)
@@ -326,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--classes", nargs="*", metavar="NAME", help="class names, one per model output")
     c.add_argument("--output", default=None, metavar="NAME",
                    help="the output layer to explain, for models with several outputs")
+    c.add_argument("--custom-object", action="append", metavar="MODULE:NAME",
+                   help="a class the model file needs that is not registered with Keras (a subclassed model, "
+                        "a custom layer), imported from MODULE; repeatable")
+    c.add_argument("--input-shape", default=None, metavar="H,W,C",
+                   help="the input shape of a subclassed model whose file does not record one")
     c.add_argument("--out", default=None, help="report folder (default reports/check-<model file stem>)")
     c.add_argument("--seed", type=int, default=0, help="seed of randomization, random orders and noise")
     c.add_argument("--quiet", action="store_true", help="no progress bar")

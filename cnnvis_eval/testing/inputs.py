@@ -192,7 +192,8 @@ def load_masks(source, ids: list[str], input_shape: tuple) -> np.ndarray:
 __all__ = ["IMAGE_SUFFIXES", "PREPROCESS", "load_images", "load_masks", "preprocess_function"]
 
 
-def load_user_model(path, output: str | None = None, preprocess: str | None = None, output_flag: str | None = None):
+def load_user_model(path, output: str | None = None, preprocess: str | None = None, output_flag: str | None = None,
+                    custom_objects=None, input_shape: tuple | None = None):
     """A user's model file as a ModelSpec ready for the checks.
 
     Parameters
@@ -206,16 +207,21 @@ def load_user_model(path, output: str | None = None, preprocess: str | None = No
     output_flag : str, optional
         The option that gives ``output`` where the user is (``--cnnvis-output``, ``--output``),
         named in the error of a model with several outputs.
+    custom_objects : list of ``"module:Name"`` or dict, optional
+        The file's classes that are not registered with Keras (a subclassed model).
+    input_shape : (H, W, C), optional
+        For a subclassed model whose file does not record its input shape.
 
     Raises
     ------
     InputError
         Unreadable file, several inputs, several outputs without ``output``, unknown output.
     """
-    from ..models.files import load_model_file
+    from ..models.files import import_objects, load_model_file
 
+    objects = custom_objects if isinstance(custom_objects, dict) else import_objects(custom_objects)
     try:
-        spec = load_model_file(path, output=output)
+        spec = load_model_file(path, output=output, custom_objects=objects or None, input_shape=input_shape)
     except InputError as err:
         if output is None and output_flag and " outputs (" in str(err):
             raise InputError(f"{err}; here: {output_flag} NAME") from None

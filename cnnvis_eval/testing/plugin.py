@@ -6,7 +6,8 @@ module :mod:`pytest_cnnvis_eval`, which defines the options) when ``--cnnvis-mod
     pytest --cnnvis-model path/model.keras --cnnvis-images path/folder_or.npz \\
            [--cnnvis-methods grad_cam,saliency] [--cnnvis-checks randomization,faithfulness.road] \\
            [--cnnvis-masks DIR_OR_NPZ] [--cnnvis-preprocess -1,1] [--cnnvis-classes cat,dog] \\
-           [--cnnvis-output LAYER] [--cnnvis-report DIR]
+           [--cnnvis-output LAYER] [--cnnvis-custom-object MODULE:NAME] [--cnnvis-input-shape H,W,C] \\
+           [--cnnvis-report DIR]
 
 Each ``--cnnvis-model`` adds the checks of :mod:`cnnvis_eval.testing.suite` (a test file of
 the installed package, collected after the user's own tests), one test per (check,
@@ -34,6 +35,18 @@ _OUTPUT_KEY = "cnnvis_verdicts"
 _VERDICTS: list = []
 _CONTEXTS: dict = {}
 _CASES = pytest.StashKey[list]()
+
+
+def _shape(text: str | None):
+    if not text:
+        return None
+    try:
+        shape = tuple(int(p) for p in text.split(","))
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError
+        return shape
+    except ValueError:
+        raise pytest.UsageError(f"--cnnvis-input-shape must be H,W,C, got {text!r}") from None
 
 
 def _split(value: str | None) -> list[str]:
@@ -65,6 +78,7 @@ def pytest_configure(config):
     for m in models:
         if not Path(m).is_file():
             raise pytest.UsageError(f"--cnnvis-model: model file {m!r} does not exist")
+    _shape(config.getoption("--cnnvis-input-shape"))  # a usage error now, not in every test
     config.stash[_CASES] = _cases(config)
 
 
@@ -116,7 +130,9 @@ def context(config, model: str):
                                             preprocess=config.getoption("--cnnvis-preprocess"),
                                             classes=_split(config.getoption("--cnnvis-classes")),
                                             output=config.getoption("--cnnvis-output"),
-                                            output_flag="--cnnvis-output")
+                                            output_flag="--cnnvis-output",
+                                            custom_objects=config.getoption("--cnnvis-custom-object"),
+                                            input_shape=_shape(config.getoption("--cnnvis-input-shape")))
         except InputError as err:
             _CONTEXTS[model] = err
     ctx = _CONTEXTS[model]

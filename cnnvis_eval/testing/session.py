@@ -66,7 +66,8 @@ def select_cases(checks=None, methods=None) -> list[tuple[str, str, str | None]]
 
 
 def open_context(model_file, images, masks=None, preprocess: str | None = None, classes=None,
-                 output: str | None = None, seed: int = 0, output_flag: str | None = None) -> CheckContext:
+                 output: str | None = None, seed: int = 0, output_flag: str | None = None,
+                 custom_objects=None, input_shape: tuple | None = None) -> CheckContext:
     """A user's model file, images (and masks) as a :class:`CheckContext`.
 
     Parameters
@@ -81,6 +82,10 @@ def open_context(model_file, images, masks=None, preprocess: str | None = None, 
         The output to explain of a model with several outputs.
     output_flag : str, optional
         The option that sets ``output`` for the caller's user (named in the error).
+    custom_objects : list of ``"module:Name"`` or dict, optional
+        Classes the model file needs that are not registered with Keras (a subclassed model).
+    input_shape : (H, W, C), optional
+        For a subclassed model whose file does not record its input shape.
 
     Raises
     ------
@@ -89,7 +94,8 @@ def open_context(model_file, images, masks=None, preprocess: str | None = None, 
     """
     from .inputs import load_images, load_masks, load_user_model
 
-    spec = load_user_model(model_file, output, preprocess, output_flag=output_flag)
+    spec = load_user_model(model_file, output, preprocess, output_flag=output_flag,
+                           custom_objects=custom_objects, input_shape=input_shape)
     classes = list(classes or [])
     if classes:
         if len(classes) != spec.num_classes:

@@ -100,3 +100,56 @@ def test_check_bad_input_is_one_line_exit_2_and_nothing_written(user_files, tmp_
         assert err.startswith("cnnvis-eval: error: ") and len(err.splitlines()) == 1, err
         assert fragment in err, (fragment, err)
         assert not out.exists(), argv
+
+
+# ---------------------------------------------------------------------- a model no one here wrote
+@pytest.fixture(scope="module")
+def onet_files(tmp_path_factory):
+    """MTCNN's ONet with the trained weights shipped in the ``mtcnn`` wheel, saved as a user
+    would (``model.save``; its class is mtcnn's, not registered with Keras), and the
+    astronaut's face as a PNG (any size: the check crops and resizes it to 48x48)."""
+    pytest.importorskip("mtcnn")
+    pytest.importorskip("lz4")
+    from mtcnn.network.onet import ONet
+    from mtcnn.utils.tensorflow import load_weights
+    from skimage import data, io
+
+    d = tmp_path_factory.mktemp("onet")
+    model = ONet()
+    model.build()  # (None, 48, 48, 3), as mtcnn's own stage does
+    model.set_weights(load_weights("onet.lz4"))
+    model.save(d / "onet.keras")
+    (d / "faces").mkdir()
+    io.imsave(d / "faces" / "astronaut.png", data.astronaut()[40:180, 170:300], check_contrast=False)
+    return d / "onet.keras", d / "faces"
+
+
+def test_mtcnn_onet_runs_through_check(onet_files, tmp_path, capsys):
+    """The shipped ONet (subclassed, PReLU, three outputs) end to end: without its class the
+    file is refused naming the class and how to give it; without --output the outputs are
+    listed; with both, every default method gets a verdict: the gradient family passes the
+    batch check, the LRP rule refuses PReLU by name (n/a), and class sensitivity is
+    inconclusive on a face ONet is sure of (the "not a face" logit is negative)."""
+    model, faces = onet_files
+    base = ["check", str(model), "--images", str(faces), "--preprocess=-1,1", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "needs the class 'ONet'" in err and "mtcnn.network.onet:ONet" in err, err
+    assert main([*base, "--custom-object", "mtcnn.network.onet:ONet", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "3 outputs (0: 'fc6-1', 1: 'fc6-2', 2: 'fc6-3')" in err and "--output NAME" in err, err
+    out = tmp_path / "c"
+    code = main([*base, "--custom-object", "mtcnn.network.onet:ONet", "--output", "fc6-3",
+                 "--checks", "invariance.batch", "class_sensitivity", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    table = pd.read_parquet(out / "verdicts.parquet")
+    cells = table[~table["metric"].str.contains(":control:")]
+    status = {(r.metric, r.method): r.status for r in cells.itertuples()}
+    for method in ("saliency", "integrated_gradients", "guided_backprop", "grad_cam"):
+        assert status[("invariance.batch", method)] == "pass", cells.to_string()
+        assert status[("class_sensitivity", method)] == "inconclusive"
+    assert status[("invariance.batch", "lrp_epsilon")] == "n/a"
+    reason = cells[(cells["method"] == "lrp_epsilon") & (cells["metric"] == "invariance.batch")]["reason"].iloc[0]
+    assert "PReLU" in reason and "prelu" in reason, reason
+    assert set(cells["model"]) == {"onet"}
