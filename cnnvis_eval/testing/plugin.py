@@ -15,8 +15,9 @@ variant, method): ``test_randomization[grad_cam-cascading_top]`` (with several m
 model file's stem comes first).  ``pass`` passes, ``fail`` fails with the measured value,
 threshold and controls, a failure the literature predicts is an ``xfail`` with its citation,
 ``inconclusive`` and ``n/a`` are skips with their reason.  ``--cnnvis-report DIR`` writes the
-verdicts to ``DIR/verdicts.parquet`` (and CSV); in this repository the suite's record plugin
-(``suites/support/record.py``) writes its measurements and HTML report to the same DIR.
+verdicts to ``DIR/verdicts.parquet`` (and CSV) and the HTML report ``DIR/index.html`` (as
+``cnnvis-eval check`` does); in this repository the suite's record plugin
+(``suites/support/record.py``) then adds its measurements to the same DIR and rebuilds the report.
 
 Without ``--cnnvis-model`` this module is not even imported: the entry point module imports
 nothing of ``cnnvis_eval`` (whose ``__init__`` loads TensorFlow), so a pytest run that does not
@@ -181,12 +182,18 @@ def pytest_sessionfinish(session, exitstatus):
     out = session.config.getoption("--cnnvis-report")
     if not (_VERDICTS and out):
         return
-    from .verdict import verdict_frame
+    from .session import write_check_folder
 
-    table = verdict_frame(_VERDICTS)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    table.to_parquet(Path(out) / "verdicts.parquet", index=False)
-    table.to_csv(Path(out) / "verdicts.csv", index=False)
+    opt = session.config.getoption
+    config = {"command": "pytest", "models": sorted({v.model for v in _VERDICTS}),
+              "model_files": [str(Path(m).resolve()) for m in opt("--cnnvis-model")],
+              "images": opt("--cnnvis-images"), "masks": opt("--cnnvis-masks"),
+              "methods": opt("--cnnvis-methods") or "default", "checks": opt("--cnnvis-checks") or "all",
+              "preprocess": opt("--cnnvis-preprocess"), "output": opt("--cnnvis-output")}
+    page = write_check_folder(out, _VERDICTS, config)
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(f"cnnvis_eval report: {page}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

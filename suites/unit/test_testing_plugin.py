@@ -66,6 +66,7 @@ def test_plugin_collects_checks_and_reports_verdicts(inner, user_files, tmp_path
     assert "XFAIL" in stdout and "test_randomization[guided_backprop-cascading_top]" in stdout
     assert "known failure: Adebayo et al. 2018" in stdout  # the cited prediction, not hidden
     assert "pointing_game n/a; no ground-truth masks given" in stdout
+    assert (out / "index.html").is_file() and f"cnnvis_eval report: {out / 'index.html'}" in stdout
     table = pd.read_parquet(out / "verdicts.parquet")
     cells = table[~table["metric"].str.contains(":control:")]
     assert len(cells) == 12 and set(cells["model"]) == {"my_model"}
