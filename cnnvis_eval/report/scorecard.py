@@ -21,6 +21,8 @@ import math
 
 import pandas as pd
 
+from ..errors import InputError
+
 ORDER = ("fail", "pass", "inconclusive", "n/a")
 """Which status a cell of several verdicts shows: the first of these that occurs."""
 CSS = {"pass": "v-pass", "fail": "v-fail", "inconclusive": "v-inconclusive", "n/a": "v-na"}
@@ -31,8 +33,12 @@ _PHRASE = {"pass": "passes", "fail": "fails", "inconclusive": "inconclusive:", "
 def split(verdicts: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(cells, controls)``: the verdict rows and the control rows of a verdict frame;
     controls get the columns ``check`` and ``control`` parsed from ``metric``."""
-    if verdicts.empty or "metric" not in verdicts.columns:
+    if verdicts.empty:
         return verdicts.iloc[:0], verdicts.iloc[:0]
+    missing = [c for c in ("method", "metric", "value", "status") if c not in verdicts.columns]
+    if missing:
+        raise InputError(f"the verdict frame lacks the columns {missing} (verdicts.parquet is written by "
+                         f"cnnvis_eval.testing.verdict_frame); it has {list(verdicts.columns)}")
     df = verdicts.copy()
     for col in ("status", "threshold", "reason", "known_failure", "model"):
         df[col] = df[col].fillna("").astype(str) if col in df.columns else ""

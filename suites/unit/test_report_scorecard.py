@@ -23,6 +23,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from cnnvis_eval.errors import InputError
 from cnnvis_eval.report import build_report
 from cnnvis_eval.testing.grid import grid_verdicts
 from cnnvis_eval.testing.verdict import Verdict, verdict_frame
@@ -168,6 +169,13 @@ def test_folder_without_verdicts_says_so_in_one_line(tmp_path):
     section = page[page.index('id="scorecard"'):page.index('id="scores"')]
     assert "No verdicts in this folder" in section and "<table" not in section
     assert not (d / "table_scorecard.csv").exists()
+
+
+def test_a_verdict_file_without_statuses_is_a_clear_error(tmp_path):
+    d = write_folder(tmp_path / "run", hand_made_verdicts())
+    pd.read_parquet(d / "verdicts.parquet").drop(columns="status").to_parquet(d / "verdicts.parquet")
+    with pytest.raises(InputError, match=r"verdict frame lacks the columns \['status'\]"):
+        build_report(d)
 
 
 def test_verdicts_alone_make_a_report(tmp_path):
