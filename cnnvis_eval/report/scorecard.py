@@ -27,6 +27,8 @@ ORDER = ("fail", "pass", "inconclusive", "n/a")
 """Which status a cell of several verdicts shows: the first of these that occurs."""
 CSS = {"pass": "v-pass", "fail": "v-fail", "inconclusive": "v-inconclusive", "n/a": "v-na"}
 CONTROL = ":control:"
+WIDE = 8
+"""More checks than this: the table's column headers are set vertically."""
 _PHRASE = {"pass": "passes", "fail": "fails", "inconclusive": "inconclusive:", "n/a": "n/a:"}
 
 
@@ -174,8 +176,9 @@ def section(verdicts: pd.DataFrame) -> str:
                '<span class="v-inconclusive">inconclusive</span> <span class="v-na">n/a</span>; the measured '
                "value below the verdict (or how many of several rows agree); hover a cell for value, threshold, "
                "controls and reason." + (f" Models: {html.escape(', '.join(models))}." if models else "") + "</p>"]
-    out.append(f'<table class="scorecard"><thead><tr><th>method</th>{head}</tr></thead>'
-               f"<tbody>{''.join(rows)}</tbody></table>")
+    wide = ' data-wide="1"' if len(checks) > WIDE else ""  # headers set vertically (a suite run's many tests)
+    out.append(f'<div class="scroll"><table class="scorecard"{wide}><thead><tr><th>method</th>{head}</tr></thead>'
+               f"<tbody>{''.join(rows)}</tbody></table></div>")
     if notes:
         out.append('<ol class="citations">' + "".join(f'<li value="{i}">{html.escape(c)}</li>'
                                                         for c, i in notes.items()) + "</ol>")

@@ -302,3 +302,20 @@ def test_suite_verdicts_travel_from_xdist_workers(fresh_record):
     record._VERDICTS.clear()
     record.pytest_testnodedown(SimpleNamespace(workeroutput={record._OUTPUT_KEY: blob}), None)
     assert record._VERDICTS == [v] and pickle.loads(blob)["verdicts"] == [v]
+
+
+def test_suite_verdicts_join_those_the_plugin_wrote_in_the_same_session(tmp_path, fresh_record):
+    """``pytest suites/ --cnnvis-model X --cnnvis-report DIR``: the installed plugin writes its
+    verdicts first; the record plugin's file holds both.  Without ``--cnnvis-model`` a file
+    left in DIR by an earlier session is not joined."""
+    plugin_rows = verdict_frame([Verdict("my_model", "grad_cam", "randomization.cascading_top", "pass", 0.2)])
+    plugin_rows.to_parquet(tmp_path / "verdicts.parquet", index=False)
+    record._VERDICTS.append(Verdict("", "grad_cam", "sanity.test_x", "fail", reason="broke"))
+
+    def config(models):
+        return SimpleNamespace(getoption=lambda name, default=None: models if name == "--cnnvis-model" else default)
+
+    both = record.verdicts_frame(config(["my_model.keras"]), tmp_path)
+    assert list(both["metric"]) == ["randomization.cascading_top", "sanity.test_x"]
+    alone = record.verdicts_frame(config([]), tmp_path)
+    assert list(alone["metric"]) == ["sanity.test_x"]
