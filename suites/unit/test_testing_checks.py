@@ -87,6 +87,33 @@ def test_randomization_is_inconclusive_when_the_model_blind_control_moves(ctx, m
     assert v.controls["edge_sobel"] < THRESHOLDS["randomization.control"].value
 
 
+def test_batch_coupled_and_unseeded_explainers_fail_invariance(ctx, monkeypatch):
+    """Explainers built to break the property fail it: a map scaled by the batch's maximum
+    changes with the batch, an unseeded noise map never repeats; the gradient passes both."""
+    from cnnvis_eval.methods.base import BatchResult
+    from cnnvis_eval.metrics import CONTROLS
+    from cnnvis_eval.metrics.controls import EdgeExplainer
+
+    class BatchScaled(EdgeExplainer):
+        def _explain_batch(self, x, bound):
+            r = super()._explain_batch(x, bound)
+            return BatchResult(r.heatmap / r.heatmap.max(), None, r.indices, r.scores)
+
+    class Unseeded(EdgeExplainer):
+        def _explain_batch(self, x, bound):
+            r = super()._explain_batch(x, bound)
+            noise = np.random.default_rng().random(r.heatmap.shape).astype(np.float32)
+            return BatchResult(r.heatmap + noise, None, r.indices, r.scores)
+
+    monkeypatch.setitem(CONTROLS, "batch_scaled", BatchScaled)
+    monkeypatch.setitem(CONTROLS, "unseeded", Unseeded)
+    fresh = CheckContext(ctx.spec, ctx.x)
+    assert run_check(fresh, "invariance", "batch_scaled", "batch").status == "fail"
+    assert run_check(fresh, "invariance", "unseeded", "determinism").status == "fail"
+    assert run_check(fresh, "invariance", "batch_scaled", "determinism").status == "pass"
+    assert run_check(fresh, "invariance", "saliency", "batch").status == "pass"
+
+
 def test_class_sensitivity_is_inconclusive_without_a_second_positive_logit():
     model = one_positive_logit_model()
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
