@@ -59,6 +59,10 @@ class CheckContext:
             self._memo[key] = compute()
         return self._memo[key]
 
+    def has(self, key: Hashable) -> bool:
+        """Whether ``key`` has been computed (e.g. ``("explain", method)``: the method ran)."""
+        return key in self._memo
+
     def method_class(self, method: str):
         """The explainer class of a registered method or of a control (``edge_sobel``, ...)."""
         return CONTROLS[method] if method in CONTROLS else get_method(method)

@@ -120,3 +120,19 @@ def test_plugin_costs_nothing_without_a_model(tmp_path):
     assert "1 passed" in run.stdout
     helped = subprocess.run([*cmd, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert "--cnnvis-model=FILE" in helped.stdout and "--cnnvis-preprocess=MODE" in helped.stdout
+
+
+def test_several_models_parametrize_the_checks(inner, user_files, tmp_path, capsys):
+    """Each ``--cnnvis-model`` adds its own checks, the file's stem first in the test id."""
+    import shutil
+
+    model, images = user_files
+    other = tmp_path / "other.keras"
+    shutil.copy(model, other)
+    code = inner("--cnnvis-model", str(model), "--cnnvis-model", str(other), "--cnnvis-images", str(images),
+                 "--cnnvis-methods", "saliency", "--cnnvis-checks", "invariance.determinism")
+    stdout = capsys.readouterr().out
+    assert code == pytest.ExitCode.OK, stdout[-3000:]
+    assert "test_invariance[my_model-saliency-determinism] PASSED" in stdout
+    assert "test_invariance[other-saliency-determinism] PASSED" in stdout
+    assert {v.model for v in plugin._VERDICTS} == {"my_model", "other"}
