@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from cnnvis_eval.cli import main
-from suites.support.models import mini_spec
+from suites.support.models import astronaut_face, mini_spec, mtcnn_onet
 
 
 @pytest.fixture(scope="module")
@@ -108,19 +108,12 @@ def onet_files(tmp_path_factory):
     """MTCNN's ONet with the trained weights shipped in the ``mtcnn`` wheel, saved as a user
     would (``model.save``; its class is mtcnn's, not registered with Keras), and the
     astronaut's face as a PNG (any size: the check crops and resizes it to 48x48)."""
-    pytest.importorskip("mtcnn")
-    pytest.importorskip("lz4")
-    from mtcnn.network.onet import ONet
-    from mtcnn.utils.tensorflow import load_weights
-    from skimage import data, io
+    from skimage import io
 
     d = tmp_path_factory.mktemp("onet")
-    model = ONet()
-    model.build()  # (None, 48, 48, 3), as mtcnn's own stage does
-    model.set_weights(load_weights("onet.lz4"))
-    model.save(d / "onet.keras")
+    mtcnn_onet().save(d / "onet.keras")
     (d / "faces").mkdir()
-    io.imsave(d / "faces" / "astronaut.png", data.astronaut()[40:180, 170:300], check_contrast=False)
+    io.imsave(d / "faces" / "astronaut.png", astronaut_face(), check_contrast=False)
     return d / "onet.keras", d / "faces"
 
 
