@@ -1,8 +1,12 @@
-"""Command line: ``cnnvis-eval run | report | list``.
+"""Command line: ``cnnvis-eval run | check | report | list``.
 
 ``cnnvis-eval run`` evaluates every method on the embedded default — the trained mini models
 of the five families, on the synthetic benchmark and bundled photos — and writes
 ``reports/<run-id>/index.html``.  Running the same command again resumes the same run.
+
+``cnnvis-eval check MODEL_FILE --images PATH`` runs the sanity checks of
+:mod:`cnnvis_eval.testing` on a user's model, prints the scorecard and writes the HTML report;
+exit status 1 when a ``--require``-d method fails a check.
 """
 
 from __future__ import annotations
@@ -165,6 +169,63 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """``cnnvis-eval check``: the sanity checks on a user's model file.
+
+    Every input is read and checked (model file, images, masks, class names, methods, checks,
+    a writable output folder) before the first check runs; a bad one is one
+    ``cnnvis-eval: error: ...`` line, exit status 2, and nothing is written.  Prints the
+    method x check scorecard, writes ``verdicts.parquet`` and ``index.html`` to ``--out``, and
+    returns 1 when a ``--require``-d method fails a check (a failure the literature predicts
+    included), else 0.
+    """
+    from .errors import CnnVisError, InputError
+    from .evaluation import RunLock
+    from .testing.session import (
+        DEFAULT_METHODS, failed_required, open_context, run_cases, scorecard_text, select_cases,
+        write_check_folder)
+
+    try:
+        methods = list(_split(args.methods)) or list(DEFAULT_METHODS)
+        required = list(_split(args.require))
+        from .methods import list_methods
+
+        unknown = [m for m in required if m not in list_methods()]
+        if unknown:
+            raise InputError(f"--require: method(s) {', '.join(unknown)} are not registered; "
+                             f"available: {', '.join(list_methods())}")
+        methods += [m for m in required if m not in methods]  # a required method is always checked
+        cases = select_cases(list(_split(args.checks)) or None, methods)
+        model = Path(args.model_file)
+        if not model.is_file():
+            raise InputError(f"model file {str(model)!r} does not exist")
+        out = Path(args.out) if args.out else Path("reports") / f"check-{model.stem}"
+        _check_writable(out)
+        ctx = open_context(model, args.images, masks=args.masks, preprocess=args.preprocess,
+                           classes=list(_split(args.classes)), output=args.output, seed=args.seed,
+                           output_flag="--output", custom_objects=list(args.custom_object or ()),
+                           input_shape=_shape(args.input_shape))
+        print(f"check {model.name}: {len(ctx.x)} images x {len(methods)} methods, {len(cases)} checks -> {out}")
+        args.run_folder = out
+        with RunLock(out):
+            verdicts = run_cases(ctx, cases, progress=not args.quiet)
+            config = {"command": "check", "models": [ctx.name], "model_file": str(model.resolve()),
+                      "images": str(args.images), "masks": args.masks, "methods": methods,
+                      "checks": list(_split(args.checks)) or "all", "require": required,
+                      "preprocess": args.preprocess, "seed": args.seed, "n_images": int(len(ctx.x)),
+                      "custom_objects": list(args.custom_object or ()), "output": args.output}
+            page = write_check_folder(out, verdicts, config)
+    except CnnVisError as err:
+        print("cnnvis-eval: error: " + " ".join(str(err).splitlines()), file=sys.stderr)
+        return 2
+    print(scorecard_text(verdicts))
+    print(f"report: {page}")
+    failed = failed_required(verdicts, required)
+    for v in failed:
+        print(f"required method failed: {v.message()}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_report(args) -> int:
     from .errors import CnnVisError
     from .report import build_report
@@ -188,6 +249,9 @@ def cmd_list(args) -> int:
     print("metrics:", ", ".join(list_metrics()))
     print("images: ", ", ".join(list_photos()), "(default:", ", ".join(DEFAULT_PHOTOS) + ")",
           "and synthetic[:N]")
+    from .testing.session import check_names
+
+    print("checks: ", ", ".join(check_names()), "(cnnvis-eval check)")
     return 0
 
 
@@ -245,6 +309,34 @@ def build_parser() -> argparse.ArgumentParser:
                   "report's benchmark table, e.g. fixtures/benchmarks")
     r.add_argument("--benchmarks", metavar="PATH", default=None, help=bench_help)
     r.set_defaults(func=cmd_run)
+    c = sub.add_parser("check", parents=[common], help="sanity checks of saliency maps on your model file")
+    c.add_argument("model_file", metavar="MODEL_FILE", help="a saved Keras model (.keras in safe mode, or .h5)")
+    c.add_argument("--images", required=True, metavar="PATH",
+                   help="a folder of JPEG/PNG images (centre-cropped and resized to the model input), or an "
+                        ".npz with an 'images' array")
+    c.add_argument("--masks", default=None, metavar="PATH",
+                   help="ground-truth masks for localization: a folder of PNGs named like the images, or an "
+                        ".npz with 'masks'")
+    c.add_argument("--methods", nargs="*", help="method names (default: saliency, integrated_gradients, "
+                                                 "guided_backprop, grad_cam, lrp_epsilon)")
+    c.add_argument("--checks", nargs="*", help="checks or check.variant (default: all; see cnnvis-eval list)")
+    c.add_argument("--require", nargs="*", metavar="METHOD",
+                   help="exit status 1 when one of these methods fails a check (they are checked even if "
+                        "not in --methods)")
+    c.add_argument("--preprocess", default=None, metavar="MODE",
+                   help="0-255 (default) | -1,1 | 0-1 | caffe | torch | module:function")
+    c.add_argument("--classes", nargs="*", metavar="NAME", help="class names, one per model output")
+    c.add_argument("--output", default=None, metavar="NAME",
+                   help="the output layer to explain, for models with several outputs")
+    c.add_argument("--custom-object", action="append", metavar="MODULE:NAME",
+                   help="a class the model file needs that is not registered with Keras (a subclassed model, "
+                        "a custom layer), imported from MODULE; repeatable")
+    c.add_argument("--input-shape", default=None, metavar="H,W,C",
+                   help="the input shape of a subclassed model whose file does not record one")
+    c.add_argument("--out", default=None, help="report folder (default reports/check-<model file stem>)")
+    c.add_argument("--seed", type=int, default=0, help="seed of randomization, random orders and noise")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_check)
     rep = sub.add_parser("report", parents=[common], help="(re)build index.html for a results folder")
     rep.add_argument("results_dir")
     rep.add_argument("--benchmarks", metavar="PATH", default=None, help=bench_help)

@@ -373,8 +373,8 @@ class GridRun:
     def collect(self) -> pd.DataFrame:
         """Assemble the long results frame from the stored rows of the run's models (those
         of ``models.json`` unless :meth:`run` bound them), each shown under its display
-        name, and write parquet + CSV (and the run's curves, agreement matrices and
-        reference timings)."""
+        name, and write parquet + CSV (and the run's curves, agreement matrices, reference
+        timings and the verdicts its numbers decide, :func:`cnnvis_eval.testing.grid.grid_verdicts`)."""
         if not self.store.models:
             for name, rec in self.recorded.items():
                 if isinstance(rec, dict) and rec.get("key"):
@@ -392,6 +392,10 @@ class GridRun:
             stored = self.store.load_rows(name)
             if not stored.empty:
                 stored.to_parquet(self.store.root / f"{name}.parquet", index=False)
+        from ..testing.grid import grid_verdicts  # the report's scorecard (testing holds the thresholds)
+        from ..testing.verdict import verdict_frame
+
+        verdict_frame(grid_verdicts(results)).to_parquet(self.store.root / "verdicts.parquet", index=False)
         return results
 
 

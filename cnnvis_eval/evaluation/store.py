@@ -94,6 +94,23 @@ class ModelKey:
     rows: str = ""
 
 
+def atomic_write(path, write) -> None:
+    """``write(tmp)`` into a temporary file next to ``path``, then rename it to ``path``.
+
+    The temporary name is unique per process and call (``.<name>.<pid>.<random>.tmp``),
+    so two writers of one path never share it; a failed write leaves no temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class RunStore:
     """Files of one run under ``root``; every write is atomic (tmp file + rename), every
     read verified.
@@ -163,19 +180,7 @@ class RunStore:
 
     @staticmethod
     def _atomic(path: Path, write):
-        """``write(tmp)`` into a temporary file next to ``path``, then rename it to ``path``.
-
-        The temporary name is unique per process and call (``.<name>.<pid>.<random>.tmp``),
-        so two writers of one path never share it; a failed write leaves no temporary file.
-        """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            write(tmp)
-            tmp.replace(path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write(path, write)
 
     def save_cell(self, path: Path, **arrays):
         """Store named arrays as a compressed ``.npz``."""
@@ -330,5 +335,5 @@ def versions() -> dict:
             "platform": platform.platform()}
 
 
-__all__ = ["CELL_ARRAYS", "IMAGE_ARRAYS", "ROW_COLUMNS", "DamagedFile", "ModelKey", "RunStore", "check_cell",
+__all__ = ["CELL_ARRAYS", "IMAGE_ARRAYS", "ROW_COLUMNS", "atomic_write", "DamagedFile", "ModelKey", "RunStore", "check_cell",
            "digest", "versions"]

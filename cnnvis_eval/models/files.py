@@ -8,6 +8,7 @@ Keras safe mode (no code from the file runs).
 
 from __future__ import annotations
 
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,39 @@ class ModelFile:
         return f"file:{self.path}"
 
 
+def import_objects(names) -> dict:
+    """``{"Name": object}`` for ``"module:Name"`` strings (the classes a model file needs,
+    e.g. ``"mtcnn.network.onet:ONet"``), for :func:`load_model_file`'s ``custom_objects``.
+
+    Importing runs the named module: the user names it, unlike code stored in a model file
+    (which safe mode refuses).  A bad name is one InputError line.
+    """
+    import importlib
+
+    out = {}
+    for name in names or ():
+        module, sep, attr = str(name).partition(":")
+        if not (sep and module and attr):
+            raise InputError(f"custom object {name!r}: give it as module:Name, e.g. mtcnn.network.onet:ONet")
+        try:
+            out[attr.rpartition(".")[2]] = _getattr_path(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise InputError(f"custom object {name!r} cannot be imported: {err}") from None
+    return out
+
+
+def _getattr_path(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+_UNKNOWN_CLASS = re.compile(r"Could not locate class '([^']+)'")
+_MODULE = re.compile(r"'module': '([^']+)'")
+
+
 def load_model_file(path: str | Path, input_shape: tuple | None = None,
-                    output: int | str | None = None) -> ModelSpec:
+                    output: int | str | None = None, custom_objects: dict | None = None) -> ModelSpec:
     """A user's saved Keras model, loaded with Keras safe mode (no arbitrary code).
 
     Parameters
@@ -55,6 +87,10 @@ def load_model_file(path: str | Path, input_shape: tuple | None = None,
         file does not record one (the CLI passes its images' shape).
     output : int or str, optional
         For a multi-output model: the output to explain (index or producing layer's name).
+    custom_objects : dict, optional
+        ``{"Name": class}`` of the file's own classes (a subclassed model, custom layers) that
+        are not registered with ``keras.saving.register_keras_serializable``; see
+        :func:`import_objects`.
 
     Returns
     -------
@@ -65,7 +101,8 @@ def load_model_file(path: str | Path, input_shape: tuple | None = None,
     ------
     InputError
         The file is missing, unreadable, or not safe to load (e.g. it has Lambda layers);
-        a multi-output model without ``output``; a subclassed model of unknown input shape.
+        a multi-output model without ``output``; a subclassed model of unknown input shape;
+        a model with several inputs (not supported).
     """
     import keras
 
@@ -84,7 +121,7 @@ def load_model_file(path: str | Path, input_shape: tuple | None = None,
     if suffix in (".h5", ".hdf5") and head != b"\x89HDF\r\n\x1a\n":
         raise InputError(f"model file {str(path)!r} cannot be read as a Keras model: it is not an HDF5 file")
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True, custom_objects=custom_objects)
     except ValueError as err:
         if "safe_mode" in str(err) or "unsafe" in str(err).lower() or "lambda" in str(err).lower():
             raise InputError(
@@ -94,8 +131,22 @@ def load_model_file(path: str | Path, input_shape: tuple | None = None,
             ) from err
         raise InputError(f"model file {str(path)!r} cannot be read as a Keras model: {err}") from err
     except Exception as err:
+        unknown = _UNKNOWN_CLASS.search(str(err))
+        if unknown:
+            module = _MODULE.search(str(err))
+            where = f"{module.group(1)}:{unknown.group(1)}" if module else f"module:{unknown.group(1)}"
+            raise InputError(f"model file {str(path)!r} needs the class {unknown.group(1)!r}, which is not "
+                             "registered (keras.saving.register_keras_serializable); name it as a custom "
+                             f"object, e.g. {where}") from err
         raise InputError(f"model file {str(path)!r} cannot be read as a Keras model: "
                          f"{type(err).__name__}: {err}") from err
+    try:
+        n_inputs = len(model.inputs)
+    except (AttributeError, TypeError, ValueError):  # a subclassed model: traced with one input
+        n_inputs = 1
+    if n_inputs != 1:
+        raise InputError(f"model file {str(path)!r} has {n_inputs} inputs; models with several inputs "
+                         "are not supported")
     try:
         spec = as_spec(model, input_shape=input_shape, output=output)
     except InputError as err:  # several outputs, unknown input shape: name the file too
@@ -106,4 +157,4 @@ def load_model_file(path: str | Path, input_shape: tuple | None = None,
     return spec
 
 
-__all__ = ["ModelFile", "load_model_file"]
+__all__ = ["ModelFile", "import_objects", "load_model_file"]

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from . import benchmarks as bench_io
-from . import figures, html, tables
+from . import figures, html, scorecard, tables
 
-__all__ = ["build_report", "benchmarks", "figures", "html", "tables"]
+__all__ = ["build_report", "benchmarks", "figures", "html", "scorecard", "tables"]
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -142,13 +142,23 @@ def build_report(results_dir: str | Path, title: str | None = None, max_images: 
     read, e.g. ``fixtures/benchmarks``), copied into the folder as ``benchmarks.parquet``
     (:func:`.benchmarks.benchmark_frame`) and shown in the cost section; without it the
     folder's own ``benchmarks.parquet`` is shown, if any.
+
+    The scorecard of ``verdicts.parquet`` comes first (also written as
+    ``table_scorecard.csv``); a folder with verdicts and no results gets the scorecard alone.
     """
     from ..errors import InputError
+    from ..frame import COLUMNS
 
     root = Path(results_dir)
     results = _read(root / "results.parquet")
+    verdicts = _read(root / "verdicts.parquet")
+    if results.empty and verdicts.empty:
+        raise InputError(f"{str(root)!r} has no results.parquet / results.csv (nor verdicts.parquet) to report on")
     if results.empty:
-        raise InputError(f"{str(root)!r} has no results.parquet / results.csv to report on")
+        results = pd.DataFrame(columns=list(COLUMNS))
+    card = scorecard.status_table(verdicts)
+    if not card.empty:
+        card.to_csv(root / "table_scorecard.csv")
     if benchmarks is not None:
         source, benches = bench_io.load_benchmarks(benchmarks)
         bench_io.benchmark_frame(benches).assign(source=str(source)).to_parquet(
@@ -165,7 +175,8 @@ def build_report(results_dir: str | Path, title: str | None = None, max_images: 
                            "html": tables.to_html(t, s.higher_is_better)})
         t.to_csv(root / f"table_{s.key}.csv")
     totals = tables.totals(results)
-    totals.to_csv(root / "table_totals.csv")
+    if not results.empty:
+        totals.to_csv(root / "table_totals.csv")
 
     agree_figs = []
     if not agreement.empty:
@@ -216,6 +227,7 @@ def build_report(results_dir: str | Path, title: str | None = None, max_images: 
         title=title or f"cnnvis_eval report — {root.name}",
         subtitle=f"{results['method'].nunique()} methods, {results['model'].nunique()} models, "
                  f"{len(results)} measurements",
+        scorecard=scorecard.section(verdicts),
         tables=score_html,
         totals=tables.to_html(totals, None, "{:.2f}"),
         grids=_grid_figures(root, cells, max_images),

@@ -48,3 +48,28 @@ def mini_spec(name: str) -> cv.ModelSpec:
 
 def mini_params(names=MINI, marks=()):
     return [pytest.param(n, id=n, marks=marks) for n in names]
+
+
+def mtcnn_onet():
+    """MTCNN's ONet with the trained weights shipped in the ``mtcnn`` wheel (a subclassed
+    Keras 3 model, three outputs, PReLU), built for (None, 48, 48, 3) as mtcnn's own stage
+    does; skips the test when ``mtcnn`` or ``lz4`` is missing.  A fresh model per call (the
+    tests that save it or explain it must not share state)."""
+    import pytest
+
+    pytest.importorskip("mtcnn")
+    pytest.importorskip("lz4")
+    from mtcnn.network.onet import ONet
+    from mtcnn.utils.tensorflow import load_weights
+
+    model = ONet()
+    model.build()
+    model.set_weights(load_weights("onet.lz4"))
+    return model
+
+
+def astronaut_face():
+    """The astronaut's face from scikit-image: uint8 (140, 130, 3)."""
+    from skimage import data
+
+    return data.astronaut()[40:180, 170:300]

@@ -240,6 +240,30 @@ def test_report_tables_and_best_marks(run_dir):
     assert n_best > 0
 
 
+def test_grid_run_scorecard_from_its_numbers(run_dir):
+    """The grid run writes the verdicts its numbers decide (issue 15, item 4): randomization
+    after full cascading randomization = mean ``randomization_similarity`` (logit) against
+    0.6, the plain gradient as reference control; faithfulness without its random-order
+    control is inconclusive; the page opens with them."""
+    results = pd.read_parquet(run_dir / "results.parquet")
+    verdicts = pd.read_parquet(run_dir / "verdicts.parquet")
+    sim = results[(results["metric"] == "randomization_similarity") & (results["neuron"] == "logit")]
+    expected = sim.groupby(["model", "method"])["value"].mean()
+    rand = verdicts[verdicts["metric"] == "randomization.cascading_all"].set_index(["model", "method"])
+    assert len(expected) >= 4 and set(rand.index) == set(expected.index)
+    for key, value in expected.items():
+        assert rand.at[key, "value"] == pytest.approx(value)
+        assert rand.at[key, "status"] == ("pass" if value < 0.6 else "fail")
+    ref = verdicts[verdicts["metric"] == "randomization.cascading_all:control:saliency"].set_index(["model", "method"])
+    for (model, method) in ref.index:
+        assert method != "saliency" and ref.at[(model, method), "value"] == pytest.approx(expected[model, "saliency"])
+    faith = verdicts[verdicts["metric"].str.startswith("faithfulness.")]
+    assert len(faith) and set(faith["status"]) == {"inconclusive"}
+    text = (run_dir / "index.html").read_text(encoding="utf-8")
+    assert text.index('id="scorecard"') < text.index('id="scores"')
+    assert '<th>randomization.cascading_all</th>' in text and (run_dir / "table_scorecard.csv").is_file()
+
+
 def test_heatmap_grid_names_the_neurons(run_dir, monkeypatch):
     """Each grid column names the neuron explained: the class for the logit, layer[channel] otherwise."""
     calls = []

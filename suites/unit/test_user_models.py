@@ -19,6 +19,7 @@ import tensorflow as tf
 import cnnvis_eval as cv
 from cnnvis_eval import errors
 from suites.support import tiny
+from suites.support.models import astronaut_face, mtcnn_onet
 
 # small sample counts: these tests check that a method runs and stays finite, not its quality
 FAST = {"lime": {"num_samples": 24}, "rise": {"n_masks": 16, "grid_size": 4},
@@ -292,16 +293,8 @@ ONET_PARAMS = {**FAST, "rise": {"n_masks": 16}, "occlusion": {"window": 8, "stri
 def onet():
     """MTCNN's ONet (a subclassed model with three outputs) with its shipped trained weights,
     and the astronaut's face as ONet sees it: a 48x48 crop normalised (x - 127.5) / 128."""
-    pytest.importorskip("mtcnn")
-    pytest.importorskip("lz4")
-    skimage_data = pytest.importorskip("skimage.data")
-    from mtcnn.network.onet import ONet
-    from mtcnn.utils.tensorflow import load_weights
-
-    model = ONet()
-    model.build()  # (None, 48, 48, 3), as mtcnn's own stage does
-    model.set_weights(load_weights("onet.lz4"))
-    face = skimage_data.astronaut()[40:180, 170:300].astype(np.float32)
+    model = mtcnn_onet()
+    face = astronaut_face().astype(np.float32)
     x = (tf.image.resize(face[None], (48, 48), method="area").numpy() - 127.5) / 128
     return model, x
 

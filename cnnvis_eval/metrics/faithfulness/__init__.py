@@ -22,6 +22,7 @@ from .curves import (
     score_mode,
     uniform_noise,
 )
+from .road import noisy_linear_impute, road_curve
 
 
 # ---------------------------------------------------------------------- metrics
@@ -128,9 +129,11 @@ __all__ = [
     "deletion_curve",
     "gaussian_blur",
     "insertion_curve",
+    "noisy_linear_impute",
     "pixel_ranks",
     "region_curve",
     "region_ranks",
+    "road_curve",
     "run_schedule",
     "uniform_noise",
 ]

@@ -1,0 +1,326 @@
+"""The checks of a user's model, each decided relative to controls on the same model and images.
+
+Every check is a function ``(ctx, method, variant) -> Verdict`` registered in :data:`CHECKS`
+with its variants; :func:`run_check` runs one and turns "this method does not apply to this
+model" into ``n/a`` and a predicted failure into ``known_failure``.  Thresholds come from
+:mod:`cnnvis_eval.testing.thresholds`, citations from :mod:`cnnvis_eval.testing.known`; the
+measurements are the library's metrics (:mod:`cnnvis_eval.metrics`).
+
+==================  ==========================================  ==================================
+check               variants                                    controls
+==================  ==========================================  ==================================
+randomization       cascading_top, cascading_half,              edge_sobel (must stay ~1),
+                    cascading_all, independent                  saliency (reference)
+class_sensitivity   (one)                                       edge_sobel, saliency
+faithfulness        deletion, insertion, road                   random pixel orders, edge_sobel
+invariance          batch, determinism, shift                   saliency
+stability           (one)                                       saliency, edge_sobel
+conservation        (one; n/a unless the method claims it)      none
+localization        pointing_game, relevance_mass (masks only)  random explainer (chance), edge
+cost                (one)                                       forward+backward seconds
+==================  ==========================================  ==================================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from .. import metrics as M
+from ..errors import UnsupportedArchitectureError, UnsupportedLayerError
+from ..targets import ClassTarget
+from .context import CheckContext
+from .known import known_failure
+from .thresholds import THRESHOLDS
+from .verdict import Verdict
+
+N_RANDOM_ORDERS = 3  # random pixel orders (seeds) the faithfulness control averages
+N_NOISE = 4  # noise samples of the stability check
+INVARIANCE_IMAGES = 4
+"""Images the batch and determinism checks use (the first ones): coupling between the images
+of a batch, or a seed that does not repeat, shows on any four images; every image would
+double the cost of the slowest methods for no new information."""
+CONTROL_EDGE, CONTROL_GRADIENT, CONTROL_RANDOM = "edge_sobel", "saliency", "random"
+
+
+def _verdict(ctx: CheckContext, method: str, key: str, value: float, controls: dict, *, status: str | None = None,
+             reason: str = "") -> Verdict:
+    """A verdict against ``THRESHOLDS[key]`` (or the given status)."""
+    thr = THRESHOLDS.get(key)
+    if status is None:
+        status = "pass" if thr.passes(value) else "fail"
+    return Verdict(ctx.name, method, key, status, value, "" if thr is None else str(thr),
+                   {k: float(v) for k, v in controls.items()}, reason)
+
+
+# ---------------------------------------------------------------------- randomization
+def coarse_groups(spec) -> list[tuple[str, list[str]]]:
+    """Three steps, top down, as ``suites/sanity/test_randomization.py``: ``logits`` (the
+    output group), ``top_half`` (groups 1 .. max(2, G // 2) - 1), ``rest``."""
+    groups = M.layer_groups(spec, "block")
+    half = max(2, len(groups) // 2)
+    out = [("logits", list(groups[0].layers)),
+           ("top_half", [n for g in groups[1:half] for n in g.layers]),
+           ("rest", [n for g in groups[half:] for n in g.layers])]
+    return [(name, layers) for name, layers in out if layers]
+
+
+_STEP = {"cascading_top": ("cascading", 1), "cascading_half": ("cascading", 2), "cascading_all": ("cascading", 3),
+         "independent": ("independent", 3)}
+
+
+def _randomization_similarity(ctx: CheckContext, method: str, mode: str, step: int) -> float:
+    def curve():
+        cls = ctx.method_class(method)
+        extra = {"positive_top": False} if getattr(cls, "positive_top", False) else {}  # as the suite: see its notes
+        return M.randomization_curve(ctx.spec, ctx.x, cls, mode=mode, granularity=coarse_groups(ctx.spec),
+                                     similarity=("spearman_abs",), seed=ctx.seed,
+                                     reuse_explainer=not cls.reads_weights_once, **ctx.method_params(method, **extra))
+
+    c = ctx.memo(("randomization", method, mode), curve)
+    step = min(step, int(c["step"].max()))
+    return float(c[c["step"] == step]["value"].mean())
+
+
+def check_randomization(ctx: CheckContext, method: str, variant: str) -> Verdict:
+    """Model-parameter randomization (Adebayo et al. 2018): mean spearman_abs between the map
+    of the trained model and that of the randomized one; the edge control must stay above
+    ``randomization.control`` (else the similarity cannot see a model-blind map: inconclusive)."""
+    mode, step = _STEP[variant]
+    controls = {c: _randomization_similarity(ctx, c, mode, step) for c in (CONTROL_EDGE, CONTROL_GRADIENT)}
+    value = _randomization_similarity(ctx, method, mode, step)
+    if not THRESHOLDS["randomization.control"].passes(controls[CONTROL_EDGE]):
+        return _verdict(ctx, method, f"randomization.{variant}", value, controls, status="inconclusive",
+                        reason="the model-blind edge control changed under randomization")
+    return _verdict(ctx, method, f"randomization.{variant}", value, controls)
+
+
+# ---------------------------------------------------------------------- class sensitivity
+def _class_similarity(ctx: CheckContext, method: str, keep: np.ndarray, top: np.ndarray, other: np.ndarray) -> float:
+    base = ctx.explain(method)  # the top class of every image: reused when it is the same target
+    if keep.all() and np.array_equal(base.indices, top):
+        a = base.heatmap
+    else:
+        a = ctx.explain(method, ClassTarget(top[keep]), ctx.x[keep]).heatmap
+    b = ctx.explain(method, ClassTarget(other[keep]), ctx.x[keep]).heatmap
+    return float(M.evaluate("spearman_abs", a, b).mean())
+
+
+def check_class_sensitivity(ctx: CheckContext, method: str, variant: str | None = None) -> Verdict:
+    """The map of the top class vs the map of the runner-up class (Sixt et al. 2020), on the
+    images whose runner-up has a positive logit; ``inconclusive`` when there is none."""
+    logits = ctx.logits()
+    key = "class_sensitivity"
+    if logits.shape[1] < 2:
+        return _verdict(ctx, method, key, math.nan, {}, status="n/a", reason="the model has a single output")
+    order = np.argsort(-logits, axis=1, kind="stable")
+    top, other = order[:, 0].astype(np.int32), order[:, 1].astype(np.int32)
+    keep = THRESHOLDS["class_sensitivity.second_logit"].value < logits[np.arange(len(logits)), other]
+    if not keep.any():
+        return _verdict(ctx, method, key, math.nan, {}, status="inconclusive",
+                        reason="no image has a second class with a positive logit")
+    controls = {c: ctx.memo(("class", c), lambda c=c: _class_similarity(ctx, c, keep, top, other))
+                for c in (CONTROL_EDGE, CONTROL_GRADIENT)}
+    value = _class_similarity(ctx, method, keep, top, other)
+    return _verdict(ctx, method, key, value, controls, reason=f"{int(keep.sum())} of {len(keep)} images")
+
+
+# ---------------------------------------------------------------------- faithfulness
+def _auc(ctx: CheckContext, variant: str, heat: np.ndarray) -> np.ndarray:
+    """(N,) area of the variant's curve for the heatmaps (the top class of each image)."""
+    if variant == "deletion":
+        return M.deletion_curve(ctx.spec, ctx.x, heat).auc()
+    if variant == "insertion":
+        return M.insertion_curve(ctx.spec, ctx.x, heat).auc()
+    return M.faithfulness.road_curve(ctx.spec, ctx.x, heat, seed=ctx.seed).auc()
+
+
+def _gain(ctx: CheckContext, variant: str, heat: np.ndarray) -> float:
+    """Gain of an order over the random orders, in units of the mean |top logit|."""
+    random = ctx.memo(("random_auc", variant), lambda: np.mean([
+        _auc(ctx, variant, M.RandomExplainer(ctx.spec, seed=ctx.seed + s).explain(ctx.x, progress=False).heatmap)
+        for s in range(N_RANDOM_ORDERS)], axis=0))
+    scale = max(float(np.abs(ctx.logits().max(1)).mean()), 1e-12)
+    diff = _auc(ctx, variant, heat) - random
+    return float((diff if variant == "insertion" else -diff).mean() / scale)
+
+
+def check_faithfulness(ctx: CheckContext, method: str, variant: str) -> Verdict:
+    """Deletion / insertion (Petsiuk et al. 2018) or ROAD (Rong et al. 2022) against random
+    pixel orders: the gain over the mean random order, per mean |logit|."""
+    def spread():  # how far one random order is from the mean of the others: the noise floor
+        heat = M.RandomExplainer(ctx.spec, seed=ctx.seed + N_RANDOM_ORDERS).explain(ctx.x, progress=False).heatmap
+        return _gain(ctx, variant, heat)
+
+    controls = {"random_order": ctx.memo(("random_spread", variant), spread),
+                CONTROL_EDGE: ctx.memo(("faith", CONTROL_EDGE, variant),
+                                       lambda: _gain(ctx, variant, ctx.explain(CONTROL_EDGE).heatmap))}
+    value = _gain(ctx, variant, ctx.explain(method).heatmap)
+    return _verdict(ctx, method, f"faithfulness.{variant}", value, controls)
+
+
+# ---------------------------------------------------------------------- invariance
+def _deviation(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max |want| (as suites/sanity/test_invariance.py)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    scale = np.abs(want).max()
+    return float(np.abs(got - want).max() / scale) if scale > 0 else float(np.abs(got).max())
+
+
+def _invariance(ctx: CheckContext, method: str, variant: str) -> float:
+    ex = ctx.explainer(method)
+    x = ctx.x[:INVARIANCE_IMAGES] if variant in ("batch", "determinism") else ctx.x
+    if variant == "batch":  # the batch (reversed, with the first image twice) vs each image alone
+        order = np.r_[np.arange(len(x))[::-1], 0]
+        batch = ex.explain(x[order], progress=False).heatmap
+        alone = np.concatenate([ex.explain(x[i:i + 1], progress=False).heatmap for i in order])
+        return _deviation(batch, alone)
+    if variant == "determinism":  # two fresh explainers with the same parameters (and seed) agree exactly
+        first, again = (ctx.method_class(method)(ctx.spec, **ctx.method_params(method)).explain(x, progress=False)
+                        for _ in range(2))
+        return _deviation(again.heatmap, first.heatmap)
+    return float(M.get_metric("input_invariance_error")().evaluate(ctx.spec, x, ctx.explainer(method)).max())
+
+
+def check_invariance(ctx: CheckContext, method: str, variant: str) -> Verdict:
+    """Batch invariance, seeded determinism and constant input shift (Kindermans et al.
+    2017): the largest relative deviation over the images."""
+    controls = {CONTROL_GRADIENT: ctx.memo(("inv", variant), lambda: _invariance(ctx, CONTROL_GRADIENT, variant))}
+    return _verdict(ctx, method, f"invariance.{variant}", _invariance(ctx, method, variant), controls)
+
+
+# ---------------------------------------------------------------------- stability
+def _max_sensitivity(ctx: CheckContext, method: str) -> tuple[float, int]:
+    """Mean over images of the largest relative L1 change of the map under uniform noise of
+    ``stability.noise`` x the input range that keeps the top class; and the samples kept."""
+    rng = np.random.default_rng(ctx.seed)
+    amp = THRESHOLDS["stability.noise"].value * ctx.input_width()
+    base = ctx.explain(method).heatmap
+    top = ctx.logits().argmax(1)
+    worst = np.full(len(ctx.x), np.nan)
+    kept = 0
+    for _ in range(N_NOISE):
+        xn = (ctx.x + rng.uniform(-1, 1, ctx.x.shape) * amp).astype(ctx.x.dtype)
+        exp = ctx.explainer(method).explain(xn, progress=False)
+        same = exp.indices == top
+        kept += int(same.sum())
+        err = M.axioms.relative_l1(base, exp.heatmap)
+        worst = np.where(same, np.fmax(worst, err), worst)
+    return float(np.nanmean(worst)) if kept else math.nan, kept
+
+
+def check_stability(ctx: CheckContext, method: str, variant: str | None = None) -> Verdict:
+    """Max-sensitivity (Yeh et al. 2019) under noise that does not change the prediction."""
+    controls = {c: ctx.memo(("stab", c), lambda c=c: _max_sensitivity(ctx, c)[0])
+                for c in (CONTROL_GRADIENT, CONTROL_EDGE)}
+    value, kept = _max_sensitivity(ctx, method)
+    if not kept:
+        return _verdict(ctx, method, "stability", value, controls, status="inconclusive",
+                        reason="every noise sample changed the prediction")
+    return _verdict(ctx, method, "stability", value, controls)
+
+
+# ---------------------------------------------------------------------- conservation
+CLAIMS_CONSERVATION = {"integrated_gradients": "conservation.integrated_gradients",
+                       "deep_taylor": "conservation.relevance", "lrp_alpha1beta0": "conservation.relevance"}
+"""Methods that claim completeness / conservation, and their threshold (the epsilon presets
+absorb relevance in biases and epsilon by design; see suites/sanity/test_conservation.py)."""
+
+
+def check_conservation(ctx: CheckContext, method: str, variant: str | None = None) -> Verdict:
+    """Relative conservation error (:class:`~cnnvis_eval.metrics.axioms.ConservationError`),
+    largest over the images; relevance presets only on images whose explained score is > 0
+    (they start from max(0, score))."""
+    key = CLAIMS_CONSERVATION.get(method)
+    if key is None:
+        return _verdict(ctx, method, "conservation", math.nan, {}, status="n/a",
+                        reason=f"{method} does not claim completeness or conservation")
+    exp = ctx.explain(method)
+    err = M.evaluate("conservation_error", exp)
+    keep = np.ones(len(err), bool) if method == "integrated_gradients" else exp.scores > 0
+    if not keep.any():
+        return _verdict(ctx, method, key, math.nan, {}, status="inconclusive",
+                        reason="no image has a positive explained score")
+    return _verdict(ctx, method, key, float(err[keep].max()), {})
+
+
+# ---------------------------------------------------------------------- localization
+_LOCALIZATION = {"pointing_game": "pointing_game", "relevance_mass": "relevance_mass_accuracy"}
+
+
+def check_localization(ctx: CheckContext, method: str, variant: str) -> Verdict:
+    """Pointing game / relevance mass against the masks, as a margin over the seeded random
+    explainer (chance); ``n/a`` without masks."""
+    key = f"localization.{variant}"
+    if ctx.masks is None:
+        return _verdict(ctx, method, key, math.nan, {}, status="n/a", reason="no ground-truth masks given")
+    metric = _LOCALIZATION[variant]
+
+    def score(heat):
+        return float(np.nanmean(M.evaluate(metric, heat, ctx.masks)))
+
+    chance = ctx.memo(("loc_random", variant), lambda: np.mean([
+        score(M.RandomExplainer(ctx.spec, seed=ctx.seed + s).explain(ctx.x, progress=False).heatmap)
+        for s in range(N_RANDOM_ORDERS)]))
+    controls = {CONTROL_RANDOM: chance,
+                CONTROL_EDGE: ctx.memo(("loc_edge", variant), lambda: score(ctx.explain(CONTROL_EDGE).heatmap))}
+    return _verdict(ctx, method, key, score(ctx.explain(method).heatmap) - chance, controls,
+                    reason="value = score - random explainer's score")
+
+
+# ---------------------------------------------------------------------- cost
+def check_cost(ctx: CheckContext, method: str, variant: str | None = None) -> Verdict:
+    """Median seconds of the method over one compiled forward+backward pass, same images."""
+    from ..evaluation.cost import median_seconds, reference_passes
+
+    def reference():
+        _, fb = reference_passes(ctx.spec)
+        x32 = ctx.x.astype(np.float32)
+        return median_seconds(lambda: fb(x32), rounds=3)
+
+    t_ref = ctx.memo("cost_reference", reference)
+    ex = ctx.explainer(method)
+    traced = ctx.has(("explain", method))  # an earlier check ran it: traced, no warm-up call needed
+    t = median_seconds(lambda: ex.explain(ctx.x, progress=False).heatmap, rounds=1, warmup=0 if traced else 1)
+    return _verdict(ctx, method, "cost", t / max(t_ref, 1e-9), {"forward_backward_seconds": t_ref})
+
+
+# ---------------------------------------------------------------------- registry
+CHECKS: dict[str, tuple[tuple, Callable]] = {
+    "randomization": (("cascading_top", "cascading_half", "cascading_all", "independent"), check_randomization),
+    "class_sensitivity": ((None,), check_class_sensitivity),
+    "faithfulness": (("deletion", "insertion", "road"), check_faithfulness),
+    "invariance": (("batch", "determinism", "shift"), check_invariance),
+    "stability": ((None,), check_stability),
+    "conservation": ((None,), check_conservation),
+    "localization": (("pointing_game", "relevance_mass"), check_localization),
+    "cost": ((None,), check_cost),
+}
+"""check name -> (variants, function ``(ctx, method, variant) -> Verdict``); None = no variant."""
+
+NOT_APPLICABLE = (UnsupportedArchitectureError, UnsupportedLayerError)
+
+
+def run_check(ctx: CheckContext, check: str, method: str, variant: str | None = None) -> Verdict:
+    """Run one check; a method that does not apply to the model gives ``n/a`` with the
+    library's message, a predicted failure carries its citation (``known_failure``)."""
+    from ..errors import InputError
+
+    if check not in CHECKS:
+        raise InputError(f"unknown check {check!r}; available: {', '.join(CHECKS)}")
+    variants, fn = CHECKS[check]
+    if variant not in variants:
+        raise InputError(f"check {check!r} has variants {[v for v in variants if v]}, got {variant!r}")
+    try:
+        v = fn(ctx, method, variant)
+    except NOT_APPLICABLE as err:
+        name = check if variant is None else f"{check}.{variant}"
+        return Verdict(ctx.name, method, name, "n/a", reason=f"{method} does not apply to this model: {err}")
+    if v.status == "fail":
+        v.known_failure = known_failure(check, variant, method)
+    return v
+
+
+__all__ = ["CHECKS", "CLAIMS_CONSERVATION", "coarse_groups", "run_check"] + [f"check_{c}" for c in CHECKS]
