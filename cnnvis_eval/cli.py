@@ -226,11 +226,32 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+def _grid_verdicts_if_missing(root: Path) -> None:
+    """A grid run's folder written before grid runs stored their verdicts: derive them
+    (:func:`cnnvis_eval.testing.grid.grid_verdicts`) so the report's scorecard is not empty.
+    Suite and check folders (a ``suite`` column, or their own ``verdicts.parquet``) are left alone."""
+    import pandas as pd
+
+    results = root / "results.parquet"
+    if (root / "verdicts.parquet").exists() or not results.is_file():
+        return
+    from .evaluation.store import atomic_write
+    from .testing.grid import grid_verdicts
+    from .testing.verdict import verdict_frame
+
+    frame = pd.read_parquet(results)
+    if "suite" in frame.columns:
+        return
+    table = verdict_frame(grid_verdicts(frame))
+    atomic_write(root / "verdicts.parquet", lambda p: table.to_parquet(p, index=False))
+
+
 def cmd_report(args) -> int:
     from .errors import CnnVisError
     from .report import build_report
 
     try:
+        _grid_verdicts_if_missing(Path(args.results_dir))
         page = build_report(args.results_dir, benchmarks=args.benchmarks)
     except CnnVisError as err:
         print(f"cnnvis-eval: error: {err}", file=sys.stderr)

@@ -49,11 +49,16 @@ def test_run_then_report(tmp_path, capsys):
     assert main(argv) == 0
     assert list((tmp_path / "reports").iterdir()) == runs
     assert cell_file(runs[0], "gap_cnn", "saliency", "logit").stat().st_mtime_ns == mtime
-    # report rebuilds the page from the stored results
+    # report rebuilds the page from the stored results; a folder written before grid runs
+    # stored their verdicts gets them derived, so its scorecard is not empty
+    stored = pd.read_parquet(runs[0] / "verdicts.parquet")
+    assert set(stored["metric"]) >= {"randomization.cascading_all"}
     page.unlink()
+    (runs[0] / "verdicts.parquet").unlink()
     capsys.readouterr()
     assert main(["report", str(runs[0])]) == 0
     assert page.is_file() and f"report: {page}" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_parquet(runs[0] / "verdicts.parquet"), stored)
 
 
 def test_run_options_reach_the_configuration(tmp_path, monkeypatch):
