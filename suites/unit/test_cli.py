@@ -22,7 +22,10 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     lines = {line.split(":", 1)[0].strip(): line.split(":", 1)[1] for line in out.splitlines()}
-    assert set(lines) == {"methods", "models", "metrics", "images"}
+    assert set(lines) == {"methods", "models", "metrics", "images", "checks"}
+    from cnnvis_eval.testing.session import check_names
+
+    assert lines["checks"].split("(")[0].replace(" ", "").split(",") == check_names()
     assert [m.strip() for m in lines["methods"].split(",")] == cv.list_methods()
     models = [m.strip() for m in lines["models"].split(",")]
     assert {"vgg16", "inception_v3", "xception", "resnet50", "mobilenet_v2", "mini_vgg", "mini_resnet"} <= set(models)
