@@ -1,0 +1,213 @@
+"""pytorch-grad-cam's CAM variants (HiResCAM, XGrad-CAM, EigenCAM, Ablation-CAM): NumPy
+float64 references on tiny hand-set nets, the closed-form identities, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cnnvis_eval as cv
+from cnnvis_eval.errors import InputError, UnsupportedArchitectureError, UnsupportedLayerError
+from suites.support import cam_models, cam_ref, tiny
+from suites.support.numpy_ref import TinyNet, maxpool2, maxpool2_backward
+
+VARIANTS = ("hires_cam", "xgrad_cam", "eigen_cam", "ablation_cam")
+
+
+@pytest.fixture(scope="module")
+def tiny_ref():
+    return TinyNet(tiny.tiny_weights())
+
+
+def maps_and_grads(net, x, cls, layer):
+    """tiny_cnn's feature map (relu6 or pool) and d logit[cls] / d map, in NumPy."""
+    c = net.forward(x)
+    dl = np.zeros_like(c["logits"])
+    dl[np.arange(len(x)), cls] = 1.0
+    dp = (dl @ net.w["w3"].T).reshape(c["p"].shape)
+    return (c["p"], dp) if layer == "pool" else (c["a2"], maxpool2_backward(dp, c["win"]))
+
+
+def check_map(exp, n, ref, size):
+    scale = max(np.abs(ref).max(), 1e-12)
+    np.testing.assert_allclose(exp.meta["low_res"][n], ref, rtol=1e-5, atol=1e-7 * scale)
+    np.testing.assert_allclose(exp.heatmap[n], cam_ref.bilinear(ref[None], size, size)[0], rtol=1e-5,
+                               atol=1e-6 * scale)
+
+
+def test_registered():
+    assert set(VARIANTS) <= set(cv.list_methods())
+
+
+# ---------------------------------------------------------------------- HiResCAM, XGrad-CAM
+
+
+@pytest.mark.parametrize("layer", ["relu6", "pool"])
+@pytest.mark.parametrize("method, ref", [("hires_cam", cam_ref.hires_cam), ("xgrad_cam", cam_ref.xgrad_cam)])
+def test_gradient_variants_match_numpy(method, ref, layer, tiny_model, tiny_x, tiny_ref):
+    cls = np.array([0, 2, 1])
+    exp = cv.get_method(method)(tiny_model, layer=layer).explain(tiny_x, cv.ClassTarget(cls))
+    a, g = maps_and_grads(tiny_ref, tiny_x, cls, layer)
+    assert exp.meta["layer"] == layer
+    refs = [ref(a[n], g[n]) for n in range(len(tiny_x))]
+    assert sum(r.max() > 0 for r in refs) >= 2  # not a comparison of empty maps
+    for n, r in enumerate(refs):
+        check_map(exp, n, r, 6)
+
+
+@pytest.mark.parametrize("head", ["dense", "hidden"])
+def test_hires_cam_equals_grad_cam_after_gap(head):
+    """Feature layer followed by global average pooling: d y / d A_kij = d y / d pool_k / (h w)
+    is constant over (i, j), so sum_k G_k A_k = sum_k mean(G_k) A_k, whatever the head after
+    the pooling (a hidden ReLU layer included)."""
+    model, x = cam_models.gap_model(head=head), cam_models.gap_input()
+    if head == "hidden":  # hand-set (Keras initializes it from the global seed)
+        rng = np.random.default_rng(7)
+        model.get_layer("hidden").set_weights([rng.normal(0, 1, (5, 5)), rng.normal(0.2, 0.1, 5)])
+        model.get_layer("logits").set_weights([rng.normal(0, 1, (5, 4)), rng.normal(0, 0.1, 4)])
+    for relu in (True, False):
+        hi = cv.get_method("hires_cam")(model, relu=relu).explain(x, cv.ClassTarget([0, 1, 3]))
+        gc = cv.get_method("grad_cam")(model, relu=relu).explain(x, cv.ClassTarget([0, 1, 3]))
+        assert hi.meta["layer"] == gc.meta["layer"] == "conv2"
+        np.testing.assert_allclose(hi.meta["low_res"], gc.meta["low_res"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(hi.heatmap, gc.heatmap, rtol=1e-6, atol=1e-9)
+        assert np.ptp(hi.meta["low_res"]) > 0 or relu
+
+
+def test_hires_cam_differs_from_grad_cam_without_gap(tiny_model, tiny_x):
+    """A Flatten head (tiny_cnn, pool -> flatten -> dense): the gradient varies over the
+    positions and the identity does not hold."""
+    hi = cv.get_method("hires_cam")(tiny_model, layer="pool", relu=False).explain(tiny_x, cv.ClassTarget(0))
+    gc = cv.get_method("grad_cam")(tiny_model, layer="pool", relu=False).explain(tiny_x, cv.ClassTarget(0))
+    assert np.abs(hi.meta["low_res"] - gc.meta["low_res"]).max() > 0.1 * np.abs(gc.meta["low_res"]).max()
+
+
+# ---------------------------------------------------------------------- EigenCAM
+
+
+@pytest.mark.parametrize("layer", ["relu6", "pool"])
+def test_eigen_cam_matches_numpy_and_ignores_the_class(layer, tiny_model, tiny_x, tiny_ref):
+    maps = tiny_ref.forward(tiny_x)["a2" if layer == "relu6" else "p"]
+    ex = cv.get_method("eigen_cam")(tiny_model, layer=layer)
+    first = ex.explain(tiny_x, cv.ClassTarget(0))
+    for n in range(len(tiny_x)):
+        check_map(first, n, cam_ref.eigen_cam(maps[n]), 6)
+    for cls in (1, 2):
+        other = ex.explain(tiny_x, cv.ClassTarget(cls))
+        np.testing.assert_array_equal(other.indices, [cls] * 3)
+        np.testing.assert_allclose(other.heatmap, first.heatmap, rtol=0, atol=0)
+        assert not np.allclose(other.scores, first.scores)
+
+
+def test_eigen_cam_sign_follows_the_mean_map():
+    """One channel carries a blob, the others are copies scaled by -1 and 2 (rank one): the
+    first component is that blob; its sign is fixed so the map is the blob, not its hole."""
+    model, x = cam_models.region_model(), cam_models.region_input()
+    exp = cv.get_method("eigen_cam")(model, relu=False).explain(x, cv.NeuronTarget("conv2", 0))
+    mean_map = cv.get_method("grad_cam")(model).layer_maps(
+        x, cv.targets.bind(cv.NeuronTarget("conv2", 0), cv.as_spec(model).graph, 1), exp.meta["layer"],
+        gradients=False)[0].mean(axis=-1)[0]
+    assert cam_ref.pearson(exp.meta["low_res"][0], mean_map) > 0
+
+
+# ---------------------------------------------------------------------- Ablation-CAM
+
+
+@pytest.mark.parametrize("layer", ["relu6", "pool"])
+def test_ablation_cam_matches_numpy(layer, tiny_model, tiny_x, tiny_ref):
+    cls = np.array([2, 0, 1])
+    exp = cv.get_method("ablation_cam")(tiny_model, layer=layer, internal_batch_size=5).explain(
+        tiny_x, cv.ClassTarget(cls), progress=False)
+    c = tiny_ref.forward(tiny_x)
+    w3, b3 = tiny_ref.w["w3"], tiny_ref.w["b3"]
+
+    def score(n):
+        if layer == "pool":
+            return lambda p: (p.reshape(-1) @ w3 + b3)[cls[n]]
+        return lambda a2: (maxpool2(a2[None])[0].reshape(-1) @ w3 + b3)[cls[n]]
+
+    for n in range(len(tiny_x)):
+        a = c["p" if layer == "pool" else "a2"][n]
+        ref = cam_ref.ablation_cam(a, c["logits"][n, cls[n]], score(n))
+        assert ref.max() > 0
+        check_map(exp, n, ref, 6)
+    assert exp.meta["weights"].shape == (3, 4)
+
+
+@pytest.mark.parametrize("api", ["functional", "nested"])
+def test_ablation_cam_reuses_the_branch_that_skips_the_layer(api):
+    """vbp_model: ablating r2 (inside a residual block) re-runs add -> out -> ... -> logits
+    with the shortcut (pool) computed once: the weights match NumPy."""
+    x = cam_models.vbp_input()
+    net = cam_ref.VbpNet(cam_models.vbp_weights())
+    t = net.forward(x)
+    w = net.w
+
+    def logits_from_r2(pool, r2):
+        out = cam_ref.relu(pool + r2)[None]
+        b1 = cam_ref.relu(cam_ref.conv2d(out, w["b1"], w["b1b"]))
+        b2 = cam_ref.relu(cam_ref.conv2d(cam_ref.relu(cam_ref.conv2d(out, w["b2a"], w["b2ab"])), w["b2b"], w["b2bb"]))
+        return (np.concatenate([b1, b2], -1).mean(axis=(1, 2)) @ w["d"] + w["db"])[0]
+
+    exp = cv.get_method("ablation_cam")(cam_models.vbp_model(api=api), layer="r2",
+                                        internal_batch_size=3).explain(x, cv.ClassTarget(1))
+    for n in range(len(x)):
+        ref = cam_ref.ablation_cam(t["r2"][n], t["logits"][n, 1], lambda r2: logits_from_r2(t["pool"][n], r2)[1])
+        np.testing.assert_allclose(exp.meta["low_res"][n], ref, rtol=1e-6, atol=1e-9)
+        y, ablated = t["logits"][n, 1], []
+        for k in range(4):
+            r2 = t["r2"][n].copy()
+            r2[..., k] = 0
+            ablated.append(logits_from_r2(t["pool"][n], r2)[1])
+        np.testing.assert_allclose(exp.meta["weights"][n], (y - np.array(ablated)) / y, rtol=1e-5, atol=1e-9)
+
+
+def test_ablation_cam_neuron_target_on_the_layer_itself(tiny_model, tiny_x):
+    """Target = channel c of the feature layer (reduce mean): zeroing channel k changes the
+    target only for k == c, by all of it: w_c = 1, the others 0; the map is ReLU(A_c)."""
+    exp = cv.get_method("ablation_cam")(tiny_model, layer="relu6").explain(tiny_x, cv.NeuronTarget("relu6", 2))
+    expected = np.zeros((3, 4))
+    expected[:, 2] = 1.0
+    ok = exp.scores != 0
+    np.testing.assert_allclose(exp.meta["weights"][ok], expected[ok], atol=1e-12)
+
+
+def test_ablation_cam_progress_and_params(tiny_model, tiny_x, capsys):
+    ex = cv.get_method("ablation_cam")(tiny_model, layer="pool", internal_batch_size=1)
+    one = ex.explain(tiny_x, progress=True)
+    assert "ablation_cam channels" in capsys.readouterr().err
+    many = cv.get_method("ablation_cam")(tiny_model, layer="pool").explain(tiny_x)
+    np.testing.assert_allclose(one.heatmap, many.heatmap, rtol=1e-9, atol=1e-12)
+    with pytest.raises(InputError, match="internal_batch_size"):
+        cv.get_method("ablation_cam")(tiny_model, internal_batch_size=0)
+
+
+# ---------------------------------------------------------------------- shared behaviour
+
+
+@pytest.mark.parametrize("method", VARIANTS)
+def test_bad_layers_and_models(method, tiny_model, tiny_x):
+    cls = cv.get_method(method)
+    with pytest.raises(InputError, match="'conv_2'.*did you mean 'conv2'"):
+        cls(tiny_model, layer="conv_2").explain(tiny_x)
+    with pytest.raises(InputError, match=r"'flatten' outputs shape \(None, 36\).*4-D"):
+        cls(tiny_model, layer="flatten").explain(tiny_x)
+    with pytest.raises(InputError, match="'relu6' does not feed"):
+        cls(tiny_model, layer="relu6").explain(tiny_x, cv.NeuronTarget("conv1", 0))
+    with pytest.raises(UnsupportedArchitectureError, match=f"{method}: model 'mlp' has no convolutional"):
+        cls(cam_models.dense_model()).explain(cam_models.gap_input(1))
+    assert UnsupportedLayerError  # subclassed models: see test_user_models (every method)
+
+
+@pytest.mark.parametrize("method", VARIANTS)
+def test_user_model_unchanged_and_batches_agree(method):
+    model = cam_models.gap_model(softmax=True)
+    x = cam_models.gap_input()
+    before = tiny.weights_snapshot(model)
+    out = np.asarray(model(x))
+    ex = cv.get_method(method)(model)
+    whole = ex.explain(x)
+    split = ex.explain(x, batch_size=2)
+    assert whole.meta["stripped_softmax"] and np.isfinite(whole.heatmap).all()
+    np.testing.assert_allclose(split.heatmap, whole.heatmap, rtol=1e-9, atol=1e-12)
+    tiny.assert_model_unchanged(model, before, x, out)
