@@ -55,18 +55,21 @@ def test_gradient_variants_match_numpy(method, ref, layer, tiny_model, tiny_x, t
         check_map(exp, n, r, 6)
 
 
+@pytest.mark.parametrize("method", ["hires_cam", "xgrad_cam"])
 @pytest.mark.parametrize("head", ["dense", "hidden"])
-def test_hires_cam_equals_grad_cam_after_gap(head):
-    """Feature layer followed by global average pooling: d y / d A_kij = d y / d pool_k / (h w)
-    is constant over (i, j), so sum_k G_k A_k = sum_k mean(G_k) A_k, whatever the head after
-    the pooling (a hidden ReLU layer included)."""
+def test_equals_grad_cam_after_gap(head, method):
+    """Feature layer followed by global average pooling: G_kij = d y / d A_kij = g_k / (h w)
+    is constant over (i, j), whatever the head after the pooling (a hidden ReLU layer
+    included).  HiResCAM: sum_k G_k A_k = sum_k mean(G_k) A_k.  XGrad-CAM:
+    w_k = sum_ij A_kij G_kij / sum_ij A_kij = g_k / (h w) = mean(G_k) (a channel that sums to 0
+    is all 0 after the ReLU and adds nothing either way).  Both equal Grad-CAM."""
     model, x = cam_models.gap_model(head=head), cam_models.gap_input()
     if head == "hidden":  # hand-set (Keras initializes it from the global seed)
         rng = np.random.default_rng(7)
         model.get_layer("hidden").set_weights([rng.normal(0, 1, (5, 5)), rng.normal(0.2, 0.1, 5)])
         model.get_layer("logits").set_weights([rng.normal(0, 1, (5, 4)), rng.normal(0, 0.1, 4)])
     for relu in (True, False):
-        hi = cv.get_method("hires_cam")(model, relu=relu).explain(x, cv.ClassTarget([0, 1, 3]))
+        hi = cv.get_method(method)(model, relu=relu).explain(x, cv.ClassTarget([0, 1, 3]))
         gc = cv.get_method("grad_cam")(model, relu=relu).explain(x, cv.ClassTarget([0, 1, 3]))
         assert hi.meta["layer"] == gc.meta["layer"] == "conv2"
         np.testing.assert_allclose(hi.meta["low_res"], gc.meta["low_res"], rtol=1e-9, atol=1e-12)
@@ -74,10 +77,11 @@ def test_hires_cam_equals_grad_cam_after_gap(head):
         assert np.ptp(hi.meta["low_res"]) > 0 or relu
 
 
-def test_hires_cam_differs_from_grad_cam_without_gap(tiny_model, tiny_x):
+@pytest.mark.parametrize("method", ["hires_cam", "xgrad_cam"])
+def test_differs_from_grad_cam_without_gap(method, tiny_model, tiny_x):
     """A Flatten head (tiny_cnn, pool -> flatten -> dense): the gradient varies over the
     positions and the identity does not hold."""
-    hi = cv.get_method("hires_cam")(tiny_model, layer="pool", relu=False).explain(tiny_x, cv.ClassTarget(0))
+    hi = cv.get_method(method)(tiny_model, layer="pool", relu=False).explain(tiny_x, cv.ClassTarget(0))
     gc = cv.get_method("grad_cam")(tiny_model, layer="pool", relu=False).explain(tiny_x, cv.ClassTarget(0))
     assert np.abs(hi.meta["low_res"] - gc.meta["low_res"]).max() > 0.1 * np.abs(gc.meta["low_res"]).max()
 

@@ -82,6 +82,8 @@ class XGradCam(CamBase):
 
     A channel whose feature map sums to 0 gets weight 0 (pytorch-grad-cam adds 1e-7 to the
     denominator instead; on rectified maps the two agree, since such a channel is all 0).
+    When the layer is followed by global average pooling, ``G_k`` is constant over the
+    positions and ``w_k = mean(G_k)``: XGrad-CAM equals Grad-CAM.
 
     Parameters
     ----------
