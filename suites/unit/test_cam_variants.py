@@ -3,15 +3,17 @@ float64 references on tiny hand-set nets, the closed-form identities, errors."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import cnnvis_eval as cv
 from cnnvis_eval.errors import InputError, UnsupportedArchitectureError, UnsupportedLayerError
 from suites.support import cam_models, cam_ref, tiny
-from suites.support.numpy_ref import TinyNet, maxpool2, maxpool2_backward
+from suites.support.numpy_ref import TinyNet, conv2d_backward, maxpool2, maxpool2_backward
 
-VARIANTS = ("hires_cam", "xgrad_cam", "eigen_cam", "ablation_cam")
+VARIANTS = ("hires_cam", "xgrad_cam", "eigen_cam", "ablation_cam")  # layer CAMs; and full_grad
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def check_map(exp, n, ref, size):
 
 
 def test_registered():
-    assert set(VARIANTS) <= set(cv.list_methods())
+    assert set(VARIANTS + ("full_grad",)) <= set(cv.list_methods())
 
 
 # ---------------------------------------------------------------------- HiResCAM, XGrad-CAM
@@ -186,6 +188,91 @@ def test_ablation_cam_progress_and_params(tiny_model, tiny_x, capsys):
         cv.get_method("ablation_cam")(tiny_model, internal_batch_size=0)
 
 
+# ---------------------------------------------------------------------- FullGrad
+
+
+def _norm_sum(m):
+    """pytorch-grad-cam's scale over channels: (N, h, w, C) per-channel min-max, summed."""
+    lo, hi = m.min(axis=(1, 2), keepdims=True), m.max(axis=(1, 2), keepdims=True)
+    return ((m - lo) / (hi - lo + 1e-7)).sum(-1)
+
+
+def test_full_grad_matches_numpy(tiny_model, tiny_x, tiny_ref):
+    """tiny_cnn: input term |dy/dx x| + conv1's bias term at its pre-activation z1 (the fused
+    ReLU split off) + conv2's at z2 (before the separate ReLU6); Dense biases left out."""
+    cls = np.array([0, 2, 1])
+    exp = cv.get_method("full_grad")(tiny_model).explain(tiny_x, cv.ClassTarget(cls))
+    assert exp.meta["bias_layers"] == ["conv1", "conv2"]
+    c, w = tiny_ref.forward(tiny_x), tiny_ref.w
+    dl = np.zeros_like(c["logits"])
+    dl[np.arange(3), cls] = 1.0
+    dz2 = maxpool2_backward((dl @ w["w3"].T).reshape(c["p"].shape), c["win"]) * ((c["z2"] > 0) & (c["z2"] < 6))
+    dz1 = conv2d_backward(dz2, c["a1"].shape, w["w2"]) * (c["z1"] > 0)
+    dx = conv2d_backward(dz1, tiny_x.shape, w["w1"])
+    total = _norm_sum(np.abs(dx * tiny_x)) + _norm_sum(np.abs(dz1 * w["b1"])) + _norm_sum(np.abs(dz2 * w["b2"]))
+    lo, hi = total.min(axis=(1, 2), keepdims=True), total.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(exp.heatmap, (total - lo) / (hi - lo + 1e-7), rtol=1e-5, atol=1e-6)
+
+
+def _bn_pair():
+    """conv 3x3/2 (no bias) -> BatchNorm (set statistics) -> ReLU -> GAP -> Dense, and its twin
+    with the BatchNorm folded into the conv (NumPy): kernel * s, bias beta - mean * s,
+    s = gamma / sqrt(var + eps)."""
+    rng = np.random.default_rng(3)
+    k = rng.normal(0, 0.5, (3, 3, 2, 3))
+    gamma, beta = rng.uniform(0.5, 2, 3), rng.normal(0, 0.5, 3)
+    mean, var = rng.normal(0, 0.5, 3), rng.uniform(0.5, 2, 3)
+    head = [rng.normal(0, 1, (3, 2)), rng.normal(0, 0.1, 2)]
+    L = keras.layers
+
+    def build(fold):
+        inp = keras.Input((8, 8, 2), dtype="float64")
+        conv = L.Conv2D(3, 3, strides=2, padding="same", use_bias=fold, name="c", dtype="float64")
+        z = conv(inp)
+        bn = None if fold else L.BatchNormalization(epsilon=1e-3, name="bn", dtype="float64")
+        z = z if fold else bn(z)
+        dense = L.Dense(2, name="logits", dtype="float64")
+        model = keras.Model(inp, dense(L.GlobalAveragePooling2D(dtype="float64")(L.ReLU(dtype="float64")(z))))
+        s = gamma / np.sqrt(var + 1e-3)
+        conv.set_weights([k * s, beta - mean * s] if fold else [k])
+        if bn is not None:
+            bn.set_weights([gamma, beta, mean, var])
+        dense.set_weights(head)
+        return model
+
+    return build(False), build(True)
+
+
+def test_full_grad_batchnorm_bias_equals_the_folded_conv_bias():
+    """BatchNorm's implicit bias beta - mean gamma / sqrt(var + eps) at its output equals the
+    folded conv's explicit bias at the conv's output: same maps (the 4x4 maps upsampled)."""
+    with_bn, folded = _bn_pair()
+    x = cam_models.gap_input()
+    a = cv.get_method("full_grad")(with_bn).explain(x, cv.ClassTarget(1))
+    b = cv.get_method("full_grad")(folded).explain(x, cv.ClassTarget(1))
+    assert a.meta["bias_layers"] == ["bn"] and b.meta["bias_layers"] == ["c"]
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-9)
+    np.testing.assert_allclose(a.heatmap, b.heatmap, rtol=1e-5, atol=1e-6)
+    assert np.ptp(a.heatmap) > 0.5
+
+
+class _OpaqueNet(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.c1 = keras.layers.Conv2D(4, 3, padding="same", name="c1")
+        self.head = keras.layers.Dense(3, name="head")
+
+    def call(self, x):
+        return self.head(tf.reduce_mean(tf.nn.relu(self.c1(x)), axis=(1, 2)))
+
+
+def test_full_grad_refuses_an_opaque_subclassed_model():
+    model = _OpaqueNet(name="opaque")
+    model(np.zeros((1, 8, 8, 2), np.float32))
+    with pytest.raises(UnsupportedLayerError, match="full_grad: model 'opaque' is a subclassed model"):
+        cv.get_method("full_grad")(model)
+
+
 # ---------------------------------------------------------------------- shared behaviour
 
 
@@ -203,7 +290,7 @@ def test_bad_layers_and_models(method, tiny_model, tiny_x):
     assert UnsupportedLayerError  # subclassed models: see test_user_models (every method)
 
 
-@pytest.mark.parametrize("method", VARIANTS)
+@pytest.mark.parametrize("method", VARIANTS + ("full_grad",))
 def test_user_model_unchanged_and_batches_agree(method):
     model = cam_models.gap_model(softmax=True)
     x = cam_models.gap_input()

@@ -1,5 +1,5 @@
 """Class activation maps: CAM, Grad-CAM, Grad-CAM++, Score-CAM, Layer-CAM, Guided Grad-CAM,
-HiResCAM, XGrad-CAM, EigenCAM, Ablation-CAM.
+HiResCAM, XGrad-CAM, EigenCAM, Ablation-CAM, and FullGrad.
 
 All of them weight the feature maps ``A`` (N, h, w, K) of one convolutional layer, sum
 over channels, (optionally) rectify, and upsample the (N, h, w) map bilinearly to the
@@ -27,6 +27,9 @@ input size (``tf.image.resize``, half-pixel centres):
                     the (h w, K) feature matrix (Muhammad & Yeasin 2020); class-independent
 ``ablation_cam``    ``ReLU(sum_k w_k A_k)``, ``w_k = (y - y_k) / y`` with ``y_k`` the score
                     with channel ``k`` zeroed (Desai & Ramaswamy 2020); one tail pass per channel
+``full_grad``       ``|dy/dx * x|`` plus the bias-gradients ``|dy/dz_l * b_l|`` of every conv
+                    and BatchNorm layer, normalised and upsampled (Srinivas & Fleuret 2019);
+                    not a map of one layer (no ``layer=``)
 ==================  =======================================================================
 
 **Layer.**  By default the last convolutional feature map before the target: for a
@@ -51,6 +54,7 @@ ablated copies.
 from .ablation_cam import AblationCam
 from .base import CamBase, feature_layer, upsample
 from .eigen_cam import EigenCam
+from .full_grad import FullGrad
 from .gradcam import GradCam, GradCamPlusPlus, HiResCam, LayerCam, XGradCam
 from .cam import Cam
 from .score_cam import ScoreCam
@@ -61,6 +65,7 @@ __all__ = [
     "Cam",
     "CamBase",
     "EigenCam",
+    "FullGrad",
     "GradCam",
     "GradCamPlusPlus",
     "GuidedGradCam",
