@@ -84,7 +84,11 @@ Literature and what the minis show:
   globally average-pooled (same values: asserted sensitive), and are sensitive on mini_vgg
   too.  Ablation-CAM, no literature claim, measured: its map stays across classes on
   mini_inception, mini_xception and mini_mobilenet (.93-.95) and after re-initializing the
-  head of mini_mobilenet (.93); .83 on mini_inception after full randomization.
+  head of mini_mobilenet (.93); .83 on mini_inception after full randomization.  FullGrad
+  (Srinivas & Fleuret 2019), measured: .92-.98 after re-initializing the head and across
+  classes on every mini (xfail, or OPEN on mini_vgg), plausibly because its sum of
+  per-channel normalised bias-gradients of every layer is dominated by the lower layers;
+  full randomization destroys it (.05-.17).
 * The random-logit test is weaker here than on ImageNet: each synthetic image holds one
   object and the four classes are shapes, so every class's evidence is that object and
   even the plain gradient keeps .71-.82 across classes.
@@ -154,10 +158,10 @@ def method_params(method: str) -> dict:
 
 
 EXPENSIVE = ("cnnvis_eval.methods.relevance", "cnnvis_eval.methods.perturbation")
-#: pytorch-grad-cam's CAM variants (issue 19): by default on mini_vgg only (suite budget; on the
+#: pytorch-grad-cam's methods (issue 19): by default on mini_vgg only (suite budget; on the
 #: minis with global average pooling after the last feature map HiResCAM and XGrad-CAM equal
 #: Grad-CAM, see suites/unit/test_cam_variants.py)
-VGG_ONLY = ("hires_cam", "xgrad_cam", "eigen_cam", "ablation_cam")
+VGG_ONLY = ("hires_cam", "xgrad_cam", "eigen_cam", "ablation_cam", "full_grad")
 
 
 def is_default(method: str, model: str) -> bool:
@@ -285,6 +289,8 @@ REASONS = {
     ("logits_layer", "eigen_cam"): EIGEN,
     ("random_logit", "eigen_cam"): EIGEN,
     ("full", "eigen_cam"): f"{_MEASURED}: the principal component of random feature maps still traces the input",
+    ("logits_layer", "full_grad"): f"{_MEASURED}: plausibly the normalised bias-gradients of the lower layers dominate",
+    ("random_logit", "full_grad"): f"{_MEASURED}: plausibly the normalised bias-gradients of the lower layers dominate",
     ("logits_layer", "grad_cam_plus_plus"): f"{_MEASURED}: positive gradients weight the unchanged activations",
     ("logits_layer", "layer_cam"): f"{_MEASURED}: positive gradients weight the unchanged activations",
     **{(None, m): _Z_PLUS_REASON for m in Z_PLUS},
