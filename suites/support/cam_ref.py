@@ -109,6 +109,48 @@ def layer_cam(A, G):
     return relu((relu(G) * A).sum(axis=-1))
 
 
+def hires_cam(A, G):
+    """Draelos & Carin 2020: ReLU(sum_k G_k * A_k)."""
+    out = np.zeros(A.shape[:2])
+    for k in range(A.shape[-1]):
+        out += G[..., k] * A[..., k]
+    return relu(out)
+
+
+def xgrad_cam(A, G):
+    """Fu et al. 2020, eq. 9: w_k = sum_ij (A_kij / sum_ab A_kab) G_kij; ReLU(sum_k w_k A_k).
+    A channel that sums to 0 gets weight 0."""
+    out = np.zeros(A.shape[:2])
+    for k in range(A.shape[-1]):
+        a, g = A[..., k], G[..., k]
+        w = (a / a.sum() * g).sum() if a.sum() != 0 else 0.0
+        out += w * a
+    return relu(out)
+
+
+def eigen_cam(A):
+    """Muhammad & Yeasin 2020 as pytorch-grad-cam: the position-centred (h w, K) matrix
+    projected on its first right singular vector, sign chosen so that sum(v1) >= 0; ReLU."""
+    h, w, k = A.shape
+    m = A.reshape(h * w, k).astype(np.float64)
+    m = m - m.mean(axis=0)
+    _, _, vt = np.linalg.svd(m, full_matrices=False)
+    v = vt[0] if vt[0].sum() >= 0 else -vt[0]
+    return relu((m @ v).reshape(h, w))
+
+
+def ablation_cam(A, score, ablated_score_fn):
+    """Desai & Ramaswamy 2020: w_k = (y - y_k) / y, y_k = ablated_score_fn(A with channel k
+    zeroed); ReLU(sum_k w_k A_k).  A (h, w, K), score y (float)."""
+    out = np.zeros(A.shape[:2])
+    for k in range(A.shape[-1]):
+        ablated = A.copy()
+        ablated[..., k] = 0.0
+        w = (score - ablated_score_fn(ablated)) / score
+        out += w * A[..., k]
+    return relu(out)
+
+
 def score_cam(x, A, score_fn):
     """Score-CAM of one image.
 

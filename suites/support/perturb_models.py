@@ -133,3 +133,33 @@ def small_cnn(size: int = 32, seed: int = 0, classes: int = 5) -> keras.Model:
     h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
     out = keras.layers.Dense(classes, name="logits")(h)
     return keras.Model(inp, out, name="small_cnn")
+
+
+def centre_model(size: int = 48, centre: int = 16, dtype: str = "float32") -> keras.Model:
+    """A model that reads only the central ``centre x centre`` pixels of the image.
+
+    x (size, size, 3) -> Cropping2D "centre" -> Conv2D 1x1 "bright" (identity, ReLU: the
+    positive part of each channel) -> GlobalAveragePooling -> Dense "logits" (2): logit 0 =
+    3 x the mean positive channel value in the centre, logit 1 = its negative.  Hiding a
+    centre pixel with 0 (occlusion's and RISE's baseline) or grey lowers logit 0 wherever a
+    channel is positive; nothing outside the centre matters.
+    """
+    m = (size - centre) // 2
+    inp = keras.Input((size, size, 3), dtype=dtype, name="image")
+    crop = keras.layers.Cropping2D(((m, size - centre - m), (m, size - centre - m)), name="centre", dtype=dtype)
+    conv = keras.layers.Conv2D(3, 1, activation="relu", name="bright", dtype=dtype)
+    gap = keras.layers.GlobalAveragePooling2D(name="gap", dtype=dtype)
+    dense = keras.layers.Dense(2, name="logits", dtype=dtype)
+    model = keras.Model(inp, dense(gap(conv(crop(inp)))), name="centre_model")
+    conv.set_weights([np.eye(3)[None, None], np.zeros(3)])
+    dense.set_weights([np.array([[1.0, -1.0]] * 3), np.zeros(2)])
+    return model
+
+
+def flat_tiles(size: int = 48, tile: int = 8, seed: int = 0) -> np.ndarray:
+    """(1, size, size, 3) float32 image in [-0.9, 0.9] made of flat coloured ``tile`` px
+    tiles (no texture: hiding a tile by its own mean colour changes nothing)."""
+    rng = np.random.default_rng(seed)
+    n = -(-size // tile)
+    colours = rng.uniform(-0.9, 0.9, (n, n, 3))
+    return np.repeat(np.repeat(colours, tile, 0), tile, 1)[None, :size, :size].astype(np.float32)

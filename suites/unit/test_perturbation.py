@@ -73,7 +73,7 @@ def test_lime_is_built_on_the_lime_package(region):
     own loop, and the whole explanation equals lime's explain_instance."""
     model, x, _ = region
     image = x[0].astype(np.float64)
-    exp = _lime(model, num_samples=60, seed=3).explain(x[:1], cv.ClassTarget(0))
+    exp = _lime(model, num_samples=60, seed=3, hide_color="mean").explain(x[:1], cv.ClassTarget(0))
     segments = exp.meta["segments"][0]
 
     def classifier(images):  # plain Keras call, outside cnnvis_eval
@@ -102,6 +102,57 @@ def test_lime_is_built_on_the_lime_package(region):
     np.testing.assert_allclose(exp.meta["weights"][0], ref_w, rtol=1e-3, atol=1e-4)
     _, ref_mask = ref.get_image_and_mask(0, positive_only=True, num_features=5, hide_rest=False)
     np.testing.assert_array_equal(exp.meta["top_mask"][0], ref_mask > 0)
+
+
+@pytest.fixture(scope="module")
+def centre():
+    """pm.centre_model on two 48 px images of flat 8 px tiles; the centre 16 x 16 mask."""
+    inside = np.zeros((48, 48), bool)
+    inside[16:32, 16:32] = True
+    return pm.centre_model(), np.concatenate([pm.flat_tiles(seed=0), pm.flat_tiles(seed=1)]), inside
+
+
+def test_lime_greys_out_by_default_and_the_mean_is_blind_to_flat_superpixels(centre):
+    """The study greys hidden superpixels out (section 3.10).  With lime's per-superpixel
+    mean a flat tile is unchanged when hidden: every sample scores like the image, LIME's
+    weights are all (numerically) zero and it cannot find the centre the model reads; grey
+    finds it on both images, as occlusion and RISE do."""
+    model, x, inside = centre
+    grey = _lime(model, num_samples=300).explain(x, cv.ClassTarget(0))
+    mean = _lime(model, num_samples=300, hide_color="mean").explain(x, cv.ClassTarget(0))
+    assert grey.meta["params"]["hide_color"] == "grey"
+    for n in range(len(x)):
+        seg = grey.meta["segments"][n]
+        assert seg.max() + 1 == 36  # quickshift finds the 36 tiles
+        # grey: the maximum lies in the centre, so do the top superpixels that carry weight
+        assert inside.flat[np.argmax(grey.heatmap[n])]
+        top = grey.meta["top_mask"][n]
+        assert (top & inside).any()
+        assert np.abs(grey.heatmap[n][~inside]).max() < 0.1 * grey.heatmap[n][inside].max()
+        # mean: blind (weights at rounding level), so the centre is not found
+        assert np.abs(mean.meta["weights"][n]).max() < 1e-9 * grey.heatmap[n].max()
+        assert not inside.flat[np.argmax(mean.heatmap[n])]
+    for method, params in (("occlusion", {"window": 8, "stride": 8}), ("rise", {"n_masks": 300})):
+        heat = cv.explain(method, model, x, cv.ClassTarget(0), progress=False, **params).heatmap
+        assert all(inside.flat[np.argmax(h)] for h in heat), method
+
+
+def test_lime_hide_colours(centre):
+    """grey: the middle of the declared input range, else of each image's own range; a
+    number or (C,) array as given; bad values refused in one line."""
+    model, x, _ = centre
+    seg = np.zeros((48, 48), np.int32)
+    lime = _lime(model)
+    np.testing.assert_allclose(lime._fudged(x[0], seg, 1), (x[0].min() + x[0].max()) / 2, rtol=1e-6)
+    spec = cv.as_spec(model)
+    spec.input_range = (np.array([-1.0, 0.0, 0.0]), np.array([1.0, 1.0, 255.0]))
+    np.testing.assert_allclose(_lime(spec)._fudged(x[0], seg, 1)[0, 0], [0.0, 0.5, 127.5])
+    np.testing.assert_allclose(_lime(model, hide_color=[1, 2, 3])._fudged(x[0], seg, 1)[5, 5], [1, 2, 3])
+    np.testing.assert_allclose(_lime(model, hide_color=None)._fudged(x[0], seg, 1),
+                               _lime(model, hide_color="mean")._fudged(x[0], seg, 1))
+    for bad in ("blue", [[1, 2]], float("nan")):
+        with pytest.raises(InputError, match="hide_color must be 'grey', 'mean'"):
+            _lime(model, hide_color=bad)
 
 
 def test_lime_seeded_and_batch_equals_per_image(region):

@@ -1,4 +1,5 @@
-"""Class activation maps: CAM, Grad-CAM, Grad-CAM++, Score-CAM, Layer-CAM, Guided Grad-CAM.
+"""Class activation maps: CAM, Grad-CAM, Grad-CAM++, Score-CAM, Layer-CAM, Guided Grad-CAM,
+HiResCAM, XGrad-CAM, EigenCAM, Ablation-CAM, and FullGrad.
 
 All of them weight the feature maps ``A`` (N, h, w, K) of one convolutional layer, sum
 over channels, (optionally) rectify, and upsample the (N, h, w) map bilinearly to the
@@ -18,6 +19,17 @@ input size (``tf.image.resize``, half-pixel centres):
                     2020, Algorithm 1); gradient-free, one forward pass per channel
 ``guided_grad_cam`` guided backprop times the upsampled Grad-CAM map (composition of the
                     ``guided_backprop`` and ``grad_cam`` explainers)
+``hires_cam``       ``ReLU(sum_k G_k * A_k)`` (Draelos & Carin 2020); equals Grad-CAM when
+                    the layer is followed by global average pooling
+``xgrad_cam``       ``ReLU(sum_k w_k A_k)``, ``w_k = sum_ij A_kij G_kij / sum_ij A_kij`` (Fu
+                    et al. 2020)
+``eigen_cam``       ``ReLU((A - mean_ij A) v_1)``, ``v_1`` the first principal direction of
+                    the (h w, K) feature matrix (Muhammad & Yeasin 2020); class-independent
+``ablation_cam``    ``ReLU(sum_k w_k A_k)``, ``w_k = (y - y_k) / y`` with ``y_k`` the score
+                    with channel ``k`` zeroed (Desai & Ramaswamy 2020); one tail pass per channel
+``full_grad``       ``|dy/dx * x|`` plus the bias-gradients ``|dy/dz_l * b_l|`` of every conv
+                    and BatchNorm layer, normalised and upsampled (Srinivas & Fleuret 2019);
+                    not a map of one layer (no ``layer=``)
 ==================  =======================================================================
 
 **Layer.**  By default the last convolutional feature map before the target: for a
@@ -33,24 +45,34 @@ is found.  ``layer="name"`` overrides; ``exp.meta["layer"]`` records the layer u
 gradient of the target with respect to ``A`` only: the tape watches ``A`` and nothing
 else, so the backward pass stops at the layer (it never reaches the input).  That pass is
 shared by all CAM explainers of the same model and target layer (CAM, Grad-CAM,
-Grad-CAM++, Layer-CAM, Score-CAM and the Grad-CAM inside Guided Grad-CAM trace it once;
-CAM and Score-CAM only read its feature maps).
+Grad-CAM++, Layer-CAM, HiResCAM, XGrad-CAM, EigenCAM, Score-CAM and the Grad-CAM inside
+Guided Grad-CAM trace it once; CAM, EigenCAM and Score-CAM only read its feature maps).
+Ablation-CAM runs one forward pass, then only the layers after the feature layer on the
+ablated copies.
 """
 
+from .ablation_cam import AblationCam
 from .base import CamBase, feature_layer, upsample
-from .gradcam import GradCam, GradCamPlusPlus, LayerCam
+from .eigen_cam import EigenCam
+from .full_grad import FullGrad
+from .gradcam import GradCam, GradCamPlusPlus, HiResCam, LayerCam, XGradCam
 from .cam import Cam
 from .score_cam import ScoreCam
 from .guided import GuidedGradCam
 
 __all__ = [
+    "AblationCam",
     "Cam",
     "CamBase",
+    "EigenCam",
+    "FullGrad",
     "GradCam",
     "GradCamPlusPlus",
     "GuidedGradCam",
+    "HiResCam",
     "LayerCam",
     "ScoreCam",
+    "XGradCam",
     "feature_layer",
     "upsample",
 ]

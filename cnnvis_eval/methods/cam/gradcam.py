@@ -1,5 +1,5 @@
-"""Gradient CAMs: Grad-CAM, Grad-CAM++ and Layer-CAM (channel or location weights from the
-gradient of the target w.r.t. the feature maps)."""
+"""Gradient CAMs: Grad-CAM, Grad-CAM++, Layer-CAM, HiResCAM and XGrad-CAM (channel or
+location weights from the gradient of the target w.r.t. the feature maps)."""
 
 from __future__ import annotations
 
@@ -53,4 +53,53 @@ class LayerCam(CamBase):
         return tf.reduce_sum(tf.nn.relu(g) * a, axis=-1)
 
 
-__all__ = ["GradCam", "GradCamPlusPlus", "LayerCam"]
+@register("hires_cam")
+class HiResCam(CamBase):
+    """HiResCAM (Draelos & Carin 2020): ``ReLU(sum_k G_k * A_k)``, the gradient times the
+    feature map summed over channels (no spatial averaging of the gradient).
+
+    When the feature layer is followed by global average pooling, ``G_k`` is constant over
+    the positions (``dy / dpool_k / (h w)``) and HiResCAM equals Grad-CAM exactly; elsewhere
+    (a Flatten head, a later conv) it keeps the gradient's spatial detail.
+
+    Parameters
+    ----------
+    layer : str, optional
+    relu : bool
+        Default True (as pytorch-grad-cam); False gives the signed map.
+
+    heatmap (N, H, W); ``meta["layer"]``, ``meta["low_res"]`` (N, h, w).
+    """
+
+    def combine(self, a, g):
+        return tf.reduce_sum(g * a, axis=-1)
+
+
+@register("xgrad_cam")
+class XGradCam(CamBase):
+    """XGrad-CAM (Fu et al. 2020, eq. 9): channel weights
+    ``w_k = sum_ij (A_kij / sum_ab A_kab) G_kij``, map ``ReLU(sum_k w_k A_k)``.
+
+    A channel whose feature map sums to 0 gets weight 0 (pytorch-grad-cam adds 1e-7 to the
+    denominator instead; on rectified maps the two agree, since such a channel is all 0).
+    When the layer is followed by global average pooling, ``G_k`` is constant over the
+    positions and ``w_k = mean(G_k)``: XGrad-CAM equals Grad-CAM.
+
+    Parameters
+    ----------
+    layer : str, optional
+    relu : bool
+        Default True.
+
+    heatmap (N, H, W); ``meta["layer"]``, ``meta["low_res"]`` (N, h, w).
+    """
+
+    def combine(self, a, g):
+        total = tf.reduce_sum(a, axis=(1, 2))  # (N, K)
+        nonzero = tf.not_equal(total, 0.0)
+        w = tf.where(nonzero, tf.reduce_sum(a * g, axis=(1, 2)) / tf.where(nonzero, total, tf.ones_like(total)),
+                     tf.zeros_like(total))
+        return tf.einsum("nhwk,nk->nhw", a, w)
+
+
+__all__ = ["GradCam", "GradCamPlusPlus", "HiResCam", "LayerCam", "XGradCam"]

@@ -139,6 +139,23 @@ class _RowScorer:
         return s.astype(np.float64)[:, None]
 
 
+def _check_hide_color(hide_color):
+    """``"grey"`` (``"gray"``), ``"mean"`` (None), a number or a (C,) array of finite values."""
+    if hide_color is None or (isinstance(hide_color, str) and hide_color == "mean"):
+        return "mean"
+    if isinstance(hide_color, str):
+        if hide_color in ("grey", "gray"):
+            return "grey"
+        raise InputError(f"hide_color must be 'grey', 'mean', a number or a (C,) array, got {hide_color!r}")
+    try:
+        hc = np.asarray(hide_color, np.float64)
+    except (TypeError, ValueError):
+        hc = None
+    if hc is None or hc.ndim > 1 or not np.all(np.isfinite(hc)):
+        raise InputError(f"hide_color must be 'grey', 'mean', a number or a (C,) array, got {hide_color!r}")
+    return hide_color
+
+
 @register("lime")
 class Lime(PerturbationExplainer):
     """LIME for images (Ribeiro et al. 2016), built on ``lime.lime_image``.
@@ -169,9 +186,15 @@ class Lime(PerturbationExplainer):
         min_size=50.  :meth:`segmentation_params` shows the values for an image size.
     top_k : int
         Number of positive superpixels in ``meta["top_mask"]`` (5, as in the study).
-    hide_color : None, number or (C,) array
-        Replacement of hidden superpixels in model-input units; None (lime's default)
-        uses each superpixel's mean colour.
+    hide_color : "grey", "mean", None, number or (C,) array
+        Replacement of hidden superpixels.  ``"grey"`` (default; ``"gray"`` too): the study's
+        "grey out" (section 3.10), mid-grey in model-input units, i.e. the middle of
+        ``spec.input_range`` (= ``preprocess`` of RGB 127.5 for the zoo and the minis);
+        for a model without a declared input range, the middle of each image's own
+        min..max (the grey of the display image LIME segments).  ``"mean"`` or None
+        (lime's default): each superpixel's mean colour, which leaves a flat superpixel
+        unchanged when hidden, so LIME cannot see it.  A number or (C,) array: that value
+        in model-input units.
     kernel_width : float
         lime's exponential kernel width on cosine distance (lime's default 0.25).
     batch_size : int
@@ -191,7 +214,7 @@ class Lime(PerturbationExplainer):
 
     def __init__(self, model, *, num_samples: int = 1000, seed: int = 0,
                  segmentation="quickshift", segmentation_params: dict | None = None,
-                 top_k: int = 5, hide_color=None, kernel_width: float = 0.25,
+                 top_k: int = 5, hide_color="grey", kernel_width: float = 0.25,
                  batch_size: int = 32, progress: bool | None = None):
         super().__init__(
             model, batch_size=batch_size, progress=progress, num_samples=num_samples,
@@ -203,11 +226,7 @@ class Lime(PerturbationExplainer):
         self.seed = P.integer(seed, "seed", minimum=0)
         self.top_k = P.integer(top_k, "top_k")
         self.kernel_width = P.number(kernel_width, "kernel_width", strict=True)
-        self.hide_color = hide_color
-        if hide_color is not None:
-            hc = np.asarray(hide_color, np.float64)
-            if hc.ndim > 1 or not np.all(np.isfinite(hc)):
-                raise InputError(f"hide_color must be None, a number or a (C,) array, got {hide_color!r}")
+        self.hide_color = _check_hide_color(hide_color)
         self._segmentation = self._check_segmentation(segmentation, segmentation_params)
         self._segmentation_params = dict(segmentation_params or {})
         self._segmenters: dict = {}  # SegmentationAlgorithm per image size (same for every call)
@@ -297,7 +316,15 @@ class Lime(PerturbationExplainer):
         return self._cached(("lime", bound.key, bound.reduce), build)
 
     def _fudged(self, x: np.ndarray, segments: np.ndarray, n: int) -> np.ndarray:
-        if self.hide_color is not None:
+        """The image (H, W, C) with every pixel replaced by the hide colour."""
+        if isinstance(self.hide_color, str) and self.hide_color == "grey":
+            rng = self.spec.input_range
+            if rng is not None:
+                grey = (np.asarray(rng[0], np.float64) + np.asarray(rng[1], np.float64)) / 2.0
+            else:
+                grey = (float(x.min()) + float(x.max())) / 2.0
+            return np.broadcast_to(grey, x.shape).astype(x.dtype)
+        if not isinstance(self.hide_color, str):
             hc = np.asarray(self.hide_color, np.float64)
             try:
                 return np.broadcast_to(hc, x.shape).astype(x.dtype)
