@@ -254,3 +254,18 @@ class VbpNet:
             m = m[1:-1, 1:-1]
             out.append(min_max(m))
         return np.stack(out)
+
+
+def tiny_maps_and_grads(net, x, cls, layer):
+    """tiny_cnn's feature map (``"relu6"`` or ``"pool"``) and d logit[cls] / d map, from its
+    NumPy reference ``net`` (:class:`suites.support.numpy_ref.TinyNet`)."""
+    from .numpy_ref import maxpool2_backward
+
+    c = net.forward(x)
+    dl = np.zeros_like(c["logits"])
+    dl[np.arange(len(x)), cls] = 1.0
+    dp = (dl @ net.w["w3"].T).reshape(c["p"].shape)
+    if layer == "pool":
+        return c["p"], dp
+    assert layer == "relu6"
+    return c["a2"], maxpool2_backward(dp, c["win"])

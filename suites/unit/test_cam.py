@@ -14,7 +14,7 @@ from cnnvis_eval.errors import (
 )
 from cnnvis_eval.graph import find_cam_head
 from suites.support import cam_models, cam_ref, tiny
-from suites.support.numpy_ref import TinyNet, maxpool2_backward
+from suites.support.numpy_ref import TinyNet
 
 CAM_METHODS = ("cam", "grad_cam", "grad_cam_plus_plus", "layer_cam", "score_cam", "guided_grad_cam")
 GRAD_REFS = {
@@ -127,24 +127,12 @@ def tiny_ref():
     return TinyNet(tiny.tiny_weights())
 
 
-def tiny_maps_and_grads(net, x, cls, layer):
-    """Feature map and d logit[cls] / d map from the NumPy reference of tiny_cnn."""
-    c = net.forward(x)
-    dl = np.zeros_like(c["logits"])
-    dl[np.arange(len(x)), cls] = 1.0
-    dp = (dl @ net.w["w3"].T).reshape(c["p"].shape)
-    if layer == "pool":
-        return c["p"], dp
-    assert layer == "relu6"
-    return c["a2"], maxpool2_backward(dp, c["win"])
-
-
 @pytest.mark.parametrize("layer", ["relu6", "pool"])
 @pytest.mark.parametrize("method", sorted(GRAD_REFS))
 def test_gradient_cams_match_numpy(method, layer, tiny_model, tiny_x, tiny_ref):
     cls = np.array([0, 2, 1])
     exp = cv.get_method(method)(tiny_model, layer=layer).explain(tiny_x, cv.ClassTarget(cls))
-    a, g = tiny_maps_and_grads(tiny_ref, tiny_x, cls, layer)
+    a, g = cam_ref.tiny_maps_and_grads(tiny_ref, tiny_x, cls, layer)
     assert exp.meta["layer"] == layer
     np.testing.assert_allclose(exp.scores, tiny_ref.logits(tiny_x)[np.arange(3), cls], rtol=1e-6)
     for n in range(len(tiny_x)):

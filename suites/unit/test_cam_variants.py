@@ -21,15 +21,6 @@ def tiny_ref():
     return TinyNet(tiny.tiny_weights())
 
 
-def maps_and_grads(net, x, cls, layer):
-    """tiny_cnn's feature map (relu6 or pool) and d logit[cls] / d map, in NumPy."""
-    c = net.forward(x)
-    dl = np.zeros_like(c["logits"])
-    dl[np.arange(len(x)), cls] = 1.0
-    dp = (dl @ net.w["w3"].T).reshape(c["p"].shape)
-    return (c["p"], dp) if layer == "pool" else (c["a2"], maxpool2_backward(dp, c["win"]))
-
-
 def check_map(exp, n, ref, size):
     scale = max(np.abs(ref).max(), 1e-12)
     np.testing.assert_allclose(exp.meta["low_res"][n], ref, rtol=1e-5, atol=1e-7 * scale)
@@ -49,7 +40,7 @@ def test_registered():
 def test_gradient_variants_match_numpy(method, ref, layer, tiny_model, tiny_x, tiny_ref):
     cls = np.array([0, 2, 1])
     exp = cv.get_method(method)(tiny_model, layer=layer).explain(tiny_x, cv.ClassTarget(cls))
-    a, g = maps_and_grads(tiny_ref, tiny_x, cls, layer)
+    a, g = cam_ref.tiny_maps_and_grads(tiny_ref, tiny_x, cls, layer)
     assert exp.meta["layer"] == layer
     refs = [ref(a[n], g[n]) for n in range(len(tiny_x))]
     assert sum(r.max() > 0 for r in refs) >= 2  # not a comparison of empty maps
