@@ -58,14 +58,17 @@ def _cases(config) -> list[tuple[str, str, str, str | None]]:
     """(model file, check, method, variant) for every selected check, variant and method."""
     from cnnvis_eval.errors import InputError
 
-    from .session import select_cases
+    from .session import select_cases, selected_checks, selected_methods
 
+    checks = _split(config.getoption("--cnnvis-checks")) or None
     methods = _split(config.getoption("--cnnvis-methods")) if config.getoption("--cnnvis-methods") else None
-    try:
-        cases = select_cases(_split(config.getoption("--cnnvis-checks")) or None, methods)
-    except InputError as err:
-        option = "--cnnvis-checks" if "check" in str(err).split(";")[0] else "--cnnvis-methods"
-        raise pytest.UsageError(f"{option}: {err}") from None
+    for option, validate, value in (("--cnnvis-checks", selected_checks, checks),
+                                    ("--cnnvis-methods", selected_methods, methods)):
+        try:
+            validate(value)
+        except InputError as err:
+            raise pytest.UsageError(f"{option}: {err}") from None
+    cases = select_cases(checks, methods)
     return [(model, check, method, variant) for model in config.getoption("--cnnvis-model")
             for check, method, variant in cases]
 

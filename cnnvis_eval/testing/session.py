@@ -28,6 +28,35 @@ def check_names() -> list[str]:
     return [c if v is None else f"{c}.{v}" for c, (vs, _) in CHECKS.items() for v in vs]
 
 
+def selected_checks(checks=None) -> list[str]:
+    """The checks asked for (default every check), each ``check`` or ``check.variant``.
+
+    Raises InputError naming an unknown one and listing the available ones."""
+    from .checks import CHECKS
+
+    wanted = list(checks or CHECKS)
+    for w in wanted:
+        check, _, variant = w.partition(".")
+        if check not in CHECKS or (variant and variant not in CHECKS[check][0]):
+            raise InputError(f"unknown check {w!r}; available: {', '.join(check_names())}")
+    return wanted
+
+
+def selected_methods(methods=None) -> list[str]:
+    """The methods asked for (default :data:`DEFAULT_METHODS`): registered methods or controls.
+
+    Raises InputError naming the unknown ones (or an empty list) and listing the available ones."""
+    from ..methods import list_methods
+    from ..metrics import CONTROLS
+
+    methods = list(DEFAULT_METHODS if methods is None else methods)
+    unknown = [m for m in methods if m not in list_methods() and m not in CONTROLS]
+    if unknown or not methods:
+        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
+                         f"available: {', '.join(list_methods())}")
+    return methods
+
+
 def select_cases(checks=None, methods=None) -> list[tuple[str, str, str | None]]:
     """(check, method, variant) for every selected check, variant and method, checks first.
 
@@ -43,20 +72,9 @@ def select_cases(checks=None, methods=None) -> list[tuple[str, str, str | None]]
     InputError
         An unknown check or method (the line lists the available ones).
     """
-    from ..methods import list_methods
-    from ..metrics import CONTROLS
     from .checks import CHECKS
 
-    wanted = list(checks or CHECKS)
-    for w in wanted:
-        check, _, variant = w.partition(".")
-        if check not in CHECKS or (variant and variant not in CHECKS[check][0]):
-            raise InputError(f"unknown check {w!r}; available: {', '.join(check_names())}")
-    methods = list(DEFAULT_METHODS if methods is None else methods)
-    unknown = [m for m in methods if m not in list_methods() and m not in CONTROLS]
-    if unknown or not methods:
-        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
-                         f"available: {', '.join(list_methods())}")
+    wanted, methods = selected_checks(checks), selected_methods(methods)
     out = []
     for check, (variants, _) in CHECKS.items():
         for variant in variants:
@@ -171,5 +189,5 @@ def write_check_folder(out, verdicts, config: dict) -> Path:
     return build_report(out, title=f"cnnvis_eval check — {', '.join(config.get('models', [])) or out.name}")
 
 
-__all__ = ["DEFAULT_METHODS", "STUDY_METHODS", "check_names", "failed_required", "open_context", "run_cases",
+__all__ = ["DEFAULT_METHODS", "STUDY_METHODS", "check_names", "selected_checks", "selected_methods", "failed_required", "open_context", "run_cases",
            "scorecard_text", "select_cases", "write_check_folder"]
