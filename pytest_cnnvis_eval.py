@@ -36,6 +36,9 @@ def pytest_addoption(parser):
                          "model, a custom layer); repeatable")
     group.addoption("--cnnvis-input-shape", default=None, metavar="H,W,C",
                     help="the input shape of a subclassed model whose file does not record one")
+    group.addoption("--cnnvis-param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                    help="a method parameter (VALUE read as JSON, else text), e.g. lime.num_samples=1000; "
+                         "repeatable (default: the comparison grid's settings, LIME 200 samples)")
     group.addoption("--cnnvis-report", action="store", default=None, metavar="DIR",
                     help="write the measurements, verdicts and an HTML report to DIR")
 

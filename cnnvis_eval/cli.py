@@ -182,8 +182,8 @@ def cmd_check(args) -> int:
     from .errors import CnnVisError, InputError
     from .evaluation import RunLock
     from .testing.session import (
-        DEFAULT_METHODS, failed_required, open_context, run_cases, scorecard_text, select_cases,
-        write_check_folder)
+        DEFAULT_METHODS, failed_required, open_context, parse_params, run_cases, scorecard_text, select_cases,
+        validate_params, write_check_folder)
 
     try:
         methods = list(_split(args.methods)) or list(DEFAULT_METHODS)
@@ -196,6 +196,7 @@ def cmd_check(args) -> int:
                              f"available: {', '.join(list_methods())}")
         methods += [m for m in required if m not in methods]  # a required method is always checked
         cases = select_cases(list(_split(args.checks)) or None, methods)
+        overrides = parse_params(args.param, methods)
         model = Path(args.model_file)
         if not model.is_file():
             raise InputError(f"model file {str(model)!r} does not exist")
@@ -204,7 +205,8 @@ def cmd_check(args) -> int:
         ctx = open_context(model, args.images, masks=args.masks, preprocess=args.preprocess,
                            classes=list(_split(args.classes)), output=args.output, seed=args.seed,
                            output_flag="--output", custom_objects=list(args.custom_object or ()),
-                           input_shape=_shape(args.input_shape))
+                           input_shape=_shape(args.input_shape), params=overrides)
+        validate_params(ctx, methods)
         print(f"check {model.name}: {len(ctx.x)} images x {len(methods)} methods, {len(cases)} checks -> {out}")
         args.run_folder = out
         with RunLock(out):
@@ -213,7 +215,8 @@ def cmd_check(args) -> int:
                       "images": str(args.images), "masks": args.masks, "methods": methods,
                       "checks": list(_split(args.checks)) or "all", "require": required,
                       "preprocess": args.preprocess, "seed": args.seed, "n_images": int(len(ctx.x)),
-                      "custom_objects": list(args.custom_object or ()), "output": args.output}
+                      "custom_objects": list(args.custom_object or ()), "output": args.output,
+                      "params": {m: ctx.method_params(m) for m in methods}}
             page = write_check_folder(out, verdicts, config)
     except CnnVisError as err:
         print("cnnvis-eval: error: " + " ".join(str(err).splitlines()), file=sys.stderr)
@@ -354,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "a custom layer), imported from MODULE; repeatable")
     c.add_argument("--input-shape", default=None, metavar="H,W,C",
                    help="the input shape of a subclassed model whose file does not record one")
+    c.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                   help="a method parameter (VALUE read as JSON, else text), e.g. lime.num_samples=1000; "
+                        "repeatable. Default: the comparison grid's settings (LIME 200 samples, RISE 250 "
+                        "masks, integrated gradients 16 steps)")
     c.add_argument("--out", default=None, help="report folder (default reports/check-<model file stem>)")
     c.add_argument("--seed", type=int, default=0, help="seed of randomization, random orders and noise")
     c.add_argument("--quiet", action="store_true", help="no progress bar")

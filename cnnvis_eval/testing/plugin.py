@@ -36,6 +36,7 @@ _OUTPUT_KEY = "cnnvis_verdicts"
 _VERDICTS: list = []
 _CONTEXTS: dict = {}
 _CASES = pytest.StashKey[list]()
+_PARAMS = pytest.StashKey[dict]()
 
 
 def _shape(text: str | None):
@@ -58,7 +59,7 @@ def _cases(config) -> list[tuple[str, str, str, str | None]]:
     """(model file, check, method, variant) for every selected check, variant and method."""
     from cnnvis_eval.errors import InputError
 
-    from .session import select_cases, selected_checks, selected_methods
+    from .session import parse_params, select_cases, selected_checks, selected_methods
 
     checks = _split(config.getoption("--cnnvis-checks")) or None
     methods = _split(config.getoption("--cnnvis-methods")) if config.getoption("--cnnvis-methods") else None
@@ -69,6 +70,10 @@ def _cases(config) -> list[tuple[str, str, str, str | None]]:
         except InputError as err:
             raise pytest.UsageError(f"{option}: {err}") from None
     cases = select_cases(checks, methods)
+    try:
+        config.stash[_PARAMS] = parse_params(config.getoption("--cnnvis-param"), sorted({m for _, m, _ in cases}))
+    except InputError as err:
+        raise pytest.UsageError(f"--cnnvis-param: {err}") from None
     return [(model, check, method, variant) for model in config.getoption("--cnnvis-model")
             for check, method, variant in cases]
 
@@ -126,7 +131,7 @@ def context(config, model: str):
     if model not in _CONTEXTS:
         from cnnvis_eval.errors import InputError
 
-        from .session import open_context
+        from .session import open_context, validate_params
 
         try:
             _CONTEXTS[model] = open_context(model, config.getoption("--cnnvis-images"),
@@ -136,7 +141,9 @@ def context(config, model: str):
                                             output=config.getoption("--cnnvis-output"),
                                             output_flag="--cnnvis-output",
                                             custom_objects=config.getoption("--cnnvis-custom-object"),
-                                            input_shape=_shape(config.getoption("--cnnvis-input-shape")))
+                                            input_shape=_shape(config.getoption("--cnnvis-input-shape")),
+                                            params=config.stash.get(_PARAMS, {}))
+            validate_params(_CONTEXTS[model], sorted({m for _, _, m, _ in config.stash.get(_CASES, [])}))
         except InputError as err:
             _CONTEXTS[model] = err
     ctx = _CONTEXTS[model]
@@ -192,7 +199,8 @@ def pytest_sessionfinish(session, exitstatus):
               "model_files": [str(Path(m).resolve()) for m in opt("--cnnvis-model")],
               "images": opt("--cnnvis-images"), "masks": opt("--cnnvis-masks"),
               "methods": opt("--cnnvis-methods") or "default", "checks": opt("--cnnvis-checks") or "all",
-              "preprocess": opt("--cnnvis-preprocess"), "output": opt("--cnnvis-output")}
+              "preprocess": opt("--cnnvis-preprocess"), "output": opt("--cnnvis-output"),
+              "param": list(opt("--cnnvis-param"))}
     page = write_check_folder(out, _VERDICTS, config)
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     if tr is not None:

@@ -57,6 +57,82 @@ def selected_methods(methods=None) -> list[str]:
     return methods
 
 
+def parse_params(items, methods=None) -> dict[str, dict]:
+    """``["lime.num_samples=1000", ...]`` -> ``{"lime": {"num_samples": 1000}}``.
+
+    Each item is ``METHOD.NAME=VALUE``; VALUE is read as JSON (``1000``, ``0.5``, ``"slic"``,
+    ``[1, 2]``, ``true``) and otherwise kept as text (``slic``).  ``methods``: the methods
+    of the run; a parameter of another method is an error (it would be silently unused).
+
+    Raises
+    ------
+    InputError
+        A malformed item, a method that is not checked, or a parameter the method's
+        constructor does not take (the line lists the ones it does).
+    """
+    import inspect
+
+    from ..methods import get_method, list_methods
+
+    out: dict[str, dict] = {}
+    for item in items or ():
+        head, eq, text = str(item).partition("=")
+        method, dot, name = head.strip().partition(".")
+        if not (eq and dot and method and name):
+            raise InputError(f"parameter {item!r} must read METHOD.NAME=VALUE, e.g. lime.num_samples=1000")
+        if method not in list_methods():
+            raise InputError(f"parameter {item!r}: {method!r} is not a registered method")
+        if methods is not None and method not in methods:
+            raise InputError(f"parameter {item!r}: {method!r} is not among the checked methods "
+                             f"({', '.join(methods)})")
+        accepted = [k for k, v in inspect.signature(get_method(method).__init__).parameters.items()
+                    if k not in ("self", "model") and v.kind is not v.VAR_KEYWORD and v.kind is not v.VAR_POSITIONAL]
+        if name not in accepted:
+            raise InputError(f"parameter {item!r}: {method} has no parameter {name!r}; "
+                             f"it takes {', '.join(accepted) or 'none'}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        out.setdefault(method, {})[name] = value
+    return out
+
+
+def session_params(spec, overrides: dict | None = None) -> dict[str, dict]:
+    """The parameters every registered method runs with in a check session (the
+    ``check`` command and the pytest plugin): the comparison grid's
+    (:func:`cnnvis_eval.evaluation.config.method_params`: e.g. LIME 200 samples, RISE 250
+    masks, integrated gradients 16 steps, an occlusion window of 1/6 of the input side),
+    updated with ``overrides`` (:func:`parse_params`).
+
+    The checks ask how a method behaves on the model (does its map depend on the weights,
+    on the class, on noise); the grid's settings keep the perturbation methods' cost within
+    a few hundred forward passes per image, which every check repeats several times.  A
+    user who ships LIME at 1,000 samples checks that configuration with
+    ``--param lime.num_samples=1000``.
+    """
+    from ..evaluation.config import GRID_PARAMS, method_params
+    from ..methods import list_methods
+
+    overrides = overrides or {}
+    return {m: method_params(m, spec, {**GRID_PARAMS.get(m, {}), **overrides.get(m, {})}) for m in list_methods()}
+
+
+def validate_params(ctx: CheckContext, methods) -> None:
+    """Build the explainer of every method on ``ctx`` once, so that a bad parameter value is
+    one InputError before the first check (a method that does not apply to the model is
+    left for its verdicts, ``n/a``)."""
+    from ..errors import UnsupportedArchitectureError, UnsupportedLayerError
+
+    for m in methods:
+        try:
+            ctx.explainer(m)
+        except (UnsupportedLayerError, UnsupportedArchitectureError):
+            pass
+        except InputError as err:
+            raise InputError(f"{m} {ctx.method_params(m)}: {err}") from None
+
+
 def select_cases(checks=None, methods=None) -> list[tuple[str, str, str | None]]:
     """(check, method, variant) for every selected check, variant and method, checks first.
 
@@ -85,7 +161,8 @@ def select_cases(checks=None, methods=None) -> list[tuple[str, str, str | None]]
 
 def open_context(model_file, images, masks=None, preprocess: str | None = None, classes=None,
                  output: str | None = None, seed: int = 0, output_flag: str | None = None,
-                 custom_objects=None, input_shape: tuple | None = None) -> CheckContext:
+                 custom_objects=None, input_shape: tuple | None = None,
+                 params: dict | None = None) -> CheckContext:
     """A user's model file, images (and masks) as a :class:`CheckContext`.
 
     Parameters
@@ -104,6 +181,9 @@ def open_context(model_file, images, masks=None, preprocess: str | None = None, 
         Classes the model file needs that are not registered with Keras (a subclassed model).
     input_shape : (H, W, C), optional
         For a subclassed model whose file does not record its input shape.
+    params : dict, optional
+        ``method -> {name: value}`` overrides of :func:`session_params` (from
+        :func:`parse_params`).
 
     Raises
     ------
@@ -121,7 +201,8 @@ def open_context(model_file, images, masks=None, preprocess: str | None = None, 
         spec.class_names = tuple(classes)
     x, ids = load_images(images, spec.input_shape)
     m = load_masks(masks, ids, spec.input_shape) if masks is not None else None
-    return CheckContext(spec, spec.preprocess(x), masks=m, seed=seed, name=Path(str(model_file)).stem)
+    return CheckContext(spec, spec.preprocess(x), masks=m, seed=seed, name=Path(str(model_file)).stem,
+                        params=session_params(spec, params))
 
 
 def run_cases(ctx: CheckContext, cases, progress: bool = True) -> list[Verdict]:
@@ -189,5 +270,5 @@ def write_check_folder(out, verdicts, config: dict) -> Path:
     return build_report(out, title=f"cnnvis_eval check — {', '.join(config.get('models', [])) or out.name}")
 
 
-__all__ = ["DEFAULT_METHODS", "STUDY_METHODS", "check_names", "selected_checks", "selected_methods", "failed_required", "open_context", "run_cases",
-           "scorecard_text", "select_cases", "write_check_folder"]
+__all__ = ["DEFAULT_METHODS", "STUDY_METHODS", "check_names", "selected_checks", "selected_methods", "failed_required", "open_context", "parse_params", "run_cases", "session_params",
+           "scorecard_text", "select_cases", "validate_params", "write_check_folder"]

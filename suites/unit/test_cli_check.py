@@ -61,6 +61,39 @@ def test_check_passes_when_the_required_methods_pass(user_files, tmp_path, capsy
     assert (tmp_path / "c" / "verdicts.csv").is_file()
 
 
+def test_check_runs_the_grid_settings_and_takes_method_parameters(user_files, tmp_path, capsys):
+    """A check session runs the perturbation methods at the comparison grid's settings (LIME
+    200 samples, not lime's 1000: every check repeats the method) and ``--param`` changes them;
+    config.json records the parameters each method ran with, and the explainer really got them."""
+    import functools
+    import json
+
+    import cnnvis_eval.methods.perturbation.lime as lime_module
+
+    model, images = user_files
+    seen = []
+    original = lime_module.Lime.__init__
+
+    @functools.wraps(original)  # keeps the signature --param is validated against
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self.num_samples)
+
+    lime_module.Lime.__init__ = spy
+    try:
+        for extra, want in (([], 200), (["--param", "lime.num_samples=20", "--param", "lime.segmentation=slic"], 20)):
+            out = tmp_path / f"c{want}"
+            seen.clear()
+            code = main(["check", str(model), "--images", str(images), "--quiet", "--methods", "lime",
+                         "--checks", "invariance.determinism", "--out", str(out), *extra])
+            assert code == 0, capsys.readouterr().err
+            params = json.loads((out / "config.json").read_text())["params"]["lime"]
+            assert params["num_samples"] == want and seen and set(seen) == {want}, (params, seen)
+            assert params.get("segmentation", "quickshift") == ("slic" if extra else "quickshift")
+    finally:
+        lime_module.Lime.__init__ = original
+
+
 def _bad_files(d, model):
     """(argv tail, expected fragment of the error line) for each kind of bad input."""
     from skimage import io
@@ -85,6 +118,11 @@ def _bad_files(d, model):
         ([model, "--images", "IMAGES", "--masks", str(d / "three_masks.npz")], "expected 2 masks"),
         ([model, "--images", "IMAGES", "--checks", "randomisation"], "unknown check 'randomisation'"),
         ([model, "--images", "IMAGES", "--classes", "cat", "dog"], "2 class names given; the model has"),
+        ([model, "--images", "IMAGES", "--param", "lime"], "must read METHOD.NAME=VALUE"),
+        ([model, "--images", "IMAGES", "--param", "lime.num_samples=10"], "'lime' is not among the checked methods"),
+        ([model, "--images", "IMAGES", "--methods", "saliency", "--param", "saliency.steps=3"],
+         "saliency has no parameter 'steps'"),
+        ([model, "--images", "IMAGES", "--methods", "lime", "--param", "lime.num_samples=-1"], "num_samples"),
     ]
 
 

@@ -93,6 +93,22 @@ def test_plugin_usage_errors(inner, user_files, capsys):
     assert inner("--cnnvis-model", str(model), "--cnnvis-images", str(images),
                  "--cnnvis-methods", "gradcam") == pytest.ExitCode.USAGE_ERROR
     assert "unknown method(s) gradcam" in capsys.readouterr().err
+    assert inner("--cnnvis-model", str(model), "--cnnvis-images", str(images), "--cnnvis-methods", "saliency",
+                 "--cnnvis-param", "saliency.steps=3") == pytest.ExitCode.USAGE_ERROR
+    assert "--cnnvis-param: parameter 'saliency.steps=3': saliency has no parameter 'steps'" in capsys.readouterr().err
+
+
+def test_plugin_method_parameters(inner, user_files, tmp_path, capsys):
+    """``--cnnvis-param`` reaches the explainer; a bad value fails the checks with one line."""
+    model, images = user_files
+    base = ("--cnnvis-model", str(model), "--cnnvis-images", str(images), "--cnnvis-methods", "lime",
+            "--cnnvis-checks", "invariance.determinism")
+    assert inner(*base, "--cnnvis-param", "lime.num_samples=20") == pytest.ExitCode.OK
+    assert "test_invariance[lime-determinism] PASSED" in capsys.readouterr().out
+    assert plugin._CONTEXTS[str(model)].explainer("lime").num_samples == 20
+    plugin._CONTEXTS.clear()
+    assert inner(*base, "--cnnvis-param", "lime.num_samples=0") == pytest.ExitCode.TESTS_FAILED
+    assert "cnnvis_eval: lime {" in capsys.readouterr().out
 
 
 def test_plugin_costs_nothing_without_a_model(tmp_path):
