@@ -51,6 +51,11 @@ mini_vgg and mini_resnet (0.012 on 2 images; the threshold is 0.1)
 (suites/unit/test_testing_checks.py::test_faithfulness_at_32_steps_matches_petsiuk_resolution)
 while the check then costs 7x fewer forward passes at 224 px (6 curves per variant before the
 first method: 3 random orders, their spread, the edge control)."""
+REUSE_TIMING_CALLS = 100
+"""A method that runs at least this many model inputs per image (LIME, RISE, occlusion) is
+timed by the cost check on the explanation the other checks already ran (its wall time,
+tracing included: one trace next to hundreds of batched forward passes per image) instead of
+running it once more; cheaper methods are timed on a further, traced run."""
 CONTROL_EDGE, CONTROL_GRADIENT, CONTROL_RANDOM = "edge_sobel", "saliency", "random"
 
 
@@ -86,7 +91,9 @@ def _randomization_similarity(ctx: CheckContext, method: str, mode: str, step: i
         extra = {"positive_top": False} if getattr(cls, "positive_top", False) else {}  # as the suite: see its notes
         return M.randomization_curve(ctx.spec, ctx.x, cls, mode=mode, granularity=coarse_groups(ctx.spec),
                                      similarity=("spearman_abs",), seed=ctx.seed,
-                                     reuse_explainer=not cls.reads_weights_once, **ctx.method_params(method, **extra))
+                                     reuse_explainer=not cls.reads_weights_once,
+                                     original=None if extra else ctx.explain(method),  # step 0: already run
+                                     **ctx.method_params(method, **extra))
 
     c = ctx.memo(("randomization", method, mode), curve)
     step = min(step, int(c["step"].max()))
@@ -292,8 +299,12 @@ def check_cost(ctx: CheckContext, method: str, variant: str | None = None) -> Ve
 
     t_ref = ctx.memo("cost_reference", reference)
     ex = ctx.explainer(method)
-    traced = ctx.has(("explain", method))  # an earlier check ran it: traced, no warm-up call needed
-    t = median_seconds(lambda: ex.explain(ctx.x, progress=False).heatmap, rounds=1, warmup=0 if traced else 1)
+    calls = getattr(ex, "calls_per_image", None)
+    if calls is not None and calls(ctx.x.shape[1:]) >= REUSE_TIMING_CALLS:
+        t = ctx.explain_seconds(method)  # hundreds of forward passes per image: tracing is noise
+    else:
+        traced = ctx.has(("explain", method))  # an earlier check ran it: traced, no warm-up call needed
+        t = median_seconds(lambda: ex.explain(ctx.x, progress=False).heatmap, rounds=1, warmup=0 if traced else 1)
     return _verdict(ctx, method, "cost", t / max(t_ref, 1e-9), {"forward_backward_seconds": t_ref})
 
 

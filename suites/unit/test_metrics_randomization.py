@@ -174,6 +174,22 @@ def test_reused_explainer_gives_the_same_curve(trained):
     np.testing.assert_allclose(a.value, b.value, rtol=1e-6, atol=1e-6)
 
 
+def test_a_given_original_explanation_is_step_zero(trained):
+    """``original=`` (the caller's explanation of the unmodified model) gives the same curve as
+    computing it, and is used as it is (a doctored one shows in every step's similarity)."""
+    model, x = trained
+    a = R.randomization_curve(model, x, "grad_cam", similarity="spearman_abs")
+    exp = cv.get_method("grad_cam")(model).explain(x, progress=False)
+    b = R.randomization_curve(model, x, "grad_cam", similarity="spearman_abs", original=exp)
+    np.testing.assert_allclose(a.value, b.value, rtol=1e-6, atol=1e-6)
+    flipped = type(exp)(**{**vars(exp), "heatmap": exp.heatmap[:, ::-1].copy()})
+    c = R.randomization_curve(model, x, "grad_cam", similarity="spearman_abs", original=flipped)
+    assert not np.allclose(a[a.step > 0].value, c[c.step > 0].value)
+    with pytest.raises(InputError, match="original holds 1 explanations"):
+        next(R.randomization_explanations(model, x, "grad_cam", original=cv.get_method("grad_cam")(model).explain(
+            x[:1], progress=False)))
+
+
 def test_target_is_fixed_across_steps(trained):
     model, x = trained
     exps = list(R.randomization_explanations(model, x, "saliency", max_steps=3))

@@ -315,3 +315,20 @@ def test_faithfulness_at_32_steps_matches_petsiuk_resolution(ctx):
             fine = float((diff if variant == "insertion" else -diff).mean() / scale)
             coarse = checks._gain(ctx, variant, ctx.explain(method).heatmap)
             assert abs(fine - coarse) < 0.02, (variant, method, fine, coarse)
+
+
+def test_cost_reuses_the_run_of_a_perturbation_method(ctx, monkeypatch):
+    """LIME at >= REUSE_TIMING_CALLS samples per image is timed on the explanation the other
+    checks used, not run again; the plain gradient is timed on a further run."""
+    from cnnvis_eval.testing import checks
+
+    c = CheckContext(ctx.spec, ctx.x[:1], params={"lime": {"num_samples": checks.REUSE_TIMING_CALLS}})
+    c.explain("lime")
+    calls = []
+    for m in ("lime", "saliency"):
+        ex = c.explainer(m)
+        monkeypatch.setattr(ex, "explain", lambda *a, _f=ex.explain, _m=m, **k: calls.append(_m) or _f(*a, **k))
+    v = run_check(c, "cost", "lime")
+    assert calls == [] and v.value == pytest.approx(c.explain_seconds("lime") / v.controls["forward_backward_seconds"])
+    run_check(c, "cost", "saliency")
+    assert calls and set(calls) == {"saliency"}

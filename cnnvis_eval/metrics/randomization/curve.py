@@ -32,7 +32,7 @@ DEFAULT_SIMILARITY = ("spearman_abs", "spearman_signed", "ssim", "hog")
 def randomization_explanations(
     model, x, explainer, target=None, *, mode: str = "cascading", granularity: str | Sequence = "block",
     seed: int = 0, batch_size: int | None = None, max_steps: int | None = None,
-    reuse_explainer: bool = False, **explainer_params,
+    reuse_explainer: bool = False, original: Explanation | None = None, **explainer_params,
 ) -> Iterator[tuple[int, str, Explanation]]:
     """Explain ``x`` on the original model and at every randomization step.
 
@@ -52,6 +52,10 @@ def randomization_explanations(
     reuse_explainer : bool
         Keep one explainer for all steps (see :mod:`cnnvis_eval.metrics.randomization`);
         default False.
+    original : Explanation, optional
+        The explanation of ``x`` on the unmodified model by the same explainer and
+        parameters, when the caller has it already (step 0 then costs nothing; its
+        ``indices`` fix the target of every step).  Must hold one map per image of ``x``.
     **explainer_params
         Constructor parameters when ``explainer`` is a name or class.
 
@@ -65,7 +69,12 @@ def randomization_explanations(
     work = clone_with_weights(model)
     rnd = _Randomizer(work, layer_groups(work, granularity), seed)
     target = user_target(target)
-    exp0 = factory(work).explain(x, target=target, batch_size=batch_size, progress=False)
+    if original is not None:
+        if len(original) != len(x):
+            raise InputError(f"original holds {len(original)} explanations; x has {len(x)} images")
+        exp0 = original
+    else:
+        exp0 = factory(work).explain(x, target=target, batch_size=batch_size, progress=False)
     fixed = fixed_target(bind(target, work.graph, len(exp0)), exp0.indices)
     yield 0, "original", exp0
     shared = factory(work) if reuse_explainer else None
@@ -92,7 +101,7 @@ def randomization_curve(
     model, x, explainer, target=None, *, mode: str = "cascading", granularity: str | Sequence = "block",
     similarity=DEFAULT_SIMILARITY, seed: int = 0, batch_size: int | None = None,
     max_steps: int | None = None, reuse_explainer: bool = False, use_attribution: bool = False,
-    **explainer_params,
+    original: Explanation | None = None, **explainer_params,
 ) -> pd.DataFrame:
     """Similarity of the explanation at every randomization step to the original one.
 
@@ -118,7 +127,7 @@ def randomization_curve(
     ref = None
     for step, name, exp in randomization_explanations(
         spec, x, explainer, target, mode=mode, granularity=granularity, seed=seed, batch_size=batch_size,
-        max_steps=max_steps, reuse_explainer=reuse_explainer, **explainer_params,
+        max_steps=max_steps, reuse_explainer=reuse_explainer, original=original, **explainer_params,
     ):
         cur = exp.attribution if (use_attribution and exp.attribution is not None) else exp.heatmap
         if ref is None:
