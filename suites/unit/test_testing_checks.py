@@ -332,3 +332,25 @@ def test_cost_reuses_the_run_of_a_perturbation_method(ctx, monkeypatch):
     assert calls == [] and v.value == pytest.approx(c.explain_seconds("lime") / v.controls["forward_backward_seconds"])
     run_check(c, "cost", "saliency")
     assert calls and set(calls) == {"saliency"}
+
+
+def test_repeated_checks_of_a_perturbation_method_keep_to_the_budget(monkeypatch):
+    """LIME repeats the stability check on the first max(INVARIANCE_IMAGES, REPEAT_BUDGET //
+    num_samples) images (and says so in the verdict); the gradient on all of them.  (A budget
+    of 80 inputs and 20 samples here, for speed: the rule is the same as 800 and 200.)"""
+    from cnnvis_eval.data.synthetic import make_synthetic
+    from cnnvis_eval.testing import checks
+
+    monkeypatch.setattr(checks, "REPEAT_BUDGET", 80)
+    spec = mini_spec("mini_vgg")
+    c = CheckContext(spec, spec.preprocess(make_synthetic(5, 64, seed=5).images),
+                     params={"lime": {"num_samples": 20, "segmentation": "slic"}})
+    assert checks.repeat_images(c, "lime") == 4 and checks.repeat_images(c, "saliency") == 5
+    c.explain("lime")
+    sizes = []
+    ex = c.explainer("lime")
+    monkeypatch.setattr(ex, "explain", lambda x, *a, _f=ex.explain, **k: sizes.append(len(x)) or _f(x, *a, **k))
+    v = run_check(c, "stability", "lime")
+    assert sizes == [4] * checks.N_NOISE, sizes
+    assert "on the first 4 of 5 images" in v.reason and v.status in ("pass", "fail"), v.message()
+    assert run_check(c, "stability", "saliency").reason == ""
