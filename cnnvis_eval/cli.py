@@ -208,6 +208,10 @@ def cmd_check(args) -> int:
                            input_shape=_shape(args.input_shape), params=overrides)
         validate_params(ctx, methods)
         print(f"check {model.name}: {len(ctx.x)} images x {len(methods)} methods, {len(cases)} checks -> {out}")
+        settings = [f"{m}({', '.join(f'{k}={v!r}' for k, v in ctx.method_params(m).items())})"
+                    for m in methods if ctx.method_params(m)]
+        if settings:
+            print(f"parameters (--param to change): {'; '.join(settings)}")
         args.run_folder = out
         with RunLock(out):
             verdicts = run_cases(ctx, cases, progress=not args.quiet)

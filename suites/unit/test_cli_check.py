@@ -86,7 +86,9 @@ def test_check_runs_the_grid_settings_and_takes_method_parameters(user_files, tm
             seen.clear()
             code = main(["check", str(model), "--images", str(images), "--quiet", "--methods", "lime",
                          "--checks", "invariance.determinism", "--out", str(out), *extra])
-            assert code == 0, capsys.readouterr().err
+            captured = capsys.readouterr()
+            assert code == 0, captured.err
+            assert f"parameters (--param to change): lime(num_samples={want}" in captured.out
             params = json.loads((out / "config.json").read_text())["params"]["lime"]
             assert params["num_samples"] == want and seen and set(seen) == {want}, (params, seen)
             assert params.get("segmentation", "quickshift") == ("slic" if extra else "quickshift")
