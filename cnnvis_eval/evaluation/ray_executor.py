@@ -100,12 +100,6 @@ class _Worker:
 
         return {"pid": os.getpid(), "host": socket.gethostname(), "version": cnnvis_eval.__version__}
 
-    def close(self) -> None:
-        """Run this process's exit handlers (scratch folders removed) before it is killed."""
-        import atexit
-
-        atexit._run_exitfuncs()
-
     def run(self, fn: Callable, task: tuple):
         """``fn(*task, tick=...)`` -> (result, ticks reported); ObjectRefs in ``task`` are resolved."""
         import ray
@@ -147,6 +141,9 @@ class RayExecutor:
         Ray's session folder of a local instance (default Ray's, ``/tmp/ray``; keep it short:
         Unix socket paths are limited to ~107 characters).
 
+    The executor can be entered again while open (``with ex: GridRun(..., executor=ex).run()``
+    for several runs): the runs share its warm actors, which end with the outermost block.
+
     Attributes
     ----------
     cluster : dict
@@ -171,15 +168,27 @@ class RayExecutor:
         self.address = address
         self.cpus_per_worker = int(cpus_per_worker)
         self.gpus_per_worker = gpus_per_worker
-        self.modules = ("cnnvis_eval",) + tuple(m for m in modules if m != "cnnvis_eval")
+        # the user's modules first (they import cnnvis_eval themselves): a missing one fails fast
+        self.modules = tuple(m for m in modules if m != "cnnvis_eval") + ("cnnvis_eval",)
         self.temp_dir = temp_dir
         self.cluster: dict = {}
         self._ray = self._cls = None
         self._actors: list = []
         self._started = False
+        self._depth = 0  # nested ``with`` blocks: the actors live until the outermost ends
 
     # -- lifetime ---------------------------------------------------------------
     def __enter__(self) -> "RayExecutor":
+        self._depth += 1
+        if self._depth > 1:  # entered again (e.g. a second run): the same warm actors
+            return self
+        try:
+            return self._open()
+        except BaseException:
+            self._depth = 0
+            raise
+
+    def _open(self) -> "RayExecutor":
         ray = import_ray()
         self._ray = ray
         if not ray.is_initialized():
@@ -200,7 +209,7 @@ class RayExecutor:
         try:
             self._start_actors()
         except BaseException:
-            self.__exit__(RuntimeError)
+            self._close(failed=True)
             raise
         return self
 
@@ -238,15 +247,15 @@ class RayExecutor:
     def _new_actor(self):
         return self._cls.remote(self.cpus_per_worker, self.modules)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type=None, *exc) -> None:
+        self._depth = max(0, self._depth - 1)
+        if self._depth == 0:
+            self._close(failed=exc_type is not None)
+
+    def _close(self, failed: bool = False) -> None:
         ray, actors, self._actors = self._ray, self._actors, []
         if ray is None:
             return
-        if actors and (not exc or exc[0] is None):  # a clean end: let the workers tidy up
-            try:
-                ray.get([a.close.remote() for a in actors], timeout=10)
-            except Exception:  # a dead actor, or a slow one: killed below anyway
-                pass
         for a in actors:
             try:
                 ray.kill(a)
@@ -276,7 +285,7 @@ class RayExecutor:
         ray = self._ray
         if ray is None or not self._actors:
             raise RuntimeError("use RayExecutor as a context manager: with RayExecutor(n) as ex: ...")
-        key = affinity or (lambda task: None)
+        keys = [affinity(t) if affinity is not None else None for t in tasks]
         results: list = [None] * len(tasks)
         pending = deque(range(len(tasks)))
         free = list(self._actors)
@@ -286,10 +295,10 @@ class RayExecutor:
         while pending or running:
             while free and pending:
                 actor = free.pop()
-                want = last.get(id(actor))
-                i = next((j for j in pending if want is not None and key(tasks[j]) == want), pending[0])
+                held = {k for a, k in last.items() if a != id(actor)}
+                i = next_task(pending, keys, last.get(id(actor)), held)
                 pending.remove(i)
-                last[id(actor)] = key(tasks[i])
+                last[id(actor)] = keys[i]
                 running[actor.run.remote(fn, tasks[i])] = (i, actor)
             done, _ = ray.wait(list(running), num_returns=1, timeout=0.25)
             for ref in done:
@@ -315,6 +324,17 @@ class RayExecutor:
                 on_done(1)
                 free.append(actor)
         return results
+
+
+def next_task(pending, keys: list, want, held: set) -> int:
+    """The task an idle actor takes from ``pending`` (task indices, in order): the first
+    with its last task's key ``want``; else the first whose key no other actor holds
+    (``held``); else the first."""
+    for test in (lambda k: want is not None and k == want, lambda k: k not in held):
+        for j in pending:
+            if test(keys[j]):
+                return j
+    return pending[0]
 
 
 def _cause(err) -> str:
@@ -343,4 +363,4 @@ def ray_available() -> bool:
 
 
 __all__ = ["INSTALL_HINT", "RayExecutor", "RayUnavailable", "TaskLost", "check_address", "import_ray",
-           "ray_available"]
+           "next_task", "ray_available"]

@@ -5,7 +5,7 @@
 phases of tasks as the process pool, but the files travel: each task receives the stored
 files of its model (a *bundle*: ``config.json``, the model's images, heatmaps and rows, put
 once per model in the cluster's object store), works in a scratch copy of the run folder on
-its worker, and returns its cell rows, its log lines and the files it wrote; the driver
+its worker (made afresh for every task), and returns its cell rows, its log lines and the files it wrote; the driver
 writes those files into the run folder (atomically) as each task completes.  So the run
 folder holds exactly the files of a local run, a driver killed mid-run keeps every finished
 task, and a rerun skips what is stored.  A task whose worker died
@@ -15,16 +15,13 @@ or a log line (scoring phase); a rerun computes them.
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from .config import NEURONS
-from .store import atomic_write
+from .store import CORRUPT, atomic_write
 
 SKIPPED = ("config.json", "models.json")  # the driver's own files: never returned by a task
 
@@ -56,51 +53,50 @@ def _snapshot(root: Path) -> dict[str, tuple]:
     return out
 
 
-_SCRATCH: dict[str, Path] = {}  # a worker's scratch copy per run folder
-
-
-@atexit.register
-def clean_scratch():
-    """Remove this process's scratch copies of run folders."""
-    for path in _SCRATCH.values():
-        shutil.rmtree(path, ignore_errors=True)
-    _SCRATCH.clear()
-
-
-def remote_model_worker(config, run: str, files: dict, source, methods, parts, tick=_quiet) -> dict:
+def remote_model_worker(config, files: dict, source, methods, parts, tick=_quiet) -> dict:
     """One task on a remote worker: ``parts`` of the work on model ``source`` for
-    ``methods``, in this worker's scratch copy of run folder ``run`` completed with
-    ``files`` (a :func:`bundle`).  Returns ``{"rows": cell rows, "files": {path: bytes}
-    written by the task, "log": [lines]}``."""
+    ``methods``, in a fresh scratch copy of the run folder made of ``files`` (a
+    :func:`bundle`: exactly what the driver has stored for the model, so a file the driver
+    lost or moved aside is computed again).  Returns ``{"rows": cell rows, "files": {path:
+    bytes} written by the task, "log": [lines]}``.  The worker keeps its loaded model
+    between tasks, not the files."""
     from .runner import _model_worker
 
-    if run not in _SCRATCH:
-        _SCRATCH[run] = Path(tempfile.mkdtemp(prefix="cnnvis-run-"))
-    root = _SCRATCH[run]
-    for rel, data in files.items():
-        path = root / rel
-        if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
-            atomic_write(path, lambda p, d=data: p.write_bytes(d))
-    before = _snapshot(root)
-    lines: list[str] = []
-    rows = _model_worker(config, str(root), source, methods, parts, tick, log=lines.append)
-    after = _snapshot(root)
-    changed = {rel: (root / rel).read_bytes() for rel, sig in after.items()
-               if before.get(rel) != sig and rel not in SKIPPED and not rel.endswith(".corrupt")}
-    return {"rows": rows, "files": changed, "log": lines}
+    with tempfile.TemporaryDirectory(prefix="cnnvis-run-") as scratch:
+        root = Path(scratch)
+        for rel, data in files.items():
+            atomic_write(root / rel, lambda p, d=data: p.write_bytes(d))
+        before = _snapshot(root)
+        lines: list[str] = []
+        rows = _model_worker(config, str(root), source, methods, parts, tick, log=lines.append)
+        after = _snapshot(root)
+        # new and rewritten files; a damaged file moved aside comes back as <name>.corrupt
+        changed = {rel: (root / rel).read_bytes() for rel, sig in after.items()
+                   if before.get(rel) != sig and rel not in SKIPPED}
+    return {"rows": rows, "files": changed, "log": lines, "scratch": str(root)}
 
 
 def write_back(root: Path, result: dict, log) -> list[dict]:
     """Write the files a remote task returned under ``root`` (atomically), pass its log
-    lines to ``log``; its cell rows."""
+    lines to ``log``; its cell rows.  A returned ``<name>.corrupt`` means the worker found
+    the shipped ``<name>`` damaged: the driver's copy is moved aside first, as a local run
+    does, then the recomputed file written."""
     root = Path(root)
-    for rel, data in result["files"].items():
+    targets = {}
+    for rel in result["files"]:
         parts = PurePosixPath(rel).parts
         if PurePosixPath(rel).is_absolute() or ".." in parts or not parts:
             raise ValueError(f"a remote task returned a file outside the run folder: {rel!r}")
-        atomic_write(root.joinpath(*parts), lambda p, d=data: p.write_bytes(d))
-    for line in result["log"]:
-        log(line)
+        targets[rel] = root.joinpath(*parts)
+    for rel, target in targets.items():
+        damaged = target.with_name(target.name[:-len(CORRUPT)])
+        if target.name.endswith(CORRUPT) and damaged.is_file():
+            damaged.replace(target)
+    for rel, target in targets.items():
+        if not target.name.endswith(CORRUPT):
+            atomic_write(target, lambda p, d=result["files"][rel]: p.write_bytes(d))
+    for line in result["log"]:  # naming the run folder, not the worker's scratch copy
+        log(line.replace(result["scratch"], str(root)))
     return result["rows"]
 
 
@@ -112,16 +108,15 @@ def remote_phases(run, executor, sources: list, tick, between=_quiet) -> list[di
     methods = list(run.config.methods)
     groups = run.method_groups()
     root = run.store.root
-    rid = f"{os.getpid()}:{root.resolve()}"
     collect = lambda result: write_back(root, result, run.log)  # noqa: E731
-    by_model = lambda task: str(task[3])  # noqa: E731
+    by_model = lambda task: str(task[2])  # noqa: E731
 
     shared = {}
     for s in sources:  # what a previous run stored for this model, if the folder knows its key
         rec = run.recorded.get(run.names[str(s)])
         key = rec.get("key") if isinstance(rec, dict) and rec.get("source") == str(s) else None
         shared[str(s)] = executor.share(bundle(root, key))
-    tasks = [(run.config, rid, shared[str(s)], s, g, ("explain",)) for s in sources for g in groups]
+    tasks = [(run.config, shared[str(s)], s, g, ("explain",)) for s in sources for g in groups]
     explained = executor.map(remote_model_worker, tasks, tick=tick, affinity=by_model, collect=collect)
     rows, loaded, keys = [], [], {}
     order = {m: i for i, m in enumerate(methods)}
@@ -146,8 +141,8 @@ def remote_phases(run, executor, sources: list, tick, between=_quiet) -> list[di
     between()
     for s in loaded:
         shared[str(s)] = executor.share(bundle(root, keys[str(s)]))
-    scoring = [(run.config, rid, shared[str(s)], s, (), ("score",)) for s in loaded] + [
-        (run.config, rid, shared[str(s)], s, g, ("randomization",)) for s in loaded for g in groups]
+    scoring = [(run.config, shared[str(s)], s, (), ("score",)) for s in loaded] + [
+        (run.config, shared[str(s)], s, g, ("randomization",)) for s in loaded for g in groups]
     from tqdm.auto import tqdm
 
     with tqdm(total=len(scoring), desc="scores", unit="task", disable=not run.progress) as bar:
@@ -155,7 +150,7 @@ def remote_phases(run, executor, sources: list, tick, between=_quiet) -> list[di
                             collect=collect)
     for task, res in zip(scoring, done):
         if isinstance(res, TaskLost):
-            run.log(f"model {run.names[str(task[3])]}: {task[5][0]} of {', '.join(task[4]) or 'all methods'} "
+            run.log(f"model {run.names[str(task[2])]}: {task[4][0]} of {', '.join(task[3]) or 'all methods'} "
                     f"lost: {res.message}; run again to compute it")
     return rows
 
@@ -174,4 +169,4 @@ def _lost_cell(model: str, method: str, neuron: str, key: str, message: str) -> 
             "model_key": key, "file": ""}
 
 
-__all__ = ["bundle", "clean_scratch", "remote_model_worker", "remote_phases", "write_back"]
+__all__ = ["bundle", "remote_model_worker", "remote_phases", "write_back"]

@@ -422,7 +422,7 @@ class GridRun:
         return results
 
 
-_WORKER_MODEL: dict = {}  # the model a worker process last loaded: source -> (spec, images)
+_WORKER_MODEL: dict = {}  # the model a worker process last loaded: (source, run id) -> (spec, images)
 
 
 def _model_worker(config: RunConfig, root: str, source, methods, parts, tick=_quiet, log=print) -> list[dict]:
@@ -431,12 +431,16 @@ def _model_worker(config: RunConfig, root: str, source, methods, parts, tick=_qu
     keeps its last model loaded for the next task."""
 
     def load(s):
-        if s not in _WORKER_MODEL:
+        # a warm worker may serve several runs: another configuration, or a model file saved over
+        path = Path(getattr(s, "path", ""))
+        stamp = (path.stat().st_mtime_ns, path.stat().st_size) if getattr(s, "path", None) and path.is_file() else None
+        key = (str(s), config.run_id(), stamp)
+        if key not in _WORKER_MODEL:
             for spec, _ in _WORKER_MODEL.values():
                 release(spec)
             _WORKER_MODEL.clear()
-            _WORKER_MODEL[s] = load_inputs(s, config)
-        return _WORKER_MODEL[s]
+            _WORKER_MODEL[key] = load_inputs(s, config)
+        return _WORKER_MODEL[key]
 
     run = GridRun(config, root, progress=False, log=log, workers=1, load=load, release_models=False, lock=False)
     run.records_models = False  # the parent writes models.json from the cell rows
