@@ -139,7 +139,8 @@ def cmd_run(args) -> int:
               f"{len(config.methods)} methods x {len(config.photos) + config.synthetic} images x 3 neurons -> {out}")
         args.run_folder = out  # named in the message of an interrupted run (main)
         with RunLock(out):  # one run per folder, from the first write to the report
-            GridRun(config, out, progress=not args.quiet, workers=args.workers, executor=executor).run()
+            on = {"executor": executor} if executor is not None else {}  # None: the process pool of --workers
+            GridRun(config, out, progress=not args.quiet, workers=args.workers, **on).run()
             page = build_report(out, benchmarks=args.benchmarks)
     except CnnVisError as err:
         print("cnnvis-eval: error: " + " ".join(str(err).splitlines()), file=sys.stderr)

@@ -15,7 +15,7 @@ parameters, labelled
   measured forward+backward pass.
 
 Plus per architecture the reference rows ``forward`` and ``forward_backward`` (measured
-once by :func:`measure_references` into ``fixtures/benchmarks/reference_passes.json``,
+once by :func:`measure_references` into ``suites/benchmarks/reference_passes.json``,
 compiled, median of 3, batch 4 on the big architectures; scaled to the baseline's machine
 load, see :func:`main`) and the methods that do not apply (``n/a``: zero cost).  The numbers are this machine's (2 shared cores, see the
 baseline's machine_info); ``plan --speed`` scales them to other workers.
@@ -39,7 +39,7 @@ from suites.support.images import smooth_images
 from suites.support.models import big_spec, mini_spec
 
 BASELINE = Path("fixtures/benchmarks/Linux-CPython-3.11-64bit/0001_baseline.json")
-REFERENCES = Path("fixtures/benchmarks/reference_passes.json")  # measured by measure_references()
+REFERENCES = Path(__file__).with_name("reference_passes.json")  # measured by measure_references()
 MINI = ("mini_vgg", "mini_resnet", "mini_inception", "mini_xception", "mini_mobilenet")
 BIG_NATIVE = {"vgg16": 224, "inception_v3": 299, "xception": 299, "resnet50": 224, "mobilenet_v2": 224}
 PERTURBATION = ("lime", "rise", "occlusion", "score_cam")
