@@ -132,6 +132,11 @@ class Plan:
     def wall_seconds(self) -> float:
         return sum(makespan(phase, self.workers) for phase in self.tasks) / self.speed
 
+    @property
+    def floor_seconds(self) -> float:
+        """The wall time no number of workers beats: the longest task of each phase."""
+        return sum(max(phase, default=0.0) for phase in self.tasks) / self.speed
+
     def text(self) -> str:
         r = self.rows
         by_model = r.groupby("model", sort=False)["seconds"].sum()
@@ -145,7 +150,8 @@ class Plan:
                  f"compute: {self.seconds / 3600:.2f} worker-hours = {self.cpu_hours:.2f} CPU-hours "
                  f"(measuring machine: {MEASURING_CORES} cores per worker)",
                  f"wall time on {self.workers} worker{'s' * (self.workers > 1)} of speed {self.speed:g}: "
-                 f"{_dur(self.wall_seconds)}"]
+                 f"{_dur(self.wall_seconds)} (at least {_dur(self.floor_seconds)} on any number of workers: "
+                 "the longest task of each phase)"]
         return "\n".join(lines)
 
 

@@ -209,7 +209,7 @@ class RayExecutor:
         try:
             self._start_actors()
         except BaseException:
-            self._close(failed=True)
+            self._close()
             raise
         return self
 
@@ -233,6 +233,10 @@ class RayExecutor:
             raise RayUnavailable(
                 f"the Ray workers cannot start: {_cause(err)}; every node needs the same cnnvis_eval "
                 f"(and the modules {', '.join(self.modules)}) as the driver: {INSTALL_HINT}") from None
+        except ray.exceptions.GetTimeoutError:
+            raise RayUnavailable(
+                f"{self.workers} Ray workers ({self.cpus_per_worker} CPUs, {gpw:g} GPUs each) did not start within "
+                "10 minutes: is the cluster short of free CPUs or GPUs? (`ray status`)") from None
         from .. import __version__
 
         other = sorted({i["version"] for i in infos} - {__version__})
@@ -250,9 +254,9 @@ class RayExecutor:
     def __exit__(self, exc_type=None, *exc) -> None:
         self._depth = max(0, self._depth - 1)
         if self._depth == 0:
-            self._close(failed=exc_type is not None)
+            self._close()
 
-    def _close(self, failed: bool = False) -> None:
+    def _close(self) -> None:
         ray, actors, self._actors = self._ray, self._actors, []
         if ray is None:
             return

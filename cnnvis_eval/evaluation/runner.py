@@ -129,8 +129,10 @@ class GridRun:
         In this process (one worker) each model is one task with all its work.  With
         worker processes the work is split into tasks in two phases: the cells of (model,
         group of methods), then per model its scores and, per group of methods, its
-        randomization curves.  Results do not depend on the executor.  The folder's lock is
-        held throughout (see ``lock``).
+        randomization curves; a remote executor (``executor.remote``, e.g. Ray) runs the same
+        phases with the files shipped to its workers and written back here
+        (:mod:`~cnnvis_eval.evaluation.remote`).  Results do not depend on the executor.  The
+        folder's lock is held throughout (see ``lock``).
         """
         with self._locked():
             return self._run()

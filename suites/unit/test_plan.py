@@ -37,6 +37,7 @@ def test_two_methods_one_image_by_hand():
     assert one.wall_seconds == pytest.approx(3 * (sal + gc), rel=1e-9)
     two = plan(config, workers=2, speed=2.0)  # one task per method, on two workers twice as fast
     assert two.wall_seconds == pytest.approx(max(3 * sal, 3 * gc) / 2, rel=1e-9)
+    assert two.floor_seconds == pytest.approx(max(3 * sal, 3 * gc) / 2, rel=1e-9)
 
 
 def test_stages_and_sample_counts_by_hand():
