@@ -124,48 +124,94 @@ def cmd_run(args) -> int:
     sizes, ``synthetic:N``, duplicates, options that apply to none of the models, the files
     named, a writable run folder); a bad one is one ``cnnvis-eval: error: ...`` line and
     exit status 2."""
-    from .errors import CnnVisError, InputError
-    from .evaluation import GridRun, RunConfig, RunLock, inputs
+    from .errors import CnnVisError
+    from .evaluation import GridRun, RunLock, inputs
     from .models.files import ModelFile
     from .report import build_report
 
     try:
-        kw = {}
-        if args.models:
-            kw["models"] = _split(args.models)
-        if args.model_file:
-            kw["model_files"] = tuple(args.model_file)
-            if not args.models:
-                kw["models"] = ()
-        if args.images:
-            kw.update(_images(_split(args.images)))
-        if args.synthetic is not None:
-            if kw.get("synthetic"):
-                raise InputError(f"--synthetic {args.synthetic} and a synthetic entry in --images both give "
-                                 "the number of synthetic images; give one")
-            kw["synthetic"] = args.synthetic
-        config = RunConfig(
-            methods=_split(args.methods),
-            weights=None if args.weights in (None, "none", "None") else args.weights,
-            input_size=args.input_size,
-            seed=args.seed,
-            file_input_shape=_shape(args.input_shape),
-            file_output=args.output,
-            **kw,
-        )
+        config = _run_config(args)
         out = _check_run_options(args, config)
+        executor = _executor(args)
         for path in config.model_files:  # unreadable or unsafe files: fail before the run starts
             inputs.load_spec(ModelFile(path), config)
         print(f"run {out.name}: {len(config.models) + len(config.model_files)} models x "
               f"{len(config.methods)} methods x {len(config.photos) + config.synthetic} images x 3 neurons -> {out}")
         args.run_folder = out  # named in the message of an interrupted run (main)
         with RunLock(out):  # one run per folder, from the first write to the report
-            GridRun(config, out, progress=not args.quiet, workers=args.workers).run()
+            on = {"executor": executor} if executor is not None else {}  # None: the process pool of --workers
+            GridRun(config, out, progress=not args.quiet, workers=args.workers, **on).run()
             page = build_report(out, benchmarks=args.benchmarks)
     except CnnVisError as err:
         print("cnnvis-eval: error: " + " ".join(str(err).splitlines()), file=sys.stderr)
         return 2
     print(f"report: {page}")
+    return 0
+
+
+def _run_config(args):
+    """The RunConfig of the run options of ``args`` (shared by ``run`` and ``plan``)."""
+    from .errors import InputError
+    from .evaluation import RunConfig
+
+    kw = {}
+    if args.models:
+        kw["models"] = _split(args.models)
+    if args.model_file:
+        kw["model_files"] = tuple(args.model_file)
+        if not args.models:
+            kw["models"] = ()
+    if args.images:
+        kw.update(_images(_split(args.images)))
+    if args.synthetic is not None:
+        if kw.get("synthetic"):
+            raise InputError(f"--synthetic {args.synthetic} and a synthetic entry in --images both give "
+                             "the number of synthetic images; give one")
+        kw["synthetic"] = args.synthetic
+    config = RunConfig(
+        methods=_split(args.methods),
+        weights=None if args.weights in (None, "none", "None") else args.weights,
+        input_size=args.input_size,
+        seed=args.seed,
+        file_input_shape=_shape(args.input_shape),
+        file_output=args.output,
+        **kw,
+    )
+    return config
+
+
+def _executor(args):
+    """The executor of ``--executor`` (None: the process pool of ``--workers``).  With ``ray``:
+    RayUnavailable (one line) when Ray is not installed or ``--ray-address`` is unreachable."""
+    from .errors import InputError
+
+    if args.executor != "ray":
+        if args.ray_address is not None:
+            raise InputError("--ray-address applies to --executor ray only")
+        return None
+    from .evaluation.ray_executor import RayExecutor, check_address, import_ray
+
+    import_ray()
+    check_address(args.ray_address)
+    return RayExecutor(workers=args.workers, address=args.ray_address)
+
+
+def cmd_plan(args) -> int:
+    """``cnnvis-eval plan``: the cells, CPU-hours and wall time of a run configuration (the
+    run's options; ``--study``: the study's full grid) on ``--workers`` workers of relative
+    ``--speed``, from the cost table (:mod:`cnnvis_eval.evaluation.plan`); nothing runs."""
+    from .errors import CnnVisError, InputError
+    from .evaluation.plan import plan, study_config
+
+    try:
+        if args.workers is not None and args.workers < 1:
+            raise InputError(f"--workers must be >= 1, got {args.workers}")
+        config = study_config() if args.study else _run_config(args)
+        p = plan(config, workers=args.workers or 1, speed=args.speed)
+    except CnnVisError as err:
+        print("cnnvis-eval: error: " + " ".join(str(err).splitlines()), file=sys.stderr)
+        return 2
+    print(p.text())
     return 0
 
 
@@ -307,36 +353,32 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", parents=[common], help="run the comparison grid and write an HTML report")
-    r.add_argument("--models", nargs="*", help="model names (default: the five mini models)")
-    r.add_argument("--model-file", action="append", metavar="PATH",
-                   help="evaluate a saved Keras model (.keras; loaded in safe mode); repeatable")
-    r.add_argument("--methods", nargs="*", help="method names (default: all)")
-    r.add_argument("--images", nargs="*",
-                   help="photo names and/or synthetic[:N] (N >= 1, default 8); each at most once")
-    r.add_argument("--synthetic", type=int, default=None,
-                   help="number of synthetic benchmark images (instead of synthetic:N in --images)")
-    r.add_argument("--weights", default=None,
-                   help="none (random), imagenet, or a weights file: the big models' weights (an error "
-                        "when the run has no big model)")
-    r.add_argument("--input-size", type=int, default=None,
-                   help=_input_size_help())
-    r.add_argument("--input-shape", default=None, metavar="H,W,C",
-                   help="the input shape to trace the model files' subclassed models with, when a file "
-                        "does not record one")
-    r.add_argument("--output", default=None, metavar="NAME|INDEX",
-                   help="the output to explain of model files with several outputs (the producing "
-                        "layer's name, or its index)")
+    _config_arguments(r)
     r.add_argument("--out", default="reports", help="parent folder of the run folder")
     r.add_argument("--run-id", default=None, help="run folder name (default: derived from the configuration)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and stochastic methods (>= 0)")
     r.add_argument("--workers", type=int, default=None,
                    help="models evaluated at once in separate processes (default: one per CPU core, "
-                        "at most 4; 1 = in this process)")
+                        "at most 4; 1 = in this process); with --executor ray: Ray workers")
+    r.add_argument("--executor", choices=("process", "ray"), default="process",
+                   help="where tasks run: worker processes on this machine (default), or Ray actors "
+                        '(pip install "cnnvis_eval[ray]")')
+    r.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
+                   help="join this Ray cluster (default: start a local Ray instance on 127.0.0.1)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     bench_help = ("pytest-benchmark JSON file, or a folder of them (the newest is used), to show in the "
                   "report's benchmark table, e.g. fixtures/benchmarks")
     r.add_argument("--benchmarks", metavar="PATH", default=None, help=bench_help)
     r.set_defaults(func=cmd_run)
+    pl = sub.add_parser("plan", parents=[common],
+                        help="the cells, CPU-hours and wall time of a run before it runs (from measured costs)")
+    _config_arguments(pl)
+    pl.add_argument("--workers", type=int, default=None, help="workers the wall time is for (default 1)")
+    pl.add_argument("--speed", type=float, default=1.0,
+                    help="speed of a worker relative to the measuring machine (2 cores; default 1)")
+    pl.add_argument("--study", action="store_true",
+                    help="plan the study's full grid (5 ImageNet architectures at native size, 10 photos, "
+                         "3 neurons, every method, LIME with 1,000 samples) instead of the options")
+    pl.set_defaults(func=cmd_plan)
     c = sub.add_parser("check", parents=[common], help="sanity checks of saliency maps on your model file")
     c.add_argument("model_file", metavar="MODEL_FILE", help="a saved Keras model (.keras in safe mode, or .h5)")
     c.add_argument("--images", required=True, metavar="PATH",
@@ -376,6 +418,30 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", parents=[common], help="list methods, models, metrics and images")
     ls.set_defaults(func=cmd_list)
     return p
+
+
+def _config_arguments(r) -> None:
+    """The options of a run configuration (``run`` and ``plan``)."""
+    r.add_argument("--models", nargs="*", help="model names (default: the five mini models)")
+    r.add_argument("--model-file", action="append", metavar="PATH",
+                   help="evaluate a saved Keras model (.keras; loaded in safe mode); repeatable")
+    r.add_argument("--methods", nargs="*", help="method names (default: all)")
+    r.add_argument("--images", nargs="*",
+                   help="photo names and/or synthetic[:N] (N >= 1, default 8); each at most once")
+    r.add_argument("--synthetic", type=int, default=None,
+                   help="number of synthetic benchmark images (instead of synthetic:N in --images)")
+    r.add_argument("--weights", default=None,
+                   help="none (random), imagenet, or a weights file: the big models' weights (an error "
+                        "when the run has no big model)")
+    r.add_argument("--input-size", type=int, default=None,
+                   help=_input_size_help())
+    r.add_argument("--input-shape", default=None, metavar="H,W,C",
+                   help="the input shape to trace the model files' subclassed models with, when a file "
+                        "does not record one")
+    r.add_argument("--output", default=None, metavar="NAME|INDEX",
+                   help="the output to explain of model files with several outputs (the producing "
+                        "layer's name, or its index)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and stochastic methods (>= 0)")
 
 
 class Terminated(KeyboardInterrupt):

@@ -7,7 +7,9 @@
 - :mod:`.stages`: the scoring stages declared as data, and the code that runs them;
 - :mod:`.runner`: the orchestration (:class:`GridRun`, :func:`run_grid`);
 - :mod:`.executors`: where tasks run (in process, worker processes);
-- :mod:`.cost`: the reference passes method costs are expressed against.
+- :mod:`.ray_executor`, :mod:`.remote`: tasks on a Ray cluster (imports ray only when used);
+- :mod:`.cost`: the reference passes method costs are expressed against;
+- :mod:`.plan`: what a run will cost, from the measured cost table (``cnnvis-eval plan``).
 """
 
 from .config import GRID_PARAMS, NEURONS, RunConfig, method_params

@@ -3,8 +3,10 @@
 The runner hands an :class:`Executor` a function and a list of tasks (argument tuples) and
 gets the results back in task order.  Two executors ship: :class:`LocalExecutor` (in this
 process, one task after the other) and :class:`ProcessExecutor` (spawned worker processes;
-TensorFlow does not survive ``fork``).  A distributed executor (e.g. Ray) implements the
-same small interface.
+TensorFlow does not survive ``fork``).  The distributed one,
+:class:`~cnnvis_eval.evaluation.ray_executor.RayExecutor` (the extra ``cnnvis_eval[ray]``),
+implements the same interface, plus ``remote = True`` (its workers do not share this
+machine's disk, see :mod:`~cnnvis_eval.evaluation.remote`).
 
 Progress: a task reports finished cells by calling the ``tick`` it is given (``tick(k)``);
 the executor forwards those calls to the ``tick`` of :meth:`Executor.map` in this process

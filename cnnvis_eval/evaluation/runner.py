@@ -129,8 +129,10 @@ class GridRun:
         In this process (one worker) each model is one task with all its work.  With
         worker processes the work is split into tasks in two phases: the cells of (model,
         group of methods), then per model its scores and, per group of methods, its
-        randomization curves.  Results do not depend on the executor.  The folder's lock is
-        held throughout (see ``lock``).
+        randomization curves; a remote executor (``executor.remote``, e.g. Ray) runs the same
+        phases with the files shipped to its workers and written back here
+        (:mod:`~cnnvis_eval.evaluation.remote`).  Results do not depend on the executor.  The
+        folder's lock is held throughout (see ``lock``).
         """
         with self._locked():
             return self._run()
@@ -142,9 +144,14 @@ class GridRun:
         executor = self.executor or make_executor(self.workers, len(sources))
         try:
             with executor:
+                self._record_executor(executor)
                 if executor.in_process:
                     cell_rows = [r for rs in executor.map(self.model_cells, [(s,) for s in sources], tick=bar.update)
                                  for r in rs]
+                elif getattr(executor, "remote", False):  # workers without the driver's disk
+                    from .remote import remote_phases
+
+                    cell_rows = remote_phases(self, executor, sources, bar.update, between=bar.close)
                 else:
                     cell_rows = self._run_phases(executor, sources, bar.update, between=bar.close)
         finally:
@@ -157,6 +164,17 @@ class GridRun:
         self._record_models(sources, cells)
         self.store.save_rows(self.store.root / "cells.parquet", cells)
         return self.collect()
+
+    def _record_executor(self, executor: Executor):
+        """Record the cluster a distributed executor runs on (its ``cluster`` summary: nodes,
+        CPUs, GPUs, ...) as ``"cluster"`` in ``config.json`` (shown in the report's
+        configuration section); a run on this machine removes a previous run's entry."""
+        path = self.store.root / "config.json"
+        cluster = getattr(executor, "cluster", None) or None
+        stored = self.store.read_json(path, keys=("config",)) or {}
+        if stored.get("cluster") != cluster and (cluster or "cluster" in stored):
+            self.store.save_json(path, {**{k: v for k, v in stored.items() if k != "cluster"},
+                                        **({"cluster": cluster} if cluster else {})})
 
     def _record_models(self, sources: list, cells: pd.DataFrame):
         """Record the loaded models (see :meth:`_note_model`), write ``models.json`` with
@@ -188,8 +206,8 @@ class GridRun:
         """The work as tasks for ``executor``, in two phases (see :meth:`run`); ``between()``
         is called between the phases.  Returns the cell rows."""
         methods = list(self.config.methods)
-        n_groups = max(1, min(len(methods), 4))
-        groups = [tuple(methods[i::n_groups]) for i in range(n_groups)]  # interleaved: balanced costs
+        groups = self.method_groups()
+        n_groups = len(groups)
         root = str(self.store.root)
         explained = executor.map(_model_worker, [(self.config, root, s, g, ("explain",))
                                                  for s in sources for g in groups], tick=tick)
@@ -208,6 +226,13 @@ class GridRun:
         with tqdm(total=len(scoring), desc="scores", unit="task", disable=not self.progress) as bar:
             executor.map(_model_worker, scoring, tick=tick, on_done=bar.update)
         return rows
+
+    def method_groups(self) -> list[tuple]:
+        """The run's methods in at most 4 groups, one task each per model (interleaved, so
+        the groups' costs balance)."""
+        methods = list(self.config.methods)
+        n_groups = max(1, min(len(methods), 4))
+        return [tuple(methods[i::n_groups]) for i in range(n_groups)]
 
     def model_cells(self, source, tick=_quiet, methods=None, parts=PARTS) -> list[dict]:
         """Load model ``source`` (a name or a ModelFile) and run ``parts`` of its work (see
@@ -399,23 +424,27 @@ class GridRun:
         return results
 
 
-_WORKER_MODEL: dict = {}  # the model a worker process last loaded: source -> (spec, images)
+_WORKER_MODEL: dict = {}  # the model a worker process last loaded: (source, run id) -> (spec, images)
 
 
-def _model_worker(config: RunConfig, root: str, source, methods, parts, tick=_quiet) -> list[dict]:
+def _model_worker(config: RunConfig, root: str, source, methods, parts, tick=_quiet, log=print) -> list[dict]:
     """One task of a worker process (:meth:`GridRun._run_phases`): ``parts`` of the work on
-    model ``source`` for ``methods`` (all if empty).  The worker keeps its last model loaded
-    for the next task."""
+    model ``source`` for ``methods`` (all if empty); messages go to ``log``.  The worker
+    keeps its last model loaded for the next task."""
 
     def load(s):
-        if s not in _WORKER_MODEL:
+        # a warm worker may serve several runs: another configuration, or a model file saved over
+        path = Path(getattr(s, "path", ""))
+        stamp = (path.stat().st_mtime_ns, path.stat().st_size) if getattr(s, "path", None) and path.is_file() else None
+        key = (str(s), config.run_id(), stamp)
+        if key not in _WORKER_MODEL:
             for spec, _ in _WORKER_MODEL.values():
                 release(spec)
             _WORKER_MODEL.clear()
-            _WORKER_MODEL[s] = load_inputs(s, config)
-        return _WORKER_MODEL[s]
+            _WORKER_MODEL[key] = load_inputs(s, config)
+        return _WORKER_MODEL[key]
 
-    run = GridRun(config, root, progress=False, log=print, workers=1, load=load, release_models=False, lock=False)
+    run = GridRun(config, root, progress=False, log=log, workers=1, load=load, release_models=False, lock=False)
     run.records_models = False  # the parent writes models.json from the cell rows
     return run.model_cells(source, tick, methods or None, parts)
 

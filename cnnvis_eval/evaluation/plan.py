@@ -1,0 +1,243 @@
+"""What a run will cost before it runs: ``cnnvis-eval plan`` (:func:`plan`).
+
+The cost table ``costs.csv`` (package data, built by ``python -m suites.benchmarks.build_costs``
+from the committed benchmark baseline) gives per architecture and method the seconds per
+image of a warm explanation at the grid's parameters on the measuring machine (2 shared
+cores, one worker), labelled ``measured`` (the baseline), ``estimated`` (what the baseline
+lacks: model inputs x a measured forward pass for the perturbation methods, the minis'
+median ratio x a measured forward+backward pass for the others) or ``n/a`` (the method
+does not apply: no cost), and per architecture a measured ``forward`` and
+``forward_backward`` pass.
+
+The model of one run (per model, with ``n`` images and method cost ``s`` seconds per image):
+
+- explain: ``3 neurons x n x s`` per method;
+- randomization stage: ``min(randomization_images, n) x (randomization_steps + 1) x s``
+  (the trained model's map and one per cascading step);
+- faithfulness stage: ``2 curves x n x (faithfulness_steps + 1)`` forward passes per method;
+- cost stage: ``4 x min(n, 8)`` forward+backward passes per model (warm-up + 3 rounds);
+- sample-count parameters scale ``s`` linearly (LIME ``num_samples``, RISE ``n_masks``,
+  SmoothGrad/VarGrad ``n``, Integrated Gradients ``steps``, occlusion's window count); a big
+  architecture at another input size scales with the area.  A row scaled away from its
+  measured parameters is labelled ``estimated``.
+- not modelled: loading and tracing a model once per worker, the complexity, agreement and
+  localization scores (NumPy on the heatmaps, seconds for a whole run).
+
+Wall time on ``W`` workers of relative ``speed``: the run's tasks (per model, one per group of
+methods in the explain phase; then its scores and one randomization task per group) placed
+longest first on the least loaded worker, phase after phase, divided by ``speed``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..models import ARCHS, BIG_MODELS
+from .config import NEURONS, RunConfig, method_params
+
+COSTS = Path(__file__).with_name("costs.csv")
+MEASURING_CORES = 2  # cores of the machine the cost table was measured on (one worker)
+SAMPLES = {"lime": "num_samples", "rise": "n_masks", "smoothgrad": "n", "vargrad": "n",
+           "integrated_gradients": "steps"}
+
+
+def load_costs() -> pd.DataFrame:
+    """The cost table: columns ``arch, method, seconds_per_image, source, basis, params``."""
+    with resources.files(__package__).joinpath("costs.csv").open("r", encoding="utf-8") as f:
+        return pd.read_csv(f, keep_default_na=False, na_values=[""])
+
+
+def model_inputs(method: str, side: int, params: dict, channels: int = 0) -> int:
+    """Model inputs per image of a perturbation method at ``params`` on ``side`` px inputs
+    (the unperturbed image included); Score-CAM: ``channels`` + 1."""
+    if method in ("lime", "rise"):
+        return int(params[SAMPLES[method]]) + 1
+    if method == "occlusion":
+        from ..methods.perturbation.occlusion import window_positions
+
+        n = len(window_positions(side, int(params["window"]), int(params.get("stride", params["window"]))))
+        return n * n + 1
+    if method == "score_cam":
+        return int(channels) + 1
+    raise InputError(f"{method} is not a perturbation method")
+
+
+def _scale(method: str, side: int, params: dict) -> float:
+    """How ``method``'s cost grows with its parameters (a relative count)."""
+    if method == "occlusion":
+        return float(model_inputs(method, side, params))
+    if method in SAMPLES:
+        return float(params.get(SAMPLES[method], 1))
+    return 1.0
+
+
+def arch_of(source, config: RunConfig) -> tuple[str, str, int, float]:
+    """``(display name, cost table arch, input side, area factor)`` of one of the run's models."""
+    name = str(source)
+    if name in BIG_MODELS:
+        native = ARCHS[name].default_size
+        side = int(config.input_size or native)
+        return name, f"{name}@{native}", side, (side / native) ** 2
+    if name.startswith("mini_"):
+        return name, name, 64, 1.0
+    raise InputError(f"cnnvis-eval plan has no measured costs for model file {name!r}: it plans the "
+                     f"zoo and mini models ({', '.join(BIG_MODELS)}, mini_*)")
+
+
+@dataclass
+class Plan:
+    """The cost of one run configuration.
+
+    Attributes
+    ----------
+    rows : DataFrame
+        One row per (model, method): ``cells``, ``images``, ``explain_s``, ``randomization_s``,
+        ``faithfulness_s``, ``seconds`` (their sum) and the cost's ``source``.
+    reference_s : dict
+        Seconds of the cost stage's reference passes per model.
+    tasks : list of list of float
+        Task seconds per phase (explain, scoring) as the runner splits them.
+    workers, speed : the workers the wall time is for, and their speed relative to the
+        measuring machine.
+    """
+
+    rows: pd.DataFrame
+    reference_s: dict
+    tasks: list
+    workers: int
+    speed: float
+
+    @property
+    def cells(self) -> int:
+        return int(self.rows["cells"].sum())
+
+    @property
+    def seconds(self) -> float:
+        """Worker-seconds at the measuring machine's speed."""
+        return float(self.rows["seconds"].sum() + sum(self.reference_s.values()))
+
+    @property
+    def cpu_hours(self) -> float:
+        """CPU-hours at the measuring machine's speed (a worker used its 2 cores)."""
+        return self.seconds * MEASURING_CORES / 3600
+
+    @property
+    def wall_seconds(self) -> float:
+        return sum(makespan(phase, self.workers) for phase in self.tasks) / self.speed
+
+    @property
+    def floor_seconds(self) -> float:
+        """The wall time no number of workers beats: the longest task of each phase."""
+        return sum(max(phase, default=0.0) for phase in self.tasks) / self.speed
+
+    def text(self) -> str:
+        r = self.rows
+        by_model = r.groupby("model", sort=False)["seconds"].sum()
+        by_method = r.groupby("method")["seconds"].sum().sort_values(ascending=False)
+        share = r.groupby("source")["seconds"].sum() / max(r["seconds"].sum(), 1e-12)
+        lines = [f"{r['model'].nunique()} models x {r['method'].nunique()} methods x {int(r['images'].max())} "
+                 f"images x {len(NEURONS)} neurons: {self.cells} cells",
+                 "seconds per model: " + ", ".join(f"{m} {_dur(s)}" for m, s in by_model.items()),
+                 "costliest methods: " + ", ".join(f"{m} {_dur(s)}" for m, s in by_method.head(6).items()),
+                 "cost source: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items()),
+                 f"compute: {self.seconds / 3600:.2f} worker-hours = {self.cpu_hours:.2f} CPU-hours "
+                 f"(measuring machine: {MEASURING_CORES} cores per worker)",
+                 f"wall time on {self.workers} worker{'s' * (self.workers > 1)} of speed {self.speed:g}: "
+                 f"{_dur(self.wall_seconds)} (at least {_dur(self.floor_seconds)} on any number of workers: "
+                 "the longest task of each phase)"]
+        return "\n".join(lines)
+
+
+def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.DataFrame | None = None) -> Plan:
+    """The :class:`Plan` of ``config`` on ``workers`` workers of relative ``speed``."""
+    if int(workers) < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    if not speed > 0:
+        raise InputError(f"speed must be > 0, got {speed}")
+    table = load_costs() if costs is None else costs
+    n = len(config.photos) + config.synthetic
+    k_rand = min(config.randomization_images, n)
+    methods = list(config.methods)
+    groups = [tuple(methods[i::max(1, min(len(methods), 4))]) for i in range(max(1, min(len(methods), 4)))]
+    rows, reference, explain_tasks, score_tasks = [], {}, [], []
+    for source in config.sources():
+        name, arch, side, area = arch_of(source, config)
+        mine = table[table["arch"] == arch].set_index("method")
+        if mine.empty:
+            raise InputError(f"the cost table has no rows for {arch}")
+        fwd, fb = (float(mine.loc[m, "seconds_per_image"]) * area for m in ("forward", "forward_backward"))
+        per = {}
+        for method in methods:
+            if method not in mine.index:
+                raise InputError(f"the cost table has no cost of {method} on {arch}")
+            row = mine.loc[method]
+            if row["source"] == "n/a":
+                per[method] = dict(model=name, method=method, cells=0, images=n, explain_s=0.0,
+                                   randomization_s=0.0, faithfulness_s=0.0, source="n/a")
+                continue
+            params = method_params(method, _Sized(side), config.method_params.get(method, {}))
+            measured_at = json.loads(row["params"] or "{}")
+            factor = _scale(method, side, params) / _scale(method, ARCHS[name].default_size if name in ARCHS
+                                                          else side, measured_at) if measured_at else 1.0
+            s = float(row["seconds_per_image"]) * area * factor
+            source_label = row["source"] if np.isclose(factor * area, 1.0) else "estimated"
+            per[method] = dict(model=name, method=method, cells=len(NEURONS), images=n,
+                               explain_s=len(NEURONS) * n * s,
+                               randomization_s=k_rand * (config.randomization_steps + 1) * s
+                               if "randomization" in config.stages else 0.0,
+                               faithfulness_s=2 * n * (config.faithfulness_steps + 1) * fwd
+                               if "faithfulness" in config.stages else 0.0,
+                               source=source_label)
+        rows += per.values()
+        reference[name] = 4 * min(n, 8) * fb if "cost" in config.stages else 0.0
+        explain_tasks += [sum(per[m]["explain_s"] for m in g) for g in groups]
+        score_tasks.append(reference[name] + sum(p["faithfulness_s"] for p in per.values()))
+        score_tasks += [sum(per[m]["randomization_s"] for m in g) for g in groups]
+    frame = pd.DataFrame(rows)
+    frame["seconds"] = frame[["explain_s", "randomization_s", "faithfulness_s"]].sum(axis=1)
+    return Plan(frame, reference, [explain_tasks, score_tasks], int(workers), float(speed))
+
+
+def makespan(tasks, workers: int) -> float:
+    """Seconds until ``tasks`` (seconds each) finish on ``workers`` workers, each task placed,
+    longest first, on the least loaded worker."""
+    load = [0.0] * max(1, int(workers))
+    for t in sorted(tasks, reverse=True):
+        load[int(np.argmin(load))] += t
+    return max(load)
+
+
+def study_config() -> RunConfig:
+    """The study's full grid: the five ImageNet architectures at native size, the ten
+    default photos, three neurons, every method, LIME with 1,000 samples."""
+    from ..data.photos import DEFAULT_PHOTOS
+    from .config import GRID_PARAMS
+
+    params = {k: dict(v) for k, v in GRID_PARAMS.items()}
+    params["lime"] = {"num_samples": 1000}
+    return RunConfig(models=tuple(BIG_MODELS), photos=tuple(DEFAULT_PHOTOS), synthetic=0, method_params=params)
+
+
+class _Sized:
+    """The one thing :func:`method_params` reads of a model: its input shape."""
+
+    def __init__(self, side: int):
+        self.input_shape = (side, side, 3)
+
+
+def _dur(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+__all__ = ["COSTS", "MEASURING_CORES", "Plan", "load_costs", "makespan", "model_inputs", "plan", "study_config"]

@@ -1,0 +1,172 @@
+"""The runner's phases on workers that do not share the driver's disk (a Ray cluster).
+
+:meth:`GridRun.run <cnnvis_eval.evaluation.runner.GridRun.run>` hands executors with
+``remote = True`` (:class:`~cnnvis_eval.evaluation.ray_executor.RayExecutor`) the same two
+phases of tasks as the process pool, but the files travel: each task receives the stored
+files of its model (a *bundle*: ``config.json``, the model's images, heatmaps and rows, put
+once per model in the cluster's object store), works in a scratch copy of the run folder on
+its worker (made afresh for every task), and returns its cell rows, its log lines and the files it wrote; the driver
+writes those files into the run folder (atomically) as each task completes.  So the run
+folder holds exactly the files of a local run, a driver killed mid-run keeps every finished
+task, and a rerun skips what is stored.  A task whose worker died
+(:class:`~cnnvis_eval.evaluation.ray_executor.TaskLost`) becomes error cells (explain phase)
+or a log line (scoring phase); a rerun computes them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from .config import NEURONS
+from .store import CORRUPT, atomic_write
+
+SKIPPED = ("config.json", "models.json")  # the driver's own files: never returned by a task
+
+
+def _quiet(*args, **kwargs):
+    """A progress callback that does nothing."""
+
+
+def bundle(root: Path, key: str | None) -> dict[str, bytes]:
+    """The stored files of the model with content ``key`` under run folder ``root`` (and
+    ``config.json``): ``{relative posix path: bytes}``; damaged copies and temporary files
+    are left out."""
+    root = Path(root)
+    paths = [root / "config.json"]
+    if key:
+        paths.append(root / "images" / f"{key}.npz")
+        paths += [p for p in (root / "heatmaps" / key).rglob("*") if p.is_file()]
+        paths += list((root / "rows").glob(f"*/{key}.*"))
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in paths
+            if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".corrupt")}
+
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    out = {}
+    for p in root.rglob("*"):
+        if p.is_file() and not p.name.startswith("."):
+            st = p.stat()
+            out[p.relative_to(root).as_posix()] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return out
+
+
+def remote_model_worker(config, files: dict, source, methods, parts, tick=_quiet) -> dict:
+    """One task on a remote worker: ``parts`` of the work on model ``source`` for
+    ``methods``, in a fresh scratch copy of the run folder made of ``files`` (a
+    :func:`bundle`: exactly what the driver has stored for the model, so a file the driver
+    lost or moved aside is computed again).  Returns ``{"rows": cell rows, "files": {path:
+    bytes} written by the task, "log": [lines]}``.  The worker keeps its loaded model
+    between tasks, not the files."""
+    from .runner import _model_worker
+
+    with tempfile.TemporaryDirectory(prefix="cnnvis-run-") as scratch:
+        root = Path(scratch)
+        for rel, data in files.items():
+            atomic_write(root / rel, lambda p, d=data: p.write_bytes(d))
+        before = _snapshot(root)
+        lines: list[str] = []
+        rows = _model_worker(config, str(root), source, methods, parts, tick, log=lines.append)
+        after = _snapshot(root)
+        # new and rewritten files; a damaged file moved aside comes back as <name>.corrupt
+        changed = {rel: (root / rel).read_bytes() for rel, sig in after.items()
+                   if before.get(rel) != sig and rel not in SKIPPED}
+    return {"rows": rows, "files": changed, "log": lines, "scratch": str(root)}
+
+
+def write_back(root: Path, result: dict, log) -> list[dict]:
+    """Write the files a remote task returned under ``root`` (atomically), pass its log
+    lines to ``log``; its cell rows.  A returned ``<name>.corrupt`` means the worker found
+    the shipped ``<name>`` damaged: the driver's copy is moved aside first, as a local run
+    does, then the recomputed file written."""
+    root = Path(root)
+    targets = {}
+    for rel in result["files"]:
+        parts = PurePosixPath(rel).parts
+        if PurePosixPath(rel).is_absolute() or ".." in parts or not parts:
+            raise ValueError(f"a remote task returned a file outside the run folder: {rel!r}")
+        targets[rel] = root.joinpath(*parts)
+    for rel, target in targets.items():
+        damaged = target.with_name(target.name[:-len(CORRUPT)])
+        if target.name.endswith(CORRUPT) and damaged.is_file():
+            damaged.replace(target)
+    for rel, target in targets.items():
+        if not target.name.endswith(CORRUPT):
+            atomic_write(target, lambda p, d=result["files"][rel]: p.write_bytes(d))
+    for line in result["log"]:  # naming the run folder, not the worker's scratch copy
+        log(line.replace(result["scratch"], str(root)))
+    return result["rows"]
+
+
+def remote_phases(run, executor, sources: list, tick, between=_quiet) -> list[dict]:
+    """:meth:`GridRun._run_phases <cnnvis_eval.evaluation.runner.GridRun._run_phases>` for a
+    remote ``executor`` (``share``, ``map(..., affinity=, collect=)``); the cell rows."""
+    from .ray_executor import TaskLost
+
+    methods = list(run.config.methods)
+    groups = run.method_groups()
+    root = run.store.root
+    collect = lambda result: write_back(root, result, run.log)  # noqa: E731
+    by_model = lambda task: str(task[2])  # noqa: E731
+
+    shared = {}
+    for s in sources:  # what a previous run stored for this model, if the folder knows its key
+        rec = run.recorded.get(run.names[str(s)])
+        key = rec.get("key") if isinstance(rec, dict) and rec.get("source") == str(s) else None
+        shared[str(s)] = executor.share(bundle(root, key))
+    tasks = [(run.config, shared[str(s)], s, g, ("explain",)) for s in sources for g in groups]
+    explained = executor.map(remote_model_worker, tasks, tick=tick, affinity=by_model, collect=collect)
+    rows, loaded, keys = [], [], {}
+    order = {m: i for i, m in enumerate(methods)}
+    for k, source in enumerate(sources):
+        results = explained[k * len(groups):(k + 1) * len(groups)]
+        ok = [r for res in results if not isinstance(res, TaskLost) for r in res]
+        if ok and ok[0]["method"] == "*":  # the model could not be loaded
+            rows.append(ok[0])
+            continue
+        name = run.names[str(source)]
+        lost = [(g, res) for g, res in zip(groups, results) if isinstance(res, TaskLost)]
+        if not ok:  # every task of the model lost
+            rows.append(_failed(source, "; ".join(sorted({res.message for _, res in lost}))))
+            continue
+        for g, res in lost:
+            run.log(f"model {name}, methods {', '.join(g)}: {res.message}; run again to compute them")
+            tick(len(g) * len(NEURONS))
+            ok += [_lost_cell(name, m, n, ok[0]["model_key"], res.message) for m in g for n in NEURONS]
+        loaded.append(source)
+        keys[str(source)] = ok[0]["model_key"]
+        rows += sorted(ok, key=lambda r: order[r["method"]])
+    between()
+    for s in loaded:
+        shared[str(s)] = executor.share(bundle(root, keys[str(s)]))
+    scoring = [(run.config, shared[str(s)], s, (), ("score",)) for s in loaded] + [
+        (run.config, shared[str(s)], s, g, ("randomization",)) for s in loaded for g in groups]
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(scoring), desc="scores", unit="task", disable=not run.progress) as bar:
+        done = executor.map(remote_model_worker, scoring, tick=tick, on_done=bar.update, affinity=by_model,
+                            collect=collect)
+    for task, res in zip(scoring, done):
+        if isinstance(res, TaskLost):
+            run.log(f"model {run.names[str(task[2])]}: {task[4][0]} of {', '.join(task[3]) or 'all methods'} "
+                    f"lost: {res.message}; run again to compute it")
+    return rows
+
+
+def _failed(source, message: str) -> dict:
+    """The row of a model none of whose tasks finished."""
+    return {"model": str(source), "method": "*", "neuron": "*", "status": "error", "message": message,
+            "seconds": np.nan, "seconds_per_image": np.nan, "layer": "", "indices": "", "model_key": "",
+            "file": ""}
+
+
+def _lost_cell(model: str, method: str, neuron: str, key: str, message: str) -> dict:
+    """The row of a cell whose task was lost (an error cell: a rerun computes it)."""
+    return {"model": model, "method": method, "neuron": neuron, "layer": "", "status": "error",
+            "message": f"worker lost: {message}", "seconds": np.nan, "seconds_per_image": np.nan, "indices": "",
+            "model_key": key, "file": ""}
+
+
+__all__ = ["bundle", "remote_model_worker", "remote_phases", "write_back"]

@@ -1,0 +1,115 @@
+"""``cnnvis-eval plan`` (issue 18): a run's cells, CPU-hours and wall time from the cost
+table, checked against sums done here by hand from the table's own rows (read with the
+``csv`` module, not the code under test)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from cnnvis_eval.errors import InputError
+from cnnvis_eval.evaluation import RunConfig
+from cnnvis_eval.evaluation.plan import COSTS, makespan, plan, study_config
+
+STAGES_NONE = ("complexity",)  # no stage with a modelled cost: explain cells only
+
+
+def _table() -> dict:
+    with open(COSTS, newline="", encoding="utf-8") as f:
+        return {(r["arch"], r["method"]): r for r in csv.DictReader(f)}
+
+
+def _s(arch, method) -> float:
+    return float(_table()[arch, method]["seconds_per_image"])
+
+
+def test_two_methods_one_image_by_hand():
+    config = RunConfig(models=("mini_resnet",), methods=("saliency", "grad_cam"), photos=("chelsea",),
+                       synthetic=0, stages=STAGES_NONE)
+    sal, gc = _s("mini_resnet", "saliency"), _s("mini_resnet", "grad_cam")
+    one = plan(config, workers=1)
+    assert one.cells == 6  # 1 model x 2 methods x 3 neurons
+    assert one.seconds == pytest.approx(3 * 1 * (sal + gc), rel=1e-9)
+    assert one.cpu_hours == pytest.approx(3 * (sal + gc) * 2 / 3600, rel=1e-9)
+    assert one.wall_seconds == pytest.approx(3 * (sal + gc), rel=1e-9)
+    two = plan(config, workers=2, speed=2.0)  # one task per method, on two workers twice as fast
+    assert two.wall_seconds == pytest.approx(max(3 * sal, 3 * gc) / 2, rel=1e-9)
+    assert two.floor_seconds == pytest.approx(max(3 * sal, 3 * gc) / 2, rel=1e-9)
+
+
+def test_stages_and_sample_counts_by_hand():
+    config = RunConfig(models=("mini_vgg",), methods=("lime",), photos=("chelsea", "coffee"), synthetic=1,
+                       stages=("randomization", "faithfulness", "cost"), randomization_images=2,
+                       randomization_steps=3, faithfulness_steps=10, method_params={"lime": {"num_samples": 1000}})
+    row = _table()["mini_vgg", "lime"]
+    measured_at = json.loads(row["params"])["num_samples"]
+    s = float(row["seconds_per_image"]) * 1000 / measured_at
+    fwd, fb = _s("mini_vgg", "forward"), _s("mini_vgg", "forward_backward")
+    n = 3
+    expected = 3 * n * s + 2 * (3 + 1) * s + 2 * n * (10 + 1) * fwd + 4 * n * fb
+    p = plan(config)
+    assert p.seconds == pytest.approx(expected, rel=1e-9)
+    assert list(p.rows["source"]) == ["estimated"]  # scaled away from the measured 200 samples
+
+
+def test_na_methods_cost_nothing_and_labels():
+    table = _table()
+    assert table["resnet50@224", "saliency"]["source"] == "measured"  # in the benchmark baseline
+    assert table["vgg16@224", "saliency"]["source"] == "estimated"  # not in it
+    assert table["resnet50@224", "score_cam"]["source"] == "estimated"
+    assert table["vgg16@224", "cam"]["source"] == "n/a"  # Flatten head: no CAM
+    config = RunConfig(models=("vgg16",), methods=("cam", "saliency"), photos=("chelsea",), synthetic=0,
+                       stages=STAGES_NONE)
+    p = plan(config)
+    assert p.cells == 3 and p.seconds == pytest.approx(3 * _s("vgg16@224", "saliency"), rel=1e-9)
+
+
+def test_the_study_grid():
+    config = study_config()
+    assert (len(config.models), len(config.photos), config.synthetic) == (5, 10, 0)
+    p = plan(config, workers=8)
+    table = _table()
+    applicable = [(a, m) for (a, m), r in table.items() if "@" in a and m in config.methods and r["source"] != "n/a"]
+    assert p.cells == 3 * len(applicable)
+    lime = [r for (a, m), r in table.items() if m == "lime" and "@" in a]
+    lime_explain = sum(3 * 10 * float(r["seconds_per_image"]) * 1000 / json.loads(r["params"])["num_samples"]
+                       for r in lime)
+    assert p.rows[p.rows["method"] == "lime"]["explain_s"].sum() == pytest.approx(lime_explain, rel=1e-9)
+    assert p.seconds / 8 <= p.wall_seconds <= p.seconds  # 8 workers: at best 8 times faster
+    assert "CPU-hours" in p.text() and "wall time on 8 workers" in p.text()
+
+
+def test_makespan_places_longest_first():
+    assert makespan([2, 3, 2, 3, 2], 2) == 7  # 3 | 3, then 2 | 2, then 2 on the first: 3+2+2 | 3+2
+    assert makespan([5, 1, 1, 1], 2) == 5
+    assert makespan([1, 1], 4) == 1
+
+
+def test_plan_refuses_what_it_cannot_cost(tmp_path):
+    config = RunConfig(models=("mini_vgg",), methods=("saliency",), photos=("chelsea",), synthetic=0)
+    with pytest.raises(InputError, match="workers must be >= 1"):
+        plan(config, workers=0)
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"")
+    files = RunConfig(models=(), model_files=(str(model),), methods=("saliency",), photos=("chelsea",),
+                      synthetic=0)
+    with pytest.raises(InputError, match="no measured costs for model file"):
+        plan(files)
+
+
+def test_cli_plan(capsys):
+    from cnnvis_eval import cli
+
+    assert cli.main(["plan", "--models", "mini_resnet", "--methods", "saliency", "grad_cam", "--images", "chelsea",
+                     "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "18 cells" not in out and "6 cells" in out and "wall time on 2 workers" in out
+    assert cli.main(["plan", "--study", "--workers", "16"]) == 0
+    import cnnvis_eval as cv
+
+    assert f"5 models x {len(cv.list_methods())} methods x 10 images" in capsys.readouterr().out
+    assert cli.main(["plan", "--workers", "0"]) == 2
+    assert capsys.readouterr().err.startswith("cnnvis-eval: error: --workers must be >= 1")
