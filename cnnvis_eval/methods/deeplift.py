@@ -12,8 +12,10 @@ distributes it over the window).  On a network whose nonlinearities are only ReL
 biases, the reference activations at a zero baseline are all zero, so every multiplier
 is ``relu(z) / z`` = the gradient and DeepLIFT equals gradient x input.
 
-Implementation: one compiled pass over the batch and the references stacked, ``[x; x0]``
-(2N inputs); each nonlinearity is a ``tf.custom_gradient`` that reads both halves.  A layer
+Implementation: one compiled function runs the reference forward (keeping each
+nonlinearity's input), then the input forward and backward, where each nonlinearity is a
+``tf.custom_gradient`` reading its reference input: about one forward pass more than a
+gradient.  A layer
 with a fused activation (``Conv2D(activation="relu")``) runs as a linear clone followed by
 the activation; the user's model is never modified.  Any other layer (multiplications,
 softmax inside the network, attention, normalisation over features, subclassed models)
@@ -62,10 +64,9 @@ _LINEAR_OPS = frozenset({"Add", "Subtract", "Concatenate", "Reshape", "Transpose
                          "Squeeze", "Negative", "Pad", "Mean", "Sum", "GetItem"})
 
 
-def _rescale(z, fn):
-    """``fn(z)`` on the stacked batch ``[z; z0]`` (2N); backward: the rescale multiplier
-    ``(fn(z) - fn(z0)) / (z - z0)`` for the first half (``fn'`` where the difference is tiny),
-    ``fn'(z0)`` for the references."""
+def _rescale(z, z0, fn):
+    """``fn(z)``; backward: the rescale multiplier ``(fn(z) - fn(z0)) / (z - z0)`` (``fn'(z)``
+    where ``|z - z0| <= EPS``).  ``z0`` is the same unit's input on the reference."""
 
     @tf.custom_gradient
     def op(z):
@@ -75,11 +76,9 @@ def _rescale(z, fn):
         local = tape.gradient(y, z)
 
         def grad(dy, variables=None):
-            n = tf.shape(z)[0] // 2
-            dz, dout = z[:n] - z[n:], y[:n] - y[n:]
+            dz, dout = z - z0, y - fn(z0)
             small = tf.abs(dz) <= EPS
-            m = tf.where(small, local[:n], dout / tf.where(small, tf.ones_like(dz), dz))
-            g = tf.concat([dy[:n] * m, dy[n:] * local[n:]], 0)
+            g = dy * tf.where(small, local, dout / tf.where(small, tf.ones_like(dz), dz))
             return (g, [None] * len(variables)) if variables is not None else g
 
         return tf.identity(y), grad
@@ -108,8 +107,10 @@ def _kind(graph: FlatGraph, node: FlatNode) -> str:
     return "other"
 
 
-def deeplift_overrides(graph: FlatGraph, method: str = "deeplift") -> dict:
-    """Layer-name -> callable overrides applying the rescale rule to every nonlinearity.
+def deeplift_units(graph: FlatGraph, method: str = "deeplift") -> dict:
+    """Layer name -> ``fn(z, *args, **kwargs) -> (pre-activation z, activation function)``
+    of every nonlinearity of ``graph`` (elementwise activations, and the fused activation of
+    a linear layer, which then runs as a linear clone), checked.
 
     Raises
     ------
@@ -132,19 +133,38 @@ def deeplift_overrides(graph: FlatGraph, method: str = "deeplift") -> dict:
                 f"{graph.model.name!r} is not supported: DeepLIFT's rescale rule covers linear "
                 "layers, max pooling and elementwise activations; use integrated_gradients")
         if kind == "elementwise":
-            def call(*a, _node=node, **k):
-                return _rescale(a[0], lambda t: graph.call_layer(_node, t, *a[1:], **k))
+            def unit(*a, _node=node, **k):
+                return a[0], lambda t: graph.call_layer(_node, t, *a[1:], **k)
         elif kind == "fused":
-            lin = linear_part(graph, node)
-            fn = keras.activations.get(node.layer.activation)
-
-            def call(*a, _lin=lin, _fn=fn, **k):
+            def unit(*a, _lin=linear_part(graph, node), _fn=keras.activations.get(node.layer.activation), **k):
                 k.pop("training", None)
-                return _rescale(_lin(*a, **k), _fn)
+                return _lin(*a, **k), _fn
         else:
             continue
-        out[node.name] = call
+        out[node.name] = unit
     return out
+
+
+def reference_overrides(units: dict, store: dict) -> dict:
+    """Overrides for the reference pass: each unit's input is kept in ``store`` by name."""
+    def wrap(name, unit):
+        def call(*a, **k):
+            z, fn = unit(*a, **k)
+            store[name] = z
+            return fn(z)
+        return call
+    return {name: wrap(name, unit) for name, unit in units.items()}
+
+
+def rescale_overrides(units: dict, store: dict) -> dict:
+    """Overrides for the input's pass: each unit's backward is the rescale multiplier
+    against its reference input in ``store``."""
+    def wrap(name, unit):
+        def call(*a, **k):
+            z, fn = unit(*a, **k)
+            return _rescale(z, store[name], fn)
+        return call
+    return {name: wrap(name, unit) for name, unit in units.items()}
 
 
 @register("deeplift")
@@ -172,24 +192,24 @@ class DeepLift(Explainer):
     def __init__(self, model, *, baseline="zeros"):
         super().__init__(model, baseline=baseline if isinstance(baseline, str) else "array")
         self.baseline = check_baseline(baseline)
-        self.overrides = deeplift_overrides(self.graph, self.name)
+        self.units = deeplift_units(self.graph, self.name)
 
     def _fn(self, bound: BoundTarget):
         def build():
-            graph, overrides = self.graph, self.overrides
+            graph, units = self.graph, self.units
             sig = self._signature()
 
             @tf.function(input_signature=[sig, sig, tf.TensorSpec((None,), tf.int32)])
             def fn(x, ref, indices):
-                n = tf.shape(x)[0]
-                both = tf.concat([x, ref], 0)
+                store: dict = {}
+                ref_value = graph.run(ref, [bound.key], reference_overrides(units, store))[0]
+                ref_scores, _ = bound.select(ref_value, indices)
                 with tf.GradientTape() as tape:
-                    tape.watch(both)
-                    value = graph.run(both, [bound.key], overrides)[0]
-                    scores, _ = bound.select(value[:n], indices)
-                g = tape.gradient(scores, both, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                ref_scores, _ = bound.select(value[n:], indices)
-                return (x - ref) * g[:n], scores, ref_scores
+                    tape.watch(x)
+                    value = graph.run(x, [bound.key], rescale_overrides(units, store))[0]
+                    scores, _ = bound.select(value, indices)
+                g = tape.gradient(scores, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                return (x - ref) * g, scores, ref_scores
 
             return fn
 
@@ -206,4 +226,4 @@ class DeepLift(Explainer):
         return BatchResult(reduce_channels(attr, "sum"), attr, idx, fx, meta)
 
 
-__all__ = ["DeepLift", "deeplift_overrides"]
+__all__ = ["DeepLift", "deeplift_units"]

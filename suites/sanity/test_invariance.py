@@ -69,6 +69,11 @@ SMALL = {
     "smoothgrad": {"n": 4},
     "vargrad": {"n": 4},
     "integrated_gradients": {"steps": 8},
+    "guided_ig": {"steps": 4},
+    "blur_ig": {"steps": 4},
+    "xrai": {"steps": 2},
+    "square_grad": {"n": 4},
+    "gradient_shap": {"n": 4},
     "deep_taylor_bounded": {"low": -BOUND, "high": BOUND},
 }
 
