@@ -96,7 +96,9 @@ Literature and what the minis show:
   2019; no randomization claim) is SmoothGrad-Squared with absolute noise and, measured,
   keeps the map where SmoothGrad nearly does: .71-.79 on mini_inception after full and
   lower-half randomization, .67 on mini_resnet (lower half): xfail, measured; OPEN at step 1
-  on mini_vgg (.91), across classes on mini_inception (.88).  XRAI: see the table.
+  on mini_vgg (.91), across classes on mini_inception (.88).  XRAI (Kapishnikov et al.
+  2019; ranks regions by integrated gradients): sensitive in every cell (.33-.86) but after
+  re-initializing the lower half of mini_resnet and mini_inception (.63, .61: OPEN).
 * The random-logit test is weaker here than on ImageNet: each synthetic image holds one
   object and the four classes are shapes, so every class's evidence is that object and
   even the plain gradient keeps .71-.82 across classes.
