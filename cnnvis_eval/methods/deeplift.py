@@ -4,7 +4,7 @@ Every quantity is a difference from its value on a reference input ``x0`` (the
 baseline): ``attribution = (x - x0) * m`` where the multipliers ``m`` are backpropagated like
 a gradient except at the elementwise nonlinearities ``y = f(z)``, whose local derivative is
 replaced by the rescale multiplier ``(f(z) - f(z0)) / (z - z0)`` (the derivative ``f'(z)``
-where ``|z - z0| <= 1e-7``, as Captum's epsilon).  Linear layers (convolutions, dense,
+where ``|z - z0| <= 1e-7``; Captum falls back likewise below its epsilon 1e-10).  Linear layers (convolutions, dense,
 batch normalization in inference, average pooling, additions, concatenations, reshapes,
 padding, dropout) keep their gradient, which is their multiplier; max pooling keeps its
 gradient too (the input's winner takes the difference, as DeepExplain; Captum's DeepLift
@@ -15,8 +15,7 @@ is ``relu(z) / z`` = the gradient and DeepLIFT equals gradient x input.
 Implementation: one compiled function runs the reference forward (keeping each
 nonlinearity's input), then the input forward and backward, where each nonlinearity is a
 ``tf.custom_gradient`` reading its reference input: about one forward pass more than a
-gradient.  A layer
-with a fused activation (``Conv2D(activation="relu")``) runs as a linear clone followed by
+gradient.  A layer with a fused activation (``Conv2D(activation="relu")``) runs as a linear clone followed by
 the activation; the user's model is never modified.  Any other layer (multiplications,
 softmax inside the network, attention, normalisation over features, subclassed models)
 is refused at construction with :class:`~cnnvis_eval.errors.UnsupportedLayerError` naming it.
