@@ -31,6 +31,11 @@ GRID_PARAMS: dict[str, dict] = {
     "smoothgrad": {"n": 8},
     "vargrad": {"n": 8},
     "integrated_gradients": {"steps": 16},
+    "guided_ig": {"steps": 16},
+    "blur_ig": {"steps": 16},
+    "xrai": {"steps": 8},
+    "square_grad": {"n": 8},
+    "gradient_shap": {"n": 8},
 }
 OCCLUSION_WINDOW_FRACTION = 6  # occlusion window = input side / 6 (11 px at 64, 37 px at 224), stride half
 

@@ -1,4 +1,5 @@
-"""Gradient methods: saliency, gradient x input, integrated gradients, SmoothGrad, VarGrad.
+"""Gradient methods: saliency, gradient x input, integrated gradients, SmoothGrad, VarGrad,
+SquareGrad, GradientSHAP.
 
 All take gradients of the explained scalar (a pre-softmax logit or a reduced channel)
 with respect to the model input inside compiled TensorFlow functions.  Multi-sample
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from ..errors import InputError
 from ..params import check_baseline, chunks, integer, number, resolve_baseline
 from ..targets import BoundTarget
 from .base import BatchResult, Explainer, reduce_channels, register
@@ -119,18 +121,23 @@ class IntegratedGradients(Explainer):
 
         return self._cached(("ig", bound.key, bound.reduce), build)
 
-    def _explain_batch(self, x, bound):
-        base = self._baseline(x)
-        fx, idx = self.forward(x, bound)
-        bound = bound.fixed(idx)
-        fb, _ = self.forward(base, bound)
+    def path_integral(self, x: np.ndarray, base: np.ndarray, bound: BoundTarget) -> np.ndarray:
+        """``(x - base) * mean_k grad(base + a_k (x - base))``, (N, H, W, C) float64, for a
+        target with fixed indices (``steps`` gradients per image, batched)."""
         alphas = ((np.arange(self.steps) + 0.5) / self.steps).astype(x.dtype)
         per_call = max(1, self.internal // len(x))
         chunk = self._chunk_fn(bound)
         total = np.zeros(x.shape, np.float64)
         for a, b in chunks(self.steps, per_call):
             total += chunk(x, base, alphas[a:b], bound.indices).numpy()
-        attr = (x - base) * total / self.steps
+        return (x - base) * total / self.steps
+
+    def _explain_batch(self, x, bound):
+        base = self._baseline(x)
+        fx, idx = self.forward(x, bound)
+        bound = bound.fixed(idx)
+        fb, _ = self.forward(base, bound)
+        attr = self.path_integral(x, base, bound)
         delta = fx.astype(np.float64) - fb
         err = np.abs(attr.reshape(len(x), -1).sum(1, dtype=np.float64) - delta) / np.maximum(np.abs(delta), 1e-12)
         meta = {"completeness_error": err.astype(np.float32), "baseline_score": fb.astype(np.float32)}
@@ -163,6 +170,8 @@ class SmoothGrad(Explainer):
     reads_weights_once = False
 
     stochastic = True
+    #: noise std relative to each image's value range (False: ``sigma`` is absolute)
+    relative_noise: bool = True
 
     def __init__(self, model, *, n: int = 50, sigma: float = 0.15, seed: int = 0,
                  squared: bool = False, internal_batch_size: int = 32):
@@ -214,7 +223,11 @@ class SmoothGrad(Explainer):
         scores, idx = self.forward(x, bound)
         bound = bound.fixed(idx)
         noise = self.noise(x.shape[1:])
-        scale = (self.sigma * (x.reshape(len(x), -1).max(1) - x.reshape(len(x), -1).min(1))).astype(x.dtype)
+        if self.relative_noise:
+            scale = self.sigma * (x.reshape(len(x), -1).max(1) - x.reshape(len(x), -1).min(1))
+        else:
+            scale = np.full(len(x), self.sigma)
+        scale = scale.astype(x.dtype)
         per_call = max(1, self.internal // len(x))
         chunk = self._chunk_fn(bound)
         s1 = np.zeros(x.shape, np.float64)
@@ -243,3 +256,136 @@ class VarGrad(SmoothGrad):
         mean, sq, scores, idx = self.moments(x, bound)
         attr = np.maximum(sq - mean * mean, 0.0)
         return BatchResult(attr.max(axis=-1), attr, idx, scores)
+
+
+@register("square_grad")
+class SquareGrad(SmoothGrad):
+    """SquareGrad (Hooker et al. 2019; Xplique's ``SquareGrad``): the mean of the squared
+    gradients over ``n`` noisy copies ``x + sigma * z``, ``z`` standard normal.
+
+    As Xplique, ``sigma`` is an absolute standard deviation in model-input units (default
+    0.2), not a fraction of the image's range as in :class:`SmoothGrad`; the noise samples are
+    :meth:`SmoothGrad.noise`'s (``default_rng(seed).standard_normal((n, H, W, C))``).
+
+    ``attribution`` (N, H, W, C): mean over samples of grad**2 (float64);
+    heatmap (N, H, W) = its mean over channels (Xplique's channel reducer).
+    """
+
+    relative_noise = False
+
+    def __init__(self, model, *, n: int = 50, sigma: float = 0.2, seed: int = 0,
+                 internal_batch_size: int = 32):
+        super().__init__(model, n=n, sigma=sigma, seed=seed, squared=True,
+                         internal_batch_size=internal_batch_size)
+        self.params.pop("squared", None)
+
+    def _explain_batch(self, x, bound):
+        _, sq, scores, idx = self.moments(x, bound)
+        return BatchResult(sq.mean(axis=-1), sq, idx, scores)
+
+
+@register("gradient_shap")
+class GradientShap(Explainer):
+    """GradientSHAP / expected gradients (Lundberg & Lee 2017; Erion et al. 2021; Captum's
+    ``GradientShap``, SHAP's ``GradientExplainer``).
+
+    ``attribution = mean_s grad(b_s + a_s (x + e_s - b_s)) * (x - b_s)`` over ``n`` samples
+    ``s``, each with a baseline ``b_s`` drawn from the baseline distribution, an
+    interpolation point ``a_s ~ U(0, 1)`` and input noise ``e_s ~ N(0, stdevs^2)``.  The
+    sampler, the same for every image (so a batch gives the maps of its images one by one)::
+
+        rng = numpy.random.default_rng(seed)
+        which = rng.integers(B, size=n)        # baseline index per sample
+        alphas = rng.random(n)                 # interpolation points
+        noise = rng.standard_normal((n, H, W, C)) * stdevs
+
+    In expectation the attribution is the expected-gradients integral, which on a linear
+    model ``f(x) = w . x + c`` is ``(x - E[b]) * w``; on any model it sums to about
+    ``f(x) - E[f(b)]`` (completeness in expectation).
+
+    Parameters
+    ----------
+    baselines : "zeros", "black", "mean", a number, an array (H, W, C) or (B, H, W, C)
+        The baseline distribution: one baseline, or ``B`` of them drawn uniformly.
+    n : int
+        Samples per image.
+    stdevs : float
+        Standard deviation of the input noise (model-input units; 0: none, Captum's default).
+    seed : int
+    internal_batch_size : int
+        Model inputs (images x samples) per compiled gradient call.
+
+    heatmap (N, H, W) = sum over channels of the attribution (signed).
+    """
+
+    reads_weights_once = False
+    signed = True
+    stochastic = True
+
+    def __init__(self, model, *, baselines="zeros", n: int = 50, stdevs: float = 0.0, seed: int = 0,
+                 internal_batch_size: int = 32):
+        super().__init__(model, baselines=baselines if isinstance(baselines, str) else "array", n=n,
+                         stdevs=stdevs, seed=seed, internal_batch_size=internal_batch_size)
+        self.n, self.stdevs = integer(n, "n"), number(stdevs, "stdevs")
+        self.seed = integer(seed, "seed", 0)
+        self.internal = integer(internal_batch_size, "internal_batch_size")
+        self.baselines = check_baseline(baselines, "baselines")
+
+    def _distribution(self, x: np.ndarray) -> np.ndarray:
+        """(B, H, W, C) baselines (a named or single baseline: B = 1; ``"mean"`` is per image
+        and so only for one image at a time)."""
+        shape = x.shape[1:]
+        b = self.baselines
+        if isinstance(b, str) or np.ndim(b) <= len(shape):
+            if isinstance(b, str) and b == "mean" and len(x) > 1:
+                raise InputError("gradient_shap: baselines='mean' differs per image; explain one "
+                                 "image per call (batch_size=1) or pass an array of baselines")
+            return resolve_baseline(b, x[:1], self.spec, "baselines")
+        arr = np.asarray(b, dtype=x.dtype)
+        if arr.shape[1:] != shape or not len(arr):
+            raise InputError(f"gradient_shap: baselines must have shape (B, {', '.join(map(str, shape))})"
+                             f" or ({', '.join(map(str, shape))}); got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise InputError("gradient_shap: baselines contain NaN or inf")
+        return arr
+
+    def _chunk_fn(self, bound: BoundTarget):
+        def build():
+            graph = self.graph
+            sig = self._signature()
+
+            @tf.function(input_signature=[sig, sig, tf.TensorSpec((None,), sig.dtype), sig,
+                                          tf.TensorSpec((None,), tf.int32)])
+            def chunk(x, bases, alphas, noise, indices):
+                n, k = tf.shape(x)[0], tf.shape(alphas)[0]
+                b = bases[:, None]
+                xs = b + tf.reshape(alphas, (-1, 1, 1, 1, 1)) * (x[None] + noise[:, None] - b)
+                flat = tf.reshape(xs, tf.concat([[k * n], tf.shape(x)[1:]], 0))
+                with tf.GradientTape() as tape:
+                    tape.watch(flat)
+                    value = graph.run(flat, [bound.key])[0]
+                    scores, _ = bound.select(value, tf.tile(indices, [k]))
+                g = tape.gradient(scores, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                g = tf.reshape(g, tf.shape(xs))
+                return tf.reduce_sum(g * (x[None] - b), axis=0)
+
+            return chunk
+
+        return self._cached(("gradient_shap", bound.key, bound.reduce), build)
+
+    def _explain_batch(self, x, bound):
+        dist = self._distribution(x)
+        fx, idx = self.forward(x, bound)
+        bound = bound.fixed(idx)
+        rng = np.random.default_rng(self.seed)
+        which = rng.integers(len(dist), size=self.n)
+        alphas = rng.random(self.n)
+        noise = rng.standard_normal((self.n,) + x.shape[1:]) * self.stdevs
+        chunk = self._chunk_fn(bound)
+        total = np.zeros(x.shape, np.float64)
+        dt = x.dtype
+        for a, b in chunks(self.n, max(1, self.internal // len(x))):
+            total += chunk(x, dist[which[a:b]].astype(dt), alphas[a:b].astype(dt),
+                           noise[a:b].astype(dt), bound.indices).numpy()
+        attr = total / self.n
+        return BatchResult(reduce_channels(attr, "sum"), attr, idx, fx)

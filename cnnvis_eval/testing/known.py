@@ -37,6 +37,14 @@ KNOWN_FAILURES: dict[tuple[str, str | None, str], str] = {
                                           "fixed in input space",
     ("invariance", "shift", "rise"): f"reference-point argument of {KINDERMANS}: RISE fades masked pixels to 0",
     ("invariance", "shift", "score_cam"): f"as gradient x input in {KINDERMANS}: Score-CAM scores x * mask",
+    ("invariance", "shift", "deeplift"): f"{KINDERMANS}: DeepLIFT with a zero reference point is not input "
+                                         "invariant",
+    ("invariance", "shift", "gradient_shap"): f"reference-point argument of {KINDERMANS}: the default baseline 0 "
+                                              "is fixed in input space",
+    ("invariance", "shift", "guided_ig"): f"reference-point argument of {KINDERMANS}: the path starts at the zero "
+                                          "baseline, fixed in input space",
+    ("invariance", "shift", "blur_ig"): f"reference-point argument of {KINDERMANS}: the zero-padded blur's start "
+                                        "does not move with the input",
 }
 
 

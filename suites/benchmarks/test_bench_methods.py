@@ -29,6 +29,7 @@ from cnnvis_eval.evaluation.cost import reference_passes
 from cnnvis_eval.evaluation import method_params
 from suites.support.images import smooth_images
 from suites.support.models import big_spec, mini_spec
+from suites.support.suite_data import SLOW_METHODS
 
 BATCH = 8
 MINI = ("mini_vgg", "mini_resnet", "mini_inception", "mini_xception", "mini_mobilenet")
@@ -55,8 +56,19 @@ def setup(arch: str):
 
 
 @pytest.mark.benchmark(group="methods")
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method", cv.list_methods())
+def _cases() -> list:
+    """(method, arch) params, ids ``method-arch``; the methods of ``suite_data.SLOW_METHODS``
+    (issue 19's second slice: default-suite budget) are slow on every architecture."""
+    out = []
+    for method in cv.list_methods():
+        for a in ARCHS:
+            arch = a.values[0]
+            marks = list(a.marks) or ([pytest.mark.slow] if method in SLOW_METHODS else [])
+            out.append(pytest.param(method, arch, id=f"{method}-{arch}", marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("method, arch", _cases())
 def test_bench_method(method, arch, bench_ratio, benchmark):
     spec, x, forward_backward = setup(arch)
     params = method_params(method, spec)

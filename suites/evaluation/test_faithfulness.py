@@ -19,7 +19,7 @@ import pytest
 import cnnvis_eval as cv
 from cnnvis_eval import metrics as M
 from suites.support.models import MINI
-from suites.support.suite_data import EVAL_IMAGES, explained
+from suites.support.suite_data import EVAL_IMAGES, SLOW_METHODS, explained, method_cases
 
 FAITHFULNESS = ("deletion_auc", "insertion_auc")
 # 16 steps per curve at 64x64 px (4 rows of pixels per step; the metric's default, one
@@ -61,7 +61,7 @@ def _scores(method: str) -> dict[str, dict[str, float]]:
     return rows
 
 
-@pytest.mark.parametrize("method", cv.list_methods())
+@pytest.mark.parametrize("method", method_cases(cv.list_methods()))
 def test_beats_random_order(method, random_scores, record):
     """Insertion: above the random order on every mini.  Deletion: below it on most minis
     (see :func:`test_deletion_beats_random_per_model` for the exception)."""
@@ -88,6 +88,8 @@ def test_deletion_beats_random_per_model(model, random_scores):
     """On each mini, at least 80% of the methods delete the evidence faster than a random order."""
     deletion = {}
     for method in cv.list_methods():
+        if method in SLOW_METHODS:  # suite budget (see suite_data.SLOW_METHODS)
+            continue
         try:
             deletion[method] = float(np.mean(faithfulness_scores(method, model)["deletion_auc"]))
         except cv.errors.UnsupportedArchitectureError:

@@ -28,7 +28,7 @@ import cnnvis_eval as cv
 from cnnvis_eval import metrics as M
 from suites.support.models import MINI
 from suites.sanity.test_randomization import EXPECTED as RANDOMIZATION_EXPECTED
-from suites.support.suite_data import EVAL_IMAGES, explained
+from suites.support.suite_data import EVAL_IMAGES, explained, method_cases
 
 LOCALIZATION = ("pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "energy_pointing_game")
 CONTROLS = ("control:random", "control:edge_sobel")
@@ -79,7 +79,7 @@ def _method_scores(method, record):
     return rows
 
 
-@pytest.mark.parametrize("method", cv.list_methods())
+@pytest.mark.parametrize("method", method_cases(cv.list_methods()))
 def test_beats_random_explainer(method, controls, record):
     rows = _method_scores(method, record)
     for metric in ("pointing_game", "relevance_mass_accuracy"):
@@ -101,7 +101,7 @@ def test_grad_cam_points_at_the_object():
     assert not low, f"Grad-CAM pointing game below 0.7 on {low}"
 
 
-@pytest.mark.parametrize("method", RANDOMIZATION_SENSITIVE)
+@pytest.mark.parametrize("method", method_cases(RANDOMIZATION_SENSITIVE))
 def test_shortcut_models_put_relevance_on_the_marker(method, record):
     """Images carry the corner marker.  The models trained on the shortcut data use it (their
     accuracy drops to chance when it moves: cnnvis_eval/models/mini_models/manifest.json); the clean models

@@ -10,7 +10,7 @@ import pytest
 import cnnvis_eval as cv
 from cnnvis_eval import metrics as M
 from suites.support.models import MINI, mini_params, mini_spec
-from suites.support.suite_data import benchmark, params
+from suites.support.suite_data import SLOW_METHODS, benchmark, params
 
 GAP_HEADS = [m for m in MINI if m != "mini_vgg"]  # mini_vgg has VGG's Flatten + Dense head
 
@@ -100,7 +100,8 @@ def test_agreement_matrix(name, x_for, record):
     spec = mini_spec(name)
     x = x_for(spec, 4)
     maps = {}
-    for m in cv.list_methods():
+    methods = [m for m in cv.list_methods() if m not in SLOW_METHODS]  # suite budget
+    for m in methods:
         try:
             maps[m] = cv.explain(m, spec, x, target=cv.ClassTarget(0), **params(m)).heatmap
         except (cv.errors.UnsupportedArchitectureError, cv.errors.UnsupportedLayerError):
@@ -111,5 +112,5 @@ def test_agreement_matrix(name, x_for, record):
         record("agreement", [mat.loc[m].drop(m).mean()], method=m, model=name, image="mean")
     np.testing.assert_allclose(np.diag(mat.to_numpy()), 1.0, atol=1e-6)
     np.testing.assert_allclose(mat.to_numpy(), mat.to_numpy().T, atol=1e-6)
-    assert len(mat) == len(cv.list_methods()) - (name == "mini_vgg")  # only CAM is n/a (VGG head)
+    assert len(mat) == len(methods) - (name == "mini_vgg")  # only CAM is n/a (VGG head)
     assert np.isfinite(mat.to_numpy()).all()
