@@ -18,6 +18,23 @@ from ..targets import BoundTarget
 from .base import BatchResult, Explainer, reduce_channels, register
 
 
+def path_gradients(graph, bound: BoundTarget, xs, indices):
+    """Gradients of the target at many points per image, in one batched backward pass.
+
+    For use inside a compiled function.  ``xs`` (k, n, H, W, C): k points for each of n
+    images; ``indices`` (n,) int32: each image's class/channel.  Returns (k, n, H, W, C),
+    the gradient of each point's target value with respect to that point.
+    """
+    k = tf.shape(xs)[0]
+    flat = tf.reshape(xs, tf.concat([[-1], tf.shape(xs)[2:]], 0))
+    with tf.GradientTape() as tape:
+        tape.watch(flat)
+        value = graph.run(flat, [bound.key])[0]
+        scores, _ = bound.select(value, tf.tile(indices, [k]))
+    g = tape.gradient(scores, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return tf.reshape(g, tf.shape(xs))
+
+
 @register("saliency")
 class Saliency(Explainer):
     """Vanilla gradient (Simonyan et al. 2014).
@@ -106,16 +123,9 @@ class IntegratedGradients(Explainer):
                 input_signature=[sig, sig, tf.TensorSpec((None,), sig.dtype), tf.TensorSpec((None,), tf.int32)]
             )
             def chunk(x, base, alphas, indices):
-                n, k = tf.shape(x)[0], tf.shape(alphas)[0]
                 a = tf.reshape(alphas, (-1, 1, 1, 1, 1))
                 xs = base[None] + a * (x - base)[None]  # (k, n, H, W, C)
-                xs = tf.reshape(xs, tf.concat([[k * n], tf.shape(x)[1:]], 0))
-                with tf.GradientTape() as tape:
-                    tape.watch(xs)
-                    value = graph.run(xs, [bound.key])[0]
-                    scores, _ = bound.select(value, tf.tile(indices, [k]))
-                g = tape.gradient(scores, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                return tf.reduce_sum(tf.reshape(g, tf.concat([[k, n], tf.shape(x)[1:]], 0)), axis=0)
+                return tf.reduce_sum(path_gradients(graph, bound, xs, indices), axis=0)
 
             return chunk
 
@@ -357,17 +367,9 @@ class GradientShap(Explainer):
             @tf.function(input_signature=[sig, sig, tf.TensorSpec((None,), sig.dtype), sig,
                                           tf.TensorSpec((None,), tf.int32)])
             def chunk(x, bases, alphas, noise, indices):
-                n, k = tf.shape(x)[0], tf.shape(alphas)[0]
                 b = bases[:, None]
                 xs = b + tf.reshape(alphas, (-1, 1, 1, 1, 1)) * (x[None] + noise[:, None] - b)
-                flat = tf.reshape(xs, tf.concat([[k * n], tf.shape(x)[1:]], 0))
-                with tf.GradientTape() as tape:
-                    tape.watch(flat)
-                    value = graph.run(flat, [bound.key])[0]
-                    scores, _ = bound.select(value, tf.tile(indices, [k]))
-                g = tape.gradient(scores, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                g = tf.reshape(g, tf.shape(xs))
-                return tf.reduce_sum(g * (x[None] - b), axis=0)
+                return tf.reduce_sum(path_gradients(graph, bound, xs, indices) * (x[None] - b), axis=0)
 
             return chunk
 

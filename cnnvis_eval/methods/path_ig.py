@@ -33,6 +33,7 @@ from ..errors import InputError
 from ..params import check_baseline, chunks, integer, number, resolve_baseline
 from ..targets import BoundTarget
 from .base import BatchResult, Explainer, reduce_channels, register
+from .gradient import path_gradients
 
 _EPSILON = 1e-9  # PAIR's tolerance for "the L1 target is reached"
 
@@ -201,16 +202,9 @@ class BlurIntegratedGradients(Explainer):
                                           tf.TensorSpec((None,), tf.int32)])
             def chunk(x, kh, kw, dkh, dkw, weights, indices):
                 # kh (k, H, H), kw (k, W, W): blur at sigma_k; dkh, dkw at sigma_k + grad_step
-                n, k = tf.shape(x)[0], tf.shape(kh)[0]
                 xs = tf.einsum("kab,nbwc,kvw->knavc", kh, x, kw)
                 dx = tf.einsum("kab,nbwc,kvw->knavc", dkh, x, dkw) - xs
-                flat = tf.reshape(xs, tf.concat([[k * n], tf.shape(x)[1:]], 0))
-                with tf.GradientTape() as tape:
-                    tape.watch(flat)
-                    value = graph.run(flat, [bound.key])[0]
-                    scores, _ = bound.select(value, tf.tile(indices, [k]))
-                g = tape.gradient(scores, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                g = tf.reshape(g, tf.shape(xs))
+                g = path_gradients(graph, bound, xs, indices)
                 return tf.reduce_sum(tf.reshape(weights, (-1, 1, 1, 1, 1)) * dx * g, axis=0)
 
             return chunk
