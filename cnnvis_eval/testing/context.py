@@ -78,22 +78,13 @@ class CheckContext:
     def explain(self, method: str, target=None, x=None):
         """The Explanation of the context's images (memoized when ``target`` and ``x`` are default)."""
         if target is None and x is None:
-            return self.memo(("explain", method), lambda: self._timed_explain(method))
+            return self.memo(("explain", method), lambda: self.explainer(method).explain(self.x, progress=False))
         return self.explainer(method).explain(self.x if x is None else x, target=target, progress=False)
-
-    def _timed_explain(self, method: str):
-        import time
-
-        t = time.perf_counter()
-        exp = self.explainer(method).explain(self.x, progress=False)
-        self._memo[("explain_seconds", method)] = time.perf_counter() - t
-        return exp
 
     def explain_seconds(self, method: str) -> float:
         """Wall seconds of :meth:`explain` of the context's images by ``method`` (run if needed;
-        the first call's time, so tracing included)."""
-        self.explain(method)
-        return self._memo[("explain_seconds", method)]
+        the explanation's own ``meta["seconds"]``: the first call, so tracing included)."""
+        return float(self.explain(method).meta["seconds"])
 
     def logits(self) -> np.ndarray:
         """Pre-softmax outputs (N, K) of the images (float64)."""
