@@ -174,6 +174,45 @@ def test_lime_seeded_and_batch_equals_per_image(region):
     assert small.meta["batch_size"] == 7 and small.meta["model_calls"] == 101
 
 
+def test_lime_segmentation_is_reused_by_content_only(region):
+    """The superpixels of an image are computed once per (algorithm, parameters, seed,
+    image bytes): another target or a fresh explainer reuses them; another seed, another
+    image or a user's segmentation function does not.  The cached labels equal a direct
+    skimage call with the same parameters."""
+    from skimage.segmentation import quickshift
+
+    from cnnvis_eval.methods.perturbation.lime import SEGMENTATIONS, display_images
+
+    model, x, _ = region
+    SEGMENTATIONS.clear()
+    first = _lime(model, num_samples=20, seed=3).explain(x[:1], cv.ClassTarget(0))
+    assert (SEGMENTATIONS.hits, SEGMENTATIONS.misses) == (0, 1)
+    again = _lime(model, num_samples=20, seed=3).explain(x[:1], cv.ClassTarget(1))
+    assert (SEGMENTATIONS.hits, SEGMENTATIONS.misses) == (1, 1)
+    np.testing.assert_array_equal(first.meta["segments"], again.meta["segments"])
+    lime = _lime(model, num_samples=20, seed=3)
+    params = lime.segmentation_params(x.shape[1:])
+    direct = quickshift(display_images(lime.spec, x[:1])[0], kernel_size=params["kernel_size"],
+                        max_dist=params["max_dist"], ratio=params["ratio"], rng=params["random_seed"])
+    _, direct = np.unique(direct, return_inverse=True)
+    np.testing.assert_array_equal(first.meta["segments"][0], direct.reshape(x.shape[1:3]))
+    _lime(model, num_samples=20, seed=4).explain(x[:1], cv.ClassTarget(0))  # quickshift's seed
+    _lime(model, num_samples=20, seed=3).explain(x[1:2], cv.ClassTarget(0))  # another image
+    assert (SEGMENTATIONS.hits, SEGMENTATIONS.misses) == (1, 3)
+    calls = []
+
+    def user(img):
+        calls.append(1)
+        return np.arange(img.shape[0] * img.shape[1]).reshape(img.shape[:2]) // 200
+
+    for _ in range(2):
+        _lime(model, num_samples=20, segmentation=user).explain(x[:1], cv.ClassTarget(0))
+    assert len(calls) == 2 and (SEGMENTATIONS.hits, SEGMENTATIONS.misses) == (1, 3)
+    cached = SEGMENTATIONS.get(next(iter(SEGMENTATIONS._items)), None)
+    with pytest.raises(ValueError):  # cached labels cannot be changed by a caller
+        cached[0, 0] = 1
+
+
 def test_lime_neuron_target_top_resolved_on_the_image(region):
     model, x, inside = region
     exp = _lime(model).explain(x[:1], cv.NeuronTarget("region", "top", reduce="sum"))
