@@ -303,7 +303,7 @@ def randomize_model(store: RunStore, config: RunConfig, spec: ModelSpec, images:
             curve = randomization_curve(spec, xs, method, ClassTarget(top.astype(np.int64)),
                                         mode=RANDOMIZATION.mode, granularity=coarse,
                                         similarity=RANDOMIZATION.similarity, seed=config.seed,
-                                        reuse_explainer=not getattr(cls, "reads_weights_once", True), **params)
+                                        reuse_explainer=cls.follows_weights(), **params)
         except NOT_APPLICABLE:
             continue
         except Exception as err:  # recorded, the run goes on

@@ -8,7 +8,7 @@ about the whole graph live in :mod:`cnnvis_eval.graph.queries`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import keras
 import numpy as np
@@ -176,14 +176,32 @@ def smooth_unit_of(layer) -> str | None:
     return act if act in SMOOTH_UNITS else None
 
 
-def linear_part(graph: FlatGraph, node: FlatNode) -> Callable:
-    """A callable computing ``node``'s layer without its fused activation (a clone)."""
-    clone = clone_layer(node.layer, graph.input_shapes(node)[0], activation="linear")
-    return lambda *a, **k: clone(*a, **k)
+class LinearPart:
+    """``node``'s layer without its fused activation: a clone with copied weights, called
+    like the layer; :meth:`sync` copies the layer's current weights into the clone again
+    (after the model's variables changed in place)."""
+
+    def __init__(self, layer, input_shape):
+        self.layer = layer
+        self.clone = clone_layer(layer, input_shape, activation="linear")
+
+    def __call__(self, *a, **k):
+        return self.clone(*a, **k)
+
+    def sync(self) -> None:
+        for mine, theirs in zip(self.clone.weights, self.layer.weights):
+            mine.assign(theirs)
+
+
+def linear_part(graph: FlatGraph, node: FlatNode) -> LinearPart:
+    """A callable computing ``node``'s layer without its fused activation (a clone; see
+    :class:`LinearPart`)."""
+    return LinearPart(node.layer, graph.input_shapes(node)[0])
 
 
 __all__ = [
     "SMOOTH_UNITS",
+    "LinearPart",
     "Rectifier",
     "activation_name",
     "clone_layer",

@@ -163,6 +163,8 @@ def deconvnet_overrides(graph: FlatGraph, method: str = "deconvnet") -> dict:
                 y = tf.stop_gradient(_node.layer.activation(z))
                 return _deconv_link(y, z, _slope(_node, _r, z))
 
+            call.sync = lin.sync  # the clone's copied weights (ModifiedBackprop.sync_weights)
+
         else:
 
             def call(x, *a, _node=node, _r=r, **k):
@@ -198,6 +200,13 @@ class ModifiedBackprop(Explainer):
     @staticmethod
     def build_overrides(graph: FlatGraph, method: str) -> dict:
         raise NotImplementedError
+
+    def sync_weights(self) -> None:
+        """Copy the layers' current weights into the linear clones of fused layers (DeconvNet)."""
+        for fn in self.overrides.values():
+            sync = getattr(fn, "sync", None)
+            if sync is not None:
+                sync()
 
     def _explain_batch(self, x, bound):
         g, s, i = self.gradients(x, bound, self.overrides, tag=self.name)

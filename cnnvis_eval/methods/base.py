@@ -230,6 +230,19 @@ class Explainer:
     #: its compiled functions read the model's variables at call time.
     reads_weights_once: ClassVar[bool] = True
 
+    def sync_weights(self) -> None:
+        """Re-read what this explainer derived from the model's weights when it was built
+        (folded or cloned copies) after the model's variables changed in place, as the
+        randomization check does to one clone.  The default does nothing: most methods'
+        compiled functions read the variables at call time (``reads_weights_once = False``);
+        methods with copies override it (relevance presets, DeconvNet, DeepLIFT, FullGrad)."""
+
+    @classmethod
+    def follows_weights(cls) -> bool:
+        """Whether one explainer can follow in-place weight changes: its compiled functions
+        read the variables at call time, or :meth:`sync_weights` refreshes its copies."""
+        return not cls.reads_weights_once or cls.sync_weights is not Explainer.sync_weights
+
     def __init__(self, model: ModelSpec | Any, **params):
         self.spec = as_spec(model)
         self.graph = self.spec.graph

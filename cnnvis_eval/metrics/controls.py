@@ -24,6 +24,8 @@ from .base import image_rng
 
 
 class _Control(Explainer):
+    reads_weights_once = False  # model-blind maps; the scores come from the compiled forward pass
+
     def _scores(self, x, bound):
         """Target scores and indices (one forward pass); the maps never use them."""
         return self.forward(x, bound)

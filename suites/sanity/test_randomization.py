@@ -242,7 +242,7 @@ def run(method: str, model: str, mode: str = "cascading") -> Run | None:
         try:
             curve = M.randomization_curve(spec, x, factory, mode=mode, granularity=coarse_groups(spec),
                                           similarity=("spearman_abs",), seed=SEED,
-                                          reuse_explainer=not cls.reads_weights_once)
+                                          reuse_explainer=cls.follows_weights())
         except NOT_APPLICABLE:
             _RUNS[key] = None
         else:

@@ -267,3 +267,96 @@ def test_data_randomization_with_an_inline_trainer(trained):
     diff = R.compare_models(model, shuffled, x, "saliency", similarity=["spearman_abs"])
     assert list(diff.columns) == ["method", "image", "metric", "value"]
     assert diff.value.mean() < 0.9
+
+
+# ---------------------------------------------------------------------- explainers that follow weight changes
+@pytest.mark.parametrize("method", ["deep_taylor", "lrp_epsilon", "lrp_alpha1beta0", "deconvnet"])
+def test_sync_weights_equals_a_fresh_explainer(method):
+    """An explainer with private weight copies (folded BatchNorm, linear clones of fused
+    layers), built before the model's variables change in place, gives after
+    ``sync_weights()`` exactly the maps of an explainer built on the changed weights; before
+    the sync it is stale (so the comparison can fail).  Signs kept: the relevance programs
+    keep their structure and nothing is traced again."""
+    import dataclasses
+
+    work = cv.models.clone.clone_with_weights(bn_model())
+    x = np.random.default_rng(3).uniform(0, 1, (3, 8, 8, 2)).astype(np.float32)
+    ex = cv.get_method(method)(work)
+    before = ex.explain(x, cv.ClassTarget(0), progress=False).heatmap
+    rng = np.random.default_rng(1)
+    for v in work.model.weights:  # same signs, new magnitudes
+        v.assign(np.asarray(v.numpy()) * rng.uniform(0.3, 3.0, v.shape).astype(np.float32))
+    stale = ex.explain(x, cv.ClassTarget(0), progress=False).heatmap
+    fresh = cv.get_method(method)(dataclasses.replace(work)).explain(x, cv.ClassTarget(0), progress=False).heatmap
+    assert np.abs(fresh - before).max() > 1e-3 * np.abs(fresh).max()
+    assert np.abs(stale - fresh).max() > 1e-3 * np.abs(fresh).max()
+    traces = dict(getattr(ex, "engine", None).__dict__["_fns"]) if hasattr(ex, "engine") else None
+    ex.sync_weights()
+    np.testing.assert_allclose(ex.explain(x, cv.ClassTarget(0), progress=False).heatmap, fresh,
+                               rtol=1e-5, atol=1e-6 * np.abs(fresh).max())
+    if traces is not None:  # same structure: the compiled functions were kept
+        assert ex.engine._fns == traces
+
+
+def test_relevance_sync_rebuilds_when_the_structure_changes():
+    """Randomization resets BatchNorm (beta = mean = 0) and zero-initializes biases: the
+    folded biases stop being positive, so the zero-denominator fallback sites change; the
+    engine rebuilds that plan and the maps equal a fresh explainer's."""
+    import dataclasses
+
+    work = cv.models.clone.clone_with_weights(bn_model())
+    x = np.random.default_rng(3).uniform(0, 1, (3, 8, 8, 2)).astype(np.float32)
+    ex = cv.get_method("deep_taylor")(work)
+    ex.explain(x, progress=False)
+    before = set(ex.engine.plan(work.graph.output_key).may_lose)
+    for layer in work.model.layers:
+        for v in layer.weights:
+            if v.name in ("bias", "beta", "moving_mean"):
+                v.assign(np.zeros(v.shape, np.float32))
+    ex.sync_weights()
+    after = set(ex.engine.plan(work.graph.output_key).may_lose)
+    assert before and after != before
+    fresh = cv.get_method("deep_taylor")(dataclasses.replace(work)).explain(x, progress=False)
+    got = ex.explain(x, progress=False)
+    np.testing.assert_allclose(got.heatmap, fresh.heatmap, rtol=1e-5, atol=1e-6 * np.abs(fresh.heatmap).max())
+    np.testing.assert_allclose(got.meta["relevance_input"], fresh.meta["relevance_input"], rtol=1e-5)
+
+
+def test_reused_relevance_curve_equals_rebuilt_and_copying_methods_are_refused():
+    """randomization_curve with one synced Deep Taylor explainer equals the curve with a
+    fresh explainer per step; a method that copies weights and cannot refresh them
+    (DeepLIFT's linear clones) is refused with reuse_explainer=True."""
+    m = bn_model()
+    x = np.random.default_rng(3).uniform(0, 1, (3, 8, 8, 2)).astype(np.float32)
+    kw = dict(granularity="layer", similarity=("spearman_abs",), mode="independent")
+    a = R.randomization_curve(m, x, "deep_taylor", reuse_explainer=True, **kw)
+    b = R.randomization_curve(m, x, "deep_taylor", reuse_explainer=False, **kw)
+    np.testing.assert_allclose(a.value.to_numpy(), b.value.to_numpy(), atol=1e-6)
+    assert a.value.min() < 0.99  # the curve moves: the comparison is not between constants
+    assert cv.get_method("deep_taylor").follows_weights() and not cv.get_method("deeplift").follows_weights()
+    with pytest.raises(InputError, match="reuse_explainer=True: DeepLift"):
+        R.randomization_curve(m, x, "deeplift", reuse_explainer=True, **kw)
+
+
+@pytest.mark.parametrize("mode", ["cascading", "independent"])
+def test_only_the_requested_steps_are_explained(mode):
+    """``steps=`` explains only those steps; their similarities equal the full curve's (the
+    weights still change at the skipped steps: cascading step 2 has groups 1-2 randomized)."""
+    m = bn_model()
+    x = np.random.default_rng(3).uniform(0, 1, (3, 8, 8, 2)).astype(np.float32)
+    kw = dict(granularity="layer", similarity=("spearman_abs",), mode=mode, reuse_explainer=True)
+    full = R.randomization_curve(m, x, "saliency", **kw)
+    calls = []
+
+    class Counting(cv.get_method("saliency")):
+        def explain(self, *a, **k):
+            calls.append(1)
+            return super().explain(*a, **k)
+
+    part = R.randomization_curve(m, x, Counting, steps=(2,), **kw)
+    assert sorted(set(part.step)) == [0, 2] and len(calls) == 2  # step 0 and step 2
+    np.testing.assert_allclose(part[part.step == 2].value.to_numpy(), full[full.step == 2].value.to_numpy(),
+                               atol=1e-6)
+    assert full[full.step == 2].value.max() < 0.999  # step 2 differs from step 0: the test can fail
+    with pytest.raises(InputError, match="steps must be"):
+        R.randomization_curve(m, x, "saliency", steps=(0,), **kw)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from ...targets import BoundTarget
@@ -145,6 +146,18 @@ class Plan:
         return {name: repr(rule) for name, rule in self.rules.items()}
 
 
+def _structure(plan: Plan) -> tuple:
+    """What a compiled relevance pass depends on besides the weight values it reads from
+    variables (:meth:`RelevanceEngine.sync` compares it before and after a weight change)."""
+    ops = tuple(
+        (op.name, op.kind, op.inputs, op.output, op.rectifier, op.axis, op.shape_only,
+         None if op.lmap is None else op.lmap.layout(),
+         None if op.affine is None else tuple(np.asarray(v, np.float64).tobytes() for v in op.affine))
+        for op in plan.program.ops)
+    return ops, tuple(sorted(plan.describe().items())), tuple(sorted(plan.domains.items())), \
+        tuple(sorted(plan.may_lose))
+
+
 class RelevanceEngine:
     """Compiled relevance propagation for one model and composite.
 
@@ -173,12 +186,42 @@ class RelevanceEngine:
     def plan(self, key: int) -> Plan:
         """Program, rules and domains for graph tensor ``key`` (built once)."""
         if key not in self._plans:
-            program = canonize(self.graph, key, self.method, self.canonizers)
-            rules = self.composite.assign(program)
-            domains = self.composite.domains(program)
-            _, may_lose = positive_support(program, rules, domains, self.positive_top)
-            self._plans[key] = Plan(program, rules, domains, may_lose)
+            self._plans[key] = self._make_plan(key)
         return self._plans[key]
+
+    def _make_plan(self, key: int) -> Plan:
+        program = canonize(self.graph, key, self.method, self.canonizers)
+        rules = self.composite.assign(program)
+        domains = self.composite.domains(program)
+        _, may_lose = positive_support(program, rules, domains, self.positive_top)
+        return Plan(program, rules, domains, may_lose)
+
+    def sync(self) -> int:
+        """Re-read the model's weights after its variables changed in place (randomization).
+
+        Every plan built so far is canonized again from the layers.  Where its structure is
+        unchanged (ops, rules, domains, fallback sites, preprocessing constants, weight
+        layouts) the new folded weights are assigned to the variables the compiled functions
+        read, so nothing is traced again; otherwise that plan and its compiled functions are
+        rebuilt (e.g. a bias that became positive needs the zero-denominator fallback).
+
+        Returns
+        -------
+        int : the number of plans rebuilt.
+        """
+        rebuilt = 0
+        for key, old in list(self._plans.items()):
+            new = self._make_plan(key)
+            if _structure(old) == _structure(new):
+                for a, b in zip(old.program.ops, new.program.ops):
+                    if a.lmap is not None:
+                        a.lmap.assign(b.lmap)
+            else:
+                self._plans[key] = new
+                for k in [k for k in self._fns if k[0] == key]:
+                    del self._fns[k]
+                rebuilt += 1
+        return rebuilt
 
     def function(self, bound: BoundTarget, signature):
         """Compiled ``f(x, indices) -> (R_input, scores, indices, top, sums)``.

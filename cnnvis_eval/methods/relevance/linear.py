@@ -68,6 +68,19 @@ class LinearMap:
         """True when some output has a bias > 0."""
         return False
 
+    def weights(self) -> list:
+        """The private weight copies (``_Weights``) the compiled functions read."""
+        return [w for w in (getattr(self, a, None) for a in ("w", "d", "p")) if isinstance(w, _Weights)]
+
+    def layout(self) -> tuple:
+        """Everything compiled code depends on besides the weight values."""
+        return (type(self).__name__, self.name) + tuple(w.layout() for w in self.weights())
+
+    def assign(self, other: "LinearMap") -> None:
+        """Take the weight values of ``other`` (same :meth:`layout`)."""
+        for mine, theirs in zip(self.weights(), other.weights()):
+            mine.assign(theirs)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
@@ -96,6 +109,17 @@ class _Weights:
     def numpy(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The (folded) kernel and bias as NumPy arrays."""
         return self._k.numpy(), None if self._b is None else self._b.numpy()
+
+    def layout(self) -> tuple:
+        """What compiled code depends on: dtype, kernel shape, bias shape (None: no bias)."""
+        return (self.dtype.name, tuple(self._k.shape), None if self._b is None else tuple(self._b.shape))
+
+    def assign(self, other: "_Weights") -> None:
+        """Take ``other``'s values (same :meth:`layout`) into these variables, so compiled
+        functions reading them see the new weights without being traced again."""
+        self._k.assign(other._k)
+        if self._b is not None:
+            self._b.assign(other._b)
 
 
 def tf_transform(w, variant: Variant):

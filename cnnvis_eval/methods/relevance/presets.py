@@ -81,6 +81,10 @@ class LRP(Explainer):
         # check every layer now, so an unsupported model fails at construction
         self.engine.plan(self.graph.output_key)
 
+    def sync_weights(self) -> None:
+        """Fold the current weights again (see :meth:`RelevanceEngine.sync`)."""
+        self.engine.sync()
+
     def make_composite(self) -> Composite:
         raise InputError(f"{type(self).__name__} needs a composite")
 

@@ -32,7 +32,8 @@ DEFAULT_SIMILARITY = ("spearman_abs", "spearman_signed", "ssim", "hog")
 def randomization_explanations(
     model, x, explainer, target=None, *, mode: str = "cascading", granularity: str | Sequence = "block",
     seed: int = 0, batch_size: int | None = None, max_steps: int | None = None,
-    reuse_explainer: bool = False, original: Explanation | None = None, **explainer_params,
+    reuse_explainer: bool = False, original: Explanation | None = None, steps: Sequence[int] | None = None,
+    **explainer_params,
 ) -> Iterator[tuple[int, str, Explanation]]:
     """Explain ``x`` on the original model and at every randomization step.
 
@@ -50,12 +51,18 @@ def randomization_explanations(
     batch_size : int, optional
         Passed to ``explain``.
     reuse_explainer : bool
-        Keep one explainer for all steps (see :mod:`cnnvis_eval.metrics.randomization`);
-        default False.
+        Keep one explainer for all steps (see :mod:`cnnvis_eval.metrics.randomization`); its
+        ``sync_weights()`` is called after every weight change.  Default False.  Refused for
+        a method that can follow no weight change
+        (:meth:`~cnnvis_eval.methods.base.Explainer.follows_weights`).
     original : Explanation, optional
         The explanation of ``x`` on the unmodified model by the same explainer and
         parameters, when the caller has it already (step 0 then costs nothing; its
         ``indices`` fix the target of every step).  Must hold one map per image of ``x``.
+    steps : sequence of int, optional
+        Explain only at these steps (k >= 1; step 0 is always yielded).  The weights still
+        change at every step as ``mode`` says (in cascading mode step 3 has groups 1-3
+        randomized whether or not steps 1 and 2 are explained).
     **explainer_params
         Constructor parameters when ``explainer`` is a name or class.
 
@@ -66,6 +73,9 @@ def randomization_explanations(
         :func:`~cnnvis_eval.metrics.randomization.layer_groups`.
     """
     factory = explainer_factory(explainer, **explainer_params)
+    wanted = None if steps is None else {int(k) for k in steps}
+    if wanted is not None and (not wanted or min(wanted) < 1):
+        raise InputError(f"steps must be randomization steps >= 1, got {steps!r}")
     work = clone_with_weights(model)
     rnd = _Randomizer(work, layer_groups(work, granularity), seed)
     target = user_target(target)
@@ -78,9 +88,16 @@ def randomization_explanations(
     fixed = fixed_target(bind(target, work.graph, len(exp0)), exp0.indices)
     yield 0, "original", exp0
     shared = factory(work) if reuse_explainer else None
+    if shared is not None and not type(shared).follows_weights():
+        raise InputError(f"reuse_explainer=True: {type(shared).__name__} keeps copies of the weights it "
+                         "cannot refresh (reads_weights_once and no sync_weights); it must be rebuilt "
+                         "at every step (reuse_explainer=False)")
     for i in rnd.steps(mode, max_steps):
+        if wanted is not None and i + 1 not in wanted:
+            continue
         if shared is not None:
             ex = shared
+            ex.sync_weights()
         else:  # a fresh graph (empty compiled-function cache) over the randomized clone
             ex = factory(dataclasses.replace(work))
         with quiet_retracing():
@@ -101,7 +118,7 @@ def randomization_curve(
     model, x, explainer, target=None, *, mode: str = "cascading", granularity: str | Sequence = "block",
     similarity=DEFAULT_SIMILARITY, seed: int = 0, batch_size: int | None = None,
     max_steps: int | None = None, reuse_explainer: bool = False, use_attribution: bool = False,
-    original: Explanation | None = None, **explainer_params,
+    original: Explanation | None = None, steps: Sequence[int] | None = None, **explainer_params,
 ) -> pd.DataFrame:
     """Similarity of the explanation at every randomization step to the original one.
 
@@ -127,7 +144,8 @@ def randomization_curve(
     ref = None
     for step, name, exp in randomization_explanations(
         spec, x, explainer, target, mode=mode, granularity=granularity, seed=seed, batch_size=batch_size,
-        max_steps=max_steps, reuse_explainer=reuse_explainer, original=original, **explainer_params,
+        max_steps=max_steps, reuse_explainer=reuse_explainer, original=original, steps=steps,
+        **explainer_params,
     ):
         cur = exp.attribution if (use_attribution and exp.attribution is not None) else exp.heatmap
         if ref is None:
