@@ -7,6 +7,8 @@ Fast: mini_vgg (trained, 64 px) on 2 synthetic images, tiny hand-set Keras model
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -193,6 +195,24 @@ def test_linear_imputation_reproduces_a_linear_ramp():
     assert np.array_equal(noisy[~removed], img[~removed]) and not np.allclose(noisy[removed], img[removed])
 
 
+def test_road_curve_is_the_same_with_threaded_imputations(ctx):
+    """The imputations run on several threads: the curve equals the one-thread curve
+    bit for bit, and its points equal per-image imputations scored one by one."""
+    from cnnvis_eval import metrics as M
+    from cnnvis_eval.metrics.faithfulness.curves import pixel_ranks
+
+    heat, x = ctx.explain("saliency").heatmap, ctx.x
+    n = len(x)
+    one = M.faithfulness.road_curve(ctx.spec, x, heat, fractions=(0.2, 0.6), seed=4, workers=1)
+    two = M.faithfulness.road_curve(ctx.spec, x, heat, fractions=(0.2, 0.6), seed=4, workers=2)
+    np.testing.assert_array_equal(one.scores, two.scores)
+    rank = pixel_ranks(heat)
+    k = round(0.6 * heat.shape[1] * heat.shape[2])
+    imputed = np.stack([noisy_linear_impute(x[i], rank[i] < k, 0.01, 4) for i in range(n)])
+    want = np.asarray(ctx.spec.graph.run(imputed.astype(np.float32))[0])[np.arange(n), one.indices]
+    np.testing.assert_allclose(two.scores[:, 2], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 # ---------------------------------------------------------------------- inputs
 def test_images_of_any_size_and_channel_count(tmp_path):
     from skimage import io
@@ -354,3 +374,34 @@ def test_repeated_checks_of_a_perturbation_method_keep_to_the_budget(monkeypatch
     assert sizes == [4] * checks.N_NOISE, sizes
     assert "on the first 4 of 5 images" in v.reason and v.status in ("pass", "fail"), v.message()
     assert run_check(c, "stability", "saliency").reason == ""
+
+
+def test_class_sensitivity_of_a_perturbation_method_keeps_to_the_budget(monkeypatch):
+    """The runner-up class map of LIME is computed on the first repeat_images() of the
+    images that have a positive runner-up (the top-class maps are sliced from the run every
+    check shares, not computed again), and the verdict says so; saliency uses them all."""
+    from cnnvis_eval.data.synthetic import make_synthetic
+    from cnnvis_eval.testing import checks
+
+    monkeypatch.setattr(checks, "REPEAT_BUDGET", 80)
+    monkeypatch.setitem(checks.THRESHOLDS, "class_sensitivity.second_logit",
+                        dataclasses.replace(checks.THRESHOLDS["class_sensitivity.second_logit"], value=-1e9))
+    spec = mini_spec("mini_vgg")
+    c = CheckContext(spec, spec.preprocess(make_synthetic(5, 64, seed=5).images),
+                     params={"lime": {"num_samples": 20, "segmentation": "slic"}})
+    base = c.explain("lime")
+    calls = []
+    ex = c.explainer("lime")
+    monkeypatch.setattr(ex, "explain", lambda x, *a, _f=ex.explain, **k: calls.append((len(x), k.get("target")))
+                        or _f(x, *a, **k))
+    v = run_check(c, "class_sensitivity", "lime")
+    assert len(calls) == 1 and calls[0][0] == 4, calls  # only the runner-up maps, on 4 images
+    order = np.argsort(-c.logits(), axis=1, kind="stable")
+    np.testing.assert_array_equal(calls[0][1].index, order[:4, 1])
+    from cnnvis_eval import metrics as M
+    from cnnvis_eval.targets import ClassTarget
+
+    other = c.explainer("lime").explain(c.x[:4], target=ClassTarget(order[:4, 1]), progress=False).heatmap
+    want = float(np.mean(M.evaluate("spearman_abs", base.heatmap[:4], other)))
+    assert v.value == pytest.approx(want) and "first 4 of them" in v.reason, v.message()
+    assert "first" not in run_check(c, "class_sensitivity", "saliency").reason

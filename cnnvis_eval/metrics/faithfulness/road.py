@@ -14,6 +14,9 @@ removal fractions, scored through :func:`~cnnvis_eval.metrics.faithfulness.curve
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
@@ -77,8 +80,29 @@ def noisy_linear_impute(image: np.ndarray, removed: np.ndarray, noise: float = 0
     return out.astype(image.dtype)
 
 
+def _impute_all(x: np.ndarray, rank: np.ndarray, ks: list, noise: float, seed: int, workers: int | None) -> list:
+    """``[imputed images (N, H, W, C) for k in ks]``: the (image, k) imputations spread over
+    ``workers`` threads (SuperLU releases the GIL while it factorizes; each imputation is
+    a pure function of its image, mask and seed, so the result does not depend on them)."""
+    jobs = [(i, k) for k in ks for i in range(len(x))]
+    workers = min(len(jobs), os.cpu_count() or 1) if workers is None else max(1, int(workers))
+
+    def one(job):
+        i, k = job
+        return noisy_linear_impute(x[i], rank[i] < k, noise, seed)
+
+    if workers == 1:
+        done = [one(j) for j in jobs]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            done = list(pool.map(one, jobs))
+    n = len(x)
+    return [np.stack(done[j * n:(j + 1) * n]) for j in range(len(ks))]
+
+
 def road_curve(model, x, heatmap, target=None, *, fractions=(0.1, 0.3, 0.5, 0.7, 0.9), noise: float = 0.01,
-               seed: int = 0, score: str = "logit", absolute: bool = False, batch_size: int = 128) -> Curve:
+               seed: int = 0, score: str = "logit", absolute: bool = False, batch_size: int = 128,
+               workers: int | None = None) -> Curve:
     """ROAD curve: the target's score after removing the most relevant ``fraction`` of the
     pixels and imputing them (:func:`noisy_linear_impute`), for each fraction.
 
@@ -90,6 +114,8 @@ def road_curve(model, x, heatmap, target=None, *, fractions=(0.1, 0.3, 0.5, 0.7,
     fractions : sequence of floats in (0, 1)
     noise, seed : see :func:`noisy_linear_impute`
     score, absolute, batch_size : as :func:`~cnnvis_eval.metrics.faithfulness.deletion_curve`
+    workers : int, optional
+        Threads for the imputations (default: the CPU count); the curve does not depend on it.
 
     Returns
     -------
@@ -103,9 +129,8 @@ def road_curve(model, x, heatmap, target=None, *, fractions=(0.1, 0.3, 0.5, 0.7,
     pixels = heat.shape[1] * heat.shape[2]
     rank = pixel_ranks(heat, absolute)
     cols = [run_schedule(spec, x, x, rank, np.array([0], np.int32), bound, idx, score, batch_size)]
-    for f in fr:
-        k = round(f * pixels)
-        imputed = np.stack([noisy_linear_impute(x[i], rank[i] < k, noise, seed) for i in range(len(x))])
+    ks = [round(f * pixels) for f in fr]
+    for k, imputed in zip(ks, _impute_all(x, rank, ks, noise, seed, workers)):
         cols.append(run_schedule(spec, imputed, x, rank, np.array([k], np.int32), bound, idx, score, batch_size))
     return Curve(np.concatenate([[0.0], fr]), np.concatenate(cols, axis=1), idx)
 
