@@ -271,11 +271,14 @@ def _shifted_metadata(out: ModelSpec, spec: ModelSpec, c_img: np.ndarray) -> Mod
 
 
 def input_shift_explanations(model, x, explainer, shift=None, target=None, batch_size: int | None = None,
+                             original: Explanation | None = None,
                              **explainer_params) -> tuple[Explanation, Explanation]:
     """Explanations of ``(f, x)`` and of ``(g, x + shift)`` with ``g = shift_model(f, shift)``.
 
     The target is resolved on ``(f, x)`` and kept for ``g``.  ``shift`` defaults to
-    :func:`default_shift`.  Returns ``(original, shifted)``.
+    :func:`default_shift`.  ``original``: the explanation of ``(f, x)`` by the same explainer
+    and parameters when the caller has it (one map per image of ``x``; its ``indices`` fix
+    the target); then only ``(g, x + shift)`` is explained.  Returns ``(original, shifted)``.
     """
     from .base import explainer_factory
 
@@ -286,7 +289,12 @@ def input_shift_explanations(model, x, explainer, shift=None, target=None, batch
     shift = default_shift(spec) if shift is None else shift
     g = shift_model(spec, shift)
     target = user_target(target)
-    e1 = factory(spec).explain(x, target=target, batch_size=batch_size, progress=False)
+    if original is not None:
+        if len(original) != len(x):
+            raise InputError(f"original holds {len(original)} explanations; x has {len(x)} images")
+        e1 = original
+    else:
+        e1 = factory(spec).explain(x, target=target, batch_size=batch_size, progress=False)
     fixed = fixed_target(bind(target, spec.graph, len(x)), e1.indices)
     xs = (x + _shift_image(spec, shift)[None]).astype(dtype)
     e2 = factory(g).explain(xs, target=fixed, batch_size=batch_size, progress=False)

@@ -118,4 +118,10 @@ def test_input_invariance_of_gradients_but_not_of_gradient_x_input():
     np.testing.assert_allclose(e2.attribution, e1.attribution + e1.attribution / x * np.array([0.7, -1.3]),
                                rtol=1e-9, atol=1e-12)  # g * (x + c) = g * x + g * c
     np.testing.assert_allclose(gxi, A.relative_l1(e1.heatmap, e2.heatmap))
+    # the caller's own explanation of (f, x) is used as is and fixes the shifted target
+    given = cv.explain("gradient_x_input", model, x, target=cv.ClassTarget(1))
+    o1, o2 = A.input_shift_explanations(model, x, "gradient_x_input", shift=[0.7, -1.3], original=given)
+    assert o1 is given and (o2.indices == 1).all()
+    with pytest.raises(InputError, match="original holds 4 explanations; x has 3"):
+        A.input_shift_explanations(model, x[:3], "gradient_x_input", original=given)
     tiny.assert_model_unchanged(model, before, x, out)

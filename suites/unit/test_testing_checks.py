@@ -107,11 +107,24 @@ def test_batch_coupled_and_unseeded_explainers_fail_invariance(ctx, monkeypatch)
             noise = np.random.default_rng().random(r.heatmap.shape).astype(np.float32)
             return BatchResult(r.heatmap + noise, None, r.indices, r.scores)
 
+    class CarriesState(EdgeExplainer):  # seeded once, at construction: the n-th call repeats, later ones do not
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.rng = np.random.default_rng(0)
+
+        def _explain_batch(self, x, bound):
+            r = super()._explain_batch(x, bound)
+            return BatchResult(r.heatmap + self.rng.random(r.heatmap.shape).astype(np.float32), None,
+                               r.indices, r.scores)
+
     monkeypatch.setitem(CONTROLS, "batch_scaled", BatchScaled)
     monkeypatch.setitem(CONTROLS, "unseeded", Unseeded)
+    monkeypatch.setitem(CONTROLS, "carries_state", CarriesState)
     fresh = CheckContext(ctx.spec, ctx.x)
     assert run_check(fresh, "invariance", "batch_scaled", "batch").status == "fail"
     assert run_check(fresh, "invariance", "unseeded", "determinism").status == "fail"
+    fresh.explain("carries_state")  # the context's explainer has served a call before the check
+    assert run_check(fresh, "invariance", "carries_state", "determinism").status == "fail"
     assert run_check(fresh, "invariance", "batch_scaled", "determinism").status == "pass"
     assert run_check(fresh, "invariance", "saliency", "batch").status == "pass"
 
