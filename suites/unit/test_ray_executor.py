@@ -159,6 +159,54 @@ def test_ray_run_stores_what_a_local_run_stores_and_resumes(executor, tmp_path):
     pd.testing.assert_frame_equal(drop(again), drop(remote), check_exact=True)
 
 
+@pytest.fixture(scope="module")
+def onet_files(tmp_path_factory):
+    """MTCNN's ONet (a subclassed model: --custom-object, three outputs: --output) as a user's
+    file, and the astronaut's face as its one image."""
+    from skimage import io
+
+    from suites.support.models import astronaut_face, mtcnn_onet
+
+    d = tmp_path_factory.mktemp("onet")
+    mtcnn_onet().save(d / "onet.keras")
+    (d / "faces").mkdir()
+    io.imsave(d / "faces" / "astronaut.png", astronaut_face(), check_contrast=False)
+    return d / "onet.keras", d / "faces"
+
+
+def test_check_on_ray_gives_the_local_verdicts(executor, onet_files, tmp_path, capsys, monkeypatch):
+    """``cnnvis-eval check --executor ray``: the (method, check) units run on the actor, which
+    loads the user's file (its class imported there) once for all of them; the verdicts, the
+    scorecard and the folder equal a local check's (deterministic methods, equal TF threads)."""
+    import json
+
+    import cnnvis_eval.evaluation.ray_executor as rex
+    from cnnvis_eval import cli
+
+    model, faces = onet_files
+    base = ["check", str(model), "--images", str(faces), "--preprocess=-1,1", "--quiet", "--custom-object",
+            "mtcnn.network.onet:ONet", "--output", "fc6-3", "--methods", "saliency", "grad_cam",
+            "--checks", "randomization.cascading_top", "invariance.batch", "stability"]
+    assert cli.main(base + ["--out", str(tmp_path / "local")]) == 0
+    local = capsys.readouterr().out
+    made = []
+    # the module's warm actor (it holds the instance's 2 CPUs) instead of a new executor
+    monkeypatch.setattr(rex, "RayExecutor", lambda **kw: made.append(kw) or executor)
+    assert cli.main(base + ["--executor", "ray", "--out", str(tmp_path / "ray")]) == 0
+    remote = capsys.readouterr().out
+    assert made == [{"workers": None, "address": None, "modules": ("mtcnn.network.onet",)}]
+    assert "onet: 6 units on 1 workers, the model loaded 1 times" in remote
+    card = lambda out: [ln for ln in out.splitlines() if ln.startswith(("random", "invar", "stab"))]  # noqa: E731
+    assert card(remote) == card(local) and len(card(local)) == 3  # the printed scorecard
+    a, b = (pd.read_parquet(tmp_path / k / "verdicts.parquet") for k in ("local", "ray"))
+    assert len(a) == 16 and set(a["method"]) == {"saliency", "grad_cam"}
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(p.name for p in (tmp_path / "local").iterdir())
+    config = json.loads((tmp_path / "ray" / "config.json").read_text())
+    assert config["cluster"]["executor"] == "ray" and config["cluster"]["cpus"] == 2
+    assert "cluster" not in json.loads((tmp_path / "local" / "config.json").read_text())
+
+
 def test_a_worker_dying_mid_run_costs_its_cells_only(executor, tasks, tmp_path):
     # last of the module's runs: the actor dies (and is replaced)
     from cnnvis_eval.methods.base import METHODS
@@ -182,6 +230,43 @@ def test_a_worker_dying_mid_run_costs_its_cells_only(executor, tasks, tmp_path):
     assert len(executor._actors) == 1  # the dead actor was replaced
 
 
+def test_check_units_and_a_lost_unit(tmp_path):
+    """Units are (method, check) with the check's variants, method by method; a unit whose
+    worker died gives inconclusive verdicts saying so, in the local case order (no Ray)."""
+    from cnnvis_eval.evaluation.ray_executor import TaskLost
+    from cnnvis_eval.testing.remote import check_units, run_cases_remote, worker_modules
+    from cnnvis_eval.testing.verdict import Verdict
+
+    cases = [("randomization", "a", "cascading_top"), ("randomization", "b", "cascading_top"),
+             ("randomization", "a", "independent"), ("randomization", "b", "independent"), ("cost", "a", None),
+             ("cost", "b", None)]
+    units = check_units(cases)
+    assert units == [("a", "randomization", ("cascading_top", "independent")), ("a", "cost", (None,)),
+                     ("b", "randomization", ("cascading_top", "independent")), ("b", "cost", (None,))]
+
+    class Lossy:  # runs every unit but loses method b's randomization unit
+        def share(self, value):
+            return value
+
+        def map(self, fn, tasks, tick, affinity):
+            assert [affinity(t) for t in tasks] == ["a", "a", "b", "b"]
+            return [TaskLost("the Ray worker running it died (killed)") if t[1][0][:2] == ("b", "randomization")
+                    else {"verdicts": [[Verdict("m", m, c if v is None else f"{c}.{v}", "pass") for v in vs]
+                                       for m, c, vs in t[1]], "loaded": i == 0, "pid": 7}
+                    for i, t in enumerate(tasks)]
+
+    log = []
+    got = run_cases_remote({"name": "m"}, cases, Lossy(), progress=False, log=log.append)
+    assert [(v.method, v.check) for v in got] == [(m, c if v is None else f"{c}.{v}") for c, m, v in cases]
+    assert [v.status for v in got] == ["pass", "inconclusive", "pass", "inconclusive", "pass", "pass"]
+    assert got[1].reason == "worker lost: the Ray worker running it died (killed)"
+    assert log == ["b randomization: the Ray worker running it died (killed); its verdicts are inconclusive, "
+                   "run again to decide them", "m: 4 units on 1 workers, the model loaded 1 times"]
+    assert worker_modules({"custom_objects": ["pkg.layers:Block", "pkg.layers:Head"],
+                           "preprocess": "mine.prep:scale"}) == ("pkg.layers", "mine.prep")
+    assert worker_modules({"preprocess": "-1,1"}) == ()
+
+
 def test_cli_ray_errors(tmp_path, capsys, monkeypatch):
     pytest.importorskip("ray", reason='Ray is not installed (pip install "cnnvis_eval[ray]")')
     from cnnvis_eval import cli
@@ -195,11 +280,24 @@ def test_cli_ray_errors(tmp_path, capsys, monkeypatch):
         assert cli.main(base + extra) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("cnnvis-eval: error: ") and message in err and "\n" not in err
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not read: the options fail first")
+    check = ["check", str(model), "--images", str(tmp_path), "--out", str(tmp_path / "c")]
+    for extra, message in [
+        (["--executor", "ray", "--ray-address", "ray://127.0.0.1:1"], "cannot reach the Ray cluster at 'ray://127.0.0.1:1'"),
+        (["--ray-address", "auto"], "--ray-address applies to --executor ray only"),
+        (["--workers", "2"], "--workers applies to --executor ray only"),
+        (["--executor", "ray", "--workers", "0"], "--workers must be >= 1, got 0"),
+    ]:
+        assert cli.main(check + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("cnnvis-eval: error: ") and message in err and "\n" not in err
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # Ray not installed
-    assert cli.main(base + ["--executor", "ray"]) == 2
-    assert capsys.readouterr().err.strip() == ('cnnvis-eval: error: --executor ray needs Ray, which is not '
-                                               'installed: pip install "cnnvis_eval[ray]"')
-    assert not any(tmp_path.iterdir())  # nothing written
+    for command in (base, check):
+        assert cli.main(command + ["--executor", "ray"]) == 2
+        assert capsys.readouterr().err.strip() == ('cnnvis-eval: error: --executor ray needs Ray, which is not '
+                                                   'installed: pip install "cnnvis_eval[ray]"')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]  # nothing written
 
 
 def test_importing_cnnvis_eval_never_imports_ray():
