@@ -189,16 +189,20 @@ def _executor(args, modules=()):
     if args.executor != "ray":
         if args.ray_address is not None:
             raise InputError("--ray-address applies to --executor ray only")
-        if args.command == "check" and args.workers is not None:
+        if getattr(args, "command", None) == "check" and args.workers is not None:
             raise InputError("--workers applies to --executor ray only (a local check runs in this process)")
+        if getattr(args, "images_per_task", None) is not None:
+            raise InputError("--images-per-task applies to --executor ray only")
         return None
     from .evaluation.ray_executor import RayExecutor, check_address, import_ray
 
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    for flag in ("workers", "images_per_task"):
+        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     import_ray()
     check_address(args.ray_address)
-    return RayExecutor(workers=args.workers, address=args.ray_address, modules=modules)
+    per_task = {"images_per_task": args.images_per_task} if getattr(args, "images_per_task", None) else {}
+    return RayExecutor(workers=args.workers, address=args.ray_address, modules=modules, **per_task)
 
 
 def cmd_plan(args) -> int:
@@ -373,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models evaluated at once in separate processes (default: one per CPU core, "
                         "at most 4; 1 = in this process); with --executor ray: Ray workers")
     _executor_arguments(r, "worker processes on this machine (default)")
+    r.add_argument("--images-per-task", type=int, default=None, metavar="N",
+                   help="with --executor ray: at most N images per explain task, so that few models balance "
+                        "over many workers (default: automatic; results do not depend on it)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     bench_help = ("pytest-benchmark JSON file, or a folder of them (the newest is used), to show in the "
                   "report's benchmark table, e.g. fixtures/benchmarks")

@@ -24,8 +24,13 @@ The model of one run (per model, with ``n`` images and method cost ``s`` seconds
   localization scores (NumPy on the heatmaps, seconds for a whole run).
 
 Wall time on ``W`` workers of relative ``speed``: the run's tasks (per model, one per group of
-methods in the explain phase; then its scores and one randomization task per group) placed
-longest first on the least loaded worker, phase after phase, divided by ``speed``.
+methods and image shard in the explain phase; then its scores and one randomization task per
+group, or per method when the groups are too few for the workers) placed longest first on the least loaded worker, phase after phase, divided by
+``speed``.  The image shards are those of ``run --executor ray``
+(:func:`~cnnvis_eval.evaluation.remote.image_shards`: automatic, or ``images_per_task``); a
+shard costs its share of the group's images (the smaller batches of a shard are not modelled).
+The floor (no number of workers beats it) is the longest task of each phase as many workers
+get them: one image per explain task (or ``images_per_task``), one method per randomization task.
 """
 
 from __future__ import annotations
@@ -103,9 +108,11 @@ class Plan:
     reference_s : dict
         Seconds of the cost stage's reference passes per model.
     tasks : list of list of float
-        Task seconds per phase (explain, scoring) as the runner splits them.
+        Task seconds per phase (explain, scoring) as the runner splits them on ``workers``.
     workers, speed : the workers the wall time is for, and their speed relative to the
         measuring machine.
+    floor_tasks : list of list of float
+        The same with the image shards of unlimited workers (see :attr:`floor_seconds`).
     """
 
     rows: pd.DataFrame
@@ -113,6 +120,7 @@ class Plan:
     tasks: list
     workers: int
     speed: float
+    floor_tasks: list | None = None
 
     @property
     def cells(self) -> int:
@@ -134,8 +142,9 @@ class Plan:
 
     @property
     def floor_seconds(self) -> float:
-        """The wall time no number of workers beats: the longest task of each phase."""
-        return sum(max(phase, default=0.0) for phase in self.tasks) / self.speed
+        """The wall time no number of workers beats: the longest task of each phase, its
+        explain tasks split into the image shards of unlimited workers."""
+        return sum(max(phase, default=0.0) for phase in self.floor_tasks or self.tasks) / self.speed
 
     def text(self) -> str:
         r = self.rows
@@ -151,12 +160,16 @@ class Plan:
                  f"(measuring machine: {MEASURING_CORES} cores per worker)",
                  f"wall time on {self.workers} worker{'s' * (self.workers > 1)} of speed {self.speed:g}: "
                  f"{_dur(self.wall_seconds)} (at least {_dur(self.floor_seconds)} on any number of workers: "
-                 "the longest task of each phase)"]
+                 "the longest task of each phase, explain tasks split by images as --executor ray does)"]
         return "\n".join(lines)
 
 
-def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.DataFrame | None = None) -> Plan:
-    """The :class:`Plan` of ``config`` on ``workers`` workers of relative ``speed``."""
+def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.DataFrame | None = None,
+         images_per_task: int | None = None) -> Plan:
+    """The :class:`Plan` of ``config`` on ``workers`` workers of relative ``speed``
+    (``images_per_task``: as ``run --executor ray --images-per-task``; None: automatic)."""
+    from .remote import image_shards, randomization_units
+
     if int(workers) < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
     if not speed > 0:
@@ -166,7 +179,7 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
     k_rand = min(config.randomization_images, n)
     methods = list(config.methods)
     groups = [tuple(methods[i::max(1, min(len(methods), 4))]) for i in range(max(1, min(len(methods), 4)))]
-    rows, reference, explain_tasks, score_tasks = [], {}, [], []
+    rows, reference, explain_groups, score_tasks, rand = [], {}, [], [], []
     for source in config.sources():
         name, arch, side, area = arch_of(source, config)
         mine = table[table["arch"] == arch].set_index("method")
@@ -197,12 +210,23 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
                                source=source_label)
         rows += per.values()
         reference[name] = 4 * min(n, 8) * fb if "cost" in config.stages else 0.0
-        explain_tasks += [sum(per[m]["explain_s"] for m in g) for g in groups]
+        explain_groups += [sum(per[m]["explain_s"] for m in g) for g in groups]
         score_tasks.append(reference[name] + sum(p["faithfulness_s"] for p in per.values()))
-        score_tasks += [sum(per[m]["randomization_s"] for m in g) for g in groups]
+        rand.append({m: p["randomization_s"] for m, p in per.items()})
     frame = pd.DataFrame(rows)
     frame["seconds"] = frame[["explain_s", "randomization_s", "faithfulness_s"]].sum(axis=1)
-    return Plan(frame, reference, [explain_tasks, score_tasks], int(workers), float(speed))
+
+    def split(shards):  # the explain tasks: each group's seconds shared by its image shards
+        return [t * (1.0 if h is None else (h[1] - h[0]) / n) for t in explain_groups for h in shards]
+
+    def scoring(units):  # per model its score task, then one randomization task per unit
+        return score_tasks + [sum(r[m] for m in u) for r in rand for u in units]
+
+    explain = split(image_shards(n, images_per_task, len(explain_groups), int(workers)))
+    floor = split(image_shards(n, images_per_task or 1, len(explain_groups), int(workers)))
+    models = len(rand)
+    return Plan(frame, reference, [explain, scoring(randomization_units(groups, models, int(workers)))],
+                int(workers), float(speed), [floor, scoring(randomization_units(groups, models, 10**9))])
 
 
 def makespan(tasks, workers: int) -> float:

@@ -53,13 +53,14 @@ def _snapshot(root: Path) -> dict[str, tuple]:
     return out
 
 
-def remote_model_worker(config, files: dict, source, methods, parts, tick=_quiet) -> dict:
+def remote_model_worker(config, files: dict, source, methods, parts, shard=None, tick=_quiet) -> dict:
     """One task on a remote worker: ``parts`` of the work on model ``source`` for
-    ``methods``, in a fresh scratch copy of the run folder made of ``files`` (a
-    :func:`bundle`: exactly what the driver has stored for the model, so a file the driver
-    lost or moved aside is computed again).  Returns ``{"rows": cell rows, "files": {path:
-    bytes} written by the task, "log": [lines]}``.  The worker keeps its loaded model
-    between tasks, not the files."""
+    ``methods`` (``shard=(lo, hi)``: the explain part on images ``lo:hi`` only, see
+    :meth:`~cnnvis_eval.evaluation.runner.GridRun.model_stage`), in a fresh scratch copy of
+    the run folder made of ``files`` (a :func:`bundle`: exactly what the driver has stored
+    for the model, so a file the driver lost or moved aside is computed again).  Returns
+    ``{"rows": cell rows, "files": {path: bytes} written by the task, "log": [lines]}``.
+    The worker keeps its loaded model between tasks, not the files."""
     from .runner import _model_worker
 
     with tempfile.TemporaryDirectory(prefix="cnnvis-run-") as scratch:
@@ -68,7 +69,7 @@ def remote_model_worker(config, files: dict, source, methods, parts, tick=_quiet
             atomic_write(root / rel, lambda p, d=data: p.write_bytes(d))
         before = _snapshot(root)
         lines: list[str] = []
-        rows = _model_worker(config, str(root), source, methods, parts, tick, log=lines.append)
+        rows = _model_worker(config, str(root), source, methods, parts, tick, log=lines.append, shard=shard)
         after = _snapshot(root)
         # new and rewritten files; a damaged file moved aside comes back as <name>.corrupt
         changed = {rel: (root / rel).read_bytes() for rel, sig in after.items()
@@ -116,12 +117,16 @@ def remote_phases(run, executor, sources: list, tick, between=_quiet) -> list[di
         rec = run.recorded.get(run.names[str(s)])
         key = rec.get("key") if isinstance(rec, dict) and rec.get("source") == str(s) else None
         shared[str(s)] = executor.share(bundle(root, key))
-    tasks = [(run.config, shared[str(s)], s, g, ("explain",)) for s in sources for g in groups]
+    shards = image_shards(len(run.config.photos) + run.config.synthetic, getattr(executor, "images_per_task", None),
+                          len(sources) * len(groups), executor.workers)
+    tasks = [(run.config, shared[str(s)], s, g, ("explain",), h) for s in sources for g in groups for h in shards]
     explained = executor.map(remote_model_worker, tasks, tick=tick, affinity=by_model, collect=collect)
     rows, loaded, keys = [], [], {}
     order = {m: i for i, m in enumerate(methods)}
+    per_model = len(groups) * len(shards)
     for k, source in enumerate(sources):
-        results = explained[k * len(groups):(k + 1) * len(groups)]
+        results = [merge_cells(run, explained[k * per_model + j * len(shards):k * per_model + (j + 1) * len(shards)])
+                   for j in range(len(groups))]
         ok = [r for res in results if not isinstance(res, TaskLost) for r in res]
         if ok and ok[0]["method"] == "*":  # the model could not be loaded
             rows.append(ok[0])
@@ -141,8 +146,9 @@ def remote_phases(run, executor, sources: list, tick, between=_quiet) -> list[di
     between()
     for s in loaded:
         shared[str(s)] = executor.share(bundle(root, keys[str(s)]))
+    units = randomization_units(groups, len(loaded), executor.workers)
     scoring = [(run.config, shared[str(s)], s, (), ("score",)) for s in loaded] + [
-        (run.config, shared[str(s)], s, g, ("randomization",)) for s in loaded for g in groups]
+        (run.config, shared[str(s)], s, g, ("randomization",)) for s in loaded for g in units]
     from tqdm.auto import tqdm
 
     with tqdm(total=len(scoring), desc="scores", unit="task", disable=not run.progress) as bar:
@@ -153,6 +159,78 @@ def remote_phases(run, executor, sources: list, tick, between=_quiet) -> list[di
             run.log(f"model {run.names[str(task[2])]}: {task[4][0]} of {', '.join(task[3]) or 'all methods'} "
                     f"lost: {res.message}; run again to compute it")
     return rows
+
+
+def image_shards(n: int, per_task: int | None, tasks: int, workers: int) -> list:
+    """The image ranges ``(lo, hi)`` of the explain tasks of one (model, group of methods)
+    (``[None]``: one task with every image).  ``per_task``: at most that many of the ``n``
+    images per task; None: automatic, as many shards (up to ``n``) as make the explain
+    phase's ``tasks`` unsharded tasks at least 2 per worker (of several), so that a run of few
+    models on many workers balances (a run with enough tasks is not split: every task re-reads its
+    model's stored files and explains fewer images per batch)."""
+    if per_task is None:
+        k = min(n, -(-2 * workers // max(1, tasks))) if workers > 1 else 1
+        per_task = -(-n // max(1, k))
+    if per_task < 1:
+        raise ValueError(f"images per task must be >= 1, got {per_task}")
+    if per_task >= n:
+        return [None]
+    return [(lo, min(lo + per_task, n)) for lo in range(0, n, per_task)]
+
+
+def randomization_units(groups: list, models: int, workers: int) -> list:
+    """The methods of each randomization task of one model: the explain phase's ``groups``,
+    or one method per task when ``models`` x groups gives fewer than 2 tasks per worker (the
+    curves are stored per (model, method): the same rows either way)."""
+    if workers <= 1 or models * len(groups) >= 2 * workers:
+        return list(groups)
+    return [(m,) for g in groups for m in g]
+
+
+def merge_cells(run, results: list):
+    """The cell rows of one (model, group of methods) from its shard tasks' results (in
+    image order; one unsharded result is returned as it is).  A cell stored in parts
+    (:func:`~cnnvis_eval.evaluation.runner.shard_path`) is assembled here, in the driver:
+    the parts concatenated in image order into the cell's file, timings summed, the parts
+    removed; a cell that failed or does not apply on any shard takes that shard's row
+    (the parts that finished stay for the rerun).  A lost shard makes the group lost
+    (:class:`~cnnvis_eval.evaluation.ray_executor.TaskLost`); a model that could not be loaded
+    gives its one row."""
+    from .ray_executor import TaskLost
+
+    if len(results) == 1:
+        return results[0]
+    lost = [r for r in results if isinstance(r, TaskLost)]
+    done = [r for r in results if not isinstance(r, TaskLost)]
+    if done and done[0] and done[0][0]["method"] == "*":  # the model could not be loaded
+        return done[0]
+    if lost:
+        return lost[0]
+    root = run.store.root
+    out = []
+    for parts in zip(*results):  # one cell: its row from every shard, in image order
+        bad = [r for r in parts if r["status"] != "ok"]
+        if bad:
+            out.append(next((r for r in bad if r["status"] == "error"), bad[0]))
+            continue
+        files = [r["file"] for r in parts]
+        if len(set(files)) == 1:  # stored whole before this run
+            out.append(parts[0])
+            continue
+        arrays = [run.store.load_cell(root / f) for f in files]
+        n = [len(a["heatmap"]) for a in arrays]
+        merged = {k: np.concatenate([a[k] for a in arrays]) for k in ("heatmap", "indices", "scores")}
+        merged["seconds"] = np.float64(sum(float(a["seconds"]) for a in arrays))
+        merged["seconds_per_image"] = np.float64(sum(float(a["seconds_per_image"]) * k for a, k in zip(arrays, n))
+                                                 / sum(n))
+        whole = files[0].rsplit(".images", 1)[0] + ".npz"
+        run.store.save_cell(root / whole, **merged)
+        for f in files:
+            (root / f).unlink(missing_ok=True)
+        out.append({**parts[0], "file": whole, "seconds": float(merged["seconds"]),
+                    "seconds_per_image": float(merged["seconds_per_image"]),
+                    "indices": " ".join(map(str, merged["indices"].tolist()))})
+    return out
 
 
 def _failed(source, message: str) -> dict:
@@ -169,4 +247,4 @@ def _lost_cell(model: str, method: str, neuron: str, key: str, message: str) -> 
             "model_key": key, "file": ""}
 
 
-__all__ = ["bundle", "remote_model_worker", "remote_phases", "write_back"]
+__all__ = ["bundle", "image_shards", "merge_cells", "randomization_units", "remote_model_worker", "remote_phases", "write_back"]

@@ -81,6 +81,38 @@ def test_the_study_grid():
     assert "CPU-hours" in p.text() and "wall time on 8 workers" in p.text()
 
 
+def test_explain_tasks_split_by_images_by_hand():
+    """The explain tasks are (model, method group, image shard), as ``run --executor ray``
+    splits them: one model and method on 4 workers is 4 one-image tasks, not one task of 4."""
+    config = RunConfig(models=("mini_vgg",), methods=("lime",), photos=("chelsea", "coffee"), synthetic=2,
+                       stages=STAGES_NONE)
+    s = _s("mini_vgg", "lime")
+    one = plan(config, workers=1)
+    assert one.tasks[0] == [pytest.approx(3 * 4 * s)] and one.wall_seconds == pytest.approx(3 * 4 * s)
+    four = plan(config, workers=4)
+    assert four.tasks[0] == [pytest.approx(3 * s)] * 4 and four.wall_seconds == pytest.approx(3 * s)
+    assert one.floor_seconds == four.floor_seconds == pytest.approx(3 * s)  # one image per task on many workers
+    three = plan(config, workers=4, images_per_task=3)  # shards of 3 + 1 images
+    assert sorted(three.tasks[0]) == [pytest.approx(3 * s), pytest.approx(9 * s)]
+    assert three.wall_seconds == three.floor_seconds == pytest.approx(9 * s)
+    assert one.seconds == four.seconds == three.seconds  # the same compute, split differently
+
+
+def test_randomization_tasks_split_by_method_by_hand():
+    """Five methods are 4 groups; one model on 8 workers gets one randomization task per
+    method (the curves are stored per method), on 2 workers one per group."""
+    methods = ("saliency", "grad_cam", "gradient_x_input", "guided_backprop", "smoothgrad")
+    config = RunConfig(models=("mini_vgg",), methods=methods, photos=("chelsea",), synthetic=0,
+                       stages=("randomization",), randomization_images=1, randomization_steps=3)
+    per = {m: 1 * (3 + 1) * _s("mini_vgg", m) for m in methods}
+    assert per["smoothgrad"] > per["saliency"]
+    eight, two = plan(config, workers=8), plan(config, workers=2)
+    assert sorted(eight.tasks[1]) == pytest.approx(sorted([0.0] + list(per.values())))
+    groups = [per["saliency"] + per["smoothgrad"], per["grad_cam"], per["gradient_x_input"], per["guided_backprop"]]
+    assert sorted(two.tasks[1]) == pytest.approx(sorted([0.0] + groups))
+    assert two.floor_seconds - max(two.floor_tasks[0]) == pytest.approx(per["smoothgrad"])
+
+
 def test_makespan_places_longest_first():
     assert makespan([2, 3, 2, 3, 2], 2) == 7  # 3 | 3, then 2 | 2, then 2 on the first: 3+2+2 | 3+2
     assert makespan([5, 1, 1, 1], 2) == 5

@@ -159,6 +159,60 @@ def test_ray_run_stores_what_a_local_run_stores_and_resumes(executor, tmp_path):
     pd.testing.assert_frame_equal(drop(again), drop(remote), check_exact=True)
 
 
+def test_image_shards():
+    from cnnvis_eval.evaluation.remote import image_shards
+
+    assert image_shards(3, 2, 1, 1) == [(0, 2), (2, 3)]
+    assert image_shards(3, 3, 1, 1) == image_shards(3, 9, 1, 1) == [None]
+    assert image_shards(10, None, 20, 8) == [None]  # 20 tasks for 8 workers: not split
+    assert image_shards(10, None, 4, 8) == [(0, 3), (3, 6), (6, 9), (9, 10)]  # 4 tasks -> 16
+    assert image_shards(2, None, 1, 8) == [(0, 1), (1, 2)]  # never more shards than images
+    assert image_shards(4, None, 1, 1) == [None]  # one worker: nothing to balance
+
+
+def test_image_shards_store_what_a_local_run_stores_and_resume(executor, tmp_path, monkeypatch):
+    """(model, method group, image shard) tasks: the driver assembles each cell from its
+    parts (in image order), equal to a local run's to float32 rounding (a shard explains its
+    images in other batches than the local run: oneDNN's kernels, and so the last bits,
+    depend on the batch; measured 1.2e-7 absolute on saliency); the same top classes; a part
+    stored by an interrupted run is used, not computed again."""
+    from cnnvis_eval.evaluation.runner import shard_path
+
+    config = _config(("saliency", "rise"), synthetic=1, stages=("complexity",))  # 3 images: shards 0:2, 2:3
+    local = GridRun(config, tmp_path / "local", progress=False, executor=LocalExecutor()).run()
+    sizes, original = [], executor.map
+    monkeypatch.setattr(executor, "images_per_task", 2)
+    monkeypatch.setattr(executor, "map", lambda fn, tasks, **kw: sizes.append(len(tasks)) or original(fn, tasks, **kw))
+    remote = GridRun(config, tmp_path / "ray", progress=False, executor=executor).run()
+    assert sizes[0] == 2 * 2  # 2 groups x 2 shards
+    a, b = _stored(tmp_path / "local"), _stored(tmp_path / "ray")
+    assert sorted(a) == sorted(b) and not any(".images" in rel for rel in b)  # the parts are gone
+    for rel, va in a.items():
+        if isinstance(va, dict):
+            for k in va:
+                if np.issubdtype(va[k].dtype, np.floating):
+                    scale = max(float(np.abs(va[k]).max()), 1e-30)
+                    np.testing.assert_allclose(b[rel][k], va[k], rtol=0, atol=1e-5 * scale, err_msg=f"{rel}:{k}")
+                else:
+                    np.testing.assert_array_equal(b[rel][k], va[k], err_msg=f"{rel}:{k}")
+    keys = ["method", "model", "image", "neuron", "metric"]
+    drop = lambda f: f[~f["metric"].isin(TIMING)].sort_values(keys).reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(drop(local), drop(remote), rtol=1e-4)
+    # an interrupted run stored the first part of one cell (marked by its timing) and not the cell
+    cell = sorted((tmp_path / "ray" / "heatmaps").rglob("logit.*.npz"))[0]
+    with np.load(cell) as z:
+        whole = {k: z[k] for k in z.files}
+    part = {**{k: whole[k][:2] for k in ("heatmap", "indices", "scores")}, "seconds": np.float64(1000.0),
+            "seconds_per_image": np.float64(1.0)}
+    np.savez(shard_path(cell, (0, 2)), **part)
+    cell.unlink()
+    GridRun(config, tmp_path / "ray", progress=False, executor=executor).run()
+    with np.load(cell) as z:
+        np.testing.assert_array_equal(z["heatmap"], whole["heatmap"])
+        assert 1000.0 < float(z["seconds"]) < 1000.0 + float(whole["seconds"]) + 60  # the part's time, reused
+    assert not shard_path(cell, (0, 2)).exists()
+
+
 @pytest.fixture(scope="module")
 def onet_files(tmp_path_factory):
     """MTCNN's ONet (a subclassed model: --custom-object, three outputs: --output) as a user's
