@@ -213,10 +213,11 @@ def cmd_plan(args) -> int:
     from .evaluation.plan import plan, study_config
 
     try:
-        if args.workers is not None and args.workers < 1:
-            raise InputError(f"--workers must be >= 1, got {args.workers}")
+        for flag in ("workers", "images_per_task"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
         config = study_config() if args.study else _run_config(args)
-        p = plan(config, workers=args.workers or 1, speed=args.speed)
+        p = plan(config, workers=args.workers or 1, speed=args.speed, images_per_task=args.images_per_task)
     except CnnVisError as err:
         print("cnnvis-eval: error: " + " ".join(str(err).splitlines()), file=sys.stderr)
         return 2
@@ -377,9 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models evaluated at once in separate processes (default: one per CPU core, "
                         "at most 4; 1 = in this process); with --executor ray: Ray workers")
     _executor_arguments(r, "worker processes on this machine (default)")
-    r.add_argument("--images-per-task", type=int, default=None, metavar="N",
-                   help="with --executor ray: at most N images per explain task, so that few models balance "
-                        "over many workers (default: automatic; results do not depend on it)")
+    _images_per_task_argument(r)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     bench_help = ("pytest-benchmark JSON file, or a folder of them (the newest is used), to show in the "
                   "report's benchmark table, e.g. fixtures/benchmarks")
@@ -389,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the cells, CPU-hours and wall time of a run before it runs (from measured costs)")
     _config_arguments(pl)
     pl.add_argument("--workers", type=int, default=None, help="workers the wall time is for (default 1)")
+    _images_per_task_argument(pl)
     pl.add_argument("--speed", type=float, default=1.0,
                     help="speed of a worker relative to the measuring machine (2 cores; default 1)")
     pl.add_argument("--study", action="store_true",
@@ -446,6 +446,12 @@ def _executor_arguments(r, default: str, choices=("process", "ray")) -> None:
                    help=f'where tasks run: {default}, or Ray actors (pip install "cnnvis_eval[ray]")')
     r.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
                    help="join this Ray cluster (default: start a local Ray instance on 127.0.0.1)")
+
+
+def _images_per_task_argument(r) -> None:
+    r.add_argument("--images-per-task", type=int, default=None, metavar="N",
+                   help="with --executor ray: at most N images per explain task, so that few models balance "
+                        "over many workers (default: automatic; results do not depend on it beyond float rounding)")
 
 
 def _config_arguments(r) -> None:

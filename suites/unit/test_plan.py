@@ -144,3 +144,8 @@ def test_cli_plan(capsys):
     assert f"5 models x {len(cv.list_methods())} methods x 10 images" in capsys.readouterr().out
     assert cli.main(["plan", "--workers", "0"]) == 2
     assert capsys.readouterr().err.startswith("cnnvis-eval: error: --workers must be >= 1")
+    assert cli.main(["plan", "--images-per-task", "0"]) == 2
+    assert capsys.readouterr().err.startswith("cnnvis-eval: error: --images-per-task must be >= 1")
+    assert cli.main(["plan", "--models", "mini_vgg", "--methods", "lime", "--images", "chelsea", "coffee",
+                     "--workers", "2", "--images-per-task", "1"]) == 0
+    assert "wall time on 2 workers" in capsys.readouterr().out

@@ -330,6 +330,8 @@ def test_cli_ray_errors(tmp_path, capsys, monkeypatch):
         (["--executor", "ray", "--ray-address", "ray://127.0.0.1:1"], "cannot reach the Ray cluster at 'ray://127.0.0.1:1'"),
         (["--executor", "ray", "--ray-address", "nowhere"], "--ray-address must be auto, host:port or ray://host:port"),
         (["--ray-address", "auto"], "--ray-address applies to --executor ray only"),
+        (["--images-per-task", "2"], "--images-per-task applies to --executor ray only"),
+        (["--executor", "ray", "--images-per-task", "0"], "--images-per-task must be >= 1, got 0"),
     ]:
         assert cli.main(base + extra) == 2
         err = capsys.readouterr().err.strip()
