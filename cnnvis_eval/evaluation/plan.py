@@ -23,6 +23,14 @@ The model of one run (per model, with ``n`` images and method cost ``s`` seconds
 - not modelled: loading and tracing a model once per worker, the complexity, agreement and
   localization scores (NumPy on the heatmaps, seconds for a whole run).
 
+A user's model file (``--model-file``) has no row in the table: :func:`probe_costs` loads it
+and measures its compiled forward and forward+backward passes on this machine (a few
+seconds), and estimates its methods as ``build_costs`` estimates what the baseline lacks:
+perturbation methods as model inputs per image x the forward pass, the others as their
+median ratio to forward+backward on the five minis (from the table) x the measured pass;
+methods that do not apply to it are ``n/a``.  Its rows are labelled ``estimated`` and are in
+this machine's seconds (``--speed`` relates the table's machine to the workers).
+
 Wall time on ``W`` workers of relative ``speed``: the run's tasks (per model, one per group of
 methods and image shard in the explain phase; then its scores and one randomization task per
 group, or per method when the groups are too few for the workers) placed longest first on the least loaded worker, phase after phase, divided by
@@ -92,8 +100,53 @@ def arch_of(source, config: RunConfig) -> tuple[str, str, int, float]:
         return name, f"{name}@{native}", side, (side / native) ** 2
     if name.startswith("mini_"):
         return name, name, 64, 1.0
-    raise InputError(f"cnnvis-eval plan has no measured costs for model file {name!r}: it plans the "
-                     f"zoo and mini models ({', '.join(BIG_MODELS)}, mini_*)")
+    if hasattr(source, "path"):  # a ModelFile: rows from probe_costs
+        return name, f"file:{name}", 0, 1.0
+    raise InputError(f"cnnvis-eval plan has no costs for model {name!r}")
+
+
+PERTURBATION = ("lime", "rise", "occlusion", "score_cam")
+PROBE_BATCH = 4  # images per probed pass
+
+
+def probe_costs(source, config: RunConfig, table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Cost rows (the table's columns, arch ``file:<name>``) of a model file, and its input
+    side: its forward and forward+backward passes measured now (compiled, batch
+    :data:`PROBE_BATCH`, median of 3), its methods estimated from them (see the module
+    docstring).  InputError when the file cannot be loaded."""
+    from ..errors import UnsupportedArchitectureError, UnsupportedLayerError
+    from ..methods import get_method
+    from .cost import median_seconds, reference_passes
+    from .inputs import load_spec
+
+    spec = load_spec(source, config)
+    arch = f"file:{source}"
+    x = np.random.default_rng(0).uniform(0, 1, (PROBE_BATCH,) + tuple(spec.input_shape)).astype(np.float32)
+    fwd, fb = reference_passes(spec)
+    f_s, fb_s = (median_seconds(lambda f=f: f(x), rounds=3) / PROBE_BATCH for f in (fwd, fb))
+    minis = table[table["arch"].str.startswith("mini_") & (table["source"] == "measured")]
+    fb_mini = minis[minis["method"] == "forward_backward"].set_index("arch")["seconds_per_image"]
+    ratio = (minis.assign(r=minis["seconds_per_image"] / minis["arch"].map(fb_mini))
+             .groupby("method")["r"].median())
+    side = int(spec.input_shape[0])
+    rows = [{"arch": arch, "method": "forward", "seconds_per_image": f_s, "source": "measured"},
+            {"arch": arch, "method": "forward_backward", "seconds_per_image": fb_s, "source": "measured"}]
+    for method in config.methods:
+        params = method_params(method, spec, config.method_params.get(method, {}))
+        try:
+            get_method(method)(spec, **params)
+        except (UnsupportedArchitectureError, UnsupportedLayerError):
+            rows.append({"arch": arch, "method": method, "seconds_per_image": 0.0, "source": "n/a"})
+            continue
+        if method in PERTURBATION:
+            channels = int(spec.model.get_layer(spec.last_conv_layer).output.shape[-1]) if method == "score_cam" else 0
+            s = model_inputs(method, side, params, channels) * f_s
+        else:
+            s = float(ratio.get(method, np.nan)) * fb_s
+            if not np.isfinite(s):
+                raise InputError(f"the cost table has no ratio of {method} on the minis to estimate it on {source}")
+        rows.append({"arch": arch, "method": method, "seconds_per_image": s, "source": "estimated"})
+    return pd.DataFrame(rows).assign(basis="probed on this machine", params="{}"), side
 
 
 @dataclass
@@ -113,6 +166,9 @@ class Plan:
         measuring machine.
     floor_tasks : list of list of float
         The same with the image shards of unlimited workers (see :attr:`floor_seconds`).
+    probed : dict
+        Model file -> its measured ``(forward, forward_backward)`` seconds per image
+        (:func:`probe_costs`).
     """
 
     rows: pd.DataFrame
@@ -121,6 +177,7 @@ class Plan:
     workers: int
     speed: float
     floor_tasks: list | None = None
+    probed: dict | None = None
 
     @property
     def cells(self) -> int:
@@ -161,6 +218,9 @@ class Plan:
                  f"wall time on {self.workers} worker{'s' * (self.workers > 1)} of speed {self.speed:g}: "
                  f"{_dur(self.wall_seconds)} (at least {_dur(self.floor_seconds)} on any number of workers: "
                  "the longest task of each phase, explain tasks split by images as --executor ray does)"]
+        for name, (f, fb) in (self.probed or {}).items():
+            lines.insert(3, f"{name}: costs estimated from its passes probed on this machine (forward "
+                            f"{f * 1e3:.3g} ms, forward+backward {fb * 1e3:.3g} ms per image)")
         return "\n".join(lines)
 
 
@@ -175,6 +235,10 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
     if not speed > 0:
         raise InputError(f"speed must be > 0, got {speed}")
     table = load_costs() if costs is None else costs
+    files = [s for s in config.sources() if hasattr(s, "path")]
+    probed = {str(s): probe_costs(s, config, table) for s in files}
+    if probed:
+        table = pd.concat([table] + [rows for rows, _ in probed.values()], ignore_index=True)
     n = len(config.photos) + config.synthetic
     k_rand = min(config.randomization_images, n)
     methods = list(config.methods)
@@ -182,6 +246,8 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
     rows, reference, explain_groups, score_tasks, rand = [], {}, [], [], []
     for source in config.sources():
         name, arch, side, area = arch_of(source, config)
+        if str(source) in probed:
+            side = probed[str(source)][1]
         mine = table[table["arch"] == arch].set_index("method")
         if mine.empty:
             raise InputError(f"the cost table has no rows for {arch}")
@@ -225,8 +291,10 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
     explain = split(image_shards(n, images_per_task, len(explain_groups), int(workers)))
     floor = split(image_shards(n, images_per_task or 1, len(explain_groups), int(workers)))
     models = len(rand)
+    passes = {name: tuple(rows.set_index("method").loc[["forward", "forward_backward"], "seconds_per_image"])
+              for name, (rows, _) in probed.items()}
     return Plan(frame, reference, [explain, scoring(randomization_units(groups, models, int(workers)))],
-                int(workers), float(speed), [floor, scoring(randomization_units(groups, models, 10**9))])
+                int(workers), float(speed), [floor, scoring(randomization_units(groups, models, 10**9))], passes)
 
 
 def makespan(tasks, workers: int) -> float:

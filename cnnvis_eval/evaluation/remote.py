@@ -24,6 +24,11 @@ from .config import NEURONS
 from .store import CORRUPT, atomic_write
 
 SKIPPED = ("config.json", "models.json")  # the driver's own files: never returned by a task
+TASKS_PER_WORKER = 4
+"""Tasks per worker below which a phase's tasks are split finer (explain: by images,
+randomization: by method), so that the longest one does not hold the run up: the (model,
+method group) tasks of the study's grid differ 20-fold in cost (VGG16's group with LIME-1000
+against MobileNetV2's groups)."""
 
 
 def _quiet(*args, **kwargs):
@@ -165,11 +170,11 @@ def image_shards(n: int, per_task: int | None, tasks: int, workers: int) -> list
     """The image ranges ``(lo, hi)`` of the explain tasks of one (model, group of methods)
     (``[None]``: one task with every image).  ``per_task``: at most that many of the ``n``
     images per task; None: automatic, as many shards (up to ``n``) as make the explain
-    phase's ``tasks`` unsharded tasks at least 2 per worker (of several), so that a run of few
-    models on many workers balances (a run with enough tasks is not split: every task re-reads its
+    phase's ``tasks`` unsharded tasks at least :data:`TASKS_PER_WORKER` per worker (of
+    several), so that a run of few models on many workers balances (a run with enough tasks is not split: every task re-reads its
     model's stored files and explains fewer images per batch)."""
     if per_task is None:
-        k = min(n, -(-2 * workers // max(1, tasks))) if workers > 1 else 1
+        k = min(n, -(-TASKS_PER_WORKER * workers // max(1, tasks))) if workers > 1 else 1
         per_task = -(-n // max(1, k))
     if per_task < 1:
         raise ValueError(f"images per task must be >= 1, got {per_task}")
@@ -180,9 +185,9 @@ def image_shards(n: int, per_task: int | None, tasks: int, workers: int) -> list
 
 def randomization_units(groups: list, models: int, workers: int) -> list:
     """The methods of each randomization task of one model: the explain phase's ``groups``,
-    or one method per task when ``models`` x groups gives fewer than 2 tasks per worker (the
-    curves are stored per (model, method): the same rows either way)."""
-    if workers <= 1 or models * len(groups) >= 2 * workers:
+    or one method per task when ``models`` x groups gives fewer than :data:`TASKS_PER_WORKER`
+    tasks per worker (the curves are stored per (model, method): the same rows either way)."""
+    if workers <= 1 or models * len(groups) >= TASKS_PER_WORKER * workers:
         return list(groups)
     return [(m,) for g in groups for m in g]
 

@@ -100,13 +100,13 @@ def test_explain_tasks_split_by_images_by_hand():
 
 def test_randomization_tasks_split_by_method_by_hand():
     """Five methods are 4 groups; one model on 8 workers gets one randomization task per
-    method (the curves are stored per method), on 2 workers one per group."""
+    method (the curves are stored per method), on 1 worker one per group."""
     methods = ("saliency", "grad_cam", "gradient_x_input", "guided_backprop", "smoothgrad")
     config = RunConfig(models=("mini_vgg",), methods=methods, photos=("chelsea",), synthetic=0,
                        stages=("randomization",), randomization_images=1, randomization_steps=3)
     per = {m: 1 * (3 + 1) * _s("mini_vgg", m) for m in methods}
     assert per["smoothgrad"] > per["saliency"]
-    eight, two = plan(config, workers=8), plan(config, workers=2)
+    eight, two = plan(config, workers=8), plan(config, workers=1)
     assert sorted(eight.tasks[1]) == pytest.approx(sorted([0.0] + list(per.values())))
     groups = [per["saliency"] + per["smoothgrad"], per["grad_cam"], per["gradient_x_input"], per["guided_backprop"]]
     assert sorted(two.tasks[1]) == pytest.approx(sorted([0.0] + groups))
@@ -127,8 +127,35 @@ def test_plan_refuses_what_it_cannot_cost(tmp_path):
     model.write_bytes(b"")
     files = RunConfig(models=(), model_files=(str(model),), methods=("saliency",), photos=("chelsea",),
                       synthetic=0)
-    with pytest.raises(InputError, match="no measured costs for model file"):
+    with pytest.raises(InputError, match="m.keras"):  # the probe cannot load it
         plan(files)
+
+
+def test_a_model_file_is_planned_from_a_probe(tmp_path):
+    """A user's model file: its forward and forward+backward passes are measured, its methods
+    estimated from them by hand here: LIME = 201 model inputs x forward, saliency = the
+    minis' median ratio to forward+backward (from the table) x forward+backward, CAM n/a
+    (mini_vgg's Flatten head)."""
+    import statistics
+
+    from suites.support.models import mini_spec
+
+    path = tmp_path / "mine.keras"
+    mini_spec("mini_vgg").model.save(path)
+    config = RunConfig(models=(), model_files=(str(path),), methods=("saliency", "lime", "cam"),
+                       photos=("chelsea", "coffee"), synthetic=0, stages=STAGES_NONE)
+    p = plan(config)
+    (name, (f, fb)), = p.probed.items()
+    assert str(path) in name and 0 < f < fb < 10
+    table = _table()
+    minis = ["mini_vgg", "mini_resnet", "mini_inception", "mini_mobilenet", "mini_xception"]
+    ratio = statistics.median(float(table[a, "saliency"]["seconds_per_image"])
+                              / float(table[a, "forward_backward"]["seconds_per_image"]) for a in minis)
+    rows = p.rows.set_index("method")
+    assert rows.loc["lime", "explain_s"] == pytest.approx(3 * 2 * 201 * f, rel=1e-9)
+    assert rows.loc["saliency", "explain_s"] == pytest.approx(3 * 2 * ratio * fb, rel=1e-9)
+    assert rows.loc["cam", "source"] == "n/a" and rows.loc["cam", "explain_s"] == 0
+    assert set(rows["source"]) == {"estimated", "n/a"} and "probed on this machine" in p.text()
 
 
 def test_cli_plan(capsys):

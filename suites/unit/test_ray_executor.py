@@ -164,8 +164,9 @@ def test_image_shards():
 
     assert image_shards(3, 2, 1, 1) == [(0, 2), (2, 3)]
     assert image_shards(3, 3, 1, 1) == image_shards(3, 9, 1, 1) == [None]
-    assert image_shards(10, None, 20, 8) == [None]  # 20 tasks for 8 workers: not split
-    assert image_shards(10, None, 4, 8) == [(0, 3), (3, 6), (6, 9), (9, 10)]  # 4 tasks -> 16
+    assert image_shards(10, None, 32, 8) == [None]  # 32 tasks for 8 workers: not split
+    assert image_shards(10, None, 20, 8) == [(0, 5), (5, 10)]  # 20 tasks -> 40 (>= 4 per worker)
+    assert image_shards(10, None, 4, 8) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]  # 4 -> 20
     assert image_shards(2, None, 1, 8) == [(0, 1), (1, 2)]  # never more shards than images
     assert image_shards(4, None, 1, 1) == [None]  # one worker: nothing to balance
 
