@@ -233,7 +233,8 @@ def cmd_check(args) -> int:
     ``cnnvis-eval: error: ...`` line, exit status 2, and nothing is written.  Prints the
     method x check scorecard, writes ``verdicts.parquet`` and ``index.html`` to ``--out``, and
     returns 1 when a ``--require``-d method fails a check (a failure the literature predicts
-    included), else 0.
+    included), else 0.  ``--executor ray``: the cases run on Ray actors
+    (:mod:`cnnvis_eval.testing.remote`), with the same verdicts and folder.
     """
     from contextlib import nullcontext
 
