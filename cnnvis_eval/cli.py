@@ -452,7 +452,8 @@ def _executor_arguments(r, default: str, choices=("process", "ray")) -> None:
 def _images_per_task_argument(r) -> None:
     r.add_argument("--images-per-task", type=int, default=None, metavar="N",
                    help="with --executor ray: at most N images per explain task, so that few models balance "
-                        "over many workers (default: automatic; results do not depend on it beyond float rounding)")
+                        "over many workers (default: automatic); rounded up to whole explain batches of the "
+                        "task's methods, so that the results do not depend on it, bit for bit")
 
 
 def _config_arguments(r) -> None:

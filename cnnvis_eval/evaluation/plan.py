@@ -35,10 +35,12 @@ Wall time on ``W`` workers of relative ``speed``: the run's tasks (per model, on
 methods and image shard in the explain phase; then its scores and one randomization task per
 group, or per method when the groups are too few for the workers) placed longest first on the least loaded worker, phase after phase, divided by
 ``speed``.  The image shards are those of ``run --executor ray``
-(:func:`~cnnvis_eval.evaluation.remote.image_shards`: automatic, or ``images_per_task``); a
-shard costs its share of the group's images (the smaller batches of a shard are not modelled).
-The floor (no number of workers beats it) is the longest task of each phase as many workers
-get them: one image per explain task (or ``images_per_task``), one method per randomization task.
+(:func:`~cnnvis_eval.evaluation.remote.image_shards`: automatic, or ``images_per_task``,
+rounded up to whole explain batches of the group's methods); a shard costs its share of the
+group's images.  The floor (no number of workers beats it) is the longest task of each phase
+as many workers get them: the smallest shards (one image, rounded up to the group's
+:func:`~cnnvis_eval.evaluation.remote.shard_unit`, or ``images_per_task``) per explain task,
+one method per randomization task.
 """
 
 from __future__ import annotations
@@ -169,6 +171,9 @@ class Plan:
     probed : dict
         Model file -> its measured ``(forward, forward_backward)`` seconds per image
         (:func:`probe_costs`).
+    note : str or None
+        That ``images_per_task`` was rounded up to whole explain batches for some groups
+        (:func:`~cnnvis_eval.evaluation.remote.rounded_note`), printed by :meth:`text`.
     """
 
     rows: pd.DataFrame
@@ -178,6 +183,7 @@ class Plan:
     speed: float
     floor_tasks: list | None = None
     probed: dict | None = None
+    note: str | None = None
 
     @property
     def cells(self) -> int:
@@ -221,6 +227,8 @@ class Plan:
         for name, (f, fb) in (self.probed or {}).items():
             lines.insert(3, f"{name}: costs estimated from its passes probed on this machine (forward "
                             f"{f * 1e3:.3g} ms, forward+backward {fb * 1e3:.3g} ms per image)")
+        if self.note:
+            lines.append(self.note)
         return "\n".join(lines)
 
 
@@ -228,7 +236,7 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
          images_per_task: int | None = None) -> Plan:
     """The :class:`Plan` of ``config`` on ``workers`` workers of relative ``speed``
     (``images_per_task``: as ``run --executor ray --images-per-task``; None: automatic)."""
-    from .remote import image_shards, randomization_units
+    from .remote import explain_plan, randomization_units, rounded_note
 
     if int(workers) < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
@@ -243,7 +251,7 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
     k_rand = min(config.randomization_images, n)
     methods = list(config.methods)
     groups = [tuple(methods[i::max(1, min(len(methods), 4))]) for i in range(max(1, min(len(methods), 4)))]
-    rows, reference, explain_groups, score_tasks, rand = [], {}, [], [], []
+    rows, reference, explain_s, score_tasks, rand = [], {}, [], [], []
     for source in config.sources():
         name, arch, side, area = arch_of(source, config)
         if str(source) in probed:
@@ -276,25 +284,30 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
                                source=source_label)
         rows += per.values()
         reference[name] = 4 * min(n, 8) * fb if "cost" in config.stages else 0.0
-        explain_groups += [sum(per[m]["explain_s"] for m in g) for g in groups]
+        explain_s.append({m: p["explain_s"] for m, p in per.items()})
         score_tasks.append(reference[name] + sum(p["faithfulness_s"] for p in per.values()))
         rand.append({m: p["randomization_s"] for m, p in per.items()})
     frame = pd.DataFrame(rows)
     frame["seconds"] = frame[["explain_s", "randomization_s", "faithfulness_s"]].sum(axis=1)
 
-    def split(shards):  # the explain tasks: each group's seconds shared by its image shards
-        return [t * (1.0 if h is None else (h[1] - h[0]) / n) for t in explain_groups for h in shards]
+    def split(per_task):  # the explain tasks as the Ray run makes them: a group's seconds by image shard
+        return [sum(e[m] for m in g) * (1.0 if h is None else (h[1] - h[0]) / n)
+                for e in explain_s for g, hs in tasks(per_task) for h in hs]
+
+    def tasks(per_task):  # one model's (methods, image shards)
+        return explain_plan(groups, n, per_task, len(groups) * len(explain_s), int(workers), config.method_params)
 
     def scoring(units):  # per model its score task, then one randomization task per unit
         return score_tasks + [sum(r[m] for m in u) for r in rand for u in units]
 
-    explain = split(image_shards(n, images_per_task, len(explain_groups), int(workers)))
-    floor = split(image_shards(n, images_per_task or 1, len(explain_groups), int(workers)))
+    note = rounded_note(images_per_task, [g for g, _ in tasks(images_per_task)], config.method_params)
+    explain, floor = split(images_per_task), split(images_per_task or 1)
     models = len(rand)
     passes = {name: tuple(rows.set_index("method").loc[["forward", "forward_backward"], "seconds_per_image"])
               for name, (rows, _) in probed.items()}
     return Plan(frame, reference, [explain, scoring(randomization_units(groups, models, int(workers)))],
-                int(workers), float(speed), [floor, scoring(randomization_units(groups, models, 10**9))], passes)
+                int(workers), float(speed), [floor, scoring(randomization_units(groups, models, 10**9))], passes,
+                note)
 
 
 def makespan(tasks, workers: int) -> float:

@@ -142,9 +142,9 @@ class RayExecutor:
         Unix socket paths are limited to ~107 characters).
     images_per_task : int or None
         A grid run's explain tasks are (model, group of methods, image shard) with at most
-        this many images each (None: automatic, see
+        this many images each, rounded up to whole explain batches (None: automatic, see
         :func:`~cnnvis_eval.evaluation.remote.image_shards`); the stored cells do not depend
-        on it.
+        on it, bit for bit.
 
     The executor can be entered again while open (``with ex: GridRun(..., executor=ex).run()``
     for several runs): the runs share its warm actors, which end with the outermost block.

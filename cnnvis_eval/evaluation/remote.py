@@ -15,6 +15,7 @@ or a log line (scoring phase); a rerun computes them.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path, PurePosixPath
 
@@ -122,22 +123,26 @@ def remote_phases(run, executor, sources: list, tick, between=_quiet) -> list[di
         rec = run.recorded.get(run.names[str(s)])
         key = rec.get("key") if isinstance(rec, dict) and rec.get("source") == str(s) else None
         shared[str(s)] = executor.share(bundle(root, key))
-    shards = image_shards(len(run.config.photos) + run.config.synthetic, getattr(executor, "images_per_task", None),
-                          len(sources) * len(groups), executor.workers)
-    tasks = [(run.config, shared[str(s)], s, g, ("explain",), h) for s in sources for g in groups for h in shards]
+    per_task, params = getattr(executor, "images_per_task", None), run.config.method_params
+    n_images = len(run.config.photos) + run.config.synthetic
+    plan = explain_plan(groups, n_images, per_task, len(sources) * len(groups), executor.workers, params)
+    note = rounded_note(per_task, [g for g, _ in plan], params)
+    if note:
+        run.log(note)
+    tasks = [(run.config, shared[str(s)], s, g, ("explain",), h) for s in sources for g, hs in plan for h in hs]
     explained = executor.map(remote_model_worker, tasks, tick=tick, affinity=by_model, collect=collect)
     rows, loaded, keys = [], [], {}
     order = {m: i for i, m in enumerate(methods)}
-    per_model = len(groups) * len(shards)
+    ends = np.cumsum([0] + [len(hs) for _ in sources for _, hs in plan])  # task range of each (model, group)
     for k, source in enumerate(sources):
-        results = [merge_cells(run, explained[k * per_model + j * len(shards):k * per_model + (j + 1) * len(shards)])
-                   for j in range(len(groups))]
+        results = [merge_cells(run, explained[ends[k * len(plan) + j]:ends[k * len(plan) + j + 1]])
+                   for j in range(len(plan))]
         ok = [r for res in results if not isinstance(res, TaskLost) for r in res]
         if ok and ok[0]["method"] == "*":  # the model could not be loaded
             rows.append(ok[0])
             continue
         name = run.names[str(source)]
-        lost = [(g, res) for g, res in zip(groups, results) if isinstance(res, TaskLost)]
+        lost = [(g, res) for (g, _), res in zip(plan, results) if isinstance(res, TaskLost)]
         if not ok:  # every task of the model lost
             rows.append(_failed(source, "; ".join(sorted({res.message for _, res in lost}))))
             continue
@@ -166,21 +171,85 @@ def remote_phases(run, executor, sources: list, tick, between=_quiet) -> list[di
     return rows
 
 
-def image_shards(n: int, per_task: int | None, tasks: int, workers: int) -> list:
+def explain_batch(method: str, params: dict | None = None) -> int:
+    """Images per explain batch of ``method`` in a grid run with the run's ``params`` of it:
+    their ``batch_size``, else the method's ``default_batch_size``; 1 for the perturbation
+    methods (LIME, occlusion, RISE: one image at a time, whatever the batch, their
+    ``batch_size`` counts perturbed model inputs).  A heatmap's last float32 bits depend on
+    the batch its image was explained in (oneDNN picks its kernels by batch size)."""
+    from ..methods import get_method
+    from ..methods.perturbation.sampling import PerturbationExplainer
+
+    cls = get_method(method)
+    if issubclass(cls, PerturbationExplainer):
+        return 1
+    size = (params or {}).get("batch_size")
+    return int(cls.default_batch_size if size is None else size)
+
+
+def shard_unit(methods, method_params: dict) -> int:
+    """The alignment unit of an explain task of ``methods``: the least common multiple of
+    their :func:`explain_batch` (``method_params``: the run's, per method)."""
+    return math.lcm(*(explain_batch(m, method_params.get(m)) for m in methods)) if methods else 1
+
+
+def image_shards(n: int, per_task: int | None, tasks: int, workers: int, unit: int = 1) -> list:
     """The image ranges ``(lo, hi)`` of the explain tasks of one (model, group of methods)
     (``[None]``: one task with every image).  ``per_task``: at most that many of the ``n``
     images per task; None: automatic, as many shards (up to ``n``) as make the explain
     phase's ``tasks`` unsharded tasks at least :data:`TASKS_PER_WORKER` per worker (of
-    several), so that a run of few models on many workers balances (a run with enough tasks is not split: every task re-reads its
-    model's stored files and explains fewer images per batch)."""
+    several), so that a run of few models on many workers balances (a run with enough tasks
+    is not split: every task re-reads its model's stored files).
+
+    The shards hold whole explain batches of the local run, so that their cells are the
+    local run's bit for bit: the runner explains image 0 alone (it times the rest warm), then
+    images 1.. in batches of each method's :func:`explain_batch`; with ``unit`` the group's
+    :func:`shard_unit`, shards end at 1 + a multiple of ``unit`` (or at ``n``), and hold at
+    most ``per_task`` rounded up to a multiple of ``unit`` images.  ``n <= unit``: unsplit."""
     if per_task is None:
         k = min(n, -(-TASKS_PER_WORKER * workers // max(1, tasks))) if workers > 1 else 1
         per_task = -(-n // max(1, k))
     if per_task < 1:
         raise ValueError(f"images per task must be >= 1, got {per_task}")
-    if per_task >= n:
+    size = -(-per_task // unit) * unit
+    if size >= n:
         return [None]
-    return [(lo, min(lo + per_task, n)) for lo in range(0, n, per_task)]
+    cuts = [0]
+    while cuts[-1] < n:
+        hi = cuts[-1] + size
+        cuts.append(n if hi >= n else 1 + (hi - 1) // unit * unit)  # the last batch boundary <= hi
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def explain_plan(groups: list, n: int, per_task: int | None, tasks: int, workers: int,
+                 method_params: dict) -> list:
+    """The explain tasks of one model: ``[(methods, image shards)]``.  Unsplit (``tasks``
+    (model, group) tasks enough for the workers, see :func:`image_shards`): each of ``groups``
+    with ``[None]``.  Split: the methods of a group that explain one image at a time (LIME,
+    occlusion, RISE: the costly ones) apart from the others, each part in shards of whole
+    explain batches of its :func:`shard_unit`, so that batches of 16 do not keep them unsplit."""
+    if image_shards(n, per_task, tasks, workers) == [None]:
+        return [(tuple(g), [None]) for g in groups]
+    out = []
+    for g in groups:
+        ones = tuple(m for m in g if explain_batch(m, method_params.get(m)) == 1)
+        for part in (tuple(m for m in g if m not in ones), ones):
+            if part:
+                out.append((part, image_shards(n, per_task, tasks, workers, shard_unit(part, method_params))))
+    return out
+
+
+def rounded_note(per_task: int | None, groups: list, method_params: dict) -> str | None:
+    """The line saying that ``--images-per-task`` ``per_task`` was rounded up for some of
+    ``groups`` (None when it was not, or is automatic)."""
+    if per_task is None:
+        return None
+    up = [(-(-per_task // u) * u, g) for g in groups for u in [shard_unit(g, method_params)] if per_task % u]
+    if not up:
+        return None
+    return (f"images per task {per_task} rounded up to whole explain batches: "
+            + "; ".join(f"{k} for {', '.join(g)}" for k, g in up)
+            + " (so that a split run stores a local run's heatmaps bit for bit)")
 
 
 def randomization_units(groups: list, models: int, workers: int) -> list:
@@ -252,4 +321,5 @@ def _lost_cell(model: str, method: str, neuron: str, key: str, message: str) -> 
             "model_key": key, "file": ""}
 
 
-__all__ = ["bundle", "image_shards", "merge_cells", "randomization_units", "remote_model_worker", "remote_phases", "write_back"]
+__all__ = ["bundle", "explain_batch", "explain_plan", "image_shards", "merge_cells", "randomization_units", "remote_model_worker",
+           "remote_phases", "rounded_note", "shard_unit", "write_back"]

@@ -317,8 +317,12 @@ class GridRun:
         for ``x`` (N, H, W, C) (images named ``ids``); cells not stored yet (or whose stored
         file is damaged: moved aside) are explained (``explain``) or reported as ``"missing"``.
         ``shard=(lo, hi)``: a cell not stored whole is read from, or explained on images
-        ``lo:hi`` into, its part :func:`shard_path` (heatmaps (hi - lo, H, W)); ``tick`` gets
-        (hi - lo) / N per cell."""
+        ``lo:hi`` into, its part :func:`shard_path` (heatmaps (hi - lo, H, W)), in the
+        explain batches of an unsplit run when the shard is one of
+        :func:`~cnnvis_eval.evaluation.remote.image_shards` (then its heatmaps are the whole
+        cell's bit for bit); ``tick`` gets (hi - lo) / N per cell."""
+        from .remote import explain_batch
+
         cfg = self.config
         targets = neuron_targets(spec)
         shape = tuple(np.shape(x)[:3])
@@ -345,8 +349,11 @@ class GridRun:
                 elif not explain:
                     info = {"status": "missing", "message": "not explained yet"}
                 else:
+                    # a shard after the first starts at a batch boundary of the local run (see
+                    # remote.image_shards): its first call is one whole explain batch
+                    first = 1 if lo == 0 else explain_batch(method, params)
                     info, stored = self._explain_cell(spec, method, params, x[lo:hi], target, path,
-                                                      None if ids is None else ids[lo:hi])
+                                                      None if ids is None else ids[lo:hi], first)
                     if info["status"] == "n/a":
                         self.store.save_text(self.store.na_path(whole), info["message"])
                 cells.append({"model": spec.name, "method": method, "neuron": neuron,
@@ -367,19 +374,20 @@ class GridRun:
                 "seconds_per_image": float(z["seconds_per_image"]),
                 "indices": " ".join(map(str, z["indices"].tolist()))}
 
-    def _explain_cell(self, spec, method, params, x, target, path, ids=None) -> tuple[dict, dict | None]:
-        """Explain one cell and store it: ``(info, stored arrays)`` (arrays None unless ok).
+    def _explain_cell(self, spec, method, params, x, target, path, ids=None,
+                      first: int = 1) -> tuple[dict, dict | None]:
+        """Explain one cell of ``x`` (N, H, W, C) and store it: ``(info, stored arrays)``
+        (arrays None unless ok).  Two calls: images ``:first`` warm up (trace) the method,
+        the rest is timed warm (the seconds per image; the first call's when N <= ``first``).
         A heatmap that is not finite, or not (N, H, W), is an error cell, not stored."""
         import cnnvis_eval as cv
 
         t0 = time.perf_counter()
         try:
-            # the first image warms up (traces) the method; the rest is timed warm
-            first = cv.explain(method, spec, x[:1], target=target, progress=False, **params)
+            parts = [cv.explain(method, spec, x[:first], target=target, progress=False, **params)]
             t1 = time.perf_counter()
-            parts = [first]
-            if len(x) > 1:
-                parts.append(cv.explain(method, spec, x[1:], target=target, progress=False, **params))
+            if len(x) > first:
+                parts.append(cv.explain(method, spec, x[first:], target=target, progress=False, **params))
             t2 = time.perf_counter()
         except NOT_APPLICABLE as err:
             return {"status": "n/a", "message": str(err)}, None
@@ -391,7 +399,7 @@ class GridRun:
         heat = np.concatenate([p.heatmap for p in parts])
         indices = np.concatenate([p.indices for p in parts])
         scores = np.concatenate([p.scores for p in parts])
-        warm = (t2 - t1) / max(1, len(x) - 1) if len(x) > 1 else (t1 - t0)
+        warm = (t2 - t1) / (len(x) - first) if len(x) > first else (t1 - t0) / len(x)
         expected = tuple(np.shape(x)[:3])
         if heat.shape != expected:
             return {"status": "error", "message": f"{method} returned heatmaps of shape {heat.shape}, "

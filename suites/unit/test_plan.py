@@ -98,6 +98,23 @@ def test_explain_tasks_split_by_images_by_hand():
     assert one.seconds == four.seconds == three.seconds  # the same compute, split differently
 
 
+def test_explain_shards_hold_whole_batches_by_hand():
+    """Shards are rounded up to whole explain batches, as the Ray run splits them: saliency's
+    batches of 16 over 4 images leave no split (one task on 4 workers); with batches of 2 (the
+    local run's 0 | 1-2 | 3) one image per task becomes shards of 1, 2 and 1 images, said once."""
+    photos = dict(photos=("chelsea", "coffee"), synthetic=2, stages=STAGES_NONE)
+    s = _s("mini_vgg", "saliency")
+    default = plan(RunConfig(models=("mini_vgg",), methods=("saliency",), **photos), workers=4)
+    assert default.tasks[0] == [pytest.approx(3 * 4 * s)] and default.floor_seconds == pytest.approx(3 * 4 * s)
+    assert default.note is None
+    config = RunConfig(models=("mini_vgg",), methods=("saliency",), method_params={"saliency": {"batch_size": 2}},
+                       **photos)
+    two = plan(config, workers=4, images_per_task=1)
+    assert two.tasks[0] == [pytest.approx(3 * s), pytest.approx(6 * s), pytest.approx(3 * s)]
+    assert two.floor_seconds == two.wall_seconds == pytest.approx(6 * s)
+    assert "images per task 1 rounded up to whole explain batches: 2 for saliency" in two.text()
+
+
 def test_randomization_tasks_split_by_method_by_hand():
     """Five methods are 4 groups; one model on 8 workers gets one randomization task per
     method (the curves are stored per method), on 1 worker one per group."""

@@ -171,47 +171,87 @@ def test_image_shards():
     assert image_shards(4, None, 1, 1) == [None]  # one worker: nothing to balance
 
 
+def test_shards_hold_whole_explain_batches():
+    """The alignment rule, by hand.  A local run explains image 0 alone, then 1.. in batches
+    of b: the batches of 16 images of 40 are 0 | 1-16 | 17-32 | 33-39, so a shard may end at
+    1, 17, 33 or 40; a group of batches 2, 8 and 1 (a perturbation method) has unit lcm = 8."""
+    from cnnvis_eval.evaluation.remote import explain_batch, image_shards, rounded_note, shard_unit
+
+    assert explain_batch("saliency", {}) == 16 and explain_batch("saliency", {"batch_size": 3}) == 3
+    assert explain_batch("lrp_epsilon", None) == 8  # the relevance presets' default
+    assert explain_batch("lime", {"batch_size": 64}) == explain_batch("rise") == explain_batch("occlusion") == 1
+    params = {"saliency": {"batch_size": 2}}
+    assert shard_unit(("saliency", "lrp_epsilon", "rise"), params) == 8
+    assert shard_unit(("saliency", "rise"), params) == 2 and shard_unit(("rise",), {}) == 1
+    assert shard_unit(("saliency", "smoothgrad"), {"smoothgrad": {"batch_size": 6}}) == 48
+    assert image_shards(40, 16, 1, 1, unit=16) == [(0, 1), (1, 17), (17, 33), (33, 40)]
+    assert image_shards(40, 10, 1, 1, unit=16) == image_shards(40, 16, 1, 1, unit=16)  # 10 -> 16
+    assert image_shards(40, 20, 1, 1, unit=8) == [(0, 17), (17, 40)]  # 20 -> 24: at most 24, ends 1 + 8k
+    assert image_shards(3, 1, 1, 1, unit=2) == [(0, 1), (1, 3)]  # 1 -> 2: the local batches 0 | 1-2
+    assert image_shards(10, 1, 1, 1, unit=16) == [None]  # 10 images <= 16: one task
+    assert image_shards(5, 2, 1, 1, unit=1) == [(0, 2), (2, 4), (4, 5)]  # no batches to respect
+    assert image_shards(10, None, 4, 8, unit=2) == [(0, 1), (1, 3), (3, 5), (5, 7), (7, 9), (9, 10)]
+    assert rounded_note(None, [("saliency",)], {}) is None and rounded_note(16, [("saliency",)], {}) is None
+    assert rounded_note(3, [("saliency", "rise"), ("grad_cam",), ("lime",)], params) == (
+        "images per task 3 rounded up to whole explain batches: 4 for saliency, rise; 16 for grad_cam "
+        "(so that a split run stores a local run's heatmaps bit for bit)")
+
+
+def test_explain_plan_sets_one_image_methods_apart():
+    """A split run's explain tasks: a group's one-image-at-a-time methods (LIME) apart from the
+    batched ones, each part in shards of its own unit (lcm(16, 8) = 16 > 10 images: unsplit);
+    a run that is not split keeps its groups whole."""
+    from cnnvis_eval.evaluation.remote import explain_plan
+
+    groups = [("saliency", "lime", "lrp_epsilon"), ("lrp_epsilon",)]
+    assert explain_plan(groups, 10, 1, 2, 1, {}) == [
+        (("saliency", "lrp_epsilon"), [None]), (("lime",), [(k, k + 1) for k in range(10)]),
+        (("lrp_epsilon",), [(0, 1), (1, 9), (9, 10)])]
+    assert explain_plan(groups, 10, None, 8, 2, {}) == [(g, [None]) for g in groups]  # 8 tasks for 2 workers
+
+
 def test_image_shards_store_what_a_local_run_stores_and_resume(executor, tmp_path, monkeypatch):
     """(model, method group, image shard) tasks: the driver assembles each cell from its
-    parts (in image order), equal to a local run's to float32 rounding (a shard explains its
-    images in other batches than the local run: oneDNN's kernels, and so the last bits,
-    depend on the batch; measured 1.2e-7 absolute on saliency); the same top classes; a part
-    stored by an interrupted run is used, not computed again."""
+    parts (in image order), bit for bit a local run's (the shards hold whole explain batches
+    of the local run: saliency's batches of 2 are 0 | 1-2, RISE's 0 | 1 | 2); a part stored by
+    an interrupted run is used, not computed again."""
     from cnnvis_eval.evaluation.runner import shard_path
 
-    config = _config(("saliency", "rise"), synthetic=1, stages=("complexity",))  # 3 images: shards 0:2, 2:3
+    config = _config(("saliency", "rise"), synthetic=1, stages=("complexity",),
+                     method_params={"rise": {"n_masks": 16}, "saliency": {"batch_size": 2}})
     local = GridRun(config, tmp_path / "local", progress=False, executor=LocalExecutor()).run()
-    sizes, original = [], executor.map
-    monkeypatch.setattr(executor, "images_per_task", 2)
-    monkeypatch.setattr(executor, "map", lambda fn, tasks, **kw: sizes.append(len(tasks)) or original(fn, tasks, **kw))
-    remote = GridRun(config, tmp_path / "ray", progress=False, executor=executor).run()
-    assert sizes[0] == 2 * 2  # 2 groups x 2 shards
+    tasks, logged, original = [], [], executor.map
+    monkeypatch.setattr(executor, "images_per_task", 1)  # saliency's rounded up to 2
+    monkeypatch.setattr(executor, "map", lambda fn, ts, **kw: tasks.append(ts) or original(fn, ts, **kw))
+    remote = GridRun(config, tmp_path / "ray", progress=False, executor=executor, log=logged.append).run()
+    assert [(t[3], t[5]) for t in tasks[0]] == [(("saliency",), (0, 1)), (("saliency",), (1, 3)),
+                                                (("rise",), (0, 1)), (("rise",), (1, 2)), (("rise",), (2, 3))]
+    assert logged[0].startswith("images per task 1 rounded up to whole explain batches: 2 for saliency (")
     a, b = _stored(tmp_path / "local"), _stored(tmp_path / "ray")
     assert sorted(a) == sorted(b) and not any(".images" in rel for rel in b)  # the parts are gone
     for rel, va in a.items():
         if isinstance(va, dict):
+            assert va.keys() == b[rel].keys(), rel
             for k in va:
-                if np.issubdtype(va[k].dtype, np.floating):
-                    scale = max(float(np.abs(va[k]).max()), 1e-30)
-                    np.testing.assert_allclose(b[rel][k], va[k], rtol=0, atol=1e-5 * scale, err_msg=f"{rel}:{k}")
-                else:
-                    np.testing.assert_array_equal(b[rel][k], va[k], err_msg=f"{rel}:{k}")
+                assert va[k].dtype == b[rel][k].dtype and va[k].tobytes() == b[rel][k].tobytes(), f"{rel}:{k}"
+        elif isinstance(va, pd.DataFrame):
+            pd.testing.assert_frame_equal(va, b[rel], check_exact=True, obj=rel)
     keys = ["method", "model", "image", "neuron", "metric"]
     drop = lambda f: f[~f["metric"].isin(TIMING)].sort_values(keys).reset_index(drop=True)  # noqa: E731
-    pd.testing.assert_frame_equal(drop(local), drop(remote), rtol=1e-4)
+    pd.testing.assert_frame_equal(drop(local), drop(remote), check_exact=True)
     # an interrupted run stored the first part of one cell (marked by its timing) and not the cell
     cell = sorted((tmp_path / "ray" / "heatmaps").rglob("logit.*.npz"))[0]
     with np.load(cell) as z:
         whole = {k: z[k] for k in z.files}
-    part = {**{k: whole[k][:2] for k in ("heatmap", "indices", "scores")}, "seconds": np.float64(1000.0),
+    part = {**{k: whole[k][:1] for k in ("heatmap", "indices", "scores")}, "seconds": np.float64(1000.0),
             "seconds_per_image": np.float64(1.0)}
-    np.savez(shard_path(cell, (0, 2)), **part)
+    np.savez(shard_path(cell, (0, 1)), **part)
     cell.unlink()
     GridRun(config, tmp_path / "ray", progress=False, executor=executor).run()
     with np.load(cell) as z:
         np.testing.assert_array_equal(z["heatmap"], whole["heatmap"])
         assert 1000.0 < float(z["seconds"]) < 1000.0 + float(whole["seconds"]) + 60  # the part's time, reused
-    assert not shard_path(cell, (0, 2)).exists()
+    assert not shard_path(cell, (0, 1)).exists()
 
 
 @pytest.fixture(scope="module")
