@@ -15,6 +15,7 @@ or a log line (scoring phase); a rerun computes them.
 
 from __future__ import annotations
 
+import itertools
 import math
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -218,7 +219,7 @@ def image_shards(n: int, per_task: int | None, tasks: int, workers: int, unit: i
     while cuts[-1] < n:
         hi = cuts[-1] + size
         cuts.append(n if hi >= n else 1 + (hi - 1) // unit * unit)  # the last batch boundary <= hi
-    return list(zip(cuts[:-1], cuts[1:]))
+    return list(itertools.pairwise(cuts))
 
 
 def explain_plan(groups: list, n: int, per_task: int | None, tasks: int, workers: int,
