@@ -180,20 +180,29 @@ def _run_config(args):
     return config
 
 
-def _executor(args):
-    """The executor of ``--executor`` (None: the process pool of ``--workers``).  With ``ray``:
-    RayUnavailable (one line) when Ray is not installed or ``--ray-address`` is unreachable."""
+def _executor(args, modules=()):
+    """The executor of ``--executor`` (None: ``run``'s process pool of ``--workers``, or
+    ``check`` in this process).  With ``ray``: RayUnavailable (one line) when Ray is not
+    installed or ``--ray-address`` is unreachable; ``modules``: imported by every worker."""
     from .errors import InputError
 
     if args.executor != "ray":
         if args.ray_address is not None:
             raise InputError("--ray-address applies to --executor ray only")
+        if getattr(args, "command", None) == "check" and args.workers is not None:
+            raise InputError("--workers applies to --executor ray only (a local check runs in this process)")
+        if getattr(args, "images_per_task", None) is not None:
+            raise InputError("--images-per-task applies to --executor ray only")
         return None
     from .evaluation.ray_executor import RayExecutor, check_address, import_ray
 
+    for flag in ("workers", "images_per_task"):
+        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     import_ray()
     check_address(args.ray_address)
-    return RayExecutor(workers=args.workers, address=args.ray_address)
+    per_task = {"images_per_task": args.images_per_task} if getattr(args, "images_per_task", None) else {}
+    return RayExecutor(workers=args.workers, address=args.ray_address, modules=modules, **per_task)
 
 
 def cmd_plan(args) -> int:
@@ -204,10 +213,11 @@ def cmd_plan(args) -> int:
     from .evaluation.plan import plan, study_config
 
     try:
-        if args.workers is not None and args.workers < 1:
-            raise InputError(f"--workers must be >= 1, got {args.workers}")
+        for flag in ("workers", "images_per_task"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
         config = study_config() if args.study else _run_config(args)
-        p = plan(config, workers=args.workers or 1, speed=args.speed)
+        p = plan(config, workers=args.workers or 1, speed=args.speed, images_per_task=args.images_per_task)
     except CnnVisError as err:
         print("cnnvis-eval: error: " + " ".join(str(err).splitlines()), file=sys.stderr)
         return 2
@@ -223,10 +233,14 @@ def cmd_check(args) -> int:
     ``cnnvis-eval: error: ...`` line, exit status 2, and nothing is written.  Prints the
     method x check scorecard, writes ``verdicts.parquet`` and ``index.html`` to ``--out``, and
     returns 1 when a ``--require``-d method fails a check (a failure the literature predicts
-    included), else 0.
+    included), else 0.  ``--executor ray``: the cases run on Ray actors
+    (:mod:`cnnvis_eval.testing.remote`), with the same verdicts and folder.
     """
+    from contextlib import nullcontext
+
     from .errors import CnnVisError, InputError
     from .evaluation import RunLock
+    from .testing.remote import check_job, run_cases_remote, worker_modules
     from .testing.session import (
         DEFAULT_METHODS, failed_required, open_context, parse_params, run_cases, scorecard_text, select_cases,
         validate_params, write_check_folder)
@@ -248,10 +262,11 @@ def cmd_check(args) -> int:
             raise InputError(f"model file {str(model)!r} does not exist")
         out = Path(args.out) if args.out else Path("reports") / f"check-{model.stem}"
         _check_writable(out)
-        ctx = open_context(model, args.images, masks=args.masks, preprocess=args.preprocess,
-                           classes=list(_split(args.classes)), output=args.output, seed=args.seed,
-                           output_flag="--output", custom_objects=list(args.custom_object or ()),
-                           input_shape=_shape(args.input_shape), params=overrides)
+        load = dict(preprocess=args.preprocess, classes=list(_split(args.classes)), output=args.output,
+                    output_flag="--output", custom_objects=list(args.custom_object or ()),
+                    input_shape=_shape(args.input_shape))
+        executor = _executor(args, modules=worker_modules(load))
+        ctx = open_context(model, args.images, masks=args.masks, seed=args.seed, params=overrides, **load)
         validate_params(ctx, methods)
         print(f"check {model.name}: {len(ctx.x)} images x {len(methods)} methods, {len(cases)} checks -> {out}")
         settings = [f"{m}({', '.join(f'{k}={v!r}' for k, v in ctx.method_params(m).items())})"
@@ -259,14 +274,18 @@ def cmd_check(args) -> int:
         if settings:
             print(f"parameters (--param to change): {'; '.join(settings)}")
         args.run_folder = out
-        with RunLock(out):
-            verdicts = run_cases(ctx, cases, progress=not args.quiet)
+        with executor or nullcontext(), RunLock(out):  # Ray starts (or fails) before anything is written
+            if executor is None:
+                verdicts = run_cases(ctx, cases, progress=not args.quiet)
+            else:  # the cases on Ray actors that load the model file once each (testing.remote)
+                verdicts = run_cases_remote(check_job(ctx, model, load), cases, executor, progress=not args.quiet)
             config = {"command": "check", "models": [ctx.name], "model_file": str(model.resolve()),
                       "images": str(args.images), "masks": args.masks, "methods": methods,
                       "checks": list(_split(args.checks)) or "all", "require": required,
                       "preprocess": args.preprocess, "seed": args.seed, "n_images": int(len(ctx.x)),
                       "custom_objects": list(args.custom_object or ()), "output": args.output,
-                      "params": {m: ctx.method_params(m) for m in methods}}
+                      "params": {m: ctx.method_params(m) for m in methods},
+                      **({"cluster": executor.cluster} if executor is not None else {})}
             page = write_check_folder(out, verdicts, config)
     except CnnVisError as err:
         print("cnnvis-eval: error: " + " ".join(str(err).splitlines()), file=sys.stderr)
@@ -359,11 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=None,
                    help="models evaluated at once in separate processes (default: one per CPU core, "
                         "at most 4; 1 = in this process); with --executor ray: Ray workers")
-    r.add_argument("--executor", choices=("process", "ray"), default="process",
-                   help="where tasks run: worker processes on this machine (default), or Ray actors "
-                        '(pip install "cnnvis_eval[ray]")')
-    r.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
-                   help="join this Ray cluster (default: start a local Ray instance on 127.0.0.1)")
+    _executor_arguments(r, "worker processes on this machine (default)")
+    _images_per_task_argument(r)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     bench_help = ("pytest-benchmark JSON file, or a folder of them (the newest is used), to show in the "
                   "report's benchmark table, e.g. fixtures/benchmarks")
@@ -373,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the cells, CPU-hours and wall time of a run before it runs (from measured costs)")
     _config_arguments(pl)
     pl.add_argument("--workers", type=int, default=None, help="workers the wall time is for (default 1)")
+    _images_per_task_argument(pl)
     pl.add_argument("--speed", type=float, default=1.0,
                     help="speed of a worker relative to the measuring machine (2 cores; default 1)")
     pl.add_argument("--study", action="store_true",
@@ -409,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "masks, integrated gradients 16 steps)")
     c.add_argument("--out", default=None, help="report folder (default reports/check-<model file stem>)")
     c.add_argument("--seed", type=int, default=0, help="seed of randomization, random orders and noise")
+    _executor_arguments(c, "this process (default)", choices=("local", "ray"))
+    c.add_argument("--workers", type=int, default=None,
+                   help="with --executor ray: Ray workers, each loads the model once (default: one per CPU, "
+                        "at most 4 on a local instance)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_check)
     rep = sub.add_parser("report", parents=[common], help="(re)build index.html for a results folder")
@@ -418,6 +439,21 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", parents=[common], help="list methods, models, metrics and images")
     ls.set_defaults(func=cmd_list)
     return p
+
+
+def _executor_arguments(r, default: str, choices=("process", "ray")) -> None:
+    """``--executor`` and ``--ray-address`` (``run`` and ``check``)."""
+    r.add_argument("--executor", choices=choices, default=choices[0],
+                   help=f'where tasks run: {default}, or Ray actors (pip install "cnnvis_eval[ray]")')
+    r.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
+                   help="join this Ray cluster (default: start a local Ray instance on 127.0.0.1)")
+
+
+def _images_per_task_argument(r) -> None:
+    r.add_argument("--images-per-task", type=int, default=None, metavar="N",
+                   help="with --executor ray: at most N images per explain task, so that few models balance "
+                        "over many workers (default: automatic); rounded up to whole explain batches of the "
+                        "task's methods, so that the results do not depend on it, bit for bit")
 
 
 def _config_arguments(r) -> None:

@@ -23,9 +23,24 @@ The model of one run (per model, with ``n`` images and method cost ``s`` seconds
 - not modelled: loading and tracing a model once per worker, the complexity, agreement and
   localization scores (NumPy on the heatmaps, seconds for a whole run).
 
+A user's model file (``--model-file``) has no row in the table: :func:`probe_costs` loads it
+and measures its compiled forward and forward+backward passes on this machine (a few
+seconds), and estimates its methods as ``build_costs`` estimates what the baseline lacks:
+perturbation methods as model inputs per image x the forward pass, the others as their
+median ratio to forward+backward on the five minis (from the table) x the measured pass;
+methods that do not apply to it are ``n/a``.  Its rows are labelled ``estimated`` and are in
+this machine's seconds (``--speed`` relates the table's machine to the workers).
+
 Wall time on ``W`` workers of relative ``speed``: the run's tasks (per model, one per group of
-methods in the explain phase; then its scores and one randomization task per group) placed
-longest first on the least loaded worker, phase after phase, divided by ``speed``.
+methods and image shard in the explain phase; then its scores and one randomization task per
+group, or per method when the groups are too few for the workers) placed longest first on the least loaded worker, phase after phase, divided by
+``speed``.  The image shards are those of ``run --executor ray``
+(:func:`~cnnvis_eval.evaluation.remote.image_shards`: automatic, or ``images_per_task``,
+rounded up to whole explain batches of the group's methods); a shard costs its share of the
+group's images.  The floor (no number of workers beats it) is the longest task of each phase
+as many workers get them: the smallest shards (one image, rounded up to the group's
+:func:`~cnnvis_eval.evaluation.remote.shard_unit`, or ``images_per_task``) per explain task,
+one method per randomization task.
 """
 
 from __future__ import annotations
@@ -87,8 +102,53 @@ def arch_of(source, config: RunConfig) -> tuple[str, str, int, float]:
         return name, f"{name}@{native}", side, (side / native) ** 2
     if name.startswith("mini_"):
         return name, name, 64, 1.0
-    raise InputError(f"cnnvis-eval plan has no measured costs for model file {name!r}: it plans the "
-                     f"zoo and mini models ({', '.join(BIG_MODELS)}, mini_*)")
+    if hasattr(source, "path"):  # a ModelFile: rows from probe_costs
+        return name, f"file:{name}", 0, 1.0
+    raise InputError(f"cnnvis-eval plan has no costs for model {name!r}")
+
+
+PERTURBATION = ("lime", "rise", "occlusion", "score_cam")
+PROBE_BATCH = 4  # images per probed pass
+
+
+def probe_costs(source, config: RunConfig, table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Cost rows (the table's columns, arch ``file:<name>``) of a model file, and its input
+    side: its forward and forward+backward passes measured now (compiled, batch
+    :data:`PROBE_BATCH`, median of 3), its methods estimated from them (see the module
+    docstring).  InputError when the file cannot be loaded."""
+    from ..errors import UnsupportedArchitectureError, UnsupportedLayerError
+    from ..methods import get_method
+    from .cost import median_seconds, reference_passes
+    from .inputs import load_spec
+
+    spec = load_spec(source, config)
+    arch = f"file:{source}"
+    x = np.random.default_rng(0).uniform(0, 1, (PROBE_BATCH,) + tuple(spec.input_shape)).astype(np.float32)
+    fwd, fb = reference_passes(spec)
+    f_s, fb_s = (median_seconds(lambda f=f: f(x), rounds=3) / PROBE_BATCH for f in (fwd, fb))
+    minis = table[table["arch"].str.startswith("mini_") & (table["source"] == "measured")]
+    fb_mini = minis[minis["method"] == "forward_backward"].set_index("arch")["seconds_per_image"]
+    ratio = (minis.assign(r=minis["seconds_per_image"] / minis["arch"].map(fb_mini))
+             .groupby("method")["r"].median())
+    side = int(spec.input_shape[0])
+    rows = [{"arch": arch, "method": "forward", "seconds_per_image": f_s, "source": "measured"},
+            {"arch": arch, "method": "forward_backward", "seconds_per_image": fb_s, "source": "measured"}]
+    for method in config.methods:
+        params = method_params(method, spec, config.method_params.get(method, {}))
+        try:
+            get_method(method)(spec, **params)
+        except (UnsupportedArchitectureError, UnsupportedLayerError):
+            rows.append({"arch": arch, "method": method, "seconds_per_image": 0.0, "source": "n/a"})
+            continue
+        if method in PERTURBATION:
+            channels = int(spec.model.get_layer(spec.last_conv_layer).output.shape[-1]) if method == "score_cam" else 0
+            s = model_inputs(method, side, params, channels) * f_s
+        else:
+            s = float(ratio.get(method, np.nan)) * fb_s
+            if not np.isfinite(s):
+                raise InputError(f"the cost table has no ratio of {method} on the minis to estimate it on {source}")
+        rows.append({"arch": arch, "method": method, "seconds_per_image": s, "source": "estimated"})
+    return pd.DataFrame(rows).assign(basis="probed on this machine", params="{}"), side
 
 
 @dataclass
@@ -103,9 +163,17 @@ class Plan:
     reference_s : dict
         Seconds of the cost stage's reference passes per model.
     tasks : list of list of float
-        Task seconds per phase (explain, scoring) as the runner splits them.
+        Task seconds per phase (explain, scoring) as the runner splits them on ``workers``.
     workers, speed : the workers the wall time is for, and their speed relative to the
         measuring machine.
+    floor_tasks : list of list of float
+        The same with the image shards of unlimited workers (see :attr:`floor_seconds`).
+    probed : dict
+        Model file -> its measured ``(forward, forward_backward)`` seconds per image
+        (:func:`probe_costs`).
+    note : str or None
+        That ``images_per_task`` was rounded up to whole explain batches for some groups
+        (:func:`~cnnvis_eval.evaluation.remote.rounded_note`), printed by :meth:`text`.
     """
 
     rows: pd.DataFrame
@@ -113,6 +181,9 @@ class Plan:
     tasks: list
     workers: int
     speed: float
+    floor_tasks: list | None = None
+    probed: dict | None = None
+    note: str | None = None
 
     @property
     def cells(self) -> int:
@@ -134,8 +205,9 @@ class Plan:
 
     @property
     def floor_seconds(self) -> float:
-        """The wall time no number of workers beats: the longest task of each phase."""
-        return sum(max(phase, default=0.0) for phase in self.tasks) / self.speed
+        """The wall time no number of workers beats: the longest task of each phase, its
+        explain tasks split into the image shards of unlimited workers."""
+        return sum(max(phase, default=0.0) for phase in self.floor_tasks or self.tasks) / self.speed
 
     def text(self) -> str:
         r = self.rows
@@ -151,24 +223,39 @@ class Plan:
                  f"(measuring machine: {MEASURING_CORES} cores per worker)",
                  f"wall time on {self.workers} worker{'s' * (self.workers > 1)} of speed {self.speed:g}: "
                  f"{_dur(self.wall_seconds)} (at least {_dur(self.floor_seconds)} on any number of workers: "
-                 "the longest task of each phase)"]
+                 "the longest task of each phase, explain tasks split by images as --executor ray does)"]
+        for name, (f, fb) in (self.probed or {}).items():
+            lines.insert(3, f"{name}: costs estimated from its passes probed on this machine (forward "
+                            f"{f * 1e3:.3g} ms, forward+backward {fb * 1e3:.3g} ms per image)")
+        if self.note:
+            lines.append(self.note)
         return "\n".join(lines)
 
 
-def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.DataFrame | None = None) -> Plan:
-    """The :class:`Plan` of ``config`` on ``workers`` workers of relative ``speed``."""
+def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.DataFrame | None = None,
+         images_per_task: int | None = None) -> Plan:
+    """The :class:`Plan` of ``config`` on ``workers`` workers of relative ``speed``
+    (``images_per_task``: as ``run --executor ray --images-per-task``; None: automatic)."""
+    from .remote import explain_plan, randomization_units, rounded_note
+
     if int(workers) < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
     if not speed > 0:
         raise InputError(f"speed must be > 0, got {speed}")
     table = load_costs() if costs is None else costs
+    files = [s for s in config.sources() if hasattr(s, "path")]
+    probed = {str(s): probe_costs(s, config, table) for s in files}
+    if probed:
+        table = pd.concat([table] + [rows for rows, _ in probed.values()], ignore_index=True)
     n = len(config.photos) + config.synthetic
     k_rand = min(config.randomization_images, n)
     methods = list(config.methods)
     groups = [tuple(methods[i::max(1, min(len(methods), 4))]) for i in range(max(1, min(len(methods), 4)))]
-    rows, reference, explain_tasks, score_tasks = [], {}, [], []
+    rows, reference, explain_s, score_tasks, rand = [], {}, [], [], []
     for source in config.sources():
         name, arch, side, area = arch_of(source, config)
+        if str(source) in probed:
+            side = probed[str(source)][1]
         mine = table[table["arch"] == arch].set_index("method")
         if mine.empty:
             raise InputError(f"the cost table has no rows for {arch}")
@@ -197,12 +284,30 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
                                source=source_label)
         rows += per.values()
         reference[name] = 4 * min(n, 8) * fb if "cost" in config.stages else 0.0
-        explain_tasks += [sum(per[m]["explain_s"] for m in g) for g in groups]
+        explain_s.append({m: p["explain_s"] for m, p in per.items()})
         score_tasks.append(reference[name] + sum(p["faithfulness_s"] for p in per.values()))
-        score_tasks += [sum(per[m]["randomization_s"] for m in g) for g in groups]
+        rand.append({m: p["randomization_s"] for m, p in per.items()})
     frame = pd.DataFrame(rows)
     frame["seconds"] = frame[["explain_s", "randomization_s", "faithfulness_s"]].sum(axis=1)
-    return Plan(frame, reference, [explain_tasks, score_tasks], int(workers), float(speed))
+
+    def split(per_task):  # the explain tasks as the Ray run makes them: a group's seconds by image shard
+        return [sum(e[m] for m in g) * (1.0 if h is None else (h[1] - h[0]) / n)
+                for e in explain_s for g, hs in tasks(per_task) for h in hs]
+
+    def tasks(per_task):  # one model's (methods, image shards)
+        return explain_plan(groups, n, per_task, len(groups) * len(explain_s), int(workers), config.method_params)
+
+    def scoring(units):  # per model its score task, then one randomization task per unit
+        return score_tasks + [sum(r[m] for m in u) for r in rand for u in units]
+
+    note = rounded_note(images_per_task, [g for g, _ in tasks(images_per_task)], config.method_params)
+    explain, floor = split(images_per_task), split(images_per_task or 1)
+    models = len(rand)
+    passes = {name: tuple(rows.set_index("method").loc[["forward", "forward_backward"], "seconds_per_image"])
+              for name, (rows, _) in probed.items()}
+    return Plan(frame, reference, [explain, scoring(randomization_units(groups, models, int(workers)))],
+                int(workers), float(speed), [floor, scoring(randomization_units(groups, models, 10**9))], passes,
+                note)
 
 
 def makespan(tasks, workers: int) -> float:

@@ -140,6 +140,11 @@ class RayExecutor:
     temp_dir : str, optional
         Ray's session folder of a local instance (default Ray's, ``/tmp/ray``; keep it short:
         Unix socket paths are limited to ~107 characters).
+    images_per_task : int or None
+        A grid run's explain tasks are (model, group of methods, image shard) with at most
+        this many images each, rounded up to whole explain batches (None: automatic, see
+        :func:`~cnnvis_eval.evaluation.remote.image_shards`); the stored cells do not depend
+        on it, bit for bit.
 
     The executor can be entered again while open (``with ex: GridRun(..., executor=ex).run()``
     for several runs): the runs share its warm actors, which end with the outermost block.
@@ -156,11 +161,15 @@ class RayExecutor:
     remote = True  # workers do not see the driver's files: the runner ships them
 
     def __init__(self, workers: int | None = None, address: str | None = None, cpus_per_worker: int = 1,
-                 gpus_per_worker: float | None = None, modules: Sequence[str] = (), temp_dir: str | None = None):
+                 gpus_per_worker: float | None = None, modules: Sequence[str] = (), temp_dir: str | None = None,
+                 images_per_task: int | None = None):
         from ..errors import InputError
 
         if workers is not None and int(workers) < 1:
             raise InputError(f"workers must be >= 1, got {workers}")
+        if images_per_task is not None and int(images_per_task) < 1:
+            raise InputError(f"images per task must be >= 1, got {images_per_task}")
+        self.images_per_task = None if images_per_task is None else int(images_per_task)
         if int(cpus_per_worker) < 1:
             raise InputError(f"cpus_per_worker must be >= 1, got {cpus_per_worker}")
         self.requested = None if workers is None else int(workers)

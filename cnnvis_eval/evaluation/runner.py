@@ -234,10 +234,10 @@ class GridRun:
         n_groups = max(1, min(len(methods), 4))
         return [tuple(methods[i::n_groups]) for i in range(n_groups)]
 
-    def model_cells(self, source, tick=_quiet, methods=None, parts=PARTS) -> list[dict]:
+    def model_cells(self, source, tick=_quiet, methods=None, parts=PARTS, shard=None) -> list[dict]:
         """Load model ``source`` (a name or a ModelFile) and run ``parts`` of its work (see
-        :meth:`model_stage`); its cell rows (``tick(k)`` after every k cells).  A model that
-        cannot be loaded gives one row with method ``"*"`` and the error."""
+        :meth:`model_stage`, ``shard`` too); its cell rows (``tick(k)`` after every k cells).
+        A model that cannot be loaded gives one row with method ``"*"`` and the error."""
         methods = tuple(self.config.methods if methods is None else methods)
         try:
             spec, images = self.load(source)
@@ -251,19 +251,21 @@ class GridRun:
         spec.name = self.names.get(str(source), spec.name)  # unique within the run
         if self.records_models:
             self._note_model(spec.name, source, content_key(spec))
-        rows = self.model_stage(spec, images, tick, methods, parts)
+        rows = self.model_stage(spec, images, tick, methods, parts, shard)
         if self.release_models:
             release(spec)
         return rows
 
     def model_stage(self, spec: ModelSpec, images: ImageSet, tick=None, methods=None,
-                    parts=PARTS) -> list[dict]:
+                    parts=PARTS, shard: tuple[int, int] | None = None) -> list[dict]:
         """The work on one model.
 
         ``parts``: ``"explain"`` (the cells of ``methods`` that are not stored yet),
         ``"score"`` (localization, faithfulness, complexity, agreement and cost rows of all
         the run's methods, from the stored heatmaps), ``"randomization"`` (curves of
-        ``methods``).  Returns the cell rows of ``methods``.
+        ``methods``).  Returns the cell rows of ``methods``.  ``shard=(lo, hi)`` (explain
+        only): images ``lo:hi`` of the cells not stored whole, each stored as a part
+        (:func:`shard_path`, its row's ``file``) for :func:`~cnnvis_eval.evaluation.remote.merge_cells`.
         """
         cfg = self.config
         methods = tuple(cfg.methods if methods is None else methods)
@@ -277,6 +279,8 @@ class GridRun:
         if not self.store.read_images(img_path, arrays):  # missing, damaged or other images
             self.store.save_cell(img_path, **arrays)
         x = spec.preprocess(images.images)
+        if shard is not None:
+            return self._cells(spec, x, methods, tick, ids=images.ids, shard=shard)[0]
         cells, heat = self._cells(spec, x, methods, tick, explain="explain" in parts, ids=images.ids)
         if "score" in parts:
             if methods != tuple(cfg.methods):
@@ -308,13 +312,22 @@ class GridRun:
 
     # -- the explain stage -------------------------------------------------------
     def _cells(self, spec: ModelSpec, x, methods, tick, explain: bool = True,
-               ids=None) -> tuple[list[dict], dict]:
+               ids=None, shard: tuple[int, int] | None = None) -> tuple[list[dict], dict]:
         """Cell rows of ``methods`` x neurons and their heatmaps ``{(method, neuron): (N, H, W)}``
         for ``x`` (N, H, W, C) (images named ``ids``); cells not stored yet (or whose stored
-        file is damaged: moved aside) are explained (``explain``) or reported as ``"missing"``."""
+        file is damaged: moved aside) are explained (``explain``) or reported as ``"missing"``.
+        ``shard=(lo, hi)``: a cell not stored whole is read from, or explained on images
+        ``lo:hi`` into, its part :func:`shard_path` (heatmaps (hi - lo, H, W)), in the
+        explain batches of an unsplit run when the shard is one of
+        :func:`~cnnvis_eval.evaluation.remote.image_shards` (then its heatmaps are the whole
+        cell's bit for bit); ``tick`` gets (hi - lo) / N per cell."""
+        from .remote import explain_batch
+
         cfg = self.config
         targets = neuron_targets(spec)
         shape = tuple(np.shape(x)[:3])
+        lo, hi = shard or (0, shape[0])
+        step = 1 if shard is None else (hi - lo) / shape[0]
         key = self.store.key(spec.name).key
         cells = []
         heat: dict = {}
@@ -322,20 +335,27 @@ class GridRun:
             params = method_params(method, spec, cfg.method_params.get(method, {}))
             for neuron in NEURONS:
                 target = targets.get(neuron)
-                path = self.store.heatmap_path(spec.name, method, neuron)
+                path = whole = self.store.heatmap_path(spec.name, method, neuron)
                 stored = None if target is None else self.store.read_cell(path, shape)
+                if shard is not None and stored is None and target is not None:  # this shard's part
+                    path = shard_path(whole, shard)
+                    stored = self.store.read_cell(path, (hi - lo,) + shape[1:])
                 if target is None:
                     info = {"status": "n/a", "message": f"{spec.name} has no {neuron} intermediate layer"}
                 elif stored is not None:
                     info = self._stored_info(stored)
-                elif self.store.na_path(path).is_file():  # known not to apply: not tried again
-                    info = {"status": "n/a", "message": self.store.na_path(path).read_text(encoding="utf-8")}
+                elif self.store.na_path(whole).is_file():  # known not to apply: not tried again
+                    info = {"status": "n/a", "message": self.store.na_path(whole).read_text(encoding="utf-8")}
                 elif not explain:
                     info = {"status": "missing", "message": "not explained yet"}
                 else:
-                    info, stored = self._explain_cell(spec, method, params, x, target, path, ids)
+                    # a shard after the first starts at a batch boundary of the local run (see
+                    # remote.image_shards): its first call is one whole explain batch
+                    first = 1 if lo == 0 else explain_batch(method, params)
+                    info, stored = self._explain_cell(spec, method, params, x[lo:hi], target, path,
+                                                      None if ids is None else ids[lo:hi], first)
                     if info["status"] == "n/a":
-                        self.store.save_text(self.store.na_path(path), info["message"])
+                        self.store.save_text(self.store.na_path(whole), info["message"])
                 cells.append({"model": spec.name, "method": method, "neuron": neuron,
                               "layer": "" if target is None else getattr(target, "layer", "__output__"),
                               **{k: info.get(k) for k in ("status", "message", "seconds", "seconds_per_image",
@@ -345,7 +365,7 @@ class GridRun:
                 if info["status"] == "ok":
                     heat[(method, neuron)] = stored["heatmap"].astype(np.float32)
                 if tick is not None and explain:
-                    tick(1)
+                    tick(step)
         return cells, heat
 
     @staticmethod
@@ -354,19 +374,20 @@ class GridRun:
                 "seconds_per_image": float(z["seconds_per_image"]),
                 "indices": " ".join(map(str, z["indices"].tolist()))}
 
-    def _explain_cell(self, spec, method, params, x, target, path, ids=None) -> tuple[dict, dict | None]:
-        """Explain one cell and store it: ``(info, stored arrays)`` (arrays None unless ok).
+    def _explain_cell(self, spec, method, params, x, target, path, ids=None,
+                      first: int = 1) -> tuple[dict, dict | None]:
+        """Explain one cell of ``x`` (N, H, W, C) and store it: ``(info, stored arrays)``
+        (arrays None unless ok).  Two calls: images ``:first`` warm up (trace) the method,
+        the rest is timed warm (the seconds per image; the first call's when N <= ``first``).
         A heatmap that is not finite, or not (N, H, W), is an error cell, not stored."""
         import cnnvis_eval as cv
 
         t0 = time.perf_counter()
         try:
-            # the first image warms up (traces) the method; the rest is timed warm
-            first = cv.explain(method, spec, x[:1], target=target, progress=False, **params)
+            parts = [cv.explain(method, spec, x[:first], target=target, progress=False, **params)]
             t1 = time.perf_counter()
-            parts = [first]
-            if len(x) > 1:
-                parts.append(cv.explain(method, spec, x[1:], target=target, progress=False, **params))
+            if len(x) > first:
+                parts.append(cv.explain(method, spec, x[first:], target=target, progress=False, **params))
             t2 = time.perf_counter()
         except NOT_APPLICABLE as err:
             return {"status": "n/a", "message": str(err)}, None
@@ -378,7 +399,7 @@ class GridRun:
         heat = np.concatenate([p.heatmap for p in parts])
         indices = np.concatenate([p.indices for p in parts])
         scores = np.concatenate([p.scores for p in parts])
-        warm = (t2 - t1) / max(1, len(x) - 1) if len(x) > 1 else (t1 - t0)
+        warm = (t2 - t1) / (len(x) - first) if len(x) > first else (t1 - t0) / len(x)
         expected = tuple(np.shape(x)[:3])
         if heat.shape != expected:
             return {"status": "error", "message": f"{method} returned heatmaps of shape {heat.shape}, "
@@ -424,13 +445,21 @@ class GridRun:
         return results
 
 
+def shard_path(cell_path: Path, shard: tuple[int, int]) -> Path:
+    """Where images ``lo:hi`` of a cell are kept until the cell is assembled:
+    ``<neuron>.<tag>.images<lo>-<hi>.npz`` beside the cell's file."""
+    lo, hi = shard
+    return cell_path.with_name(f"{cell_path.name[:-len('.npz')]}.images{lo}-{hi}.npz")
+
+
 _WORKER_MODEL: dict = {}  # the model a worker process last loaded: (source, run id) -> (spec, images)
 
 
-def _model_worker(config: RunConfig, root: str, source, methods, parts, tick=_quiet, log=print) -> list[dict]:
+def _model_worker(config: RunConfig, root: str, source, methods, parts, tick=_quiet, log=print,
+                  shard=None) -> list[dict]:
     """One task of a worker process (:meth:`GridRun._run_phases`): ``parts`` of the work on
-    model ``source`` for ``methods`` (all if empty); messages go to ``log``.  The worker
-    keeps its last model loaded for the next task."""
+    model ``source`` for ``methods`` (all if empty; ``shard``: see :meth:`GridRun.model_stage`);
+    messages go to ``log``.  The worker keeps its last model loaded for the next task."""
 
     def load(s):
         # a warm worker may serve several runs: another configuration, or a model file saved over
@@ -446,7 +475,7 @@ def _model_worker(config: RunConfig, root: str, source, methods, parts, tick=_qu
 
     run = GridRun(config, root, progress=False, log=log, workers=1, load=load, release_models=False, lock=False)
     run.records_models = False  # the parent writes models.json from the cell rows
-    return run.model_cells(source, tick, methods or None, parts)
+    return run.model_cells(source, tick, methods or None, parts, shard)
 
 
 def run_grid(config: RunConfig, out: str | Path, progress: bool = True, workers: int | None = 1) -> pd.DataFrame:
@@ -454,4 +483,4 @@ def run_grid(config: RunConfig, out: str | Path, progress: bool = True, workers:
     return GridRun(config, out, progress=progress, workers=workers).run()
 
 
-__all__ = ["GridRun", "PARTS", "run_grid"]
+__all__ = ["GridRun", "PARTS", "run_grid", "shard_path"]

@@ -190,7 +190,21 @@ def open_context(model_file, images, masks=None, preprocess: str | None = None, 
     InputError
         Any unreadable or mismatched input, in one line naming the file.
     """
-    from .inputs import load_images, load_masks, load_user_model
+    from .inputs import load_images, load_masks
+
+    spec = load_check_model(model_file, preprocess, classes, output, output_flag, custom_objects, input_shape)
+    x, ids = load_images(images, spec.input_shape)
+    m = load_masks(masks, ids, spec.input_shape) if masks is not None else None
+    return CheckContext(spec, spec.preprocess(x), masks=m, seed=seed, name=Path(str(model_file)).stem,
+                        params=session_params(spec, params))
+
+
+def load_check_model(model_file, preprocess: str | None = None, classes=None, output: str | None = None,
+                     output_flag: str | None = None, custom_objects=None, input_shape: tuple | None = None):
+    """The ModelSpec of a user's model file as a check session uses it (the arguments of
+    :func:`open_context`): also how a remote worker loads the shipped file
+    (:mod:`cnnvis_eval.testing.remote`)."""
+    from .inputs import load_user_model
 
     spec = load_user_model(model_file, output, preprocess, output_flag=output_flag,
                            custom_objects=custom_objects, input_shape=input_shape)
@@ -199,10 +213,7 @@ def open_context(model_file, images, masks=None, preprocess: str | None = None, 
         if len(classes) != spec.num_classes:
             raise InputError(f"{len(classes)} class names given; the model has {spec.num_classes} classes")
         spec.class_names = tuple(classes)
-    x, ids = load_images(images, spec.input_shape)
-    m = load_masks(masks, ids, spec.input_shape) if masks is not None else None
-    return CheckContext(spec, spec.preprocess(x), masks=m, seed=seed, name=Path(str(model_file)).stem,
-                        params=session_params(spec, params))
+    return spec
 
 
 def run_cases(ctx: CheckContext, cases, progress: bool = True) -> list[Verdict]:
@@ -270,5 +281,5 @@ def write_check_folder(out, verdicts, config: dict) -> Path:
     return build_report(out, title=f"cnnvis_eval check — {', '.join(config.get('models', [])) or out.name}")
 
 
-__all__ = ["DEFAULT_METHODS", "STUDY_METHODS", "check_names", "selected_checks", "selected_methods", "failed_required", "open_context", "parse_params", "run_cases", "session_params",
+__all__ = ["DEFAULT_METHODS", "STUDY_METHODS", "check_names", "selected_checks", "selected_methods", "failed_required", "load_check_model", "open_context", "parse_params", "run_cases", "session_params",
            "scorecard_text", "select_cases", "validate_params", "write_check_folder"]

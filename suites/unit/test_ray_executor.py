@@ -159,6 +159,149 @@ def test_ray_run_stores_what_a_local_run_stores_and_resumes(executor, tmp_path):
     pd.testing.assert_frame_equal(drop(again), drop(remote), check_exact=True)
 
 
+def test_image_shards():
+    from cnnvis_eval.evaluation.remote import image_shards
+
+    assert image_shards(3, 2, 1, 1) == [(0, 2), (2, 3)]
+    assert image_shards(3, 3, 1, 1) == image_shards(3, 9, 1, 1) == [None]
+    assert image_shards(10, None, 32, 8) == [None]  # 32 tasks for 8 workers: not split
+    assert image_shards(10, None, 20, 8) == [(0, 5), (5, 10)]  # 20 tasks -> 40 (>= 4 per worker)
+    assert image_shards(10, None, 4, 8) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]  # 4 -> 20
+    assert image_shards(2, None, 1, 8) == [(0, 1), (1, 2)]  # never more shards than images
+    assert image_shards(4, None, 1, 1) == [None]  # one worker: nothing to balance
+
+
+def test_shards_hold_whole_explain_batches():
+    """The alignment rule, by hand.  A local run explains image 0 alone, then 1.. in batches
+    of b: the batches of 16 images of 40 are 0 | 1-16 | 17-32 | 33-39, so a shard may end at
+    1, 17, 33 or 40; a group of batches 2, 8 and 1 (a perturbation method) has unit lcm = 8."""
+    from cnnvis_eval.evaluation.remote import explain_batch, image_shards, rounded_note, shard_unit
+
+    assert explain_batch("saliency", {}) == 16 and explain_batch("saliency", {"batch_size": 3}) == 3
+    assert explain_batch("lrp_epsilon", None) == 8  # the relevance presets' default
+    assert explain_batch("lime", {"batch_size": 64}) == explain_batch("rise") == explain_batch("occlusion") == 1
+    params = {"saliency": {"batch_size": 2}}
+    assert shard_unit(("saliency", "lrp_epsilon", "rise"), params) == 8
+    assert shard_unit(("saliency", "rise"), params) == 2 and shard_unit(("rise",), {}) == 1
+    assert shard_unit(("saliency", "smoothgrad"), {"smoothgrad": {"batch_size": 6}}) == 48
+    assert image_shards(40, 16, 1, 1, unit=16) == [(0, 1), (1, 17), (17, 33), (33, 40)]
+    assert image_shards(40, 10, 1, 1, unit=16) == image_shards(40, 16, 1, 1, unit=16)  # 10 -> 16
+    assert image_shards(40, 20, 1, 1, unit=8) == [(0, 17), (17, 40)]  # 20 -> 24: at most 24, ends 1 + 8k
+    assert image_shards(3, 1, 1, 1, unit=2) == [(0, 1), (1, 3)]  # 1 -> 2: the local batches 0 | 1-2
+    assert image_shards(10, 1, 1, 1, unit=16) == [None]  # 10 images <= 16: one task
+    assert image_shards(5, 2, 1, 1, unit=1) == [(0, 2), (2, 4), (4, 5)]  # no batches to respect
+    assert image_shards(10, None, 4, 8, unit=2) == [(0, 1), (1, 3), (3, 5), (5, 7), (7, 9), (9, 10)]
+    assert rounded_note(None, [("saliency",)], {}) is None and rounded_note(16, [("saliency",)], {}) is None
+    assert rounded_note(3, [("saliency", "rise"), ("grad_cam",), ("lime",)], params) == (
+        "images per task 3 rounded up to whole explain batches: 4 for saliency, rise; 16 for grad_cam "
+        "(so that a split run stores a local run's heatmaps bit for bit)")
+
+
+def test_explain_plan_sets_one_image_methods_apart():
+    """A split run's explain tasks: a group's one-image-at-a-time methods (LIME) apart from the
+    batched ones, each part in shards of its own unit (lcm(16, 8) = 16 > 10 images: unsplit);
+    a run that is not split keeps its groups whole."""
+    from cnnvis_eval.evaluation.remote import explain_plan
+
+    groups = [("saliency", "lime", "lrp_epsilon"), ("lrp_epsilon",)]
+    assert explain_plan(groups, 10, 1, 2, 1, {}) == [
+        (("saliency", "lrp_epsilon"), [None]), (("lime",), [(k, k + 1) for k in range(10)]),
+        (("lrp_epsilon",), [(0, 1), (1, 9), (9, 10)])]
+    assert explain_plan(groups, 10, None, 8, 2, {}) == [(g, [None]) for g in groups]  # 8 tasks for 2 workers
+
+
+def test_image_shards_store_what_a_local_run_stores_and_resume(executor, tmp_path, monkeypatch):
+    """(model, method group, image shard) tasks: the driver assembles each cell from its
+    parts (in image order), bit for bit a local run's (the shards hold whole explain batches
+    of the local run: saliency's batches of 2 are 0 | 1-2, RISE's 0 | 1 | 2); a part stored by
+    an interrupted run is used, not computed again."""
+    from cnnvis_eval.evaluation.runner import shard_path
+
+    config = _config(("saliency", "rise"), synthetic=1, stages=("complexity",),
+                     method_params={"rise": {"n_masks": 16}, "saliency": {"batch_size": 2}})
+    local = GridRun(config, tmp_path / "local", progress=False, executor=LocalExecutor()).run()
+    tasks, logged, original = [], [], executor.map
+    monkeypatch.setattr(executor, "images_per_task", 1)  # saliency's rounded up to 2
+    monkeypatch.setattr(executor, "map", lambda fn, ts, **kw: tasks.append(ts) or original(fn, ts, **kw))
+    remote = GridRun(config, tmp_path / "ray", progress=False, executor=executor, log=logged.append).run()
+    assert [(t[3], t[5]) for t in tasks[0]] == [(("saliency",), (0, 1)), (("saliency",), (1, 3)),
+                                                (("rise",), (0, 1)), (("rise",), (1, 2)), (("rise",), (2, 3))]
+    assert logged[0].startswith("images per task 1 rounded up to whole explain batches: 2 for saliency (")
+    a, b = _stored(tmp_path / "local"), _stored(tmp_path / "ray")
+    assert sorted(a) == sorted(b) and not any(".images" in rel for rel in b)  # the parts are gone
+    for rel, va in a.items():
+        if isinstance(va, dict):
+            assert va.keys() == b[rel].keys(), rel
+            for k in va:
+                assert va[k].dtype == b[rel][k].dtype and va[k].tobytes() == b[rel][k].tobytes(), f"{rel}:{k}"
+        elif isinstance(va, pd.DataFrame):
+            pd.testing.assert_frame_equal(va, b[rel], check_exact=True, obj=rel)
+    keys = ["method", "model", "image", "neuron", "metric"]
+    drop = lambda f: f[~f["metric"].isin(TIMING)].sort_values(keys).reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(drop(local), drop(remote), check_exact=True)
+    # an interrupted run stored the first part of one cell (marked by its timing) and not the cell
+    cell = sorted((tmp_path / "ray" / "heatmaps").rglob("logit.*.npz"))[0]
+    with np.load(cell) as z:
+        whole = {k: z[k] for k in z.files}
+    part = {**{k: whole[k][:1] for k in ("heatmap", "indices", "scores")}, "seconds": np.float64(1000.0),
+            "seconds_per_image": np.float64(1.0)}
+    np.savez(shard_path(cell, (0, 1)), **part)
+    cell.unlink()
+    GridRun(config, tmp_path / "ray", progress=False, executor=executor).run()
+    with np.load(cell) as z:
+        np.testing.assert_array_equal(z["heatmap"], whole["heatmap"])
+        assert 1000.0 < float(z["seconds"]) < 1000.0 + float(whole["seconds"]) + 60  # the part's time, reused
+    assert not shard_path(cell, (0, 1)).exists()
+
+
+@pytest.fixture(scope="module")
+def onet_files(tmp_path_factory):
+    """MTCNN's ONet (a subclassed model: --custom-object, three outputs: --output) as a user's
+    file, and the astronaut's face as its one image."""
+    from skimage import io
+
+    from suites.support.models import astronaut_face, mtcnn_onet
+
+    d = tmp_path_factory.mktemp("onet")
+    mtcnn_onet().save(d / "onet.keras")
+    (d / "faces").mkdir()
+    io.imsave(d / "faces" / "astronaut.png", astronaut_face(), check_contrast=False)
+    return d / "onet.keras", d / "faces"
+
+
+def test_check_on_ray_gives_the_local_verdicts(executor, onet_files, tmp_path, capsys, monkeypatch):
+    """``cnnvis-eval check --executor ray``: the (method, check) units run on the actor, which
+    loads the user's file (its class imported there) once for all of them; the verdicts, the
+    scorecard and the folder equal a local check's (deterministic methods, equal TF threads)."""
+    import json
+
+    import cnnvis_eval.evaluation.ray_executor as rex
+    from cnnvis_eval import cli
+
+    model, faces = onet_files
+    base = ["check", str(model), "--images", str(faces), "--preprocess=-1,1", "--quiet", "--custom-object",
+            "mtcnn.network.onet:ONet", "--output", "fc6-3", "--methods", "saliency", "grad_cam",
+            "--checks", "randomization.cascading_top", "invariance.batch", "stability"]
+    assert cli.main(base + ["--out", str(tmp_path / "local")]) == 0
+    local = capsys.readouterr().out
+    made = []
+    # the module's warm actor (it holds the instance's 2 CPUs) instead of a new executor
+    monkeypatch.setattr(rex, "RayExecutor", lambda **kw: made.append(kw) or executor)
+    assert cli.main(base + ["--executor", "ray", "--out", str(tmp_path / "ray")]) == 0
+    remote = capsys.readouterr().out
+    assert made == [{"workers": None, "address": None, "modules": ("mtcnn.network.onet",)}]
+    assert "onet: 6 units on 1 workers, the model loaded 1 times" in remote
+    card = lambda out: [ln for ln in out.splitlines() if ln.startswith(("random", "invar", "stab"))]  # noqa: E731
+    assert card(remote) == card(local) and len(card(local)) == 3  # the printed scorecard
+    a, b = (pd.read_parquet(tmp_path / k / "verdicts.parquet") for k in ("local", "ray"))
+    assert len(a) == 16 and set(a["method"]) == {"saliency", "grad_cam"}
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(p.name for p in (tmp_path / "local").iterdir())
+    config = json.loads((tmp_path / "ray" / "config.json").read_text())
+    assert config["cluster"]["executor"] == "ray" and config["cluster"]["cpus"] == 2
+    assert "cluster" not in json.loads((tmp_path / "local" / "config.json").read_text())
+
+
 def test_a_worker_dying_mid_run_costs_its_cells_only(executor, tasks, tmp_path):
     # last of the module's runs: the actor dies (and is replaced)
     from cnnvis_eval.methods.base import METHODS
@@ -182,6 +325,43 @@ def test_a_worker_dying_mid_run_costs_its_cells_only(executor, tasks, tmp_path):
     assert len(executor._actors) == 1  # the dead actor was replaced
 
 
+def test_check_units_and_a_lost_unit(tmp_path):
+    """Units are (method, check) with the check's variants, method by method; a unit whose
+    worker died gives inconclusive verdicts saying so, in the local case order (no Ray)."""
+    from cnnvis_eval.evaluation.ray_executor import TaskLost
+    from cnnvis_eval.testing.remote import check_units, run_cases_remote, worker_modules
+    from cnnvis_eval.testing.verdict import Verdict
+
+    cases = [("randomization", "a", "cascading_top"), ("randomization", "b", "cascading_top"),
+             ("randomization", "a", "independent"), ("randomization", "b", "independent"), ("cost", "a", None),
+             ("cost", "b", None)]
+    units = check_units(cases)
+    assert units == [("a", "randomization", ("cascading_top", "independent")), ("a", "cost", (None,)),
+                     ("b", "randomization", ("cascading_top", "independent")), ("b", "cost", (None,))]
+
+    class Lossy:  # runs every unit but loses method b's randomization unit
+        def share(self, value):
+            return value
+
+        def map(self, fn, tasks, tick, affinity):
+            assert [affinity(t) for t in tasks] == ["a", "a", "b", "b"]
+            return [TaskLost("the Ray worker running it died (killed)") if t[1][0][:2] == ("b", "randomization")
+                    else {"verdicts": [[Verdict("m", m, c if v is None else f"{c}.{v}", "pass") for v in vs]
+                                       for m, c, vs in t[1]], "loaded": i == 0, "pid": 7}
+                    for i, t in enumerate(tasks)]
+
+    log = []
+    got = run_cases_remote({"name": "m"}, cases, Lossy(), progress=False, log=log.append)
+    assert [(v.method, v.check) for v in got] == [(m, c if v is None else f"{c}.{v}") for c, m, v in cases]
+    assert [v.status for v in got] == ["pass", "inconclusive", "pass", "inconclusive", "pass", "pass"]
+    assert got[1].reason == "worker lost: the Ray worker running it died (killed)"
+    assert log == ["b randomization: the Ray worker running it died (killed); its verdicts are inconclusive, "
+                   "run again to decide them", "m: 4 units on 1 workers, the model loaded 1 times"]
+    assert worker_modules({"custom_objects": ["pkg.layers:Block", "pkg.layers:Head"],
+                           "preprocess": "mine.prep:scale"}) == ("pkg.layers", "mine.prep")
+    assert worker_modules({"preprocess": "-1,1"}) == ()
+
+
 def test_cli_ray_errors(tmp_path, capsys, monkeypatch):
     pytest.importorskip("ray", reason='Ray is not installed (pip install "cnnvis_eval[ray]")')
     from cnnvis_eval import cli
@@ -191,15 +371,30 @@ def test_cli_ray_errors(tmp_path, capsys, monkeypatch):
         (["--executor", "ray", "--ray-address", "ray://127.0.0.1:1"], "cannot reach the Ray cluster at 'ray://127.0.0.1:1'"),
         (["--executor", "ray", "--ray-address", "nowhere"], "--ray-address must be auto, host:port or ray://host:port"),
         (["--ray-address", "auto"], "--ray-address applies to --executor ray only"),
+        (["--images-per-task", "2"], "--images-per-task applies to --executor ray only"),
+        (["--executor", "ray", "--images-per-task", "0"], "--images-per-task must be >= 1, got 0"),
     ]:
         assert cli.main(base + extra) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("cnnvis-eval: error: ") and message in err and "\n" not in err
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not read: the options fail first")
+    check = ["check", str(model), "--images", str(tmp_path), "--out", str(tmp_path / "c")]
+    for extra, message in [
+        (["--executor", "ray", "--ray-address", "ray://127.0.0.1:1"], "cannot reach the Ray cluster at 'ray://127.0.0.1:1'"),
+        (["--ray-address", "auto"], "--ray-address applies to --executor ray only"),
+        (["--workers", "2"], "--workers applies to --executor ray only"),
+        (["--executor", "ray", "--workers", "0"], "--workers must be >= 1, got 0"),
+    ]:
+        assert cli.main(check + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("cnnvis-eval: error: ") and message in err and "\n" not in err
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # Ray not installed
-    assert cli.main(base + ["--executor", "ray"]) == 2
-    assert capsys.readouterr().err.strip() == ('cnnvis-eval: error: --executor ray needs Ray, which is not '
-                                               'installed: pip install "cnnvis_eval[ray]"')
-    assert not any(tmp_path.iterdir())  # nothing written
+    for command in (base, check):
+        assert cli.main(command + ["--executor", "ray"]) == 2
+        assert capsys.readouterr().err.strip() == ('cnnvis-eval: error: --executor ray needs Ray, which is not '
+                                                   'installed: pip install "cnnvis_eval[ray]"')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]  # nothing written
 
 
 def test_importing_cnnvis_eval_never_imports_ray():
