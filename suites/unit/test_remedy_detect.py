@@ -1,0 +1,291 @@
+"""Detection of irrelevant features (issue 17, items 2 and 3).
+
+Hand-set models first (every number checked against NumPy written here), then a tiny
+VGG-style GAP classifier trained in seconds on a shortcut version of the symbols data:
+the filter ranking and the CAM mass must single out the artefact for the shortcut model and
+not for the same architecture trained where the artefact tells nothing (correlation 0).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+import cnnvis_eval as cv
+from cnnvis_eval.data.artefacts import make_artefact_set
+from cnnvis_eval.errors import InputError, UnsupportedLayerError
+from cnnvis_eval.remedy import (
+    MaskSelection,
+    accuracy,
+    as_masks,
+    class_weights,
+    downsample_masks,
+    explanation_mass,
+    feature_maps,
+    filter_analysis,
+    propose_from_cam,
+    propose_from_channels,
+    train_classifier,
+)
+from suites.support.tiny import weights_snapshot
+
+S = 8  # hand-set models: 8x8 single-channel inputs
+W_HEAD = np.array([[2.0, 0.0], [0.0, 1.0]])  # class 0 reads channel 0, class 1 channel 1
+
+
+def hand_model(pool: bool = False, head: str = "gap") -> keras.Model:
+    """x (8,8,1) -> Conv2D 1x1 [relu(x), relu(1 - x)] -> (AveragePooling 2) -> GAP -> Dense W_HEAD.
+
+    ``head="flatten"``: Flatten -> Dense instead (no CAM head)."""
+    inp = keras.Input((S, S, 1), name="image")
+    conv = keras.layers.Conv2D(2, 1, activation="relu", name="conv")
+    h = conv(inp)
+    if pool:
+        h = keras.layers.AveragePooling2D(2, name="pool")(h)
+    if head == "gap":
+        h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+        dense = keras.layers.Dense(2, name="logits")
+        out = dense(h)
+        dense.set_weights([W_HEAD, np.zeros(2)])
+    else:
+        h = keras.layers.Flatten(name="flatten")(h)
+        dense = keras.layers.Dense(2, name="logits")
+        out = dense(h)
+        dense.set_weights([np.random.default_rng(0).normal(0, 1, (h.shape[-1], 2)), np.zeros(2)])
+    conv.set_weights([np.array([[[[1.0, -1.0]]]]), np.array([0.0, 1.0])])
+    return keras.Model(inp, out, name=f"hand_{head}_{int(pool)}")
+
+
+def hand_data(n: int = 4, seed: int = 0):
+    """Images in [0, 1] with a bright 3x3 square at a random place, and the square's masks."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 0.3, (n, S, S, 1)).astype(np.float32)
+    masks = np.zeros((n, S, S), bool)
+    for i in range(n):
+        r, c = rng.integers(0, S - 3, 2)
+        masks[i, r:r + 3, c:c + 3] = True
+    x[masks] = 1.0
+    return x, masks
+
+
+def blocks(a: np.ndarray, k: int = 2) -> np.ndarray:
+    """Mean over k x k blocks of (N, H, W[, C]) arrays."""
+    n, h, w = a.shape[:3]
+    return a.reshape(n, h // k, k, w // k, k, *a.shape[3:]).mean((2, 4))
+
+
+# ---------------------------------------------------------------------- hand-set models
+@pytest.mark.parametrize("pool", [False, True], ids=["full_res", "pooled"])
+def test_filter_shares_match_numpy(pool):
+    model = hand_model(pool)
+    x, masks = hand_data()
+    before = weights_snapshot(model)
+    r = filter_analysis(model, x, masks, threshold=0.3)
+    a = np.stack([np.maximum(x[..., 0], 0), np.maximum(1 - x[..., 0], 0)], -1).astype(np.float64)
+    m = masks.astype(np.float64)
+    if pool:
+        a, m = blocks(a), blocks(m)
+    want = (a * m[..., None]).sum((0, 1, 2)) / a.sum((0, 1, 2))
+    np.testing.assert_allclose(r.shares, want, rtol=1e-5)
+    assert r.layer == ("pool" if pool else "conv")
+    assert r.chance == pytest.approx(m.mean())
+    np.testing.assert_array_equal(r.ranking, np.argsort(-want))
+    assert r.shares[0] > 0.3 > r.shares[1]  # channel 0 lives on the bright squares
+    np.testing.assert_array_equal(r.irrelevant, [0])
+    np.testing.assert_allclose(r.weights, W_HEAD)
+    np.testing.assert_allclose(r.mean_activation, a.mean((0, 1, 2)), rtol=1e-5)
+    # class 0's score is channel 0 alone; class 1's never uses it
+    pred = (a.mean((1, 2)) @ W_HEAD).argmax(1)
+    for c in (0, 1):
+        if np.any(pred == c):
+            assert r.irrelevant_contribution[c] == pytest.approx(1.0 - c)
+    df = r.frame()
+    assert list(df["channel"]) == list(r.ranking) and df["irrelevant"].tolist() == [True, False]
+    assert df.loc[0, "weight[0]"] == 2.0 and df.loc[0, "enrichment"] == pytest.approx(want[0] / m.mean())
+    for b, after in zip(before, weights_snapshot(model), strict=True):  # the model is only read
+        np.testing.assert_array_equal(b, after)
+
+
+def test_feature_maps_and_downsampled_masks():
+    model = hand_model(pool=True)
+    x, masks = hand_data(3)
+    a, logits = feature_maps(model, x, logits=True)
+    want = blocks(np.stack([x[..., 0], 1 - x[..., 0]], -1))
+    np.testing.assert_allclose(a, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logits, want.mean((1, 2)) @ W_HEAD, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(downsample_masks(masks, (4, 4)), blocks(masks.astype(float)), atol=1e-6)
+    # a non-integer ratio: cell coverage still sums to the mask's area share
+    cov = downsample_masks(masks, (3, 3))
+    np.testing.assert_allclose(cov.mean((1, 2)), masks.mean((1, 2)), atol=1e-6)
+
+
+def test_no_cam_head_gives_no_weights_but_still_ranks():
+    model = hand_model(head="flatten")
+    x, masks = hand_data()
+    r = filter_analysis(model, x, masks)
+    assert r.layer == "conv" and r.weights is None and r.irrelevant_contribution is None
+    assert r.ranking[0] == 0
+    assert class_weights(model) is None
+
+
+def test_explanation_mass_matches_numpy_cam():
+    model = hand_model()
+    x, masks = hand_data(5, seed=3)
+    rep = explanation_mass(model, x, masks, method="cam", target=cv.ClassTarget(0))
+    cam = 2.0 * x[..., 0]  # class 0's map: W[0, 0] * relu(x)
+    want = (cam * masks).sum((1, 2)) / cam.sum((1, 2))
+    np.testing.assert_allclose(rep.per_image, want, rtol=1e-5)
+    assert rep.score == pytest.approx(want.mean()) and rep.chance == pytest.approx(masks.mean())
+    # any registered method; an empty mask leaves the image out
+    masks[0] = False
+    rep = explanation_mass(model, x, masks, method="saliency", target=cv.ClassTarget(0))
+    assert np.isnan(rep.per_image[0]) and np.isfinite(rep.per_image[1:]).all()
+    assert rep.score == pytest.approx(np.nanmean(rep.per_image))
+
+
+def test_mask_selection_builds_what_numpy_builds():
+    sel = MaskSelection(3, 10, 12)
+    sel.add_rectangle(2, 3, 5, 7)
+    sel.add_polygon([(0, 0), (0, 4), (4, 0)], images=[1])
+    one = np.zeros((10, 12), bool)
+    one[9, 11] = True
+    sel.add_array(one, images=[2])
+    sel.erase = True
+    sel.add_rectangle(2, 3, 3, 7, images=[0])
+    want = np.zeros((3, 10, 12), bool)
+    want[:, 2:5, 3:7] = True
+    want[0, 2, 3:7] = False
+    rows, cols = np.mgrid[0:10, 0:12]
+    want[1] |= (rows + cols <= 4) & (rows >= 0) & (cols >= 0)  # the triangle, edges included
+    want[2, 9, 11] = True
+    got = sel.masks
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[2], want[2])
+    # skimage's polygon fill: the triangle's interior at least, nothing beyond its edge
+    assert np.all(got[1] <= want[1]) and got[1][(rows + cols < 4)].all()
+    grown = MaskSelection(1, 10, 12).add_rectangle(4, 4, 6, 6).dilate(1).masks[0]
+    want = np.zeros((10, 12), bool)
+    want[3:7, 3:7] = True
+    np.testing.assert_array_equal(grown, want)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda s: s.add_rectangle(5, 5, 5, 8), "rectangle"),
+    (lambda s: s.add_rectangle(0, 0, 11, 4), "rectangle"),
+    (lambda s: s.add_polygon([(0, 0), (1, 1)]), "polygon"),
+    (lambda s: s.add_array(np.zeros((2, 10, 12), bool)), "shape"),
+    (lambda s: s.add_rectangle(0, 0, 2, 2, images=[3]), "out of range"),
+    (lambda s: s.dilate(-1), "dilate"),
+])
+def test_mask_selection_errors(call, match):
+    with pytest.raises(InputError, match=match):
+        call(MaskSelection(3, 10, 12))
+
+
+def test_proposals_find_the_bright_squares():
+    model = hand_model()
+    x, masks = hand_data(4, seed=5)
+    # CAM of class 0 is 2 * x: at least half its maximum exactly on the squares
+    np.testing.assert_array_equal(propose_from_cam(model, x, target=cv.ClassTarget(0)), masks)
+    # ... unless they are declared the object
+    assert not propose_from_cam(model, x, masks, target=cv.ClassTarget(0)).any()
+    np.testing.assert_array_equal(propose_from_channels(model, x, [0]), masks)
+
+
+@pytest.mark.parametrize("call,err,match", [
+    (lambda m, x, k: filter_analysis(m, x, k[:, :4]), InputError, "masks have shape"),
+    (lambda m, x, k: filter_analysis(m, x, k.astype(float) * 0.5), InputError, "boolean"),
+    (lambda m, x, k: filter_analysis(m, x, k, layer="gap"), InputError, "4-D feature map"),
+    (lambda m, x, k: filter_analysis(m, x, k, layer="nope"), InputError, "nope"),
+    (lambda m, x, k: filter_analysis(m, x, k, threshold=0), InputError, "threshold"),
+    (lambda m, x, k: filter_analysis(m, x[..., :1, :], k), InputError, "images have shape"),
+    (lambda m, x, k: explanation_mass(m, x, k[:2]), InputError, "masks have shape"),
+    (lambda m, x, k: propose_from_cam(m, x, threshold=1.5), InputError, "threshold"),
+    (lambda m, x, k: propose_from_channels(m, x, [2]), InputError, "channels"),
+    (lambda m, x, k: as_masks(k, 3, (S, S)), InputError, "expected"),
+])
+def test_bad_input(call, err, match):
+    x, masks = hand_data()
+    with pytest.raises(err, match=match):
+        call(hand_model(), x, masks)
+
+
+def test_subclassed_model_is_refused_with_its_reason():
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(2, 1)
+            self.pool = keras.layers.GlobalAveragePooling2D()
+
+        def call(self, x):
+            import tensorflow as tf
+            return self.pool(tf.nn.relu(self.conv(x)))
+
+    model = Sub()
+    model(np.zeros((1, S, S, 1), np.float32))
+    x, masks = hand_data()
+    with pytest.raises((UnsupportedLayerError, InputError), match="subclassed|4-D|layer"):
+        filter_analysis(model, x, masks)
+
+
+# ---------------------------------------------------------------------- a trained shortcut
+TINY = {"size": 32, "artefact_size": 0.25, "seed": 0}
+TRAIN = {"epochs": 15, "lr": 0.01, "widths": (8, 16, 32), "convs_per_block": 1, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """(shortcut model, upper-bound model, test variants): symbols, 32 px, 256 training images."""
+    tests = {v: make_artefact_set("symbols", 64, split="test", variant=v, correlation=1.0, **TINY)
+             for v in ("same", "absent", "swapped")}
+    models = {}
+    for name, corr in (("shortcut", 1.0), ("upper_bound", 0.0)):
+        data = make_artefact_set("symbols", 256, correlation=corr, **TINY)
+        models[name] = train_classifier(data.x, data.y, **TRAIN)
+    return models["shortcut"], models["upper_bound"], tests
+
+
+def test_the_shortcut_model_follows_the_artefact(trained):
+    """Precondition, measured: the shortcut model reads the patch (swapped -> wrong), the
+    upper-bound model does not care about it."""
+    short, upper, t = trained
+    acc = {k: {v: accuracy(m, s.x, s.y) for v, s in t.items()} for k, m in (("s", short), ("u", upper))}
+    assert acc["s"]["same"] >= 0.95 and acc["s"]["swapped"] <= 0.25, acc
+    assert acc["u"]["swapped"] >= acc["u"]["same"] - 0.1 and acc["u"]["same"] > 0.4, acc
+
+
+def test_filters_ranked_first_are_the_artefact_driven_ones(trained):
+    """A channel's share on the mask predicts how much of its activation the artefact causes
+    (measured apart: same images with the artefact removed)."""
+    short, _, t = trained
+    r = filter_analysis(short, t["same"].x, t["same"].artefact_masks)
+    a_on = feature_maps(short, t["same"].x).astype(np.float64)
+    a_off = feature_maps(short, t["absent"].x).astype(np.float64)
+    caused = np.maximum(a_on - a_off, 0).sum((0, 1, 2)) / np.maximum(a_on.sum((0, 1, 2)), 1e-12)
+    alive = np.isfinite(r.shares)
+    assert spearmanr(r.shares[alive], caused[alive])[0] >= 0.6
+    assert np.all(caused[r.top(3)] >= 0.9), caused[r.top(3)]
+    assert len(r.irrelevant) >= 3 and np.all(caused[r.irrelevant] >= 0.6)
+    others = np.setdiff1d(np.flatnonzero(alive), r.irrelevant)
+    assert caused[r.irrelevant].mean() >= caused[others].mean() + 0.4
+
+
+def test_cam_points_at_the_artefact_only_for_the_shortcut_model(trained):
+    short, upper, t = trained
+    same = t["same"]
+    rs = explanation_mass(short, same.x, same.artefact_masks)
+    ru = explanation_mass(upper, same.x, same.artefact_masks)
+    assert rs.score >= 3 * rs.chance, (rs.score, rs.chance)
+    assert ru.score <= 1.5 * ru.chance, (ru.score, ru.chance)
+    assert rs.score >= 3 * ru.score
+    # the decision rests on the irrelevant filters for the shortcut model only
+    fs = filter_analysis(short, same.x, same.artefact_masks)
+    fu = filter_analysis(upper, same.x, same.artefact_masks)
+    assert np.nanmax(fs.irrelevant_contribution) >= 0.5
+    assert np.nanmax(fu.irrelevant_contribution) <= 0.1
+    # the automatic proposal from the top channels lands on the artefact
+    prop = propose_from_channels(short, same.x, fs.top(3))
+    hit = (prop & same.artefact_masks).sum((1, 2)) / np.maximum(prop.sum((1, 2)), 1)
+    assert np.median(hit) >= 0.5
