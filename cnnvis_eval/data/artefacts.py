@@ -254,7 +254,7 @@ def _xray(label: int, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
     if label > 0:  # 1 nodule: a small bright blob; 2 opacity: a diffuse haze in a lower lung
         rows, cols = np.nonzero(lungs & (yy > 0.5 + dy) if label == 2 else lungs)
         j = rng.integers(len(rows))
-        sigma, amp = (0.035, 0.38) if label == 1 else (0.09, 0.22)
+        sigma, amp = (0.045, 0.55) if label == 1 else (0.09, 0.35)
         blob = np.exp(-((yy - rows[j] / size) ** 2 + (xx - cols[j] / size) ** 2) / (2 * sigma ** 2))
         img += amp * blob * (lungs if label == 2 else 1.0)
     return img, lungs

@@ -66,7 +66,8 @@ def check_inputs(spec: ModelSpec, x) -> np.ndarray:
     x = np.asarray(x)
     want = tuple(spec.input_shape)
     if x.ndim != 4 or (want and tuple(x.shape[1:]) != want):
-        raise InputError(f"images have shape {x.shape}; model {spec.name!r} takes (N, {', '.join(map(str, want))})")
+        raise InputError(f"images have shape {x.shape}; model {spec.name!r} takes "
+                         f"(N, {', '.join(map(str, want))})")
     if x.dtype.kind not in "fiu":
         raise InputError(f"images have dtype {x.dtype}; expected numbers")
     return x.astype(np.float32, copy=False)

@@ -183,8 +183,9 @@ def propose_from_channels(model, x, channels: Iterable[int], *, layer: str | Non
                           threshold: float = 0.5) -> np.ndarray:
     """Propose irrelevant regions: where the given channels of ``layer`` are active.
 
-    The channels' activations are summed, resized to the input (bilinear) and thresholded
-    at ``threshold`` x each image's maximum.
+    The union of the channels' activation regions: each channel's map, resized to the input
+    (bilinear), is thresholded at ``threshold`` x its maximum over all of ``x`` (not per
+    image: an image where a channel stays silent gets nothing from it, not its noise).
 
     Parameters
     ----------
@@ -207,9 +208,9 @@ def propose_from_channels(model, x, channels: Iterable[int], *, layer: str | Non
     ch = np.asarray(list(channels), int).reshape(-1)
     if ch.size == 0 or ch.min() < 0 or ch.max() >= a.shape[-1]:
         raise InputError(f"channels must be a non-empty list of indices in [0, {a.shape[-1]}); got {ch.tolist()}")
-    summed = np.maximum(a[..., ch], 0).sum(-1, keepdims=True)
-    up = tf.image.resize(summed, x.shape[1:3], method="bilinear").numpy()[..., 0]
-    return _hot(up, threshold)
+    up = tf.image.resize(np.maximum(a[..., ch], 0), x.shape[1:3], method="bilinear").numpy()
+    peak = up.max((0, 1, 2))  # (k,): each channel's maximum over the images
+    return ((up >= threshold * peak) & (peak > 0)).any(-1)
 
 
 __all__ = ["MaskSelection", "as_masks", "propose_from_cam", "propose_from_channels"]

@@ -25,7 +25,7 @@ L = keras.layers
 
 def build_gap_classifier(input_shape: tuple[int, int, int], num_classes: int,
                          widths: Sequence[int] = (16, 32, 64), convs_per_block: int = 2,
-                         seed: int = 0, name: str = "vgg_gap") -> keras.Model:
+                         seed: int = 0, name: str = "vgg_gap", mean=None, std=None) -> keras.Model:
     """A VGG-style GAP classifier.
 
     Parameters
@@ -38,6 +38,9 @@ def build_gap_classifier(input_shape: tuple[int, int, int], num_classes: int,
     seed : int
         Seeds the weight initializers.
     name : str
+    mean, std : float or (C,) arrays, optional
+        Input standardization ``(x - mean) / std``, the model's first layer (``"standardize"``,
+        a fixed ``Normalization``); default none.
 
     Returns
     -------
@@ -57,6 +60,13 @@ def build_gap_classifier(input_shape: tuple[int, int, int], num_classes: int,
 
     inp = keras.Input(tuple(input_shape), name="input")
     h = inp
+    if mean is not None or std is not None:
+        c = input_shape[-1]
+        mean = np.broadcast_to(np.asarray(0.0 if mean is None else mean, np.float32), (c,))
+        std = np.broadcast_to(np.asarray(1.0 if std is None else std, np.float32), (c,))
+        if np.any(std <= 0):
+            raise InputError(f"std must be > 0, got {std.tolist()}")
+        h = L.Normalization(mean=mean, variance=np.square(std), name="standardize")(h)
     for b, filters in enumerate(widths, start=1):
         for c in range(1, convs_per_block + 1):
             last = b == len(widths) and c == convs_per_block
@@ -89,7 +99,8 @@ def train_classifier(x: np.ndarray, y: np.ndarray, *, num_classes: int | None = 
     Returns
     -------
     keras.Model
-        Trained; logits output.  Same seed and data -> same weights.
+        Trained; logits output; its first layer standardizes the input with the training
+        data's per-channel mean and standard deviation.  Same seed and data -> same weights.
     """
     x = np.asarray(x, np.float32)
     y = np.asarray(y)
@@ -99,7 +110,8 @@ def train_classifier(x: np.ndarray, y: np.ndarray, *, num_classes: int | None = 
         raise InputError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     k = int(y.max()) + 1 if num_classes is None else int(num_classes)
     keras.utils.set_random_seed(seed)
-    model = build_gap_classifier(x.shape[1:], k, widths, convs_per_block, seed, name)
+    mean, std = x.mean((0, 1, 2)), x.std((0, 1, 2)) + 1e-3  # per channel, over the training data
+    model = build_gap_classifier(x.shape[1:], k, widths, convs_per_block, seed, name, mean, std)
     steps = int(np.ceil(len(x) / batch_size)) * epochs
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from scipy.ndimage import binary_dilation
 from scipy.stats import spearmanr
 
 import cnnvis_eval as cv
@@ -82,7 +83,7 @@ def test_filter_shares_match_numpy(pool):
     model = hand_model(pool)
     x, masks = hand_data()
     before = weights_snapshot(model)
-    r = filter_analysis(model, x, masks, threshold=0.3)
+    r = filter_analysis(model, x, masks, threshold=0.3, class_names=("cat", "dog"))
     a = np.stack([np.maximum(x[..., 0], 0), np.maximum(1 - x[..., 0], 0)], -1).astype(np.float64)
     m = masks.astype(np.float64)
     if pool:
@@ -103,7 +104,8 @@ def test_filter_shares_match_numpy(pool):
             assert r.irrelevant_contribution[c] == pytest.approx(1.0 - c)
     df = r.frame()
     assert list(df["channel"]) == list(r.ranking) and df["irrelevant"].tolist() == [True, False]
-    assert df.loc[0, "weight[0]"] == 2.0 and df.loc[0, "enrichment"] == pytest.approx(want[0] / m.mean())
+    assert df.loc[0, "weight[cat]"] == 2.0 and df.loc[0, "weight[dog]"] == 0.0
+    assert df.loc[0, "enrichment"] == pytest.approx(want[0] / m.mean())
     for b, after in zip(before, weights_snapshot(model), strict=True):  # the model is only read
         np.testing.assert_array_equal(b, after)
 
@@ -172,12 +174,12 @@ def test_mask_selection_builds_what_numpy_builds():
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda s: s.add_rectangle(5, 5, 5, 8), "rectangle"),
-    (lambda s: s.add_rectangle(0, 0, 11, 4), "rectangle"),
-    (lambda s: s.add_polygon([(0, 0), (1, 1)]), "polygon"),
-    (lambda s: s.add_array(np.zeros((2, 10, 12), bool)), "shape"),
-    (lambda s: s.add_rectangle(0, 0, 2, 2, images=[3]), "out of range"),
-    (lambda s: s.dilate(-1), "dilate"),
+    pytest.param(lambda s: s.add_rectangle(5, 5, 5, 8), "rectangle", id="empty_rectangle"),
+    pytest.param(lambda s: s.add_rectangle(0, 0, 11, 4), "rectangle", id="rectangle_outside"),
+    pytest.param(lambda s: s.add_polygon([(0, 0), (1, 1)]), "polygon", id="two_vertices"),
+    pytest.param(lambda s: s.add_array(np.zeros((2, 10, 12), bool)), "shape", id="array_shape"),
+    pytest.param(lambda s: s.add_rectangle(0, 0, 2, 2, images=[3]), "out of range", id="image_index"),
+    pytest.param(lambda s: s.dilate(-1), "dilate", id="negative_dilation"),
 ])
 def test_mask_selection_errors(call, match):
     with pytest.raises(InputError, match=match):
@@ -194,21 +196,23 @@ def test_proposals_find_the_bright_squares():
     np.testing.assert_array_equal(propose_from_channels(model, x, [0]), masks)
 
 
-@pytest.mark.parametrize("call,err,match", [
-    (lambda m, x, k: filter_analysis(m, x, k[:, :4]), InputError, "masks have shape"),
-    (lambda m, x, k: filter_analysis(m, x, k.astype(float) * 0.5), InputError, "boolean"),
-    (lambda m, x, k: filter_analysis(m, x, k, layer="gap"), InputError, "4-D feature map"),
-    (lambda m, x, k: filter_analysis(m, x, k, layer="nope"), InputError, "nope"),
-    (lambda m, x, k: filter_analysis(m, x, k, threshold=0), InputError, "threshold"),
-    (lambda m, x, k: filter_analysis(m, x[..., :1, :], k), InputError, "images have shape"),
-    (lambda m, x, k: explanation_mass(m, x, k[:2]), InputError, "masks have shape"),
-    (lambda m, x, k: propose_from_cam(m, x, threshold=1.5), InputError, "threshold"),
-    (lambda m, x, k: propose_from_channels(m, x, [2]), InputError, "channels"),
-    (lambda m, x, k: as_masks(k, 3, (S, S)), InputError, "expected"),
+@pytest.mark.parametrize("call,match", [  # every one an InputError
+    pytest.param(lambda m, x, k: filter_analysis(m, x, k[:, :4]), "masks have shape", id="mask_shape"),
+    pytest.param(lambda m, x, k: filter_analysis(m, x, k.astype(float) * 0.5), "boolean", id="mask_values"),
+    pytest.param(lambda m, x, k: filter_analysis(m, x, k, layer="gap"), "4-D feature map", id="not_a_conv_layer"),
+    pytest.param(lambda m, x, k: filter_analysis(m, x, k, layer="nope"), "nope", id="unknown_layer"),
+    pytest.param(lambda m, x, k: filter_analysis(m, x, k, threshold=0), "threshold", id="threshold"),
+    pytest.param(lambda m, x, k: filter_analysis(m, x, k, class_names=["a"]), "class_names has 1",
+                 id="class_names"),
+    pytest.param(lambda m, x, k: filter_analysis(m, x[..., :1, :], k), "images have shape", id="image_shape"),
+    pytest.param(lambda m, x, k: explanation_mass(m, x, k[:2]), "masks have shape", id="mass_mask_count"),
+    pytest.param(lambda m, x, k: propose_from_cam(m, x, threshold=1.5), "threshold", id="proposal_threshold"),
+    pytest.param(lambda m, x, k: propose_from_channels(m, x, [2]), "channels", id="channel_index"),
+    pytest.param(lambda m, x, k: as_masks(k, 3, (S, S)), "expected", id="as_masks_count"),
 ])
-def test_bad_input(call, err, match):
+def test_bad_input(call, match):
     x, masks = hand_data()
-    with pytest.raises(err, match=match):
+    with pytest.raises(InputError, match=match):
         call(hand_model(), x, masks)
 
 
@@ -226,7 +230,7 @@ def test_subclassed_model_is_refused_with_its_reason():
     model = Sub()
     model(np.zeros((1, S, S, 1), np.float32))
     x, masks = hand_data()
-    with pytest.raises((UnsupportedLayerError, InputError), match="subclassed|4-D|layer"):
+    with pytest.raises(UnsupportedLayerError, match="subclassed model; filter analysis needs its feature maps"):
         filter_analysis(model, x, masks)
 
 
@@ -253,7 +257,7 @@ def test_the_shortcut_model_follows_the_artefact(trained):
     short, upper, t = trained
     acc = {k: {v: accuracy(m, s.x, s.y) for v, s in t.items()} for k, m in (("s", short), ("u", upper))}
     assert acc["s"]["same"] >= 0.95 and acc["s"]["swapped"] <= 0.25, acc
-    assert acc["u"]["swapped"] >= acc["u"]["same"] - 0.1 and acc["u"]["same"] > 0.4, acc
+    assert acc["u"]["same"] >= 0.7 and acc["u"]["swapped"] >= acc["u"]["same"] - 0.15, acc
 
 
 def test_filters_ranked_first_are_the_artefact_driven_ones(trained):
@@ -266,8 +270,8 @@ def test_filters_ranked_first_are_the_artefact_driven_ones(trained):
     caused = np.maximum(a_on - a_off, 0).sum((0, 1, 2)) / np.maximum(a_on.sum((0, 1, 2)), 1e-12)
     alive = np.isfinite(r.shares)
     assert spearmanr(r.shares[alive], caused[alive])[0] >= 0.6
-    assert np.all(caused[r.top(3)] >= 0.9), caused[r.top(3)]
-    assert len(r.irrelevant) >= 3 and np.all(caused[r.irrelevant] >= 0.6)
+    assert np.all(caused[r.top(3)] >= 0.8), caused[r.top(3)]
+    assert len(r.irrelevant) >= 3 and np.all(caused[r.irrelevant] >= 0.5)
     others = np.setdiff1d(np.flatnonzero(alive), r.irrelevant)
     assert caused[r.irrelevant].mean() >= caused[others].mean() + 0.4
 
@@ -285,7 +289,38 @@ def test_cam_points_at_the_artefact_only_for_the_shortcut_model(trained):
     fu = filter_analysis(upper, same.x, same.artefact_masks)
     assert np.nanmax(fs.irrelevant_contribution) >= 0.5
     assert np.nanmax(fu.irrelevant_contribution) <= 0.1
-    # the automatic proposal from the top channels lands on the artefact
-    prop = propose_from_channels(short, same.x, fs.top(3))
-    hit = (prop & same.artefact_masks).sum((1, 2)) / np.maximum(prop.sum((1, 2)), 1)
-    assert np.median(hit) >= 0.5
+    # automatic proposals land on the artefact (within one cell of the 8x8 feature map) for
+    # the shortcut model; the upper bound's CAM outside the object lands elsewhere
+    near = binary_dilation(same.artefact_masks, np.ones((1, 9, 9), bool))
+
+    def landing(prop):
+        some = prop.any((1, 2))
+        return some.mean(), np.median((prop & near).sum((1, 2))[some] / prop.sum((1, 2))[some])
+
+    some, on = landing(propose_from_channels(short, same.x, fs.irrelevant, threshold=0.3))
+    assert some >= 0.75 and on >= 0.9, (some, on)
+    some, on = landing(propose_from_cam(short, same.x, same.object_masks))
+    assert some >= 0.9 and on >= 0.9, (some, on)
+    assert landing(propose_from_cam(upper, same.x, same.object_masks))[1] <= 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["sketches", "symbols", "xrays"])
+def test_detection_at_the_default_size(dataset):
+    """64 px, 800 training images: the shortcut model follows the artefact and CAM says so;
+    the upper bound (artefact uninformative) neither follows it nor looks at it."""
+    data = {v: make_artefact_set(dataset, 160, split="test", variant=v, correlation=1.0, size=64)
+            for v in ("same", "swapped")}
+    train = dict(epochs=10, lr=0.005, widths=(16, 32, 64), convs_per_block=1, seed=0)
+    out = {}
+    for name, corr in (("shortcut", 1.0), ("upper_bound", 0.0)):
+        d = make_artefact_set(dataset, 800, correlation=corr, size=64)
+        model = train_classifier(d.x, d.y, **train)
+        mass = explanation_mass(model, data["same"].x, data["same"].artefact_masks)
+        out[name] = {v: accuracy(model, s.x, s.y) for v, s in data.items()} | {"mass": mass.score}
+        chance = mass.chance
+    s, u = out["shortcut"], out["upper_bound"]
+    print(dataset, out, chance)
+    assert s["same"] >= 0.9 and s["swapped"] <= 0.5 * s["same"], out
+    assert u["swapped"] >= u["same"] - 0.15, out
+    assert s["mass"] >= 2 * chance and s["mass"] >= 2 * u["mass"], (out, chance)
