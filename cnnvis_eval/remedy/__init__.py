@@ -1,0 +1,36 @@
+"""Find and remove irrelevant features (issue 17): the first slice — detection.
+
+- :mod:`~cnnvis_eval.remedy.masks` — the irrelevant region as masks: from arrays,
+  rectangles, polygons, or proposed from CAM / from channels (the thesis' ``Select_tool``);
+- :mod:`~cnnvis_eval.remedy.detect` — per-filter analysis of the last convolutional layer
+  and explanation mass on the irrelevant region;
+- :mod:`~cnnvis_eval.remedy.features` — the analysed feature map, its activations, the CAM
+  weights, masks downsampled to it;
+- :mod:`~cnnvis_eval.remedy.train` — the small VGG-style GAP classifier the remedies study.
+
+The data sets with artefacts are :mod:`cnnvis_eval.data.artefacts`.  The user's model is
+never modified.
+"""
+
+from .detect import FilterReport, MassReport, explanation_mass, filter_analysis
+from .features import analysis_layer, class_weights, downsample_masks, feature_maps
+from .masks import MaskSelection, as_masks, propose_from_cam, propose_from_channels
+from .train import accuracy, build_gap_classifier, train_classifier
+
+__all__ = [
+    "FilterReport",
+    "MaskSelection",
+    "MassReport",
+    "accuracy",
+    "analysis_layer",
+    "as_masks",
+    "build_gap_classifier",
+    "class_weights",
+    "downsample_masks",
+    "explanation_mass",
+    "feature_maps",
+    "filter_analysis",
+    "propose_from_cam",
+    "propose_from_channels",
+    "train_classifier",
+]
