@@ -280,7 +280,7 @@ def input_shift_explanations(model, x, explainer, shift=None, target=None, batch
     and parameters when the caller has it (one map per image of ``x``; its ``indices`` fix
     the target); then only ``(g, x + shift)`` is explained.  Returns ``(original, shifted)``.
     """
-    from .base import explainer_factory
+    from .base import explainer_factory, given_or_explained
 
     factory = explainer_factory(explainer, **explainer_params)
     spec = as_spec(model)
@@ -289,12 +289,8 @@ def input_shift_explanations(model, x, explainer, shift=None, target=None, batch
     shift = default_shift(spec) if shift is None else shift
     g = shift_model(spec, shift)
     target = user_target(target)
-    if original is not None:
-        if len(original) != len(x):
-            raise InputError(f"original holds {len(original)} explanations; x has {len(x)} images")
-        e1 = original
-    else:
-        e1 = factory(spec).explain(x, target=target, batch_size=batch_size, progress=False)
+    e1 = given_or_explained(original, len(x),
+                            lambda: factory(spec).explain(x, target=target, batch_size=batch_size, progress=False))
     fixed = fixed_target(bind(target, spec.graph, len(x)), e1.indices)
     xs = (x + _shift_image(spec, shift)[None]).astype(dtype)
     e2 = factory(g).explain(xs, target=fixed, batch_size=batch_size, progress=False)

@@ -173,6 +173,17 @@ def explainer_factory(explainer: Any, **params) -> Callable[[ModelSpec], Explain
     )
 
 
+def given_or_explained(original: Explanation | None, n: int, explain: Callable[[], Explanation]) -> Explanation:
+    """The caller's ``original`` explanation of ``n`` images (checked: one map per image),
+    or ``explain()`` when there is none; metrics that compare a reference explanation with
+    explanations of a changed model or input take the reference from the caller this way."""
+    if original is None:
+        return explain()
+    if len(original) != n:
+        raise InputError(f"original holds {len(original)} explanations; x has {n} images")
+    return original
+
+
 def method_name(explainer: Any) -> str:
     """A readable name for an explainer argument (for result tables)."""
     if isinstance(explainer, str):
@@ -363,6 +374,7 @@ def check_target_is_class(bound: BoundTarget, what: str):
 
 
 __all__ = [
+    "given_or_explained",
     "CATEGORIES",
     "METRICS",
     "Metric",

@@ -22,7 +22,7 @@ from ...models.clone import clone_with_weights
 from ...models.spec import as_spec
 from ...quiet import quiet_retracing
 from ...targets import bind, fixed_target, user_target
-from ..base import Metric, explainer_factory, make_metric, method_name, register_metric
+from ..base import Metric, explainer_factory, given_or_explained, make_metric, method_name, register_metric
 from .randomize import _Randomizer, layer_groups
 
 DEFAULT_SIMILARITY = ("spearman_abs", "spearman_signed", "ssim", "hog")
@@ -79,12 +79,8 @@ def randomization_explanations(
     work = clone_with_weights(model)
     rnd = _Randomizer(work, layer_groups(work, granularity), seed)
     target = user_target(target)
-    if original is not None:
-        if len(original) != len(x):
-            raise InputError(f"original holds {len(original)} explanations; x has {len(x)} images")
-        exp0 = original
-    else:
-        exp0 = factory(work).explain(x, target=target, batch_size=batch_size, progress=False)
+    exp0 = given_or_explained(original, len(x),
+                              lambda: factory(work).explain(x, target=target, batch_size=batch_size, progress=False))
     fixed = fixed_target(bind(target, work.graph, len(exp0)), exp0.indices)
     yield 0, "original", exp0
     shared = factory(work) if reuse_explainer else None
