@@ -1,0 +1,83 @@
+"""What the commands share: option values parsed and checked before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _split(values):
+    """Accept both ``--methods a b`` and ``--methods a,b``."""
+    if not values:
+        return ()
+    out = []
+    for v in values:
+        out += [p for p in v.split(",") if p]
+    return tuple(out)
+
+
+SYNTHETIC_DEFAULT = 8  # synthetic images of a bare ``synthetic`` in --images
+
+
+def _images(entries) -> dict:
+    """``--images`` entries -> ``{"photos": (...), "synthetic": N}``: photo names, and at most
+    one ``synthetic`` (:data:`SYNTHETIC_DEFAULT` images) or ``synthetic:N`` (N >= 1).
+
+    Raises
+    ------
+    InputError
+        A malformed or repeated ``synthetic`` entry (photo names are checked by RunConfig).
+    """
+    from ..errors import InputError
+
+    photos, synthetic, given = [], 0, None
+    for entry in entries:
+        if entry != "synthetic" and not entry.startswith("synthetic:"):
+            photos.append(entry)
+            continue
+        if given is not None:
+            raise InputError(f"--images gives the synthetic images twice ({given!r} and {entry!r}); "
+                             "give one synthetic:N")
+        given, n = entry, entry.partition(":")[2]
+        if entry == "synthetic":
+            synthetic = SYNTHETIC_DEFAULT
+        elif n.isdigit() and int(n) >= 1:  # isdigit: no sign, no spaces, no decimal point
+            synthetic = int(n)
+        else:
+            raise InputError(f"--images {entry!r}: N in synthetic:N must be a whole number >= 1, got {n!r}")
+    return {"photos": tuple(photos), "synthetic": synthetic}
+
+
+def _shape(text):
+    """``--input-shape H,W,C`` -> (H, W, C) (range checked by RunConfig)."""
+    from ..errors import InputError
+
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise InputError(f"--input-shape must be H,W,C (three whole numbers), got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def _check_writable(folder: Path) -> None:
+    """InputError unless ``folder`` exists as a writable folder or can be created.
+
+    Probes the folder itself, or its nearest existing parent, with an anonymous temporary
+    file (removed on close): nothing is left behind, and no run folder is made before the
+    run starts.  (A permission check would pass for root on a read-only mount.)
+    """
+    import tempfile
+
+    from ..errors import InputError
+
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"cannot write the run folder {str(folder)!r}: {str(probe)!r} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise InputError(f"cannot write the run folder {str(folder)!r}: {str(probe)!r} is not writable "
+                         f"({err.strerror or err})") from None
