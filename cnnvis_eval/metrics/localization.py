@@ -5,9 +5,16 @@ Inputs are heatmaps (N, H, W) (Explanations give their heatmaps) and ground-trut
 an image with an empty mask gets NaN (the metrics are undefined there; Zhang et al. leave
 such images out).
 
-All four metrics score a *random* heatmap at chance, i.e. at about the fraction of the
-image the mask covers (the pointing game with tolerance: the dilated mask's fraction), so
-the random explainer of :mod:`cnnvis_eval.metrics.controls` is their negative control.
+The four single-object metrics score a *random* heatmap at chance, i.e. at about the
+fraction of the image the mask covers (the pointing game with tolerance: the dilated mask's
+fraction), so the random explainer of :mod:`cnnvis_eval.metrics.controls` is their negative
+control.
+
+The two class-contrast metrics (:class:`ClassContrastMass`, :class:`ContrastPointingGame`)
+also take the other objects' pixels (``other_mask``) and ask whether the map tells the
+explained object from the others (scenes of :mod:`cnnvis_eval.data.scenes`); a model-blind
+map such as the Sobel edge control is at chance there, whatever it does on the one-object
+metrics.
 """
 
 from __future__ import annotations
@@ -113,7 +120,11 @@ class RelevanceRankAccuracy(Localization):
     """Relevance rank accuracy (Arras et al. 2022): with K = mask size, the fraction of
     the K highest-relevance pixels that lie inside the mask.
 
-    Ties at the K-th value are broken by raster order (stable sort).
+    Ties are counted by their expected value, as :class:`PointingGame` does: when the
+    K-th highest value is shared by t pixels (t_in of them in the mask) and only s of
+    the K places are left for them, they contribute ``s * t_in / t`` — the mean over
+    every way of breaking the tie.  A constant map therefore scores the mask's area
+    fraction (chance), wherever the mask sits, instead of 1 or 0 by raster order.
     """
 
     name = "relevance_rank_accuracy"
@@ -122,11 +133,12 @@ class RelevanceRankAccuracy(Localization):
         flat = heatmap.reshape(len(heatmap), -1)
         m = mask.reshape(len(mask), -1)
         k = m.sum(1)
-        order = np.argsort(-flat, axis=1, kind="stable")
-        ranked_in = np.take_along_axis(m, order, axis=1)  # mask membership in rank order
-        topk = np.arange(flat.shape[1])[None, :] < k[:, None]
+        kth = -np.sort(-flat, axis=1)[np.arange(len(flat)), np.maximum(k - 1, 0)][:, None]  # K-th highest
+        above, tied = flat > kth, flat == kth
+        left = k - above.sum(1)  # places of the top K the tied pixels share
         with np.errstate(invalid="ignore", divide="ignore"):
-            acc = (ranked_in & topk).sum(1) / np.where(k > 0, k, 1)
+            inside = (above & m).sum(1) + left * (tied & m).sum(1) / tied.sum(1)
+            acc = inside / np.where(k > 0, k, 1)
         return _empty_to_nan(acc, mask)
 
 
@@ -153,7 +165,86 @@ class EnergyPointingGame(Localization):
         return _empty_to_nan(acc, mask)
 
 
+class ClassContrast(Localization):
+    """Base of the class-contrast metrics: ``evaluate(heatmap (N, H, W), mask (N, H, W)
+    bool, other_mask (N, H, W) bool) -> (N,)``.
+
+    ``mask`` holds the pixels of the object of the explained class, ``other_mask`` those of
+    the other objects in the image (e.g. :meth:`cnnvis_eval.data.SceneSet.contrast_masks`).
+    Pixels in both count to the target only.  An image whose target or other mask is
+    empty gets NaN.  A class-discriminative map (Grad-CAM in the study) scores high; a
+    model-blind map (Sobel edges, noise) cannot tell the classes apart and scores at
+    chance when the target is drawn at random among the objects.
+    """
+
+    per_image = ("heatmap", "mask", "other_mask")
+
+    def check(self, data):
+        data = super().check(data)
+        other = check_masks(data["other_mask"], "other_mask", data["heatmap"].shape)
+        data["other_mask"] = other & ~data["mask"]
+        return data
+
+    @staticmethod
+    def _undefined(values, mask, other_mask):
+        """NaN where the target or the other objects have no pixel."""
+        return _empty_to_nan(_empty_to_nan(values, mask), other_mask)
+
+
+@register_metric
+class ClassContrastMass(ClassContrast):
+    """Relevance mass on the target object minus mass on the other objects, per pixel of
+    each region: with ``d_t`` and ``d_o`` the mean positive relevance over the target's
+    and over the other objects' pixels, ``(d_t - d_o) / (d_t + d_o)`` in [-1, 1].
+
+    1: all positive relevance on the target; -1: all on the other objects; 0 (chance):
+    equal density on both, e.g. a constant map or, on average, i.i.d. noise.  Per-pixel
+    densities keep the score from rewarding the larger object.  A map with no positive
+    relevance on any object scores 0.
+    """
+
+    name = "class_contrast_mass"
+
+    def evaluate_batch(self, heatmap, mask, other_mask):
+        pos = np.maximum(heatmap, 0.0).reshape(len(heatmap), -1)
+        t, o = mask.reshape(len(mask), -1), other_mask.reshape(len(mask), -1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d_t = (pos * t).sum(1) / t.sum(1)
+            d_o = (pos * o).sum(1) / o.sum(1)
+            total = d_t + d_o
+            values = np.where(total > 0, (d_t - d_o) / np.where(total > 0, total, 1.0), 0.0)
+        return self._undefined(values, mask, other_mask)
+
+
+@register_metric
+class ContrastPointingGame(ClassContrast):
+    """Target-vs-other pointing game: among the pixels of all objects (target and others),
+    a hit (1) when the map's maximum lies on the target, a miss (0) when it lies on
+    another object.  Pixels off every object are ignored, so the question is only *which*
+    object the map points at.
+
+    Tied maxima count by their expected value (the share of them on the target), as in
+    :class:`PointingGame`; chance for i.i.d. noise or a constant map is the target's share
+    of the object pixels, ``|target| / (|target| + |others|)``.
+    """
+
+    name = "contrast_pointing_game"
+
+    def evaluate_batch(self, heatmap, mask, other_mask):
+        flat = heatmap.reshape(len(heatmap), -1)
+        t, o = mask.reshape(len(mask), -1), other_mask.reshape(len(mask), -1)
+        on = t | o
+        peak = np.where(on, flat, -np.inf).max(1, keepdims=True)
+        is_max = on & (flat == peak)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            hits = (is_max & t).sum(1) / is_max.sum(1)
+        return self._undefined(hits, mask, other_mask)
+
+
 __all__ = [
+    "ClassContrast",
+    "ClassContrastMass",
+    "ContrastPointingGame",
     "EnergyPointingGame",
     "Localization",
     "PointingGame",
