@@ -4,9 +4,10 @@
   input space* (the preprocessed value 0), most relevant first, a fixed number of pixels
   per step; the curve is the target's score against the deleted fraction in [0, 1] and
   the metric is its area (trapezoid rule).  Lower is better.
-- **Insertion** (Petsiuk et al.): starts from a Gaussian-blurred image (kernel 11,
-  sigma 5, zero padding at the borders, as their code) and puts the original pixels back,
-  most relevant first.  Higher is better.
+- **Insertion** (Petsiuk et al.): starts from a blurred image (11 x 11 taps, sigma 5,
+  zero padding at the borders: the size, sigma and padding of their code, but a truncated
+  Gaussian kernel where theirs is nearly a box; see :func:`gaussian_blur`) and puts the
+  original pixels back, most relevant first.  Higher is better.
 - **AOPC** (Samek et al. 2017): non-overlapping square regions ordered by their summed
   relevance, most relevant first (MoRF) or least relevant first (LeRF), replaced one by
   one (default: uniform noise over the input range, as in the paper; seeded per image);
@@ -201,8 +202,21 @@ def region_ranks(heatmap: np.ndarray, patch_size: int, order: str = "morf",
 
 
 def gaussian_blur(x: np.ndarray, kernel: int = 11, sigma: float = 5.0) -> np.ndarray:
-    """Blur images (N, H, W, C) over H and W with a ``kernel`` x ``kernel`` Gaussian
-    (standard deviation ``sigma``, taps normalized to sum 1, zero padding)."""
+    """Blur images (N, H, W, C) over H and W; returns (N, H, W, C) of x's dtype.
+
+    The kernel is the separable ``kernel`` x ``kernel`` Gaussian of standard deviation
+    ``sigma`` truncated to the window, taps renormalized to sum 1 (for 11, 5 the 1-D taps
+    fall from 0.109 at the centre to 0.066 at the ends); the borders are zero-padded.
+
+    This is *not* the RISE code's kernel (``gkern`` in Petsiuk et al.'s evaluation code):
+    it builds its 11 x 11 kernel by ``scipy.ndimage.gaussian_filter`` of a delta with
+    sigma 5 in scipy's default ``mode="reflect"``, which folds the Gaussian's tails (out to
+    4 sigma = 20 px) back into the 11-px window, so its taps are nearly flat (0.094 at the
+    centre, 0.088 at the ends: close to an 11 x 11 box filter).  We keep a true (truncated)
+    Gaussian because that is what "kernel 11, sigma 5" names, and changing it would move
+    every stored insertion score for a small effect; both kernels share the window, the
+    padding and a similar spread (tap standard deviation 2.9 vs 3.1 px), so insertion
+    curves differ little, but they are not identical to RISE's."""
     if kernel < 1 or kernel % 2 == 0:
         raise InputError(f"blur kernel must be a positive odd size, got {kernel}")
     x = np.asarray(x)
