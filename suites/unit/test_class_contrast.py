@@ -40,7 +40,7 @@ def test_class_contrast_mass_hand_computed():
 
 def test_contrast_pointing_game_hand_computed():
     h, t, o = _case()
-    pg = lambda h: M.evaluate("contrast_pointing_game", h, t, o)[0]  # noqa: E731
+    pg = lambda h: M.evaluate("contrast_pointing_game", h, t, o)[0]
     assert pg(h) == 1.0  # the 100 off the objects is ignored; 3 on the target beats 1
     h2 = h.copy()
     h2[0, 3, 2] = 4.0

@@ -51,20 +51,24 @@ def test_masks_are_the_pixels_drawn_in_each_objects_colour(scenes):
             assert mask.sum() >= 20
 
 
+def _full_area(o):
+    """Pixels of an object's whole polygon, occluded or not (rasterized anew from its pose)."""
+    rr, _ = polygon(*shape_polygon(o["shape"], o["cy"], o["cx"], o["r"], o["theta"]).T, (64, 64))
+    return len(rr)
+
+
 def test_occlusion_happens_and_is_bounded():
     s = make_scenes(24, 64, seed=5, max_occlusion=0.4)
     hidden = []
     for masks, objs in zip(s.object_masks, s.objects):
         for mask, o in zip(masks, objs):
-            rr, cc = polygon(*shape_polygon(o["shape"], o["cy"], o["cx"], o["r"], o["theta"]).T, (64, 64))
-            hidden.append(1 - mask.sum() / len(rr))
+            hidden.append(1 - mask.sum() / _full_area(o))
     hidden = np.array(hidden)
     assert hidden.max() <= 0.4 + 1e-9 and (hidden > 0.02).any()
     apart = make_scenes(8, 64, seed=5, max_occlusion=0.0)
     for masks, objs in zip(apart.object_masks, apart.objects):
         for mask, o in zip(masks, objs):
-            rr, cc = polygon(*shape_polygon(o["shape"], o["cy"], o["cx"], o["r"], o["theta"]).T, (64, 64))
-            assert mask.sum() == len(rr)
+            assert mask.sum() == _full_area(o)
 
 
 def test_contrast_masks(scenes):
