@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .options import _check_writable, _images, _shape, _split
+from .options import _check_writable, _images, _shape, _split, check_counts
 
 
 def _check_run_options(args, config) -> Path:
@@ -15,8 +15,7 @@ def _check_run_options(args, config) -> Path:
     from ..errors import InputError
     from ..report.benchmarks import load_benchmarks
 
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    check_counts(args, ("workers",))
     if args.run_id is not None and (Path(args.run_id).name != args.run_id or args.run_id in ("", ".", "..")):
         raise InputError(f"--run-id must be a folder name (no path), got {args.run_id!r}")
     for path in config.model_files:
@@ -108,9 +107,7 @@ def _executor(args, modules=()):
         return None
     from ..evaluation.ray_executor import RayExecutor, check_address, import_ray
 
-    for flag in ("workers", "images_per_task"):
-        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
-            raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    check_counts(args)
     import_ray()
     check_address(args.ray_address)
     per_task = {"images_per_task": args.images_per_task} if getattr(args, "images_per_task", None) else {}
@@ -121,13 +118,11 @@ def cmd_plan(args) -> int:
     """``cnnvis-eval plan``: the cells, CPU-hours and wall time of a run configuration (the
     run's options; ``--study``: the study's full grid) on ``--workers`` workers of relative
     ``--speed``, from the cost table (:mod:`cnnvis_eval.evaluation.plan`); nothing runs."""
-    from ..errors import CnnVisError, InputError
+    from ..errors import CnnVisError
     from ..evaluation.plan import plan, study_config
 
     try:
-        for flag in ("workers", "images_per_task"):
-            if getattr(args, flag) is not None and getattr(args, flag) < 1:
-                raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+        check_counts(args)
         config = study_config() if args.study else _run_config(args)
         p = plan(config, workers=args.workers or 1, speed=args.speed, images_per_task=args.images_per_task)
     except CnnVisError as err:
