@@ -11,8 +11,10 @@ Quick start::
 
 from __future__ import annotations
 
+from . import runtime as _runtime
 from . import quiet as _quiet
 
+_runtime.configure()  # before TensorFlow's first tensor: its CPU allocator reads it (see runtime)
 _quiet.setup()  # before anything imports TensorFlow: its start-up chatter stays hidden
 
 from . import errors  # noqa: E402
