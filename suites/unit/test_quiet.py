@@ -47,15 +47,7 @@ def _start(args, **env_extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-@pytest.fixture(scope="module")
-def runs():
-    """Four fresh interpreters, started together (each imports TensorFlow)."""
-    procs = {
-        "cli": _start(["-m", "cnnvis_eval.cli", "list"]),
-        "cli_verbose": _start(["-m", "cnnvis_eval.cli", "list", "--verbose"]),
-        "api": _start(["-c", API_SCRIPT]),
-        "api_verbose": _start(["-c", API_SCRIPT], CNNVIS_VERBOSE="1"),
-    }
+def _finish(procs: dict) -> dict:
     out = {}
     for name, p in procs.items():
         stdout, stderr = p.communicate(timeout=600)
@@ -64,23 +56,39 @@ def runs():
     return out
 
 
-def test_cli_is_quiet_by_default_and_verbose_on_request(runs):
-    stdout, stderr = runs["cli"]
+@pytest.fixture
+def cli_runs():
+    """The CLI in two fresh interpreters, quiet and verbose, started together (each imports
+    TensorFlow; one fixture per test so that the tests, on different xdist workers, do not
+    each start all four)."""
+    return _finish({"cli": _start(["-m", "cnnvis_eval.cli", "list"]),
+                    "cli_verbose": _start(["-m", "cnnvis_eval.cli", "list", "--verbose"])})
+
+
+@pytest.fixture
+def api_runs():
+    """The API script in two fresh interpreters, quiet and verbose, started together."""
+    return _finish({"api": _start(["-c", API_SCRIPT]),
+                    "api_verbose": _start(["-c", API_SCRIPT], CNNVIS_VERBOSE="1")})
+
+
+def test_cli_is_quiet_by_default_and_verbose_on_request(cli_runs):
+    stdout, stderr = cli_runs["cli"]
     assert "methods:" in stdout
     assert not TF_LINE.search(stderr), stderr
-    _, verbose = runs["cli_verbose"]
+    _, verbose = cli_runs["cli_verbose"]
     if not TF_LINE.search(verbose):
         pytest.skip("TensorFlow printed nothing at start-up on this machine: nothing to hide")
     assert TF_LINE.search(verbose)
 
 
-def test_api_hides_its_own_retracing_but_not_the_users(runs):
-    stdout, stderr = runs["api"]
+def test_api_hides_its_own_retracing_but_not_the_users(api_runs):
+    stdout, stderr = api_runs["api"]
     assert "level 2" in stdout and "done" in stdout
     assert not TF_LINE.search(stderr), stderr
     assert not LIBRARY_RETRACING.search(stderr), stderr
     assert USER_RETRACING.search(stderr), stderr  # a warning meant for the user still shows
-    _, verbose = runs["api_verbose"]
+    _, verbose = api_runs["api_verbose"]
     assert LIBRARY_RETRACING.search(verbose), verbose
     assert USER_RETRACING.search(verbose)
 
