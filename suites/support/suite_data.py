@@ -10,6 +10,7 @@ import numpy as np
 from cnnvis_eval.data.synthetic import make_synthetic
 from cnnvis_eval.evaluation import GRID_PARAMS
 from suites.support.models import mini_spec
+from suites.support.shared_cache import cached_array
 
 # fast settings for repeated use on the mini models (the methods' defaults are the papers'):
 # the comparison run's, except RISE with more masks (its maps are noisy at 250 on 64 px) and
@@ -88,11 +89,15 @@ def explained(method: str, model: str, n: int = 16, marker: bool = False) -> Exp
         syn = benchmark(n, shortcut=marker)
         x = spec.preprocess(syn.images)
         target = cv.ClassTarget(syn.labels)
-        if method.startswith("control:"):
-            from cnnvis_eval.metrics import CONTROLS
 
-            heat = CONTROLS[method.split(":", 1)[1]](spec).explain(x, target=target).heatmap
-        else:
-            heat = cv.explain(method, spec, x, target=target, progress=False, **params(method)).heatmap
+        def compute():
+            if method.startswith("control:"):
+                from cnnvis_eval.metrics import CONTROLS
+
+                return CONTROLS[method.split(":", 1)[1]](spec).explain(x, target=target).heatmap
+            return cv.explain(method, spec, x, target=target, progress=False, **params(method)).heatmap
+
+        # shared with the other xdist workers of this session (suites.support.shared_cache)
+        heat = cached_array(("explained", method, model, n, marker, sorted(params(method).items())), compute)
         _EXPLAINED[key] = Explained(heat, spec, syn, x)
     return _EXPLAINED[key]
