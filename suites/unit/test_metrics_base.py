@@ -15,7 +15,8 @@ EXPECTED = {
     "randomization": {"model_randomization", "random_logit"},
     "faithfulness": {"deletion_auc", "insertion_auc", "aopc_morf", "aopc_lerf"},
     "localization": {"pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "energy_pointing_game",
-                     "class_contrast_mass", "contrast_pointing_game", "part_importance_correlation"},
+                     "class_contrast_mass", "contrast_pointing_game", "part_importance_correlation",
+                     "suppressor_mass"},
     "complexity": {"sparseness", "entropy"},
     "axioms": {"conservation_error", "input_invariance_error"},
 }
