@@ -38,6 +38,9 @@ def test_shapes_and_balanced_classes(birds):
     np.testing.assert_array_equal(np.bincount(birds.labels), [N // 4] * 4)
     assert (birds.part_masks.sum(1) <= 1).all()  # disjoint
     assert birds.part_masks.sum((2, 3)).min() >= 30  # every part visible
+    for size in (48, 128):  # the bird fits at the smallest and largest sizes
+        small = make_parts(8, size, seed=0)
+        assert small.part_masks.sum((2, 3)).min() >= 10 and small.images.shape[1:3] == (size, size)
 
 
 def _variants_from_pixels(image, masks):
