@@ -10,7 +10,7 @@ Importing this package registers all metrics.  The control explainers (constant,
 detector, random) live in :mod:`cnnvis_eval.metrics.controls`.
 """
 
-from . import axioms, complexity, faithfulness, localization, randomization, similarity  # noqa: F401
+from . import axioms, complexity, faithfulness, localization, parts, randomization, similarity  # noqa: F401
 from .base import (
     CATEGORIES,
     METRICS,
@@ -35,6 +35,7 @@ from .randomization import (
 )
 from .axioms import input_shift_explanations, shift_model
 from .similarity import agreement_matrix, pairwise_similarity
+from .parts import part_importance
 
 
 def evaluate(metric: str, *args, batch_size: int | None = None, params: dict | None = None, **kwargs):
@@ -64,6 +65,7 @@ __all__ = [
     "long_frame",
     "make_metric",
     "pairwise_similarity",
+    "part_importance",
     "randomization_curve",
     "randomization_explanations",
     "randomized_models",

@@ -15,6 +15,10 @@ also take the other objects' pixels (``other_mask``) and ask whether the map tel
 explained object from the others (scenes of :mod:`cnnvis_eval.data.scenes`); a model-blind
 map such as the Sobel edge control is at chance there, whatever it does on the one-object
 metrics.
+
+:class:`SuppressorMass` (lower is better) measures the share of relevance on a region
+that carries no class information but that the model uses to cancel noise (the
+suppressor variant of :mod:`cnnvis_eval.data.suppressor`).
 """
 
 from __future__ import annotations
@@ -241,6 +245,50 @@ class ContrastPointingGame(ClassContrast):
         return self._undefined(hits, mask, other_mask)
 
 
+@register_metric
+class SuppressorMass(Localization):
+    """Share of the positive relevance on a suppressor region, ``sum(R+ in mask) / sum(R+)``;
+    lower is better.
+
+    ``evaluate(heatmap (N, H, W), suppressor_mask (N, H, W) bool) -> (N,)``.  A suppressor
+    (XAI-TRIS, Clark et al. 2023; Haufe et al. 2014) carries no class information, yet a
+    model uses it to cancel noise in the class signal
+    (:func:`cnnvis_eval.data.suppressor.make_suppressor`): a map that shows where the class
+    information is gives it little mass; the model's gradient and a model-blind edge map
+    give it a lot.
+
+    Parameters
+    ----------
+    absolute : bool
+        False (default): positive relevance only, as :class:`RelevanceMassAccuracy`.  True:
+        ``|R|``, so that the negative weight a linear model puts on a suppressor counts too.
+
+    A map without any (positive) relevance scores 0; an empty mask gives NaN.
+    """
+
+    name = "suppressor_mass"
+    higher_is_better = False
+    per_image = ("heatmap", "suppressor_mask")
+
+    def __init__(self, absolute: bool = False):
+        super().__init__(absolute=bool(absolute))
+        self.absolute = bool(absolute)
+
+    def check(self, data):
+        heat = check_maps(data["heatmap"], "heatmap")
+        data["heatmap"] = heat
+        data["suppressor_mask"] = check_masks(data["suppressor_mask"], "suppressor_mask", heat.shape)
+        return data
+
+    def evaluate_batch(self, heatmap, suppressor_mask):
+        rel = (np.abs(heatmap) if self.absolute else np.maximum(heatmap, 0.0)).reshape(len(heatmap), -1)
+        m = suppressor_mask.reshape(len(heatmap), -1)
+        total = rel.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(total > 0, (rel * m).sum(1) / np.where(total > 0, total, 1.0), 0.0)
+        return _empty_to_nan(share, suppressor_mask)
+
+
 __all__ = [
     "ClassContrast",
     "ClassContrastMass",
@@ -250,5 +298,6 @@ __all__ = [
     "PointingGame",
     "RelevanceMassAccuracy",
     "RelevanceRankAccuracy",
+    "SuppressorMass",
     "dilate",
 ]

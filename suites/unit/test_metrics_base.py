@@ -13,9 +13,11 @@ from cnnvis_eval.metrics import base as B
 EXPECTED = {
     "similarity": {"spearman_abs", "spearman_signed", "ssim", "hog", "pearson", "topk_iou", "cosine"},
     "randomization": {"model_randomization", "random_logit"},
-    "faithfulness": {"deletion_auc", "insertion_auc", "aopc_morf", "aopc_lerf"},
+    "faithfulness": {"deletion_auc", "insertion_auc", "aopc_morf", "aopc_lerf", "deletion_gain", "insertion_gain",
+                     "road_morf_gain", "road_lerf_gain"},
     "localization": {"pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "energy_pointing_game",
-                     "class_contrast_mass", "contrast_pointing_game"},
+                     "class_contrast_mass", "contrast_pointing_game", "part_importance_correlation",
+                     "suppressor_mass"},
     "complexity": {"sparseness", "entropy"},
     "axioms": {"conservation_error", "input_invariance_error"},
 }

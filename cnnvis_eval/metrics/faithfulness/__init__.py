@@ -1,7 +1,9 @@
 """Faithfulness metrics: deletion, insertion and AOPC as registered :class:`Metric` classes.
 
 The curves they reduce (and the module documentation: score, order, batching) are in
-:mod:`cnnvis_eval.metrics.faithfulness.curves`; both are importable from here.
+:mod:`cnnvis_eval.metrics.faithfulness.curves`; both are importable from here.  The gains
+of :mod:`.normalized` (deletion, insertion and ROAD against random orders, per unit of the
+clean score) compare across models.
 """
 
 from __future__ import annotations
@@ -117,13 +119,20 @@ class AOPCLeRF(_AOPC):
     order = "lerf"
 
 
+# the gains subclass Faithfulness: imported once it is defined
+from .normalized import DeletionGain, InsertionGain, RoadLeRFGain, RoadMoRFGain, random_maps  # noqa: E402
+
 __all__ = [
     "AOPCLeRF",
     "AOPCMoRF",
     "Curve",
     "DeletionAUC",
+    "DeletionGain",
     "Faithfulness",
     "InsertionAUC",
+    "InsertionGain",
+    "RoadLeRFGain",
+    "RoadMoRFGain",
     "aopc",
     "auc",
     "deletion_curve",
@@ -131,6 +140,7 @@ __all__ = [
     "insertion_curve",
     "noisy_linear_impute",
     "pixel_ranks",
+    "random_maps",
     "region_curve",
     "region_ranks",
     "road_curve",

@@ -8,7 +8,7 @@ linear imputation fills each removed pixel with the weighted mean of its 8 neigh
 unknowns of the same sparse linear system) plus a little Gaussian noise, so the removal
 leaves no shape the model could read.
 
-:func:`noisy_linear_impute` is the imputation; :func:`road_curve` the MoRF curve at a few
+:func:`noisy_linear_impute` is the imputation; :func:`road_curve` the MoRF (or LeRF) curve at a few
 removal fractions, scored through :func:`~cnnvis_eval.metrics.faithfulness.curves.run_schedule`.
 """
 
@@ -102,9 +102,10 @@ def _impute_all(x: np.ndarray, rank: np.ndarray, ks: list, noise: float, seed: i
 
 def road_curve(model, x, heatmap, target=None, *, fractions=(0.1, 0.3, 0.5, 0.7, 0.9), noise: float = 0.01,
                seed: int = 0, score: str = "logit", absolute: bool = False, batch_size: int = 128,
-               workers: int | None = None) -> Curve:
+               workers: int | None = None, order: str = "morf") -> Curve:
     """ROAD curve: the target's score after removing the most relevant ``fraction`` of the
-    pixels and imputing them (:func:`noisy_linear_impute`), for each fraction.
+    pixels (``order="morf"``; the least relevant with ``"lerf"``) and imputing them
+    (:func:`noisy_linear_impute`), for each fraction.
 
     Parameters
     ----------
@@ -116,12 +117,19 @@ def road_curve(model, x, heatmap, target=None, *, fractions=(0.1, 0.3, 0.5, 0.7,
     score, absolute, batch_size : as :func:`~cnnvis_eval.metrics.faithfulness.deletion_curve`
     workers : int, optional
         Threads for the imputations (default: the CPU count); the curve does not depend on it.
+    order : "morf" (default) or "lerf"
+        Most or least relevant pixels first (Rong et al. report both; ties in raster order).
 
     Returns
     -------
     Curve with ``fractions`` (K + 1,) = 0 then the given ones; ``scores`` (N, K + 1).
     """
+    if order not in ("morf", "lerf"):
+        raise InputError(f"order must be 'morf' (most relevant first) or 'lerf', got {order!r}")
     spec, x, heat, bound = _setup(model, x, heatmap, target)
+    if order == "lerf":
+        heat = -(np.abs(heat) if absolute else heat)
+        absolute = False
     fr = np.asarray(fractions, np.float64)
     if fr.ndim != 1 or len(fr) == 0 or np.any(fr <= 0) or np.any(fr >= 1):
         raise InputError(f"fractions must be values in (0, 1), got {fractions!r}")
