@@ -30,6 +30,14 @@ penalized.  The gradient reaches both the activations and the head's weights.  I
 layer to be the one a GAP + linear head pools (otherwise there is no CAM).  Images with an
 empty mask are left out of the mean (0 if the batch has none).
 
+A blind spot, measured (symbols, 64 px): ``ReLU`` keeps only the *positive* evidence for the
+true class, so the model can keep using the artefact as evidence *against* the other
+classes — the true class's CAM leaves the mask (CAM mass 0.0) and the shortcut stays.
+``contrast=True`` penalizes the class-contrast map instead, ``V[:, y] = W[:, y] -
+mean_{c != y} W[:, c]`` (the class's lead over the others, what
+:func:`~cnnvis_eval.remedy.detect.filter_analysis` ranks contributions by), which counts
+both: the ``"pasa_contrast"`` remedy.
+
 **RRR** (Right for the Right Reasons, Ross et al. 2017, eq. 1)::
 
     P_RRR = mean_n  sum_{h,w,c} ( M[n,h,w] * d/dx[n,h,w,c] sum_k log softmax(f(x_n))_k )^2
@@ -69,16 +77,21 @@ def pas_penalty(a, m, eps: float = EPS):
     return tf.reduce_mean(inside / (total + eps))
 
 
-def class_maps(a, weights, y):
-    """``ReLU(sum_k W[k, y_n] ReLU(A_n)_k)``: the CAM of each image's class, float32 (N, h, w).
+def class_maps(a, weights, y, contrast: bool = False):
+    """``ReLU(sum_k V[k, y_n] ReLU(A_n)_k)``: the CAM of each image's class, float32 (N, h, w).
 
-    ``weights`` float (K, classes); ``y`` int (N,)."""
+    ``weights`` float (K, classes); ``y`` int (N,).  ``V = W``, or with ``contrast``
+    ``V[:, c] = W[:, c] - mean_{c' != c} W[:, c']`` (the class's lead over the others)."""
     a = tf.nn.relu(tf.cast(a, tf.float32))
-    w = tf.gather(tf.cast(weights, tf.float32), tf.cast(y, tf.int32), axis=1)  # (K, N)
+    w = tf.cast(weights, tf.float32)
+    if contrast:
+        k = tf.cast(tf.shape(w)[1], tf.float32)
+        w = w - (tf.reduce_sum(w, axis=1, keepdims=True) - w) / tf.maximum(k - 1.0, 1.0)
+    w = tf.gather(w, tf.cast(y, tf.int32), axis=1)  # (K, N)
     return tf.nn.relu(tf.einsum("nhwk,kn->nhw", a, w))
 
 
-def pasa_penalty(a, m, weights, y, eps: float = EPS):
+def pasa_penalty(a, m, weights, y, eps: float = EPS, contrast: bool = False):
     """PASA: mean ratio of the true class's CAM inside / outside the mask (module docstring).
 
     Parameters
@@ -89,12 +102,14 @@ def pasa_penalty(a, m, weights, y, eps: float = EPS):
         The CAM weights (the linear head's kernel).
     y : int tensor (N,)
         True classes.
+    contrast : bool
+        Use the class-contrast map (:func:`class_maps`) instead of the CAM.
 
     Returns
     -------
     scalar float32 tensor >= 0
     """
-    cam = class_maps(a, weights, y)
+    cam = class_maps(a, weights, y, contrast)
     m = tf.cast(m, tf.float32)
     area_in = tf.reduce_sum(m, axis=(1, 2))
     area_out = tf.reduce_sum(1.0 - m, axis=(1, 2))

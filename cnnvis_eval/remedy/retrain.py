@@ -9,6 +9,7 @@ remedy                 what the fine-tuning sees
 ``"plain"``            the training data, cross-entropy only (baseline)
 ``"pas"``              CE + lam * PAS (:func:`~cnnvis_eval.remedy.losses.pas_penalty`)
 ``"pasa"``             CE + lam * PASA (needs a GAP + linear head)
+``"pasa_contrast"``    PASA on the class-contrast map (``contrast=True``)
 ``"rrr"``              CE + lam * RRR, Right for the Right Reasons (Ross et al. 2017)
 ``"random_crop"``      images whose mask region is cut from another image
 ``"inpaint"``          images whose mask region is inpainted (generative replacement)
@@ -47,7 +48,7 @@ from .losses import EPS, pas_penalty, pasa_penalty, rrr_penalty
 from .masks import as_masks, augment_masks
 from .replace import inpaint_replace, noise_replace, random_crop_replace
 
-LOSS_REMEDIES = ("pas", "pasa", "rrr")
+LOSS_REMEDIES = ("pas", "pasa", "pasa_contrast", "rrr")
 REPLACEMENTS = {"random_crop": random_crop_replace, "inpaint": inpaint_replace, "noise": noise_replace}
 REMEDIES = ("plain",) + LOSS_REMEDIES + tuple(REPLACEMENTS) + ("selective_dropout",)
 
@@ -94,9 +95,9 @@ class _Plan:
 def _resolve(model, remedy, x, masks, layer, channels) -> _Plan:
     spec = as_spec(model)
     check_inputs(spec, x)
-    needs_layer = remedy in ("pas", "pasa", "selective_dropout") or layer is not None
+    needs_layer = remedy in ("pas", "pasa", "pasa_contrast", "selective_dropout") or layer is not None
     name = analysis_layer(spec, layer, what=f"the {remedy} remedy") if needs_layer else None
-    if remedy == "pasa" and class_weights(spec, name) is None:
+    if remedy.startswith("pasa") and class_weights(spec, name) is None:
         raise UnsupportedArchitectureError(
             f"PASA needs a CAM head (GlobalAveragePooling2D -> Dense) pooling layer {name!r}; "
             f"model {spec.name!r} has none there (use remedy='pas')")
@@ -154,7 +155,7 @@ def retrain(model, data, *, remedy: str = "pas", lam: float = 1.0, epochs: int =
         Unknown remedy, ``lam < 0``, bad training settings, masks of the wrong shape, a
         layer that is not a convolutional feature map.
     UnsupportedArchitectureError
-        ``"pasa"`` on a model without a GAP + linear head at ``layer``.
+        ``"pasa"`` / ``"pasa_contrast"`` on a model without a GAP + linear head at ``layer``.
     UnsupportedLayerError
         A subclassed model (its layers cannot be reached).
     """
@@ -190,7 +191,7 @@ def retrain(model, data, *, remedy: str = "pas", lam: float = 1.0, epochs: int =
         keep[plan.channels] = 0.0
         keep = tf.constant(keep)
         overrides = {node.name: lambda *a, **kw: graph.call_layer(node, *a, **kw) * keep}
-    weights = find_cam_head(graph).linear.layer.kernel if remedy == "pasa" else None
+    weights = find_cam_head(graph).linear.layer.kernel if remedy.startswith("pasa") else None
     variables = clone.trainable_variables
     optimizer = keras.optimizers.Adam(lr)
     optimizer.build(variables)
@@ -205,14 +206,14 @@ def retrain(model, data, *, remedy: str = "pas", lam: float = 1.0, epochs: int =
         with tf.GradientTape() as tape:
             if remedy == "rrr":
                 penalty, logits = rrr_penalty(lambda t: forward(t, [out_key])[0], xb, mb)
-            elif remedy in ("pas", "pasa"):
+            elif remedy in ("pas", "pasa", "pasa_contrast"):
                 a, logits = forward(xb, [key, out_key])
                 low = tf.image.resize(mb[..., None], tf.shape(a)[1:3], method="area")[..., 0]
                 if remedy == "pas":
                     penalty = pas_penalty(a, low, eps)
                 else:
                     w = tf.reshape(weights, (-1,) + tuple(weights.shape[-2:]))
-                    penalty = pasa_penalty(a, low, tf.reduce_sum(w, 0), yb, eps)
+                    penalty = pasa_penalty(a, low, tf.reduce_sum(w, 0), yb, eps, remedy == "pasa_contrast")
             else:
                 logits = forward(xb, [out_key])[0]
                 penalty = tf.constant(0.0)
@@ -285,7 +286,7 @@ def lambda_sweep(model, data, validation, *, remedy: str = "pas",
         Choosing data: it must contain images where the shortcut misleads (e.g. the
         validation split with the artefact swapped), else the largest accuracy is the
         shortcut's and lambda = 0 wins.
-    remedy : {"pas", "pasa", "rrr"}
+    remedy : {"pas", "pasa", "pasa_contrast", "rrr"}
     lams : sequence of float >= 0
     **kwargs
         For :func:`retrain` (epochs, lr, seed, ...).

@@ -84,6 +84,14 @@ def test_pasa_penalty_matches_numpy():
     got = float(pasa_penalty(tf.constant(a, tf.float32), tf.constant(m, tf.float32), tf.constant(w, tf.float32),
                              tf.constant(y), eps=1e-3))
     assert got == pytest.approx(np.mean(ratios), rel=1e-5)
+    # the class-contrast map: the class's weights minus the mean of the others'
+    v = w - (w.sum(1, keepdims=True) - w) / 2
+    cam = np.maximum(np.einsum("nhwk,kn->nhw", np.maximum(a, 0), v[:, y]), 0)
+    ratios = [(cam[i] * m[i]).sum() / m[i].sum() / ((cam[i] * (1 - m[i])).sum() / (1 - m[i]).sum() + 1e-3)
+              for i in (0, 2, 3)]
+    got = float(pasa_penalty(tf.constant(a, tf.float32), tf.constant(m, tf.float32), tf.constant(w, tf.float32),
+                             tf.constant(y), eps=1e-3, contrast=True))
+    assert got == pytest.approx(np.mean(ratios), rel=1e-5)
     # scale-free: the same maps 10x larger give the same ratio (with eps = 0; positive maps)
     pos = [tf.constant(v, tf.float32) for v in (np.abs(a), m, np.abs(w))]
     big = float(pasa_penalty(10 * pos[0], pos[1], pos[2], tf.constant(y), eps=0.0))
@@ -165,7 +173,7 @@ def test_replacements_change_only_the_mask(fill):
 
 
 # ---------------------------------------------------------------------- retrain
-@pytest.mark.parametrize("remedy", ["pas", "pasa", "rrr", "random_crop", "selective_dropout"])
+@pytest.mark.parametrize("remedy", ["pas", "pasa", "pasa_contrast", "rrr", "random_crop", "selective_dropout"])
 def test_retrain_returns_a_trained_copy_and_leaves_the_model_alone(remedy):
     model = small_model()
     x, y, masks = small_data()
@@ -218,6 +226,9 @@ def test_lambda_sweep_reports_the_curve():
     pytest.param({"masks": np.zeros((8, 4, 4), bool)}, InputError, "masks have shape", id="mask_shape"),
     pytest.param({"model": "flatten", "remedy": "pasa"}, UnsupportedArchitectureError, "PASA needs a CAM head",
                  id="pasa_without_gap"),
+    pytest.param({"model": "flatten", "remedy": "pasa_contrast"}, UnsupportedArchitectureError,
+                 "PASA needs a CAM head", id="pasa_contrast_without_gap"),
+    pytest.param({"remedy": "pas", "mask_jitter": -2}, InputError, "jitter", id="negative_jitter"),
     pytest.param({"remedy": "selective_dropout", "channels": [9]}, InputError, "channels", id="channel_index"),
 ])
 def test_bad_input(kwargs, error, match):
@@ -229,4 +240,4 @@ def test_bad_input(kwargs, error, match):
 
 
 def test_remedy_names():
-    assert set(REMEDIES) == {"plain", "pas", "pasa", "rrr", "random_crop", "inpaint", "noise", "selective_dropout"}
+    assert set(REMEDIES) == {"plain", "pas", "pasa", "pasa_contrast", "rrr", "random_crop", "inpaint", "noise", "selective_dropout"}
