@@ -17,15 +17,15 @@ def add_parser(sub, common) -> None:
     r = sub.add_parser("remedy", parents=[common],
                        help="retrain a shortcut model away from its artefact; table per remedy (issue 17)")
     r.add_argument("--dataset", choices=DATASET_CHOICES, default="xrays", help="the data set (default xrays)")
-    r.add_argument("--remedies", nargs="+", default=["pas", "pasa", "rrr", "random_crop"], metavar="REMEDY",
-                   help=f"some of {', '.join(REMEDIES)} (default: pas pasa rrr random_crop)")
+    r.add_argument("--remedies", nargs="+", default=["pas", "pasa_contrast", "rrr", "random_crop"], metavar="REMEDY",
+                   help=f"some of {', '.join(REMEDIES)} (default: pas pasa_contrast rrr random_crop)")
     r.add_argument("--out", required=True, metavar="DIR", help="folder for remedies.parquet and remedies.html")
     r.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     r.add_argument("--n-train", type=int, default=800, help="training images (default 800)")
     r.add_argument("--n-test", type=int, default=160, help="images per test variant (default 160)")
     r.add_argument("--train-epochs", type=int, default=10,
                    help="epochs of the shortcut model and the upper bound (default 10)")
-    r.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs per remedy (default 5)")
+    r.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs per remedy (default 10)")
     r.add_argument("--lam", action="append", default=[], metavar="REMEDY=VALUE",
                    help="lambda of a loss remedy, e.g. pas=10; repeatable (default: the chosen ones)")
     r.add_argument("--no-upper-bound", action="store_true", help="skip training the upper bound")

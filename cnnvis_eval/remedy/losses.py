@@ -20,19 +20,26 @@ mask), so lambda is on the cross-entropy's scale.  Images with an empty mask add
 activation map ``C = ReLU(sum_k W[k, y] A_k)`` (``W`` the weights of a GAP + linear head, the
 CAM of Zhou et al. 2016) — and it is compared with the map outside the mask::
 
-    P_PASA = mean_{n: m_n != 0}  mean_in(C_n) / (mean_out(C_n) + eps)
+    r_n = mean_in(C_n) / (mean_out(C_n) + eps)                      (form="ratio")
+    P_PASA = mean_{n: m_n != 0}  r_n / (1 + r_n)
+           = mean_in / (mean_in + mean_out + eps)                   (form="share", default)
     mean_in(C)  = sum(C m) / sum(m),   mean_out(C) = sum(C (1 - m)) / sum(1 - m)
 
-The ratio is unchanged when the map is scaled, so it cannot be lowered by shrinking all
+Both are unchanged when the map is scaled, so they cannot be lowered by shrinking all
 activations (the weakness of a raw activation penalty that the thesis' adjustment removes):
-the class evidence must move off the mask.  Channels the true class does not weigh are not
-penalized.  The gradient reaches both the activations and the head's weights.  It needs the
-layer to be the one a GAP + linear head pools (otherwise there is no CAM).  Images with an
-empty mask are left out of the mean (0 if the batch has none).
+the class evidence must move off the mask.  The default bounds the ratio to [0, 1) (same
+ordering): the plain ratio explodes when the map is ~0 outside the mask — exactly the state of
+a shortcut model — and its gradient then swamps the cross-entropy (measured, symbols, 64 px:
+the ratio form brought clean accuracy to 0.18 at lambda 10 (5 epochs), and on the contrast
+map to 0.52 / 0.12 at lambda 1 / 3 (10 epochs); the share form at lambda 10 kept 0.98-1.0).  Channels the true class does
+not weigh are not penalized.  The gradient reaches both the activations and the head's
+weights.  It needs the layer to be the one a GAP + linear head pools (otherwise there is no
+CAM).  Images with an empty mask are left out of the mean (0 if the batch has none).
 
-A blind spot, measured (symbols, 64 px): ``ReLU`` keeps only the *positive* evidence for the
-true class, so the model can keep using the artefact as evidence *against* the other
-classes — the true class's CAM leaves the mask (CAM mass 0.0) and the shortcut stays.
+A blind spot, measured (64 px, lambda 10, 10 epochs): ``ReLU`` keeps only the *positive*
+evidence for the true class, so the model can keep using the artefact as evidence *against*
+the other classes — on x-rays the CAM's mass on the artefact went from 0.37 to 0.0 while
+accuracy with a swapped artefact stayed 0.0 (symbols: 0.08).
 ``contrast=True`` penalizes the class-contrast map instead, ``V[:, y] = W[:, y] -
 mean_{c != y} W[:, c]`` (the class's lead over the others, what
 :func:`~cnnvis_eval.remedy.detect.filter_analysis` ranks contributions by), which counts
@@ -91,7 +98,7 @@ def class_maps(a, weights, y, contrast: bool = False):
     return tf.nn.relu(tf.einsum("nhwk,kn->nhw", a, w))
 
 
-def pasa_penalty(a, m, weights, y, eps: float = EPS, contrast: bool = False):
+def pasa_penalty(a, m, weights, y, eps: float = EPS, contrast: bool = False, form: str = "share"):
     """PASA: mean ratio of the true class's CAM inside / outside the mask (module docstring).
 
     Parameters
@@ -104,10 +111,12 @@ def pasa_penalty(a, m, weights, y, eps: float = EPS, contrast: bool = False):
         True classes.
     contrast : bool
         Use the class-contrast map (:func:`class_maps`) instead of the CAM.
+    form : {"share", "ratio"}
+        ``mean_in / (mean_in + mean_out + eps)`` or ``mean_in / (mean_out + eps)``.
 
     Returns
     -------
-    scalar float32 tensor >= 0
+    scalar float32 tensor >= 0 (< 1 for ``form="share"``)
     """
     cam = class_maps(a, weights, y, contrast)
     m = tf.cast(m, tf.float32)
@@ -116,7 +125,12 @@ def pasa_penalty(a, m, weights, y, eps: float = EPS, contrast: bool = False):
     mean_in = tf.reduce_sum(cam * m, axis=(1, 2)) / tf.maximum(area_in, 1e-12)
     mean_out = tf.reduce_sum(cam * (1.0 - m), axis=(1, 2)) / tf.maximum(area_out, 1e-12)
     some = tf.cast(area_in > 0, tf.float32)
-    ratio = mean_in / (mean_out + eps) * some
+    if form == "ratio":
+        ratio = mean_in / (mean_out + eps) * some
+    elif form == "share":
+        ratio = mean_in / (mean_in + mean_out + eps) * some
+    else:
+        raise ValueError(f"form must be 'share' or 'ratio', got {form!r}")
     return tf.reduce_sum(ratio) / tf.maximum(tf.reduce_sum(some), 1.0)
 
 

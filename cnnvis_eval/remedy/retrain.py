@@ -107,7 +107,7 @@ def _resolve(model, remedy, x, masks, layer, channels) -> _Plan:
             ch = filter_analysis(spec, x, masks, layer=name).irrelevant
         else:
             ch = np.asarray(list(channels), int).reshape(-1)
-            k = feature_maps(spec, x[:1], name).shape[-1]
+            k = spec.graph.shape(spec.graph.key(name))[-1]
             if ch.size and (ch.min() < 0 or ch.max() >= k):
                 raise InputError(f"channels must be indices in [0, {k}) of layer {name!r}; got {ch.tolist()}")
     return _Plan(name, ch)
@@ -201,7 +201,8 @@ def retrain(model, data, *, remedy: str = "pas", lam: float = 1.0, epochs: int =
     def forward(t, outputs):
         return graph.run(tf.cast(t, graph.input_dtype), outputs, overrides)
 
-    @tf.function(input_signature=[spec_x, tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,) + masks.shape[1:])])
+    @tf.function(input_signature=[spec_x, tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,) + masks.shape[1:])],
+                 autograph=False)  # the branches below are on Python values, decided when tracing
     def step(xb, yb, mb):
         with tf.GradientTape() as tape:
             if remedy == "rrr":

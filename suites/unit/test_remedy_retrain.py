@@ -78,25 +78,22 @@ def test_pasa_penalty_matches_numpy():
     m[1] = 0.0  # left out of the mean
     w = rng.normal(0, 1, (5, 3))
     y = np.array([2, 0, 1, 2])
-    cam = np.maximum(np.einsum("nhwk,kn->nhw", np.maximum(a, 0), w[:, y]), 0)
-    ratios = [(cam[i] * m[i]).sum() / m[i].sum() / ((cam[i] * (1 - m[i])).sum() / (1 - m[i]).sum() + 1e-3)
-              for i in (0, 2, 3)]
-    got = float(pasa_penalty(tf.constant(a, tf.float32), tf.constant(m, tf.float32), tf.constant(w, tf.float32),
-                             tf.constant(y), eps=1e-3))
-    assert got == pytest.approx(np.mean(ratios), rel=1e-5)
-    # the class-contrast map: the class's weights minus the mean of the others'
-    v = w - (w.sum(1, keepdims=True) - w) / 2
-    cam = np.maximum(np.einsum("nhwk,kn->nhw", np.maximum(a, 0), v[:, y]), 0)
-    ratios = [(cam[i] * m[i]).sum() / m[i].sum() / ((cam[i] * (1 - m[i])).sum() / (1 - m[i]).sum() + 1e-3)
-              for i in (0, 2, 3)]
-    got = float(pasa_penalty(tf.constant(a, tf.float32), tf.constant(m, tf.float32), tf.constant(w, tf.float32),
-                             tf.constant(y), eps=1e-3, contrast=True))
-    assert got == pytest.approx(np.mean(ratios), rel=1e-5)
-    # scale-free: the same maps 10x larger give the same ratio (with eps = 0; positive maps)
+    contrast_w = w - (w.sum(1, keepdims=True) - w) / 2  # the class's weights minus the others' mean
+    for contrast, v in ((False, w), (True, contrast_w)):
+        cam = np.maximum(np.einsum("nhwk,kn->nhw", np.maximum(a, 0), v[:, y]), 0)
+        inside = np.array([(cam[i] * m[i]).sum() / m[i].sum() for i in (0, 2, 3)])
+        outside = np.array([(cam[i] * (1 - m[i])).sum() / (1 - m[i]).sum() for i in (0, 2, 3)])
+        for form, want in (("ratio", inside / (outside + 1e-3)), ("share", inside / (inside + outside + 1e-3))):
+            got = float(pasa_penalty(tf.constant(a, tf.float32), tf.constant(m, tf.float32),
+                                     tf.constant(w, tf.float32), tf.constant(y), eps=1e-3, contrast=contrast,
+                                     form=form))
+            assert got == pytest.approx(want.mean(), rel=1e-5), (contrast, form)
+    # scale-free: the same maps 10x larger give the same value (with eps = 0; positive maps)
     pos = [tf.constant(v, tf.float32) for v in (np.abs(a), m, np.abs(w))]
-    big = float(pasa_penalty(10 * pos[0], pos[1], pos[2], tf.constant(y), eps=0.0))
-    small = float(pasa_penalty(pos[0], pos[1], pos[2], tf.constant(y), eps=0.0))
-    assert np.isfinite(small) and big == pytest.approx(small, rel=1e-5)
+    for form in ("ratio", "share"):
+        big = float(pasa_penalty(10 * pos[0], pos[1], pos[2], tf.constant(y), eps=0.0, form=form))
+        small = float(pasa_penalty(pos[0], pos[1], pos[2], tf.constant(y), eps=0.0, form=form))
+        assert np.isfinite(small) and big == pytest.approx(small, rel=1e-5)
 
 
 def test_rrr_penalty_matches_the_closed_form_of_a_linear_model():
@@ -173,7 +170,7 @@ def test_replacements_change_only_the_mask(fill):
 
 
 # ---------------------------------------------------------------------- retrain
-@pytest.mark.parametrize("remedy", ["pas", "pasa", "pasa_contrast", "rrr", "random_crop", "selective_dropout"])
+@pytest.mark.parametrize("remedy", ["pas", "pasa_contrast", "rrr", "random_crop", "selective_dropout"])
 def test_retrain_returns_a_trained_copy_and_leaves_the_model_alone(remedy):
     model = small_model()
     x, y, masks = small_data()
@@ -196,18 +193,14 @@ def test_retrain_returns_a_trained_copy_and_leaves_the_model_alone(remedy):
                                       model.get_layer("conv").get_weights()[0][..., 0])
 
 
-def test_pas_lowers_the_share_and_is_deterministic():
-    model = small_model()
-    data = small_data()
+def test_pas_lowers_its_penalty():
     hist = []
-    a = retrain(model, data, remedy="pas", lam=5.0, epochs=6, batch_size=8, lr=0.03, history=hist)
-    b = retrain(model, data, remedy="pas", lam=5.0, epochs=6, batch_size=8, lr=0.03)
+    retrain(small_model(), small_data(), remedy="pas", lam=5.0, epochs=6, batch_size=8, lr=0.03, history=hist)
+    assert [h["epoch"] for h in hist] == list(range(1, 7))
     assert hist[-1]["penalty"] < 0.7 * hist[0]["penalty"], hist
-    for u, v in zip(a.get_weights(), b.get_weights(), strict=True):
-        np.testing.assert_array_equal(u, v)
 
 
-def test_lambda_sweep_reports_the_curve():
+def test_lambda_sweep_reports_the_curve_and_is_deterministic():
     model = small_model()
     x, y, masks = small_data()
     sweep = lambda_sweep(model, (x, y, masks), (x[:4], y[:4], masks[:4]), remedy="pas", lams=(3.0, 0.0),
@@ -217,6 +210,10 @@ def test_lambda_sweep_reports_the_curve():
     best = c["val_accuracy"].max()
     assert sweep.lam == c.loc[c["val_accuracy"] == best, "lam"].min() and c["chosen"].sum() == 1
     assert c["val_share"].between(0, 1).all()
+    # the chosen model is what retrain gives for that lambda, bit for bit (seeded)
+    again = retrain(model, (x, y, masks), remedy="pas", lam=sweep.lam, epochs=1, batch_size=8)
+    for u, v in zip(sweep.model.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(u, v)
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
@@ -241,3 +238,85 @@ def test_bad_input(kwargs, error, match):
 
 def test_remedy_names():
     assert set(REMEDIES) == {"plain", "pas", "pasa", "pasa_contrast", "rrr", "random_crop", "inpaint", "noise", "selective_dropout"}
+
+
+# ---------------------------------------------------------------------- the outcome, 64 px (slow)
+FULL = {"epochs": 10, "lr": 0.005, "widths": (16, 32, 64), "convs_per_block": 1, "seed": 0}
+FINE = {"epochs": 10, "lr": 3e-3, "seed": 0}
+
+
+@functools.cache
+def shortcut_setup(dataset: str):
+    """The shortcut model (800 images, 64 px, the artefact always the label's) and the test
+    variants (160 images each)."""
+    from cnnvis_eval.remedy import train_classifier
+
+    train = make_artefact_set(dataset, 800, correlation=1.0, size=64)
+    tests = {v: make_artefact_set(dataset, 160, split="test", variant=v, correlation=1.0, size=64)
+             for v in ("same", "swapped")}
+    return train, tests, train_classifier(train.x, train.y, **FULL)
+
+
+def outcome(dataset: str, remedy: str, **kwargs) -> dict:
+    import time
+
+    from cnnvis_eval.remedy import accuracy, explanation_mass
+
+    train, tests, short = shortcut_setup(dataset)
+    t0 = time.perf_counter()
+    model = retrain(short, train, remedy=remedy, **(FINE | kwargs))
+    out = {"seconds": time.perf_counter() - t0}
+    for name, m in (("before", short), ("after", model)):
+        out[name] = {v: accuracy(m, s.x, s.y) for v, s in tests.items()}
+        out[name]["mass"] = explanation_mass(m, tests["same"].x, tests["same"].artefact_masks).score
+    print(dataset, remedy, out)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["symbols", "xrays"])
+def test_pas_removes_the_shortcut(dataset):
+    """PAS (lambda 30, masks dilated by 8 px, 10 epochs): the swapped artefact no longer
+    decides, clean accuracy stays, CAM leaves the artefact; under 5 minutes on 2 cores."""
+    out = outcome(dataset, "pas", lam=30.0, mask_dilation=8)
+    b, a = out["before"], out["after"]
+    assert b["swapped"] <= 0.35, out  # precondition: a shortcut model
+    assert removed(out), out
+    assert a["mass"] <= 0.5 * b["mass"], out
+    assert out["seconds"] < 300, out
+
+
+def removed(out: dict) -> bool:
+    b, a = out["before"], out["after"]
+    return a["swapped"] >= b["swapped"] + 0.5 and a["same"] >= b["same"] - 0.05
+
+
+@pytest.mark.slow
+def test_pasa_on_the_contrast_map_removes_the_shortcut():
+    """PASA on the class-contrast map (lambda 10, 8 px dilation): measured on symbols swapped
+    accuracy 0.0 -> 0.76 at clean 1.0 -> 0.98 (x-rays: only 0.26, see the report)."""
+    out = outcome("symbols", "pasa_contrast", lam=10.0, mask_dilation=8)
+    assert out["before"]["swapped"] <= 0.35 and removed(out), out
+    assert out["seconds"] < 300, out
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "measured: PASA on the true class's CAM (lambda 10, 8 px, 10 epochs) takes the CAM off the "
+    "artefact (mass 0.37 -> 0.0) but swapped accuracy stays 0.0: the model keeps the artefact as "
+    "evidence against the other classes, which a ReLU'd positive class map does not show (negative "
+    "evidence: Selvaraju et al. 2017, Grad-CAM's counterfactual maps); pasa_contrast counts it"))
+def test_pasa_on_the_class_map_removes_the_shortcut():
+    out = outcome("xrays", "pasa", lam=10.0, mask_dilation=8)
+    assert out["before"]["swapped"] <= 0.35 and removed(out), out
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "measured: RRR (lambda 0.1-1, 5 epochs) leaves swapped accuracy at 0.06-0.16 on symbols and "
+    "0.06 on x-rays, lambda 10 costs clean accuracy (0.73): the input-gradient penalty is met at the "
+    "training points while the decision still depends on the artefact — fine-tuning can make "
+    "gradient explanations vanish without changing the outputs (Heo et al. 2019; Dombrowski et al. 2019)"))
+def test_rrr_removes_the_shortcut():
+    out = outcome("symbols", "rrr", lam=1.0, epochs=5)
+    assert out["before"]["swapped"] <= 0.35 and removed(out), out
