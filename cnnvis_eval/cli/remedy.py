@@ -28,6 +28,9 @@ def add_parser(sub, common) -> None:
     r.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs per remedy (default 10)")
     r.add_argument("--lam", action="append", default=[], metavar="REMEDY=VALUE",
                    help="lambda of a loss remedy, e.g. pas=10; repeatable (default: the chosen ones)")
+    r.add_argument("--sweep", nargs="+", type=float, default=None, metavar="LAMBDA",
+                   help="choose the loss remedies' lambda among these on validation images with a swapped "
+                        "artefact, and show the curve")
     r.add_argument("--no-upper-bound", action="store_true", help="skip training the upper bound")
     r.add_argument("--seed", type=int, default=0, help="seed of data, training and replacements")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -57,7 +60,7 @@ def cmd_remedy(args) -> int:
     remedies = [p for v in args.remedies for p in v.split(",") if p]
     try:
         frame = evaluate(args.dataset, remedies, size=args.size, n_train=args.n_train, n_test=args.n_test,
-                         train_epochs=args.train_epochs, epochs=args.epochs, lams=_lams(args.lam),
+                         train_epochs=args.train_epochs, epochs=args.epochs, lams=_lams(args.lam), sweep=args.sweep,
                          seed=args.seed, upper_bound=not args.no_upper_bound,
                          progress=None if args.quiet else print)
     except CnnVisError as err:

@@ -15,8 +15,9 @@ measures, before (the shortcut model) and after:
   30 % of their activation on the artefact (:func:`~cnnvis_eval.remedy.detect.filter_analysis`);
 - ``train_seconds`` — wall time of the (re)training.
 
-The result is a long frame (``dataset, remedy, stage, metric, value``; ``stage`` is
-``"before"`` or ``"after"``); :func:`results_html` renders it as the report's section.
+The result is a long frame (``dataset, remedy, stage, lam, metric, value``; ``stage`` is
+``"before"``, ``"after"`` or, with ``sweep``, ``"sweep"``: the lambda curve);
+:func:`results_html` renders it as the report's section.
 Everything is seeded: the same arguments give the same numbers (wall times aside).
 """
 
@@ -25,13 +26,14 @@ from __future__ import annotations
 import html
 import time
 
+import numpy as np
 import pandas as pd
 
 from ..data.artefacts import DATASETS, make_artefact_set, make_artefact_splits
 from ..errors import InputError
 from .detect import explanation_mass, filter_analysis
 from .features import feature_maps
-from .retrain import REMEDIES, retrain
+from .retrain import LOSS_REMEDIES, REMEDIES, lambda_sweep, retrain
 from .train import train_classifier
 
 #: lambda per loss remedy: picked by hand from runs at 64 px (symbols, x-rays; 10 epochs,
@@ -45,6 +47,7 @@ DEFAULT_LAMS = {"pas": 30.0, "pasa": 10.0, "pasa_contrast": 10.0, "rrr": 1.0}
 DEFAULT_DILATION = {"pas": 8, "pasa": 8, "pasa_contrast": 8}
 METRICS = ("clean_accuracy", "moved_accuracy", "swapped_accuracy", "absent_accuracy", "cam_mass",
            "irrelevant_filters", "train_seconds")
+COLUMNS = ["dataset", "remedy", "stage", "lam", "metric", "value"]
 ALIASES = {"xray": "xrays", "sketch": "sketches", "symbol": "symbols"}
 SHORTCUT_TRAINING = {"lr": 0.005, "widths": (16, 32, 64), "convs_per_block": 1}
 
@@ -63,7 +66,7 @@ def measure(model, tests: dict) -> dict[str, float]:
 
 def evaluate(dataset: str = "xrays", remedies=("pas", "pasa_contrast", "rrr", "random_crop"), *, size: int = 64,
              n_train: int = 800, n_test: int = 160, correlation: float = 1.0, train_epochs: int = 10, epochs: int = 10,
-             lr: float = 3e-3, lams: dict | None = None, seed: int = 0, upper_bound: bool = True,
+             lr: float = 3e-3, lams: dict | None = None, sweep=None, seed: int = 0, upper_bound: bool = True,
              progress=None) -> pd.DataFrame:
     """Train the shortcut model, retrain it with each remedy, measure before and after.
 
@@ -80,6 +83,11 @@ def evaluate(dataset: str = "xrays", remedies=("pas", "pasa_contrast", "rrr", "r
     epochs, lr : fine-tuning settings of every remedy
     lams : dict, optional
         lambda per loss remedy (default :data:`DEFAULT_LAMS`).
+    sweep : sequence of float, optional
+        Choose each loss remedy's lambda among these instead
+        (:func:`~cnnvis_eval.remedy.retrain.lambda_sweep`, on ``n_test`` validation images
+        with the artefact swapped — images where the shortcut misleads; the test images stay
+        unseen); the curve is added as rows of stage ``"sweep"``.
     seed : int
     upper_bound : bool
         Also train the upper bound (remedy ``"upper_bound"``, stage ``"after"``).
@@ -89,7 +97,8 @@ def evaluate(dataset: str = "xrays", remedies=("pas", "pasa_contrast", "rrr", "r
     Returns
     -------
     pandas.DataFrame
-        Long: ``dataset, remedy, stage, metric, value``.
+        Long: ``dataset, remedy, stage, lam, metric, value`` (``lam``: the loss remedies'
+        lambda, NaN for the others).
     """
     dataset = ALIASES.get(dataset, dataset)
     if dataset not in DATASETS:
@@ -104,9 +113,14 @@ def evaluate(dataset: str = "xrays", remedies=("pas", "pasa_contrast", "rrr", "r
     train = splits["train"]
     rows = []
 
-    def add(remedy, stage, values):
-        rows.extend({"dataset": dataset, "remedy": remedy, "stage": stage, "metric": k, "value": float(v)}
-                    for k, v in values.items())
+    def add(remedy, stage, values, lam=float("nan")):
+        rows.extend({"dataset": dataset, "remedy": remedy, "stage": stage, "lam": float(lam), "metric": k,
+                     "value": float(v)} for k, v in values.items())
+
+    validation = None
+    if sweep is not None:
+        validation = make_artefact_set(dataset, n_test, split="validation", variant="swapped",
+                                       correlation=correlation, size=size, seed=seed)
 
     t0 = time.perf_counter()
     short = train_classifier(train.x, train.y, seed=seed, epochs=train_epochs, **SHORTCUT_TRAINING)
@@ -114,11 +128,19 @@ def evaluate(dataset: str = "xrays", remedies=("pas", "pasa_contrast", "rrr", "r
     say(f"{dataset} shortcut: {_line(before)}")
     for remedy in remedies:
         t0 = time.perf_counter()
-        model = retrain(short, train, remedy=remedy, lam=lams.get(remedy, 0.0), epochs=epochs, lr=lr, seed=seed,
-                        mask_dilation=DEFAULT_DILATION.get(remedy, 0))
+        settings = dict(epochs=epochs, lr=lr, seed=seed, mask_dilation=DEFAULT_DILATION.get(remedy, 0))
+        lam = lams.get(remedy, 0.0) if remedy in LOSS_REMEDIES else float("nan")
+        if validation is not None and remedy in LOSS_REMEDIES:
+            found = lambda_sweep(short, train, validation, remedy=remedy, lams=sweep, **settings)
+            model, lam = found.model, found.lam
+            for _, row in found.curve.iterrows():
+                add(remedy, "sweep", {"val_accuracy": row["val_accuracy"], "val_share": row["val_share"],
+                                      "train_seconds": row["train_seconds"]}, row["lam"])
+        else:
+            model = retrain(short, train, remedy=remedy, lam=0.0 if np.isnan(lam) else lam, **settings)
         after = measure(model, splits) | {"train_seconds": time.perf_counter() - t0}
         add(remedy, "before", before)
-        add(remedy, "after", after)
+        add(remedy, "after", after, lam)
         say(f"{dataset} {remedy}: {_line(after)}")
     if upper_bound:
         t0 = time.perf_counter()
@@ -128,7 +150,7 @@ def evaluate(dataset: str = "xrays", remedies=("pas", "pasa_contrast", "rrr", "r
         add("upper_bound", "before", before)
         add("upper_bound", "after", after)
         say(f"{dataset} upper_bound: {_line(after)}")
-    return pd.DataFrame(rows, columns=["dataset", "remedy", "stage", "metric", "value"])
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _line(values: dict) -> str:
@@ -145,9 +167,23 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     return wide[[m for m in METRICS if m in wide.columns]]
 
 
+def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The lambda curves: one row per (dataset, remedy, lam) of the ``"sweep"`` rows, one
+    column per metric (empty when no sweep ran)."""
+    rows = frame[frame["stage"] == "sweep"]
+    if rows.empty:
+        return pd.DataFrame()
+    return rows.pivot_table(index=["dataset", "remedy", "lam"], columns="metric", values="value", sort=False)
+
+
 def results_html(frame: pd.DataFrame) -> str:
-    """An HTML section (``<section id="remedies">``): the table of :func:`results_table`."""
+    """An HTML section (``<section id="remedies">``): the table of :func:`results_table` and
+    the lambda curves of :func:`sweep_table`, if any."""
     table = results_table(frame).round(3).to_html(border=0, classes="remedies")
+    curves = sweep_table(frame)
+    if not curves.empty:
+        table += ("\n<h3>Lambda curves (validation images with a swapped artefact)</h3>\n"
+                  + curves.round(3).to_html(border=0, classes="remedy-sweep"))
     sets = ", ".join(html.escape(d) for d in frame["dataset"].unique())
     return ("<section id=\"remedies\"><h2>Irrelevant features: remedies</h2>\n"
             f"<p>Data sets: {sets}. Row <code>(before)</code>: the shortcut model; the others: a copy retrained "
@@ -156,5 +192,6 @@ def results_html(frame: pd.DataFrame) -> str:
             "CAM mass: share of the class map on the artefact.</p>\n" + table + "\n</section>\n")
 
 
-__all__ = ["DEFAULT_LAMS", "METRICS", "evaluate", "measure", "results_html", "results_table"]
+__all__ = ["COLUMNS", "DEFAULT_LAMS", "METRICS", "evaluate", "measure", "results_html", "results_table",
+           "sweep_table"]
 

@@ -16,7 +16,14 @@ from cnnvis_eval.cli import main
 from cnnvis_eval.data.artefacts import make_artefact_splits
 from cnnvis_eval.remedy import accuracy, train_classifier
 from cnnvis_eval.remedy import results
-from cnnvis_eval.remedy.results import METRICS, SHORTCUT_TRAINING, results_html, results_table
+from cnnvis_eval.remedy.results import (
+    COLUMNS,
+    METRICS,
+    SHORTCUT_TRAINING,
+    results_html,
+    results_table,
+    sweep_table,
+)
 
 TINY = ["--size", "32", "--n-train", "32", "--n-test", "8", "--train-epochs", "1", "--epochs", "1"]
 
@@ -24,10 +31,13 @@ TINY = ["--size", "32", "--n-train", "32", "--n-test", "8", "--train-epochs", "1
 def hand_frame() -> pd.DataFrame:
     rows = []
     for remedy, after in (("pas", 0.8), ("upper_bound", 0.9)):
+        lam = 3.0 if remedy == "pas" else np.nan
         for stage, value in (("before", 0.1), ("after", after)):
             for metric in ("swapped_accuracy", "cam_mass"):
-                rows.append(("xrays", remedy, stage, metric, value if metric != "cam_mass" else 1 - value))
-    return pd.DataFrame(rows, columns=["dataset", "remedy", "stage", "metric", "value"])
+                rows.append(("xrays", remedy, stage, lam, metric, value if metric != "cam_mass" else 1 - value))
+    for lam, acc in ((1.0, 0.4), (3.0, 0.7)):
+        rows += [("xrays", "pas", "sweep", lam, "val_accuracy", acc), ("xrays", "pas", "sweep", lam, "val_share", 0.1)]
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def test_results_table_and_html():
@@ -36,9 +46,13 @@ def test_results_table_and_html():
     assert list(table.columns) == ["swapped_accuracy", "cam_mass"]  # in METRICS order
     np.testing.assert_allclose(table["swapped_accuracy"], [0.1, 0.8, 0.9])
     np.testing.assert_allclose(table["cam_mass"], [0.9, 0.2, 0.1])
+    curves = sweep_table(hand_frame())
+    assert list(curves.index) == [("xrays", "pas", 1.0), ("xrays", "pas", 3.0)]
+    np.testing.assert_allclose(curves["val_accuracy"], [0.4, 0.7])
     page = results_html(hand_frame())
-    assert page.startswith('<section id="remedies">') and page.count("<td>") == 6
-    assert "<th>upper_bound</th>" in page
+    assert page.startswith('<section id="remedies">') and page.count("<td>") == 6 + 4
+    assert "<th>upper_bound</th>" in page and "Lambda curves" in page
+    assert "Lambda curves" not in results_html(hand_frame().query("stage != 'sweep'"))
 
 
 def test_cli_passes_options_and_writes_files(tmp_path, monkeypatch, capsys):
@@ -51,12 +65,12 @@ def test_cli_passes_options_and_writes_files(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(results, "evaluate", fake)
     out = tmp_path / "rem"
     assert main(["remedy", "--dataset", "xray", "--remedies", "pas,noise", "rrr", "--out", str(out), "--quiet",
-                 "--no-upper-bound", "--lam", "pas=2", "--lam", "rrr=0.5", "--seed", "3"] + TINY) == 0
+                 "--no-upper-bound", "--lam", "pas=2", "--lam", "rrr=0.5", "--seed", "3", "--sweep", "1", "3"] + TINY) == 0
     assert f"remedies: {out / 'remedies.html'}" in capsys.readouterr().out
     (dataset, remedies, kw), = calls
     assert dataset == "xray" and remedies == ["pas", "noise", "rrr"]
     assert kw == {"size": 32, "n_train": 32, "n_test": 8, "train_epochs": 1, "epochs": 1,
-                  "lams": {"pas": 2.0, "rrr": 0.5}, "seed": 3, "upper_bound": False, "progress": None}
+                  "lams": {"pas": 2.0, "rrr": 0.5}, "sweep": [1.0, 3.0], "seed": 3, "upper_bound": False, "progress": None}
     pd.testing.assert_frame_equal(pd.read_parquet(out / "remedies.parquet"), hand_frame())
     assert results_html(hand_frame()) in (out / "remedies.html").read_text()
 
@@ -74,13 +88,19 @@ def test_cli_errors(tmp_path, capsys):
 def test_cli_runs_for_real(tmp_path, capsys):
     out = tmp_path / "rem"
     assert main(["remedy", "--dataset", "symbol", "--remedies", "pas,noise", "--out", str(out), "--quiet",
-                 "--no-upper-bound", "--lam", "pas=2"] + TINY) == 0
+                 "--no-upper-bound", "--sweep", "0", "2"] + TINY) == 0
     assert f"remedies: {out / 'remedies.html'}" in capsys.readouterr().out
     frame = pd.read_parquet(out / "remedies.parquet")
-    assert list(frame.columns) == ["dataset", "remedy", "stage", "metric", "value"]
+    assert list(frame.columns) == COLUMNS
     assert set(frame["dataset"]) == {"symbols"} and set(frame["remedy"]) == {"pas", "noise"}
-    for (remedy, stage), g in frame.groupby(["remedy", "stage"]):
+    for (remedy, stage), g in frame[frame["stage"] != "sweep"].groupby(["remedy", "stage"]):
         assert sorted(g["metric"]) == sorted(METRICS), (remedy, stage)
+    # pas: lambda chosen on the curve (the first best validation accuracy); noise has none
+    curve = frame[frame["stage"] == "sweep"].pivot_table(index="lam", columns="metric", values="value")
+    assert list(curve.index) == [0.0, 2.0] and set(frame.loc[frame["stage"] == "sweep", "remedy"]) == {"pas"}
+    chosen = frame.loc[(frame["remedy"] == "pas") & (frame["stage"] == "after"), "lam"].unique()
+    assert list(chosen) == [curve["val_accuracy"].idxmax()]
+    assert frame.loc[frame["remedy"] == "noise", "lam"].isna().all()
     acc = frame[frame["metric"].str.endswith("accuracy")]["value"]
     assert acc.between(0, 1).all()
     # "before" is the one shortcut model: the same numbers in every remedy's rows (times aside)
