@@ -1,4 +1,4 @@
-"""Command line: ``cnnvis-eval run | check | report | list``.
+"""Command line: ``cnnvis-eval run | check | remedy | report | list``.
 
 ``cnnvis-eval run`` evaluates every method on the embedded default — the trained mini models
 of the five families, on the synthetic benchmark and bundled photos — and writes
@@ -7,6 +7,10 @@ of the five families, on the synthetic benchmark and bundled photos — and writ
 ``cnnvis-eval check MODEL_FILE --images PATH`` runs the sanity checks of
 :mod:`cnnvis_eval.testing` on a user's model, prints the scorecard and writes the HTML report;
 exit status 1 when a ``--require``-d method fails a check.
+
+``cnnvis-eval remedy --dataset xrays --remedies pas pasa random_crop --out DIR`` trains a
+shortcut model on a data set with an artefact, retrains it with each remedy and writes the
+results table (``DIR/remedies.parquet``, ``DIR/remedies.html``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 
 from .. import quiet  # first (the package __init__ has already used it to import TensorFlow quietly)
 from .check import cmd_check
+from .remedy import add_parser as _remedy_parser
 from .report import cmd_list, cmd_report
 from .run import cmd_plan, cmd_run
 
@@ -104,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "at most 4 on a local instance)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_check)
+    _remedy_parser(sub, common)
     rep = sub.add_parser("report", parents=[common], help="(re)build index.html for a results folder")
     rep.add_argument("results_dir")
     rep.add_argument("--benchmarks", metavar="PATH", default=None, help=bench_help)

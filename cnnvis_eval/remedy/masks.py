@@ -131,6 +131,44 @@ class MaskSelection:
         return self
 
 
+def augment_masks(masks, *, dilation: int = 0, jitter: int = 0, seed=None) -> np.ndarray:
+    """Mask augmentation (thesis 5.1.2): grow, then shift, every mask.
+
+    Parameters
+    ----------
+    masks : bool array (N, H, W)
+    dilation : int
+        Pixels to grow each mask by (square neighbourhood): covers the artefact's surround,
+        which a receptive field overhanging the mask also sees.
+    jitter : int
+        Each mask is shifted by its own random offset in ``[-jitter, jitter]`` pixels per
+        axis (zero fill at the border): an imprecise selection, as a hand-drawn one is.
+    seed : int or numpy Generator, optional
+        Draws the offsets.
+
+    Returns
+    -------
+    bool (N, H, W), a new array
+    """
+    m = np.array(masks, dtype=bool)
+    if m.ndim != 3:
+        raise InputError(f"masks must have shape (N, H, W); got {m.shape}")
+    for name, v in (("dilation", dilation), ("jitter", jitter)):
+        if not isinstance(v, (int, np.integer)) or v < 0:
+            raise InputError(f"mask {name} must be an integer number of pixels >= 0, got {v!r}")
+    if dilation:
+        m = binary_dilation(m, np.ones((1, 2 * dilation + 1, 2 * dilation + 1), bool))
+    if jitter:
+        rng = np.random.default_rng(seed)
+        h, w = m.shape[1:]
+        pad = np.pad(m, ((0, 0), (jitter, jitter), (jitter, jitter)))
+        out = np.empty_like(m)
+        for i, (dr, dc) in enumerate(rng.integers(-jitter, jitter + 1, (len(m), 2))):
+            out[i] = pad[i, jitter - dr:jitter - dr + h, jitter - dc:jitter - dc + w]
+        m = out
+    return m
+
+
 def _hot(maps: np.ndarray, threshold: float) -> np.ndarray:
     """(N, H, W) maps -> bool: at least ``threshold`` x each map's positive maximum."""
     peak = np.maximum(maps, 0).reshape(len(maps), -1).max(1)
@@ -213,4 +251,4 @@ def propose_from_channels(model, x, channels: Iterable[int], *, layer: str | Non
     return ((up >= threshold * peak) & (peak > 0)).any(-1)
 
 
-__all__ = ["MaskSelection", "as_masks", "propose_from_cam", "propose_from_channels"]
+__all__ = ["MaskSelection", "as_masks", "augment_masks", "propose_from_cam", "propose_from_channels"]
