@@ -1,6 +1,8 @@
 """``cnnvis-eval remedy``: train a shortcut model on a data set with an artefact, retrain it
 with each remedy, and write the results (:func:`cnnvis_eval.remedy.results.evaluate`):
-``OUT/remedies.parquet`` (the long frame) and ``OUT/remedies.html`` (its report section)."""
+``OUT/remedies.parquet`` (the long frame), ``OUT/remedies_cams.png`` (the CAM of the true class
+before and after each remedy, :func:`cnnvis_eval.remedy.results.cam_grid`) and
+``OUT/remedies.html`` (the report section, with that grid)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ def add_parser(sub, common) -> None:
     r.add_argument("--sweep", nargs="+", type=float, default=None, metavar="LAMBDA",
                    help="choose the loss remedies' lambda among these on validation images with a swapped "
                         "artefact, and show the curve")
+    r.add_argument("--cam-images", type=int, default=3, metavar="N",
+                   help="test images (artefact swapped) of the before/after CAM grid remedies_cams.png; 0: none "
+                        "(default 3)")
     r.add_argument("--no-upper-bound", action="store_true", help="skip training the upper bound")
     r.add_argument("--seed", type=int, default=0, help="seed of data, training and replacements")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -55,21 +60,28 @@ def _lams(entries) -> dict:
 def cmd_remedy(args) -> int:
     from ..errors import CnnVisError
     from ..evaluation.store import atomic_write
-    from ..remedy.results import evaluate, results_html
+    from ..remedy.results import cam_grid, evaluate, results_html
 
     remedies = [p for v in args.remedies for p in v.split(",") if p]
+    cams = {} if args.cam_images > 0 else None
     try:
         frame = evaluate(args.dataset, remedies, size=args.size, n_train=args.n_train, n_test=args.n_test,
                          train_epochs=args.train_epochs, epochs=args.epochs, lams=_lams(args.lam), sweep=args.sweep,
                          seed=args.seed, upper_bound=not args.no_upper_bound,
-                         progress=None if args.quiet else print)
+                         progress=None if args.quiet else print, cams=cams, cam_images=max(args.cam_images, 0))
     except CnnVisError as err:
         print(f"cnnvis-eval: error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
     atomic_write(out / "remedies.parquet", lambda p: frame.to_parquet(p, index=False))
+    grids, grid = [], out / "remedies_cams.png"
+    if cams:
+        atomic_write(grid, lambda p: cam_grid(p, cams))
+        grids.append(grid)
+    else:
+        grid.unlink(missing_ok=True)  # not a previous run's grid beside this run's table
     page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>cnnvis-eval remedies</title></head><body>\n"
-            + results_html(frame) + "</body></html>\n")
+            + results_html(frame, grids) + "</body></html>\n")
     atomic_write(out / "remedies.html", lambda p: Path(p).write_text(page, encoding="utf-8"))
     print(f"remedies: {out / 'remedies.html'}")
     return 0

@@ -11,7 +11,7 @@
 - :mod:`~cnnvis_eval.remedy.replace` — random-crop, inpainting and noise replacement;
 - :mod:`~cnnvis_eval.remedy.retrain` — fine-tuning a copy with a remedy, the lambda sweep;
 - :mod:`~cnnvis_eval.remedy.results` — the table per data set x remedy, before and after
-  (``cnnvis-eval remedy``).
+  (``cnnvis-eval remedy``), and the before/after CAM grid.
 
 The data sets with artefacts are :mod:`cnnvis_eval.data.artefacts`.  The user's model is
 never modified.
@@ -22,7 +22,7 @@ from .features import analysis_layer, class_weights, downsample_masks, feature_m
 from .losses import pas_penalty, pasa_penalty, rrr_penalty
 from .masks import MaskSelection, as_masks, augment_masks, propose_from_cam, propose_from_channels
 from .replace import inpaint_replace, noise_replace, random_crop_replace
-from .results import evaluate, results_html, results_table, sweep_table
+from .results import cam_grid, evaluate, results_html, results_table, sweep_table, true_class_cams
 from .retrain import REMEDIES, Sweep, activation_share, lambda_sweep, retrain
 from .train import accuracy, build_gap_classifier, train_classifier
 
@@ -32,6 +32,7 @@ __all__ = [
     "Sweep",
     "activation_share",
     "augment_masks",
+    "cam_grid",
     "evaluate",
     "inpaint_replace",
     "lambda_sweep",
@@ -58,4 +59,5 @@ __all__ = [
     "propose_from_cam",
     "propose_from_channels",
     "train_classifier",
+    "true_class_cams",
 ]

@@ -17,20 +17,25 @@ measures, before (the shortcut model) and after:
 
 The result is a long frame (``dataset, remedy, stage, lam, metric, value``; ``stage`` is
 ``"before"``, ``"after"`` or, with ``sweep``, ``"sweep"``: the lambda curve);
-:func:`results_html` renders it as the report's section.
+:func:`results_html` renders it as the report's section; with ``cams`` it also keeps the CAM
+of the true class before and after on a few test images, which :func:`cam_grid` draws.
 Everything is seeded: the same arguments give the same numbers (wall times aside).
 """
 
 from __future__ import annotations
 
-import html
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..api import explain
 from ..data.artefacts import DATASETS, make_artefact_set, make_artefact_splits
 from ..errors import InputError
+from ..report.figures import before_after_grid
+from ..report.remedies import METRICS, results_table, section, sweep_table
+from ..targets import ClassTarget
 from .detect import explanation_mass, filter_analysis
 from .features import feature_maps
 from .retrain import LOSS_REMEDIES, REMEDIES, lambda_sweep, retrain
@@ -45,8 +50,6 @@ DEFAULT_LAMS = {"pas": 30.0, "pasa": 10.0, "pasa_contrast": 10.0, "rrr": 1.0}
 #: overhangs the mask, so cells next to it see the artefact too (thesis 5.1.2); measured on
 #: symbols, PAS at lambda 10 for 5 epochs: swapped accuracy 0.16 without dilation, 0.47 with 8 px
 DEFAULT_DILATION = {"pas": 8, "pasa": 8, "pasa_contrast": 8}
-METRICS = ("clean_accuracy", "moved_accuracy", "swapped_accuracy", "absent_accuracy", "cam_mass",
-           "irrelevant_filters", "train_seconds")
 COLUMNS = ["dataset", "remedy", "stage", "lam", "metric", "value"]
 ALIASES = {"xray": "xrays", "sketch": "sketches", "symbol": "symbols"}
 SHORTCUT_TRAINING = {"lr": 0.005, "widths": (16, 32, 64), "convs_per_block": 1}
@@ -67,7 +70,7 @@ def measure(model, tests: dict) -> dict[str, float]:
 def evaluate(dataset: str = "xrays", remedies=("pas", "pasa_contrast", "rrr", "random_crop"), *, size: int = 64,
              n_train: int = 800, n_test: int = 160, correlation: float = 1.0, train_epochs: int = 10, epochs: int = 10,
              lr: float = 3e-3, lams: dict | None = None, sweep=None, seed: int = 0, upper_bound: bool = True,
-             progress=None) -> pd.DataFrame:
+             progress=None, cams: dict | None = None, cam_images: int = 3) -> pd.DataFrame:
     """Train the shortcut model, retrain it with each remedy, measure before and after.
 
     Parameters
@@ -93,6 +96,13 @@ def evaluate(dataset: str = "xrays", remedies=("pas", "pasa_contrast", "rrr", "r
         Also train the upper bound (remedy ``"upper_bound"``, stage ``"after"``).
     progress : callable, optional
         Called with a line of text after each model.
+    cams : dict, optional
+        If given, filled with the CAM of the true class, before and after, on the first
+        ``cam_images`` test images with the artefact swapped (for :func:`cam_grid`; the models
+        themselves are not kept): ``dataset``, ``class_names``, ``images`` (n, H, W, C),
+        ``masks`` bool (n, H, W), ``labels`` (n,), ``maps`` {``"before"``, each remedy,
+        ``"upper_bound"``: float32 (n, H, W)}.
+    cam_images : int
 
     Returns
     -------
@@ -126,6 +136,12 @@ def evaluate(dataset: str = "xrays", remedies=("pas", "pasa_contrast", "rrr", "r
     short = train_classifier(train.x, train.y, seed=seed, epochs=train_epochs, **SHORTCUT_TRAINING)
     before = measure(short, splits) | {"train_seconds": time.perf_counter() - t0}
     say(f"{dataset} shortcut: {_line(before)}")
+    keep = None
+    if cams is not None:
+        sw = splits["test_swapped"]
+        keep = (sw.x[:cam_images], sw.y[:cam_images])
+        cams.update(dataset=dataset, class_names=tuple(sw.class_names), images=keep[0],
+                    masks=sw.artefact_masks[:cam_images], labels=keep[1], maps={"before": true_class_cams(short, *keep)})
     for remedy in remedies:
         t0 = time.perf_counter()
         settings = dict(epochs=epochs, lr=lr, seed=seed, mask_dilation=DEFAULT_DILATION.get(remedy, 0))
@@ -139,6 +155,8 @@ def evaluate(dataset: str = "xrays", remedies=("pas", "pasa_contrast", "rrr", "r
         else:
             model = retrain(short, train, remedy=remedy, lam=0.0 if np.isnan(lam) else lam, **settings)
         after = measure(model, splits) | {"train_seconds": time.perf_counter() - t0}
+        if keep is not None:
+            cams["maps"][remedy] = true_class_cams(model, *keep)
         add(remedy, "before", before)
         add(remedy, "after", after, lam)
         say(f"{dataset} {remedy}: {_line(after)}")
@@ -147,6 +165,8 @@ def evaluate(dataset: str = "xrays", remedies=("pas", "pasa_contrast", "rrr", "r
         free = make_artefact_set(dataset, n_train, correlation=0.0, size=size, seed=seed)
         model = train_classifier(free.x, free.y, seed=seed, epochs=train_epochs, **SHORTCUT_TRAINING)
         after = measure(model, splits) | {"train_seconds": time.perf_counter() - t0}
+        if keep is not None:
+            cams["maps"]["upper_bound"] = true_class_cams(model, *keep)
         add("upper_bound", "before", before)
         add("upper_bound", "after", after)
         say(f"{dataset} upper_bound: {_line(after)}")
@@ -157,41 +177,29 @@ def _line(values: dict) -> str:
     return ", ".join(f"{k} {v:.3g}" for k, v in values.items())
 
 
-def results_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The long frame as one row per (dataset, remedy) — the shortcut model first, as remedy
-    ``"(before)"`` — and one column per metric."""
-    before = frame[frame["stage"] == "before"].drop_duplicates(["dataset", "metric"]).assign(remedy="(before)")
-    after = frame[frame["stage"] == "after"]
-    wide = pd.concat([before, after]).pivot_table(index=["dataset", "remedy"], columns="metric", values="value",
-                                                  sort=False)
-    return wide[[m for m in METRICS if m in wide.columns]]
+def results_html(frame: pd.DataFrame, grids=()) -> str:
+    """An HTML section (``<section id="remedies">``): the table of :func:`results_table`,
+    the lambda curves of :func:`sweep_table`, if any, and the PNG files ``grids`` (e.g. of
+    :func:`cam_grid`) embedded (:func:`cnnvis_eval.report.remedies.section`)."""
+    return section(frame, grids)
 
 
-def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The lambda curves: one row per (dataset, remedy, lam) of the ``"sweep"`` rows, one
-    column per metric (empty when no sweep ran)."""
-    rows = frame[frame["stage"] == "sweep"]
-    if rows.empty:
-        return pd.DataFrame()
-    return rows.pivot_table(index=["dataset", "remedy", "lam"], columns="metric", values="value", sort=False)
+def true_class_cams(model, x, y) -> np.ndarray:
+    """CAM of each image's true class: float32 (N, H, W) for images ``x`` (N, H, W, C) and
+    labels ``y`` (N,)."""
+    return explain("cam", model, x, target=ClassTarget([int(v) for v in y]), progress=False).heatmap
 
 
-def results_html(frame: pd.DataFrame) -> str:
-    """An HTML section (``<section id="remedies">``): the table of :func:`results_table` and
-    the lambda curves of :func:`sweep_table`, if any."""
-    table = results_table(frame).round(3).to_html(border=0, classes="remedies")
-    curves = sweep_table(frame)
-    if not curves.empty:
-        table += ("\n<h3>Lambda curves (validation images with a swapped artefact)</h3>\n"
-                  + curves.round(3).to_html(border=0, classes="remedy-sweep"))
-    sets = ", ".join(html.escape(d) for d in frame["dataset"].unique())
-    return ("<section id=\"remedies\"><h2>Irrelevant features: remedies</h2>\n"
-            f"<p>Data sets: {sets}. Row <code>(before)</code>: the shortcut model; the others: a copy retrained "
-            "with the remedy, and the upper bound (trained where the artefact tells nothing). Accuracies on the "
-            "test split as in training (clean), with the artefact moved, swapped to another class, and absent; "
-            "CAM mass: share of the class map on the artefact.</p>\n" + table + "\n</section>\n")
+def cam_grid(path, cams: dict) -> Path:
+    """Draw the maps :func:`evaluate` kept in ``cams`` as a PNG at ``path``: one row per image,
+    columns the image, the shortcut model (``before``), then each remedied model, the artefact
+    outlined (:func:`cnnvis_eval.report.figures.before_after_grid`)."""
+    names = cams["class_names"]
+    return before_after_grid(path, cams["images"], cams["masks"], cams["maps"],
+                             row_labels=[f"true: {names[int(v)]}" for v in cams["labels"]],
+                             title=f"{cams['dataset']}: CAM of the true class, artefact swapped")
 
 
-__all__ = ["COLUMNS", "DEFAULT_LAMS", "METRICS", "evaluate", "measure", "results_html", "results_table",
-           "sweep_table"]
+__all__ = ["COLUMNS", "DEFAULT_LAMS", "METRICS", "cam_grid", "evaluate", "measure", "results_html", "results_table",
+           "sweep_table", "true_class_cams"]
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from . import benchmarks as bench_io
-from . import figures, html, scorecard, tables
+from . import figures, html, remedies, scorecard, tables
 
-__all__ = ["build_report", "benchmarks", "figures", "html", "scorecard", "tables"]
+__all__ = ["build_report", "benchmarks", "figures", "html", "remedies", "scorecard", "tables"]
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -145,6 +145,9 @@ def build_report(results_dir: str | Path, title: str | None = None, max_images: 
 
     The scorecard of ``verdicts.parquet`` comes first (also written as
     ``table_scorecard.csv``); a folder with verdicts and no results gets the scorecard alone.
+    A folder with ``remedies.parquet`` (``cnnvis-eval remedy --out``) gets the remedies'
+    section (:func:`.remedies.folder_section`: table, lambda curves, ``remedies_cams*.png``),
+    also when it holds nothing else.
     """
     from ..errors import InputError
     from ..frame import COLUMNS
@@ -152,8 +155,10 @@ def build_report(results_dir: str | Path, title: str | None = None, max_images: 
     root = Path(results_dir)
     results = _read(root / "results.parquet")
     verdicts = _read(root / "verdicts.parquet")
-    if results.empty and verdicts.empty:
-        raise InputError(f"{str(root)!r} has no results.parquet / results.csv (nor verdicts.parquet) to report on")
+    remedy_html = remedies.folder_section(root)
+    if results.empty and verdicts.empty and not remedy_html:
+        raise InputError(f"{str(root)!r} has no results.parquet / results.csv (nor verdicts.parquet, "
+                         "remedies.parquet) to report on")
     if results.empty:
         results = pd.DataFrame(columns=list(COLUMNS))
     card = scorecard.status_table(verdicts)
@@ -236,5 +241,6 @@ def build_report(results_dir: str | Path, title: str | None = None, max_images: 
         cost=cost_html,
         cost_figs=cost_figs,
         cells=cells_html,
+        remedies=remedy_html,
         config=config,
     )

@@ -182,3 +182,62 @@ def cost_chart(path: str | Path, table: pd.DataFrame) -> Path:
     ax.legend(fontsize=6)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def before_after_figure(images: np.ndarray, masks: np.ndarray, maps: Mapping[str, np.ndarray],
+                        row_labels: Sequence[str] | None = None, title: str = "", tile: float = 1.3):
+    """Before/after class maps of a model and its remedied copies: one row per image, columns
+    the image, then one per model (in ``maps`` order), every panel with the mask's outline.
+
+    Parameters
+    ----------
+    images : (N, H, W, C) in [0, 1], C 1 or 3
+    masks : bool (N, H, W) — the region outlined (e.g. the artefact)
+    maps : column title -> (N, H, W) map (e.g. ``"before"``, then each remedy)
+    row_labels : N labels of the rows (e.g. the true class)
+
+    Returns
+    -------
+    matplotlib.figure.Figure with N x (1 + len(maps)) axes (row-major); close or save it.
+    """
+    from ..viz import to_rgb
+
+    images = np.asarray(images, np.float32)
+    masks = np.asarray(masks, bool)
+    n, cols = len(images), ["image"] + list(maps)
+    if images.ndim != 4 or masks.shape != images.shape[:3] or n == 0:
+        from ..errors import InputError
+
+        raise InputError(f"images must be (N, H, W, C) with N > 0 and masks (N, H, W); got {images.shape} "
+                         f"and {masks.shape}")
+    for name, m in maps.items():
+        if np.shape(m) != masks.shape:
+            from ..errors import InputError
+
+            raise InputError(f"map {name!r} has shape {np.shape(m)}; expected {masks.shape}")
+    rgb = np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
+    fig, axes = plt.subplots(n, len(cols), figsize=(tile * len(cols), tile * n + (0.35 if title else 0.15)),
+                             squeeze=False)
+    for i in range(n):
+        for j, col in enumerate(cols):
+            ax = axes[i, j]
+            panel = rgb[i] if j == 0 else 0.45 * rgb[i] + 0.55 * to_rgb(np.asarray(maps[col][i], np.float32))
+            ax.imshow(np.clip(panel, 0, 1), interpolation="nearest")
+            if masks[i].any():
+                ax.contour(masks[i].astype(np.float32), levels=[0.5], colors="white", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(col, fontsize=7)
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[i]), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def before_after_grid(path: str | Path, images: np.ndarray, masks: np.ndarray, maps: Mapping[str, np.ndarray],
+                      row_labels: Sequence[str] | None = None, title: str = "") -> Path:
+    """:func:`before_after_figure` written as a PNG at ``path``; returns the path."""
+    return _save(before_after_figure(images, masks, maps, row_labels, title), path)

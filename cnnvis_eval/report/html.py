@@ -25,7 +25,7 @@ def render(path: str | Path, **context) -> Path:
         undefined=jinja2.StrictUndefined,
     )
     defaults = dict(scorecard="", tables=[], totals="", grids=[], agreement=[], curves=[], cost="", cost_figs=[],
-                    cells="", config="", subtitle="")
+                    cells="", remedies="", config="", subtitle="")
     defaults.update(context)
     html = env.get_template("index.html.j2").render(**defaults)
     path = Path(path)
