@@ -2,13 +2,17 @@
 
 In the spirit of FunnyBirds (Hesse et al., ICCV 2023), each image holds one "bird" made of
 four parts (:data:`PARTS`): a **body** (``oval`` or ``box``), a **wing** above it
-(``stripes`` or ``spots``), a **tail** behind it (``fan``: one triangle, or ``fork``: two
-prongs) and a **head** in front (``round``, or ``crest``: with a triangle on top).  A class
-(:data:`PART_CLASSES`) is one combination of part variants (:data:`CLASS_PARTS`); every
-part type varies across the classes, so every part carries class information and no single
-part decides the class.  Position, scale, facing direction and the colour of every part
-are random (colour carries no class information), over the textured background of
-:mod:`cnnvis_eval.data.scenes`.
+(``round``: an ellipse, or ``pointed``: a triangle swept back), a **tail** behind it
+(``fan``: one triangle, or ``fork``: two prongs) and a **head** in front (``round``, or
+``crest``: with a triangle on top).  As in FunnyBirds, the variants of a part differ by
+**shape** only.  A class (:data:`PART_CLASSES`) is one combination of part variants
+(:data:`CLASS_PARTS`); every part type varies across the classes, so every part carries
+class information and no single part decides the class.  Position, scale, facing direction,
+the colours of every part and its **texture** are random and drawn independently of the
+class: each part is plain, striped (random angle and period) or checked (random cell), in
+two random colours.  Neither colour nor texture (hence neither edge density) carries class
+information, so a model-blind edge map cannot predict which part the model needs.  The
+background is the textured one of :mod:`cnnvis_eval.data.scenes`.
 
 ``part_masks[i, p]`` holds the pixels of part p that are visible in image i (the masks of
 one image are disjoint).  :meth:`PartSet.remove` gives the counterfactual images in which
@@ -35,16 +39,16 @@ from .synthetic import _hsv
 
 PARTS: tuple[str, ...] = ("body", "wing", "tail", "head")
 VARIANTS: dict[str, tuple[str, str]] = {
-    "body": ("oval", "box"), "wing": ("stripes", "spots"), "tail": ("fan", "fork"), "head": ("round", "crest"),
+    "body": ("oval", "box"), "wing": ("round", "pointed"), "tail": ("fan", "fork"), "head": ("round", "crest"),
 }
 PART_CLASSES: tuple[str, ...] = ("finch", "jay", "wren", "heron")
 CLASS_PARTS: dict[str, dict[str, str]] = {
     # each pair of classes differs in 2 or 3 of the 4 parts; each part type has both variants
     # in two classes, so a part alone halves the candidates but never decides the class
-    "finch": {"body": "oval", "wing": "stripes", "tail": "fan", "head": "round"},
-    "jay": {"body": "oval", "wing": "spots", "tail": "fork", "head": "crest"},
-    "wren": {"body": "box", "wing": "stripes", "tail": "fork", "head": "round"},
-    "heron": {"body": "box", "wing": "spots", "tail": "fan", "head": "crest"},
+    "finch": {"body": "oval", "wing": "round", "tail": "fan", "head": "round"},
+    "jay": {"body": "oval", "wing": "pointed", "tail": "fork", "head": "crest"},
+    "wren": {"body": "box", "wing": "round", "tail": "fork", "head": "round"},
+    "heron": {"body": "box", "wing": "pointed", "tail": "fan", "head": "crest"},
 }
 
 
@@ -63,7 +67,8 @@ class PartSet:
         The image before the bird was drawn (what a removed part is painted with).
     birds : list of N dict
         Per image: centre ``cy, cx``, scale ``r``, facing ``direction`` (+1 right, -1 left),
-        and per part its variant and colour(s) (for plots and tests).
+        and per part its ``variant``, ``texture`` ("plain", "stripes" or "checks") and
+        colours ``colour`` and ``colour2`` (for plots and tests).
     """
 
     images: np.ndarray
@@ -104,48 +109,57 @@ def _draw(size: int, rr, cc) -> np.ndarray:
     return m
 
 
+# Part sizes are chosen so that the four parts have about the same visible area (each about
+# r^2): with unequal areas, a map that is uniform over the bird ranks the parts by area.
 def _body(variant, cy, cx, r, size):
     if variant == "oval":
-        return _draw(size, *ellipse(cy, cx, 0.55 * r, r, shape=(size, size)))
-    return _draw(size, *polygon([cy - 0.5 * r, cy - 0.5 * r, cy + 0.5 * r, cy + 0.5 * r],
-                                [cx - 0.9 * r, cx + 0.9 * r, cx + 0.9 * r, cx - 0.9 * r], (size, size)))
+        return _draw(size, *ellipse(cy, cx, 0.45 * r, 0.75 * r, shape=(size, size)))
+    return _draw(size, *polygon([cy - 0.42 * r, cy - 0.42 * r, cy + 0.42 * r, cy + 0.42 * r],
+                                [cx - 0.65 * r, cx + 0.65 * r, cx + 0.65 * r, cx - 0.65 * r], (size, size)))
 
 
 def _tail(variant, cy, cx, r, d, size):
-    root, end = cx - d * 0.75 * r, cx - d * 1.75 * r
+    root, end = cx - d * 0.6 * r, cx - d * 1.75 * r
     if variant == "fan":
-        return _draw(size, *polygon([cy, cy - 0.6 * r, cy + 0.6 * r], [root, end, end], (size, size)))
+        return _draw(size, *polygon([cy, cy - 0.78 * r, cy + 0.78 * r], [root, end, end], (size, size)))
     m = np.zeros((size, size), bool)
     for s in (-1, 1):  # two prongs (quadrilaterals), apart from root to tip
-        m |= _draw(size, *polygon([cy + s * 0.1 * r, cy + s * 0.38 * r, cy + s * 0.75 * r, cy + s * 0.45 * r],
+        m |= _draw(size, *polygon([cy + s * 0.1 * r, cy + s * 0.42 * r, cy + s * 0.8 * r, cy + s * 0.42 * r],
                                   [root, root, end, end], (size, size)))
     return m
 
 
 def _head(variant, cy, cx, r, d, size):
-    hy, hx, hr = cy - 0.35 * r, cx + d * 1.2 * r, 0.42 * r
+    hy, hx, hr = cy - 0.35 * r, cx + d * 1.15 * r, 0.5 * r
     m = _draw(size, *disk((hy, hx), hr, shape=(size, size)))
     if variant == "crest":
-        m |= _draw(size, *polygon([hy - 0.2 * r, hy - 1.05 * r, hy - 0.2 * r],
-                                  [hx - d * 0.3 * r, hx - d * 0.1 * r, hx + d * 0.15 * r], (size, size)))
+        m |= _draw(size, *polygon([hy - 0.3 * r, hy - 1.12 * r, hy - 0.3 * r],
+                                  [hx - d * 0.35 * r, hx - d * 0.1 * r, hx + d * 0.15 * r], (size, size)))
     return m
 
 
-def _wing(cy, cx, r, d, size):
-    return _draw(size, *ellipse(cy - 0.82 * r, cx - d * 0.1 * r, 0.36 * r, 0.7 * r, shape=(size, size)))
+def _wing(variant, cy, cx, r, d, size):
+    if variant == "round":
+        return _draw(size, *ellipse(cy - 0.82 * r, cx - d * 0.1 * r, 0.42 * r, 0.72 * r, shape=(size, size)))
+    # a triangle swept back: root along the back, tip up and behind
+    return _draw(size, *polygon([cy - 0.42 * r, cy - 0.42 * r, cy - 1.5 * r],
+                                [cx + d * 0.6 * r, cx - d * 0.85 * r, cx - d * 1.05 * r], (size, size)))
 
 
-def _pattern(variant, wing, size) -> np.ndarray:
-    """Pixels of the wing in its second colour: vertical 2-px stripes, or 1.5-px spots."""
-    rows, cols = np.nonzero(wing)
-    if variant == "stripes":
-        yy, xx = np.mgrid[:size, :size]
-        return wing & ((xx - cols.min()) % 4 < 2)
-    m = np.zeros((size, size), bool)
-    cy = (rows.min() + rows.max()) / 2
-    for x in np.arange(cols.min() + 2.5, cols.max() - 1.5, 4.5):
-        m |= _draw(size, *disk((cy, x), 1.5, shape=(size, size)))
-    return m & wing
+TEXTURES: tuple[str, ...] = ("plain", "stripes", "checks")
+
+
+def _texture(rng, size) -> tuple[str, np.ndarray]:
+    """A class-independent texture: its name and the (size, size) bool pixels of the second colour."""
+    kind = TEXTURES[rng.integers(len(TEXTURES))]
+    yy, xx = np.mgrid[:size, :size].astype(np.float64)
+    if kind == "plain":
+        return kind, np.zeros((size, size), bool)
+    if kind == "stripes":
+        theta, period = rng.uniform(0, np.pi), rng.uniform(3.0, 6.0)
+        return kind, (xx * np.cos(theta) + yy * np.sin(theta) + rng.uniform(0, period)) % period < period / 2
+    cell = int(rng.integers(2, 4))
+    return kind, ((xx // cell + yy // cell) % 2).astype(bool)
 
 
 def make_parts(n: int, size: int = 64, seed: int = 0) -> PartSet:
@@ -174,26 +188,26 @@ def make_parts(n: int, size: int = 64, seed: int = 0) -> PartSet:
         r = rng.uniform(0.15, 0.19) * size
         d = int(rng.choice([-1, 1]))
         cx = rng.uniform(1.85 * r + 1, size - 1.85 * r - 1)
-        cy = rng.uniform(1.45 * r + 1, size - 0.8 * r - 1)
-        hues = (rng.uniform() + np.arange(5) / 5) % 1.0
+        cy = rng.uniform(1.55 * r + 1, size - 0.85 * r - 1)
+        hues = (rng.uniform() + np.arange(8) / 8) % 1.0
         rng.shuffle(hues)
         colours = [np.round(_hsv(h, rng.uniform(0.75, 1.0), rng.uniform(0.85, 1.0))) for h in hues]
         shapes = {"tail": _tail(combo["tail"], cy, cx, r, d, size), "body": _body(combo["body"], cy, cx, r, size),
-                  "wing": _wing(cy, cx, r, d, size), "head": _head(combo["head"], cy, cx, r, d, size)}
+                  "wing": _wing(combo["wing"], cy, cx, r, d, size), "head": _head(combo["head"], cy, cx, r, d, size)}
         bird = {"cy": cy, "cx": cx, "r": r, "direction": d}
         drawn = np.zeros((size, size), bool)
         for k, part in enumerate(("head", "wing", "body", "tail")):  # front to back: visible = not yet drawn
             visible = shapes[part] & ~drawn
             drawn |= visible
             masks[i, PARTS.index(part)] = visible
-            images[i][visible] = colours[k]
-            bird[part] = {"variant": combo[part], "colour": colours[k].astype(int)}
-        spots = _pattern(combo["wing"], masks[i, PARTS.index("wing")], size)
-        images[i][spots] = colours[4]
-        bird["wing"]["colour2"] = colours[4].astype(int)
+            texture, second = _texture(rng, size)  # drawn whatever the class
+            images[i][visible] = colours[2 * k]
+            images[i][visible & second] = colours[2 * k + 1]
+            bird[part] = {"variant": combo[part], "texture": texture, "colour": colours[2 * k].astype(int),
+                          "colour2": colours[2 * k + 1].astype(int)}
         birds.append(bird)
     images = np.clip(np.round(images), 0, 255).astype(np.uint8)
     return PartSet(images, labels, masks, backgrounds, birds, seed, size)
 
 
-__all__ = ["CLASS_PARTS", "PARTS", "PART_CLASSES", "PartSet", "VARIANTS", "make_parts"]
+__all__ = ["CLASS_PARTS", "PARTS", "PART_CLASSES", "TEXTURES", "PartSet", "VARIANTS", "make_parts"]

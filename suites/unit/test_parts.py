@@ -7,6 +7,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from scipy.ndimage import binary_erosion
 from scipy.stats import spearmanr
 from skimage.measure import label
 
@@ -48,13 +49,36 @@ def _variants_from_pixels(image, masks):
     body, wing, tail, head = (masks[PARTS.index(p)] for p in ("body", "wing", "tail", "head"))
     r, c = np.nonzero(body)
     fill = body.sum() / ((np.ptp(r) + 1) * (np.ptp(c) + 1))  # rectangle ~1, ellipse ~pi/4
+    r, c = np.nonzero(wing)
+    wing_fill = wing.sum() / ((np.ptp(r) + 1) * (np.ptp(c) + 1))  # ellipse ~pi/4, triangle ~1/2
     r, c = np.nonzero(head)
     tall = (np.ptp(r) + 1) / (np.ptp(c) + 1)  # a crest makes the head taller than wide
-    cols = np.unique(np.nonzero(wing)[1])  # stripes are vertical: every column of the wing has one colour
-    uniform = all(len(np.unique(image[wing[:, k], k], axis=0)) == 1 for k in cols)
-    return {"body": "box" if fill > 0.88 else "oval", "wing": "stripes" if uniform else "spots",
+    return {"body": "box" if fill > 0.88 else "oval", "wing": "round" if wing_fill > 0.65 else "pointed",
             "tail": {1: "fan", 2: "fork"}.get(label(tail, connectivity=2).max(), "?"),
             "head": "crest" if tall > 1.3 else "round"}
+
+
+def _texture_density(image, mask):
+    """Fraction of neighbouring pixel pairs inside the (1-px eroded) part whose colours differ:
+    0 for a plain part, about 0.5 for stripes or checks; the outline does not count."""
+    inner = binary_erosion(mask)
+    pairs = [(inner[:, :-1] & inner[:, 1:], (image[:, :-1] != image[:, 1:]).any(-1)),
+             (inner[:-1] & inner[1:], (image[:-1] != image[1:]).any(-1))]
+    return np.concatenate([diff[both] for both, diff in pairs]).mean()
+
+
+def test_texture_is_independent_of_part_and_class_measured_from_pixels(birds):
+    """Issue 16 ("every metric able to fail"): edge density must not tell the parts apart, or a
+    model-blind Sobel map would rank them like a model using the textured part.  Every variant of
+    every part shows up plain and textured, and the parts' mean texture densities agree."""
+    means = []
+    for p, part in enumerate(PARTS):
+        density = np.array([_texture_density(img.astype(int), m[p]) for img, m in zip(birds.images, birds.part_masks)])
+        variant = np.array([CLASS_PARTS[PART_CLASSES[y]][part] for y in birds.labels])
+        for v in set(variant):
+            assert density[variant == v].min() == 0 and density[variant == v].max() > 0.3, (part, v)
+        means.append(density.mean())
+    assert np.ptp(means) < 0.1, dict(zip(PARTS, np.round(means, 3)))
 
 
 def test_class_is_the_combination_of_parts_measured_from_pixels(birds):
@@ -73,7 +97,7 @@ def test_parts_hold_their_colours_and_removal_changes_only_the_part(birds):
         img, bird = birds.images[i].astype(int), birds.birds[i]
         for p, part in enumerate(PARTS):
             mask = birds.part_masks[i, p]
-            colours = [bird[part]["colour"]] + ([bird[part]["colour2"]] if part == "wing" else [])
+            colours = [bird[part]["colour"], bird[part]["colour2"]]
             assert np.isin(np.unique(img[mask], axis=0).tolist(), colours).all()
             changed = (cf[i, p] != birds.images[i]).any(-1)
             assert not (changed & ~mask).any()  # nothing outside the part moves
@@ -157,7 +181,7 @@ def test_part_importance_is_the_logit_drop(birds, linear):
 
 def test_controls_at_chance_and_oracle_at_one(birds, linear):
     """Shown able to fail, on 48 birds and the random linear model: the Sobel edge map and
-    random noise sit at chance (measured means -0.09 and -0.05, standard errors 0.09 and 0.08), an
+    random noise sit at chance (measured means +0.04 and +0.07, standard errors 0.08 and 0.08), an
     oracle map (each part painted with importance / area) and the exact linear attribution
     W_y * (x - background) score 1."""
     model, x, _, imp, exact = linear
@@ -178,4 +202,42 @@ def test_sum_mass_has_an_area_prior_that_mean_removes(birds):
     noise = np.random.default_rng(1).random((N, 64, 64))
     by = {m: M.evaluate("part_importance_correlation", noise, masks, area, params={"mass": m}).mean()
           for m in ("sum", "mean")}
-    assert by["sum"] > 0.9 and abs(by["mean"]) < 0.2, by
+    assert by["sum"] > 0.8 and abs(by["mean"]) < 0.2, by  # sum 0.89: the parts have similar areas
+
+
+@pytest.mark.slow
+def test_trained_cnn_controls_at_chance_and_gradient_methods_above():
+    """Issue 16 ("every metric shown able to fail"), on a small CNN trained on the birds (48 px,
+    2000 images, 10 epochs, about 2 minutes on 2 cores): the model uses several parts, the
+    model-blind Sobel and random maps sit at chance and gradient x input / saliency clearly above,
+    with mass="mean".  Measured (400 held-out birds): accuracy 0.92; mean importance body 0.0,
+    wing 0.73, tail 1.39, head 0.43; correlation Sobel +0.05, random -0.01, gradient x input
+    +0.37, saliency +0.38, Grad-CAM +0.11 (standard errors ~0.03).  With mass="sum" the uniform
+    random map ranks the parts by area (body, the largest, is the least used): -0.42."""
+    from cnnvis_eval import get_method
+
+    size = 48
+    train, held = make_parts(2000, size, seed=0), make_parts(400, size, seed=1)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((size, size, 3)),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)])
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = (held.images / 255.0).astype(np.float32)
+    model.fit(train.images / 255.0, train.labels, epochs=10, batch_size=32, verbose=0)
+    assert model.evaluate(x, held.labels, verbose=0)[1] > 0.8
+    target = ClassTarget(held.labels)
+    imp = M.part_importance(model, x, (held.counterfactuals() / 255.0).astype(np.float32), target)
+    assert (np.median(imp, 0) > 0.2).sum() >= 2, imp.mean(0)  # no single decisive part
+    maps = {"sobel": M.CONTROLS["edge_sobel"](model).explain(x, target).heatmap,
+            "random": M.CONTROLS["random"](model, seed=0).explain(x, target).heatmap}
+    for name in ("gradient_x_input", "saliency"):
+        maps[name] = get_method(name)(model).explain(x, target).heatmap
+    score = {k: np.nanmean(M.evaluate("part_importance_correlation", h, held.part_masks, imp,
+                                      params={"mass": "mean"})) for k, h in maps.items()}
+    assert abs(score["sobel"]) < 0.1 and abs(score["random"]) < 0.1, score
+    assert max(score["gradient_x_input"], score["saliency"]) > 0.3, score
