@@ -80,12 +80,15 @@ class PartImportanceCorrelation(Metric):
 
     Parameters
     ----------
-    mass : "sum" (default) or "mean"
-        A part's mass: the sum of the (signed) map over its pixels, as FunnyBirds does, or
-        the mean over its pixels.  With "sum", a map that is uniform over the object ranks
-        the parts by area, so its score is the correlation between area and importance;
-        "mean" (relevance per pixel) removes that area prior, as
-        :class:`~cnnvis_eval.metrics.localization.ClassContrastMass` does.  For a linear
+    mass : "mean" (default) or "sum"
+        A part's mass: the mean of the (signed) map over its pixels, or the sum, as
+        FunnyBirds does.  With "sum", a map that is uniform over the object ranks the parts
+        by area, so its score is the correlation between area and importance: measured on a
+        trained 48 px CNN of the parts data, the uniform random map scored -0.42 with "sum"
+        (it ranked the large body, which the model ignores, first) and -0.01 with "mean";
+        Sobel -0.15 / +0.05.  "mean" (relevance per pixel) removes that area prior, as
+        :class:`~cnnvis_eval.metrics.localization.ClassContrastMass` does, so the
+        model-blind controls sit at chance (the default for that reason).  For a linear
         model, the map ``w * (x - background)`` sums over each part to the part's
         importance exactly and scores 1 with "sum".
 
@@ -103,7 +106,7 @@ class PartImportanceCorrelation(Metric):
     higher_is_better = True
     per_image = ("heatmap", "part_masks", "importance")
 
-    def __init__(self, mass: str = "sum"):
+    def __init__(self, mass: str = "mean"):
         if mass not in ("sum", "mean"):
             raise InputError(f"mass must be 'sum' or 'mean', got {mass!r}")
         super().__init__(mass=mass)
