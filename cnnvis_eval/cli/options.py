@@ -18,14 +18,15 @@ def _split(values):
 def check_counts(args, flags=("workers", "images_per_task")) -> None:
     """Each of ``flags`` (argparse destinations) that is given must be >= 1.
 
-    Raises InputError naming the option, e.g. ``--workers must be >= 1, got 0``.
+    Raises InputError naming the option, e.g. ``--workers must be >= 1, got 0``
+    (:func:`cnnvis_eval.params.integer`'s message).
     """
-    from ..errors import InputError
+    from ..params import integer
 
     for flag in flags:
         value = getattr(args, flag, None)
-        if value is not None and value < 1:
-            raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+        if value is not None:
+            integer(value, f"--{flag.replace('_', '-')}")
 
 
 SYNTHETIC_DEFAULT = 8  # synthetic images of a bare ``synthetic`` in --images

@@ -49,6 +49,7 @@ from skimage.filters import gaussian
 from skimage.morphology import convex_hull_image
 
 from ..errors import InputError
+from ..params import integer
 
 DATASETS: tuple[str, ...] = ("sketches", "symbols", "xrays")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -316,8 +317,6 @@ def _draw_artefact(dataset: str, img: np.ndarray, cls: int, box, rng) -> np.ndar
 def _check(dataset, n, size, correlation, split, variant, mask, mask_dilation, artefact_size):
     if dataset not in DATASETS:
         raise InputError(f"unknown data set {dataset!r}; use one of {DATASETS}")
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n must be an integer >= 1, got {n!r}")
     if not isinstance(size, (int, np.integer)) or not MIN_SIZE <= size <= MAX_SIZE:
         raise InputError(f"size must be an integer between {MIN_SIZE} and {MAX_SIZE} pixels, got {size!r}")
     if not isinstance(correlation, (int, float)) or not 0.0 <= correlation <= 1.0:
@@ -372,6 +371,7 @@ def make_artefact_set(dataset: str, n: int, *, split: str = "train", variant: st
     InputError
         An argument outside the ranges above (the message names it).
     """
+    n = integer(n, "n")
     _check(dataset, n, size, correlation, split, variant, mask, mask_dilation, artefact_size)
     k = len(CLASS_NAMES[dataset])
     base = np.random.default_rng([seed & 0xFFFFFFFF, _IDS[dataset], _IDS[split], 0])

@@ -34,6 +34,7 @@ import numpy as np
 from skimage.draw import disk, ellipse, polygon
 
 from ..errors import InputError
+from ..params import integer
 from .scenes import _background
 from .synthetic import _hsv
 
@@ -172,8 +173,7 @@ def make_parts(n: int, size: int = 64, seed: int = 0) -> PartSet:
         Image side in pixels (48 to 128).
     seed : int
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n must be an integer >= 1, got {n!r}")
+    n = integer(n, "n")
     if not 48 <= size <= 128:
         raise InputError(f"size must be between 48 and 128 pixels, got {size}")
     rng = np.random.default_rng(seed)

@@ -25,6 +25,7 @@ from scipy.ndimage import gaussian_filter
 from skimage.draw import disk, line, polygon
 
 from ..errors import InputError
+from ..params import integer
 from .synthetic import CLASSES, _hsv, shape_polygon
 
 _PLACEMENT_TRIES = 50
@@ -125,8 +126,7 @@ def make_scenes(n: int, size: int = 64, seed: int = 0, n_objects: tuple[int, int
     max_occlusion : float in [0, 0.9]
         Largest fraction of an object's area that later objects may hide; 0 keeps objects apart.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n must be an integer >= 1, got {n!r}")
+    n = integer(n, "n")
     if not 48 <= size <= 128:
         raise InputError(f"size must be between 48 and 128 pixels, got {size}")
     bad = InputError(f"n_objects must be (least, most) with 2 <= least <= most <= {len(CLASSES)}, "

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..params import integer
 
 # the T-tetromino on a 3 x 2 grid of blocks (row, col)
 _TETROMINO = ((0, 0), (0, 1), (0, 2), (1, 1))
@@ -99,8 +100,7 @@ def make_suppressor(n: int, size: int = 64, seed: int = 0, *, signal: float = 0.
     block : int
         Side of the pattern's squares in pixels (2 to ``size // 10``).
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n must be an integer >= 1, got {n!r}")
+    n = integer(n, "n")
     if not 48 <= size <= 128:
         raise InputError(f"size must be between 48 and 128 pixels, got {size}")
     if not 2 <= block <= size // 10:

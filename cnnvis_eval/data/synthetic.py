@@ -27,6 +27,7 @@ from scipy.ndimage import gaussian_filter
 from skimage.draw import line, polygon
 
 from ..errors import InputError
+from ..params import integer
 
 CLASSES: tuple[str, ...] = ("disc", "square", "triangle", "cross")
 MARKER_SIZE = 5
@@ -136,8 +137,7 @@ def make_synthetic(
     split : {"train", "test"}
         Only matters with ``shortcut``: marker slot = class (train) or random (test).
     """
-    if n < 1:
-        raise InputError(f"n must be >= 1, got {n}")
+    n = integer(n, "n")
     if not 48 <= size <= 128:
         raise InputError(f"size must be between 48 and 128 pixels, got {size}")
     if split not in ("train", "test"):

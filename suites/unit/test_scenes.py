@@ -84,7 +84,7 @@ def test_contrast_masks(scenes):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"n": 0}, "n must be an integer >= 1"),
+    ({"n": 0}, "n must be >= 1"),
     ({"n": 2, "size": 32}, "size must be between 48 and 128"),
     ({"n": 2, "n_objects": (1, 3)}, r"n_objects must be \(least, most\)"),
     ({"n": 2, "n_objects": (3, 2)}, r"n_objects must be \(least, most\)"),
