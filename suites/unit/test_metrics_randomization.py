@@ -360,3 +360,54 @@ def test_only_the_requested_steps_are_explained(mode):
     assert full[full.step == 2].value.max() < 0.999  # step 2 differs from step 0: the test can fail
     with pytest.raises(InputError, match="steps must be"):
         R.randomization_curve(m, x, "saliency", steps=(0,), **kw)
+
+
+@pytest.mark.parametrize("method, mode", [("deep_taylor", "cascading"), ("deconvnet", "independent"),
+                                          ("deeplift", "cascading"), ("saliency", "independent")])
+def test_in_place_randomization_equals_the_clone_and_restores_the_model(method, mode):
+    """``in_place=True`` (the check session's path: its own explainer, no clone, no new trace)
+    gives the clone's curve; afterwards the model's weights are bit-identical to before and
+    the reused explainer -- synced copies included (Deep Taylor's folded BatchNorm,
+    DeconvNet's linear clones) -- gives its original maps again; DeepLIFT (copies, no sync)
+    is rebuilt per step on the randomized weights."""
+    m = bn_model()
+    spec = cv.models.spec.as_spec(m)
+    x = np.random.default_rng(3).uniform(0, 1, (3, 8, 8, 2)).astype(np.float32)
+    ex = cv.get_method(method)(spec)
+    first = ex.explain(x, progress=False).heatmap
+    weights = [np.array(v.numpy()) for v in m.weights]
+    kw = dict(granularity="layer", similarity=("spearman_abs",), mode=mode)
+    reuse = type(ex).follows_weights()
+    clone = R.randomization_curve(m, x, method, reuse_explainer=reuse, **kw)
+    inplace = R.randomization_curve(spec, x, ex, reuse_explainer=reuse, in_place=True, **kw)
+    np.testing.assert_allclose(inplace.value.to_numpy(), clone.value.to_numpy(), atol=1e-6)
+    assert clone[clone.step > 0].value.min() < 0.99  # the curve moves: not a comparison of constants
+    for v, w in zip(m.weights, weights):
+        np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)
+    np.testing.assert_array_equal(ex.explain(x, progress=False).heatmap, first)
+
+
+def test_in_place_randomization_restores_the_model_when_a_step_fails():
+    """A step that raises, or a caller that stops early, leaves the weights as they were."""
+    m = bn_model()
+    spec = cv.models.spec.as_spec(m)
+    x = np.random.default_rng(3).uniform(0, 1, (3, 8, 8, 2)).astype(np.float32)
+    weights = [np.array(v.numpy()) for v in m.weights]
+    calls = []
+
+    class Failing(cv.get_method("saliency")):
+        def explain(self, *a, **k):
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("step 2 failed")
+            return super().explain(*a, **k)
+
+    with pytest.raises(RuntimeError, match="step 2 failed"):
+        R.randomization_curve(spec, x, Failing(spec), granularity="layer", reuse_explainer=True, in_place=True)
+    gen = R.randomization_explanations(spec, x, "saliency", granularity="layer", reuse_explainer=True,
+                                       in_place=True)
+    next(gen), next(gen)  # step 1: the top layer is randomized now
+    assert any(not np.array_equal(v.numpy(), w) for v, w in zip(m.weights, weights))
+    gen.close()
+    for v, w in zip(m.weights, weights):
+        np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)

@@ -418,3 +418,23 @@ def test_class_sensitivity_of_a_perturbation_method_keeps_to_the_budget(monkeypa
     want = float(np.mean(M.evaluate("spearman_abs", base.heatmap[:4], other)))
     assert v.value == pytest.approx(want) and "first 4 of them" in v.reason, v.message()
     assert "first" not in run_check(c, "class_sensitivity", "saliency").reason
+
+
+def test_randomization_check_leaves_the_model_and_its_explainers_as_they_were():
+    """The randomization check works on the context's own model in place (no clone, no new
+    trace): afterwards every weight is bit-identical and the context's explainers -- Deep
+    Taylor's folded copies and DeconvNet's linear clones included -- give their maps again."""
+    from cnnvis_eval.data.synthetic import make_synthetic
+
+    spec = mini_spec("mini_resnet")
+    c = CheckContext(spec, spec.preprocess(make_synthetic(2, 64, seed=5).images))
+    weights = [np.array(v.numpy()) for v in c.spec.graph.model.weights]
+    methods = ("deep_taylor", "deconvnet", "saliency")
+    before = {m: c.explainer(m).explain(c.x, progress=False).heatmap for m in methods}
+    for m in methods:
+        for variant in ("cascading_all", "independent"):
+            assert run_check(c, "randomization", m, variant).status in ("pass", "fail")
+    for v, w in zip(c.spec.graph.model.weights, weights):
+        np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)
+    for m in methods:
+        np.testing.assert_array_equal(c.explainer(m).explain(c.x, progress=False).heatmap, before[m], err_msg=m)
