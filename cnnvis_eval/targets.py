@@ -102,7 +102,9 @@ class BoundTarget:
     top : bool
         Pick the index per image inside the compiled function.
     indices : ndarray of int32, shape (n,)
-        Fixed indices (zeros when ``top``).
+        Fixed indices, or ``-1`` where the index is picked inside the compiled function
+        (every entry when ``top``).  Compiled functions read the indices, not ``top``, so one
+        trace serves "top" and explicit targets alike (the cache keys leave ``top`` out).
     reduce : str
         Spatial reduction ("mean", "sum", "max"); "none" for class logits.
     units : int
@@ -152,7 +154,10 @@ class BoundTarget:
         Parameters
         ----------
         value : tensor, shape (N, K) or (N, h, w, C)
-        indices : int32 tensor, shape (N,) (ignored when ``top``)
+        indices : int32 tensor, shape (N,)
+            The index per image; a negative entry picks that image's top index (largest logit,
+            or most activated channel by mean over the map).  ``top`` is not consulted: the
+            same traced function serves "top" and explicit targets.
 
         Returns
         -------
@@ -160,11 +165,12 @@ class BoundTarget:
         indices : int32 tensor, shape (N,)
         """
         units = self.per_unit(value)
-        if self.top:
-            ranking = units
-            if self.reduce != "mean" and len(value.shape) > 2:
-                ranking = tf.reduce_mean(value, axis=list(range(1, len(value.shape) - 1)))
-            indices = tf.argmax(ranking, axis=-1, output_type=tf.int32)
+        ranking = units
+        if self.reduce != "mean" and len(value.shape) > 2:
+            ranking = tf.reduce_mean(value, axis=list(range(1, len(value.shape) - 1)))
+        best = tf.argmax(ranking, axis=-1, output_type=tf.int32)
+        indices = tf.cast(indices, tf.int32)
+        indices = tf.where(indices < 0, best, indices)
         scores = tf.gather(units, indices, axis=1, batch_dims=1)
         return scores, indices
 
@@ -173,7 +179,7 @@ def _indices(index: Index, n: int, units: int, what: str) -> tuple[bool, np.ndar
     if isinstance(index, str):
         if index != "top":
             raise TargetError(f"{what} must be an integer, a sequence of integers or 'top', got {index!r}")
-        return True, np.zeros(n, np.int32)
+        return True, np.full(n, -1, np.int32)
     arr = np.asarray(index)
     if arr.dtype.kind not in "iu":
         raise TargetError(f"{what} must be integer(s) or 'top', got {index!r}")

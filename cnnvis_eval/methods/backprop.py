@@ -191,7 +191,11 @@ class ModifiedBackprop(Explainer):
     def __init__(self, model, *, channel_reduce: str = "max_abs"):
         super().__init__(model, channel_reduce=channel_reduce)
         self.channel_reduce = channel_reduce
-        self.overrides = self.build_overrides(self.graph, self.name)
+        # one set per model, like the compiled functions that close over it: DeconvNet's
+        # linear clones hold copied weights, and an explainer's sync_weights() must refresh
+        # the copies the model's shared trace reads, whichever instance traced it
+        self.overrides = self._cached(("overrides", type(self), self.name),
+                                      lambda: self.build_overrides(self.graph, self.name))
         self._leaky = sum(
             1 for n in self.graph.nodes
             if n.name in self.overrides and rectifier_of(n.layer, leaky=True).leaky

@@ -338,7 +338,7 @@ class Explainer:
 
     def forward(self, x: np.ndarray, bound: BoundTarget) -> tuple[np.ndarray, np.ndarray]:
         """Target scores and indices, shape (N,) each, from one compiled forward pass."""
-        key = ("forward", bound.key, bound.top, bound.reduce)
+        key = ("forward", bound.key, bound.reduce)
 
         def build():
             graph = self.graph
@@ -380,7 +380,7 @@ class Explainer:
         return g.numpy(), s.numpy(), i.numpy()
 
     def _grad_fn(self, bound: BoundTarget, overrides: dict | None, tag: str):
-        key = ("grad", bound.key, bound.top, bound.reduce, tag)
+        key = ("grad", bound.key, bound.reduce, tag)
 
         def build():
             graph = self.graph

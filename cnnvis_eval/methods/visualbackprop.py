@@ -297,7 +297,7 @@ class VisualBackProp(Explainer):
 
     def _fn(self, bound: BoundTarget, plan: VbpPlan) -> Callable:
         graph = self.graph
-        key = ("vbp", bound.key, bound.top, bound.reduce, plan.keys, self.normalize_maps)
+        key = ("vbp", bound.key, bound.reduce, plan.keys, self.normalize_maps)
 
         def build():
             tkey = bound.key

@@ -86,7 +86,7 @@ class AblationCam(CamBase):
 
             return fn
 
-        return self._cached(("ablation_head", bound.key, bound.top, bound.reduce, lkey), build)
+        return self._cached(("ablation_head", bound.key, bound.reduce, lkey), build)
 
     def _tail_fn(self, bound: BoundTarget, lkey: int, tail, frontier: list[int]) -> Callable:
         """(A, frontier, indices, channels (m,)) -> (N, m) scores with each channel zeroed."""

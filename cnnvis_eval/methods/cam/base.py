@@ -114,7 +114,7 @@ class CamBase(Explainer):
 
     def _maps_fn(self, bound: BoundTarget, lkey: int, gradients: bool) -> Callable:
         graph = self.graph
-        key = ("cam_maps", gradients, bound.key, bound.top, bound.reduce, lkey)
+        key = ("cam_maps", gradients, bound.key, bound.reduce, lkey)
         if key in self._fns:  # the model cache: shared by every explainer of this model
             return self._fns[key]
         sig = [self._signature(), tf.TensorSpec((None,), tf.int32)]

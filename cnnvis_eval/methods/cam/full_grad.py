@@ -116,7 +116,7 @@ class FullGrad(Explainer):
 
             return fn
 
-        return self._cached(("full_grad", bound.key, bound.top, bound.reduce, id(self)), build)
+        return self._cached(("full_grad", bound.key, bound.reduce, id(self)), build)
 
     def _explain_batch(self, x, bound):
         heat, s, i = self._fn(bound)(x, bound.indices)

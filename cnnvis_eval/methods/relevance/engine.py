@@ -229,7 +229,7 @@ class RelevanceEngine:
         ``R_input`` (N, H, W, C); ``scores``/``indices``/``top`` (N,); ``sums`` (N, L) float64,
         the relevance in flight after each op of :attr:`Plan.layers`.
         """
-        cache_key = (bound.key, bound.top, bound.reduce)
+        cache_key = (bound.key, bound.reduce)
         if cache_key not in self._fns:
             plan = self.plan(bound.key)
             self._fns[cache_key] = self._compile(plan, bound, signature)
