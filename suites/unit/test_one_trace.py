@@ -138,3 +138,19 @@ def test_deconvnet_instances_of_one_model_share_the_synced_clones():
     want = fresh.explain(xs, ClassTarget([0, 1]), progress=False).heatmap
     assert not np.allclose(want, before)  # the change moves the map: the test can fail
     np.testing.assert_allclose(after, want, rtol=1e-5, atol=1e-6)
+
+
+def test_ablation_cam_scores_the_given_class_after_a_top_call(spec, x):
+    """Ablation-CAM's ablated passes score the target's index.  Before one trace served
+    both, its tail function (keyed without "top") kept the first call's "top" selection,
+    so explicit targets after a "top" call scored each ablated input's own argmax class:
+    compare with an explainer on a fresh function cache that never saw "top"."""
+    import dataclasses
+
+    used = cv.get_method("ablation_cam")(spec)
+    top = used.explain(x, "top", progress=False)
+    other = ClassTarget((top.indices + 1) % spec.num_classes)
+    got = used.explain(x, other, progress=False)
+    fresh = cv.get_method("ablation_cam")(dataclasses.replace(spec)).explain(x, other, progress=False)
+    np.testing.assert_allclose(got.heatmap, fresh.heatmap, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.meta["weights"], fresh.meta["weights"], rtol=1e-5, atol=1e-6)
