@@ -368,9 +368,9 @@ def test_cost_reuses_the_run_of_a_perturbation_method(ctx, monkeypatch):
 
 
 def test_repeated_checks_of_a_perturbation_method_keep_to_the_budget(monkeypatch):
-    """LIME repeats the stability check on the first max(INVARIANCE_IMAGES, REPEAT_BUDGET //
+    """LIME repeats the stability check on the first max(REPEAT_MIN_IMAGES, REPEAT_BUDGET //
     num_samples) images (and says so in the verdict); the gradient on all of them.  (A budget
-    of 80 inputs and 20 samples here, for speed: the rule is the same as 800 and 200.)"""
+    of 80 inputs and 20 samples here, for speed: the rule is the same as 400 and 200.)"""
     from cnnvis_eval.data.synthetic import make_synthetic
     from cnnvis_eval.testing import checks
 
@@ -379,6 +379,9 @@ def test_repeated_checks_of_a_perturbation_method_keep_to_the_budget(monkeypatch
     c = CheckContext(spec, spec.preprocess(make_synthetic(5, 64, seed=5).images),
                      params={"lime": {"num_samples": 20, "segmentation": "slic"}})
     assert checks.repeat_images(c, "lime") == 4 and checks.repeat_images(c, "saliency") == 5
+    monkeypatch.setattr(checks, "REPEAT_BUDGET", 20)  # one image's worth: the floor decides
+    assert checks.repeat_images(c, "lime") == checks.REPEAT_MIN_IMAGES == 2
+    monkeypatch.setattr(checks, "REPEAT_BUDGET", 80)
     c.explain("lime")
     sizes = []
     ex = c.explainer("lime")
