@@ -65,7 +65,8 @@ running it once more; cheaper methods are timed on a further, traced run."""
 REPEAT_BUDGET = 400
 """Model inputs per repetition of the checks that re-run a method on the images
 (randomization: 3 cascading steps and 1 independent one; stability: N_NOISE draws;
-invariance.shift: 2 runs; class sensitivity: the runner-up class).  A method that runs
+invariance: the batch, each image alone, a fresh explainer and the shifted input; class
+sensitivity: the runner-up class).  A method that runs
 ``calls_per_image`` model inputs per image (LIME, RISE, occlusion) repeats on the first
 max(REPEAT_MIN_IMAGES, REPEAT_BUDGET // calls_per_image) images (LIME at 200 samples: 2), the
 others on every image; the verdict's reason says so.  At 224 px on 2 cores a MobileNetV2
@@ -247,10 +248,10 @@ def _deviation(got: np.ndarray, want: np.ndarray) -> float:
 
 def _batch_run(ctx: CheckContext, method: str) -> tuple[np.ndarray, np.ndarray]:
     """``(order, heatmaps)``: the context's explainer on the first INVARIANCE_IMAGES images
-    as one batch, reversed and with the first image twice (memoized: the batch and the
-    determinism checks both read it)."""
+    (a perturbation method: at most :func:`repeat_images`) as one batch, reversed and with
+    the first image twice (memoized: the batch and the determinism checks both read it)."""
     def run():
-        order = np.r_[np.arange(min(INVARIANCE_IMAGES, len(ctx.x)))[::-1], 0]
+        order = np.r_[np.arange(min(INVARIANCE_IMAGES, repeat_images(ctx, method)))[::-1], 0]
         return order, ctx.explainer(method).explain(ctx.x[order], progress=False).heatmap
 
     return ctx.memo(("batch_run", method), run)
@@ -278,7 +279,7 @@ def check_invariance(ctx: CheckContext, method: str, variant: str) -> Verdict:
     """Batch invariance, seeded determinism and constant input shift (Kindermans et al.
     2017): the largest relative deviation over the images."""
     controls = {CONTROL_GRADIENT: ctx.memo(("inv", variant), lambda: _invariance(ctx, CONTROL_GRADIENT, variant))}
-    note = _subset_note(ctx, repeat_images(ctx, method)) if variant == "shift" else ""
+    note = _subset_note(ctx, repeat_images(ctx, method))
     return _verdict(ctx, method, f"invariance.{variant}", _invariance(ctx, method, variant), controls, reason=note)
 
 

@@ -381,6 +381,13 @@ def test_repeated_checks_of_a_perturbation_method_keep_to_the_budget(monkeypatch
     assert checks.repeat_images(c, "lime") == 4 and checks.repeat_images(c, "saliency") == 5
     monkeypatch.setattr(checks, "REPEAT_BUDGET", 20)  # one image's worth: the floor decides
     assert checks.repeat_images(c, "lime") == checks.REPEAT_MIN_IMAGES == 2
+    ex = c.explainer("lime")
+    runs = []
+    monkeypatch.setattr(ex, "explain", lambda x, *a, _f=ex.explain, **k: runs.append(len(x)) or _f(x, *a, **k))
+    v = run_check(c, "invariance", "lime", "batch")  # images 1, 0, 0 as one batch, then 0 and 1 alone
+    assert sorted(runs) == [1, 1, 3], runs
+    assert "on the first 2 of 5 images" in v.reason and v.status == "pass", v.message()
+    monkeypatch.undo()
     monkeypatch.setattr(checks, "REPEAT_BUDGET", 80)
     c.explain("lime")
     sizes = []
