@@ -3,7 +3,8 @@
 The long frame has one row per measurement with columns ``method, model, image, neuron,
 metric, value`` (suite runs add ``suite, test``).  :func:`pivot` turns one metric into a
 method x model table; :func:`score_tables` builds the report's set of tables (the objective
-counterpart of the study's table of hits) and :func:`totals` the per-method totals.
+counterpart of the study's table of hits) and :func:`totals` the per-method totals (a
+rank-based summary in which ties do not count as wins, :func:`rank_scores`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 from ..errors import InputError
 from ..frame import COLUMNS
@@ -125,34 +127,58 @@ def best_mask(table: pd.DataFrame, higher_is_better: bool | None) -> pd.DataFram
     return table.eq(best, axis=1) & table.notna()
 
 
-def totals(results: pd.DataFrame, scores=SCORES) -> pd.DataFrame:
-    """Per-method totals across the score tables.
+def rank_scores(table: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
+    """Per model column, each method's rank scaled to [0, 1]: 1 = alone best, 0 = alone
+    worst; tied methods share the average of their ranks (``scipy.stats.rankdata``,
+    ``"average"``), so a tie among all methods gives each 0.5, not a win.
 
-    Columns: ``pointing_game_hits`` (images whose heatmap maximum hit the object, summed
-    over models — the objective counterpart of the study's "hits"; fractional where the
-    maximum is tied), ``wins`` (model columns
-    in which the method is best, over all directed tables), and ``mean_rank`` (mean rank
-    over all directed tables and models; 1 = best).
+    ``table``: method x model (NaN where a method was not measured).  Returns the same
+    shape; NaN where the method has no value or fewer than two methods have one.
+    """
+    out = pd.DataFrame(np.nan, index=table.index, columns=table.columns)
+    for col in table.columns:
+        vals = table[col].dropna()
+        if len(vals) < 2:
+            continue
+        ranks = rankdata(vals.to_numpy() if higher_is_better else -vals.to_numpy(), method="average")
+        out.loc[vals.index, col] = (ranks - 1.0) / (len(vals) - 1.0)
+    return out
+
+
+def totals(results: pd.DataFrame, scores=SCORES) -> pd.DataFrame:
+    """Per-method totals across the score tables, best first.
+
+    Columns: ``rank_score`` (mean over every directed table's model columns of
+    :func:`rank_scores`: 1 = alone best everywhere, 0 = alone worst, 0.5 = tied with all
+    or middling; ties do not count as wins), ``sole_best`` (model columns in which the
+    method alone is best), ``columns`` (model columns scored), and ``pointing_game_hits``
+    (images whose heatmap maximum hit the object, summed over models — the objective
+    counterpart of the study's "hits"; fractional where the maximum is tied).  Sorted by
+    ``rank_score``, then ``sole_best``, then method name.
     """
     df = check_long(results)
     methods = sorted(df["method"].unique())
     out = pd.DataFrame(index=pd.Index(methods, name="method"))
+    scaled, sole = [], pd.Series(0, index=methods)
+    for s, t in score_tables(results, scores).values():
+        if s.higher_is_better is None:
+            continue
+        r = rank_scores(t, s.higher_is_better)
+        scaled.append(r)
+        alone = best_mask(t, s.higher_is_better)
+        # columns with exactly one best method among at least two measured
+        alone = alone & (alone.sum(axis=0) == 1) & (t.notna().sum(axis=0) >= 2)
+        sole = sole.add(alone.sum(axis=1), fill_value=0)
+    stacked = pd.concat(scaled, axis=1) if scaled else pd.DataFrame(index=methods)
+    out["rank_score"] = stacked.mean(axis=1).reindex(methods)
+    out["sole_best"] = sole.reindex(methods).fillna(0).astype(int)
+    out["columns"] = stacked.notna().sum(axis=1).reindex(methods).fillna(0).astype(int)
     pg = df[(df["metric"] == "pointing_game") & (df["neuron"] == "logit")]
     hits = pg.groupby("method")["value"].sum().reindex(methods).fillna(0)
     # a tie among maximal pixels scores the fraction of them that hit, so hits may be fractional
     out["pointing_game_hits"] = hits.astype(int) if (hits % 1 == 0).all() else hits.round(2)
-    wins = pd.Series(0, index=methods)
-    ranks = []
-    for s, t in score_tables(results, scores).values():
-        if s.higher_is_better is None:
-            continue
-        wins = wins.add(best_mask(t, s.higher_is_better).sum(axis=1), fill_value=0)
-        ranks.append(t.rank(ascending=not s.higher_is_better, method="min"))
-    out["wins"] = wins.reindex(methods).fillna(0).astype(int)
-    if ranks:
-        stacked = pd.concat(ranks, axis=1)
-        out["mean_rank"] = stacked.mean(axis=1).reindex(methods)
-    return out.sort_values(["wins", "pointing_game_hits"], ascending=False)
+    return out.sort_values(["rank_score", "sole_best", "method"], ascending=[False, False, True],
+                           na_position="last")
 
 
 def to_html(table: pd.DataFrame, higher_is_better: bool | None = None, fmt: str = "{:.3f}") -> str:
@@ -165,7 +191,7 @@ def to_html(table: pd.DataFrame, higher_is_better: bool | None = None, fmt: str 
         if v is None or (isinstance(v, float) and np.isnan(v)):
             return '<td class="na">n/a</td>'
         if isinstance(v, (bool, np.bool_)) or isinstance(v, (int, np.integer)):
-            text = str(int(v))  # counts (hits, wins) stay integers
+            text = str(int(v))  # counts (hits, sole_best) stay integers
         else:
             text = fmt.format(v) if isinstance(v, (float, np.floating)) else str(v)
         return f'<td class="best">{text}</td>' if b else f"<td>{text}</td>"

@@ -84,18 +84,87 @@ def test_pivots_match_groupby():
 
 
 def test_totals_match_groupby():
+    """rank_score recomputed cell by cell: a method's scaled rank in a column is (methods
+    strictly worse + half the methods tied with it) / (methods measured - 1)."""
     df = random_long_frame(1)
     tot = tables.totals(df)
     pg = df[(df["metric"] == "pointing_game") & (df["neuron"] == "logit")].groupby("method")["value"].sum()
     assert tot["pointing_game_hits"].to_dict() == pg.to_dict()
     assert tot["pointing_game_hits"].dtype == np.int64  # whole hits stay integers
-    wins = dict.fromkeys(tot.index, 0)
+    scaled = {m: [] for m in tot.index}
+    sole = dict.fromkeys(tot.index, 0)
     for s in tables.SCORES:
-        if s.higher_is_better is not None:
-            for m, _ in best_cells(groupby_table(df, s.metric, s.neuron), s.higher_is_better):
-                wins[m] += 1
-    assert tot["wins"].to_dict() == wins
-    assert list(tot["wins"]) == sorted(tot["wins"], reverse=True)
+        if s.higher_is_better is None:
+            continue
+        t = groupby_table(df, s.metric, s.neuron)
+        sign = 1 if s.higher_is_better else -1
+        for col in t.columns:
+            vals = {m: sign * t.at[m, col] for m in t.index if not np.isnan(t.at[m, col])}
+            for m, v in vals.items():
+                worse = sum(w < v for w in vals.values())
+                tied = sum(w == v for w in vals.values()) - 1
+                scaled[m].append((worse + tied / 2) / (len(vals) - 1))
+            best = [m for m, v in vals.items() if v == max(vals.values())]
+            if len(best) == 1:
+                sole[best[0]] += 1
+    assert tot["rank_score"].to_dict() == pytest.approx({m: np.mean(v) for m, v in scaled.items()})
+    assert tot["columns"].to_dict() == {m: len(v) for m, v in scaled.items()}
+    assert tot["sole_best"].to_dict() == sole
+    assert list(tot["rank_score"]) == sorted(tot["rank_score"], reverse=True)
+    assert "wins" not in tot.columns
+
+
+def _long(table: dict, metric: str) -> list:
+    """Rows of the long frame for {method: {model: value}} (one logit image per cell)."""
+    return [(m, model, "img0", "logit", metric, v) for m, row in table.items() for model, v in row.items()]
+
+
+def _totals(*parts) -> pd.DataFrame:
+    return tables.totals(pd.DataFrame([r for p in parts for r in p], columns=tables.COLUMNS))
+
+
+ALL_TIED = {m: {"arch1": 1.0, "arch2": 1.0} for m in ("m_a", "m_b", "m_c")}
+"""Pointing game 1.0 for every method on both models (the default run's situation)."""
+SEPARATED = ({"m_a": {"arch1": 0.9, "arch2": 0.8}, "m_b": {"arch1": 0.5, "arch2": 0.4},
+              "m_c": {"arch1": 0.1, "arch2": 0.2}}, "relevance_mass_accuracy",  # higher is better
+             {"m_a": {"arch1": 1.0, "arch2": 2.0}, "m_b": {"arch1": 3.0, "arch2": 4.0},
+              "m_c": {"arch1": 5.0, "arch2": 6.0}}, "deletion_auc")  # lower is better
+
+
+def test_totals_all_tied_column_is_no_win():
+    """Every method at 1.000 on every column: the same middle score for all, no sole best
+    (the old ``wins`` column gave each of them 2 wins)."""
+    tot = _totals(_long(ALL_TIED, "pointing_game"))
+    assert tot["rank_score"].to_dict() == {"m_a": 0.5, "m_b": 0.5, "m_c": 0.5}
+    assert tot["sole_best"].to_dict() == {"m_a": 0, "m_b": 0, "m_c": 0}
+    assert list(tot.index) == ["m_a", "m_b", "m_c"]  # equal scores: by name
+
+
+def test_totals_strictly_best_is_first_with_score_one_and_ties_elsewhere_keep_the_order():
+    a, ma, b, mb = SEPARATED
+    tot = _totals(_long(a, ma), _long(b, mb))
+    assert list(tot.index) == ["m_a", "m_b", "m_c"]
+    # m_a best on 4 columns -> 1; m_b middle of 3 -> 0.5; m_c worst -> 0
+    assert tot["rank_score"].to_dict() == {"m_a": 1.0, "m_b": 0.5, "m_c": 0.0}
+    assert tot["sole_best"].to_dict() == {"m_a": 4, "m_b": 0, "m_c": 0}
+    assert tot["columns"].to_dict() == {"m_a": 4, "m_b": 4, "m_c": 4}
+    tied = _totals(_long(a, ma), _long(b, mb), _long(ALL_TIED, "pointing_game"))
+    assert list(tied.index) == ["m_a", "m_b", "m_c"]
+    # two all-tied columns (0.5 each) join the four: m_a (4 + 1) / 6, m_c (0 + 1) / 6
+    assert tied["rank_score"].to_dict() == pytest.approx({"m_a": 5 / 6, "m_b": 0.5, "m_c": 1 / 6})
+    assert tied["sole_best"].to_dict() == {"m_a": 4, "m_b": 0, "m_c": 0}
+
+
+def test_totals_partial_ties_share_the_average_rank():
+    """Column 1 (higher better) a=3, b=c=1, d=0: ranks d 1, b/c 2.5, a 4 -> scaled 0, 0.5, 1;
+    column 2 a=0, b=c=d=2: a 0, b/c/d rank 3 -> 2/3.  Means: a 1/2, b and c 7/12, d 1/3.
+    A sole best in one column (a) does not outrank a steadier method."""
+    t = {"m_a": {"arch1": 3.0, "arch2": 0.0}, "m_b": {"arch1": 1.0, "arch2": 2.0},
+         "m_c": {"arch1": 1.0, "arch2": 2.0}, "m_d": {"arch1": 0.0, "arch2": 2.0}}
+    tot = _totals(_long(t, "relevance_mass_accuracy"))
+    assert tot["rank_score"].to_dict() == pytest.approx({"m_a": 0.5, "m_b": 7 / 12, "m_c": 7 / 12, "m_d": 1 / 3})
+    assert tot["sole_best"].to_dict() == {"m_a": 1, "m_b": 0, "m_c": 0, "m_d": 0}
+    assert list(tot.index) == ["m_b", "m_c", "m_a", "m_d"]
 
 
 def test_to_html_marks_best_per_column():
