@@ -15,7 +15,8 @@ peak is unchanged (1.65 GB both), but the pool never shrinks and fragments over 
 run: ``cnnvis-eval check`` of MobileNetV2 (224 px, 8 photos, seven methods) peaked at 3.68 GB
 pooled vs 2.96 GB with malloc, for 767 s vs 1044 s (suites/benchmarks/test_bench_check.py),
 while its faithfulness curves ran 128 inputs per call; at 32 per call it peaks at 2.21 GB pooled
-(726 s): what the pool keeps is the largest batch a run ever held.
+(726 s), and 1.99 GB (582 s) with one trace per method: what the pool keeps is the largest batch
+a run ever held.
 
 :func:`configure` sets it **unless the user set it** (``TF_CPU_ALLOCATOR_USE_BFC=false`` in
 the environment keeps the malloc allocator).  TensorFlow reads the variable when it creates
