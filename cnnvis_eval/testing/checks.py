@@ -72,7 +72,7 @@ max(REPEAT_MIN_IMAGES, REPEAT_BUDGET // calls_per_image) images (LIME at 200 sam
 others on every image; the verdict's reason says so.  At 224 px on 2 cores a MobileNetV2
 forward pass is ~27 ms, so LIME at 200 samples through those 10 repetitions takes ~54 s per
 image: 7 minutes on 8 images, 1.8 on 2.  Measured, the whole check of the study's seven
-methods on MobileNetV2 (8 photos): 672 s with 4 repeated images, under the 600 s goal with 2."""
+methods on MobileNetV2 (8 photos): 672 s with 4 repeated images, 582 s with 2 (goal 600 s)."""
 REPEAT_MIN_IMAGES = 2
 """The fewest images a repeated check of a perturbation method uses (all of them if fewer)."""
 CONTROL_EDGE, CONTROL_GRADIENT, CONTROL_RANDOM = "edge_sobel", "saliency", "random"
