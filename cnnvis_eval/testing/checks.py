@@ -131,7 +131,7 @@ def _randomization_similarity(ctx: CheckContext, method: str, mode: str, step: i
         # restored: no clone, no new trace (the model is the session's, loaded from the file)
         return M.randomization_curve(ctx.spec, ctx.x[:n], ctx.explainer(method, **extra), mode=mode,
                                      granularity=groups, similarity=("spearman_abs",), seed=ctx.seed,
-                                     reuse_explainer=cls.follows_weights(), original=original, steps=steps,
+                                     reuse_explainer=cls.follows_weights(), original=original, only_steps=steps,
                                      in_place=True)
 
     c = ctx.memo(("randomization", method, mode), curve)

@@ -353,13 +353,13 @@ def test_only_the_requested_steps_are_explained(mode):
             calls.append(1)
             return super().explain(*a, **k)
 
-    part = R.randomization_curve(m, x, Counting, steps=(2,), **kw)
+    part = R.randomization_curve(m, x, Counting, only_steps=(2,), **kw)
     assert sorted(set(part.step)) == [0, 2] and len(calls) == 2  # step 0 and step 2
     np.testing.assert_allclose(part[part.step == 2].value.to_numpy(), full[full.step == 2].value.to_numpy(),
                                atol=1e-6)
     assert full[full.step == 2].value.max() < 0.999  # step 2 differs from step 0: the test can fail
-    with pytest.raises(InputError, match="steps must be"):
-        R.randomization_curve(m, x, "saliency", steps=(0,), **kw)
+    with pytest.raises(InputError, match="only_steps must be"):
+        R.randomization_curve(m, x, "saliency", only_steps=(0,), **kw)
 
 
 @pytest.mark.parametrize("method, mode", [("deep_taylor", "cascading"), ("deconvnet", "independent"),
@@ -411,3 +411,17 @@ def test_in_place_randomization_restores_the_model_when_a_step_fails():
     gen.close()
     for v, w in zip(m.weights, weights):
         np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)
+
+
+def test_explainer_steps_reach_the_path_methods():
+    """``steps`` is the integration steps of integrated gradients (and blur IG, guided IG,
+    XRAI), passed on to the explainer; the curve's own step filter is ``only_steps``.  (The
+    grid passed IG's steps=16 and the curve took it for its step filter: "'int' object is
+    not iterable" for the path methods on every model of the default run.)"""
+    m = bn_model()
+    x = np.random.default_rng(3).uniform(0, 1, (2, 8, 8, 2)).astype(np.float32)
+    exps = list(R.randomization_explanations(m, x, "integrated_gradients", max_steps=1, steps=3))
+    assert [k for k, _, _ in exps] == [0, 1]
+    assert all(e.meta["params"]["steps"] == 3 for _, _, e in exps), [e.meta["params"] for _, _, e in exps]
+    curve = R.randomization_curve(m, x, "integrated_gradients", similarity=("spearman_abs",), max_steps=1, steps=3)
+    assert sorted(set(curve.step)) == [0, 1]

@@ -32,7 +32,7 @@ DEFAULT_SIMILARITY = ("spearman_abs", "spearman_signed", "ssim", "hog")
 def randomization_explanations(
     model, x, explainer, target=None, *, mode: str = "cascading", granularity: str | Sequence = "block",
     seed: int = 0, batch_size: int | None = None, max_steps: int | None = None,
-    reuse_explainer: bool = False, original: Explanation | None = None, steps: Sequence[int] | None = None,
+    reuse_explainer: bool = False, original: Explanation | None = None, only_steps: Sequence[int] | None = None,
     in_place: bool = False, **explainer_params,
 ) -> Iterator[tuple[int, str, Explanation]]:
     """Explain ``x`` on the original model and at every randomization step.
@@ -60,8 +60,9 @@ def randomization_explanations(
         The explanation of ``x`` on the unmodified model by the same explainer and
         parameters, when the caller has it already (step 0 then costs nothing; its
         ``indices`` fix the target of every step).  Must hold one map per image of ``x``.
-    steps : sequence of int, optional
-        Explain only at these steps (k >= 1; step 0 is always yielded).  The weights still
+    only_steps : sequence of int, optional
+        Explain only at these steps (k >= 1; step 0 is always yielded).  Not ``steps``: that
+        name is the integration steps of the path methods, passed on in ``explainer_params``.  The weights still
         change at every step as ``mode`` says (in cascading mode step 3 has groups 1-3
         randomized whether or not steps 1 and 2 are explained).
     in_place : bool
@@ -84,9 +85,9 @@ def randomization_explanations(
         :func:`~cnnvis_eval.metrics.randomization.layer_groups`.
     """
     factory = explainer_factory(explainer, **explainer_params)
-    wanted = None if steps is None else {int(k) for k in steps}
+    wanted = None if only_steps is None else {int(k) for k in only_steps}
     if wanted is not None and (not wanted or min(wanted) < 1):
-        raise InputError(f"steps must be randomization steps >= 1, got {steps!r}")
+        raise InputError(f"only_steps must be randomization steps >= 1, got {only_steps!r}")
     work = as_spec(model) if in_place else clone_with_weights(model)
     rnd = _Randomizer(work, layer_groups(work, granularity), seed)
     target = user_target(target)
@@ -132,7 +133,7 @@ def randomization_curve(
     model, x, explainer, target=None, *, mode: str = "cascading", granularity: str | Sequence = "block",
     similarity=DEFAULT_SIMILARITY, seed: int = 0, batch_size: int | None = None,
     max_steps: int | None = None, reuse_explainer: bool = False, use_attribution: bool = False,
-    original: Explanation | None = None, steps: Sequence[int] | None = None, in_place: bool = False,
+    original: Explanation | None = None, only_steps: Sequence[int] | None = None, in_place: bool = False,
     **explainer_params,
 ) -> pd.DataFrame:
     """Similarity of the explanation at every randomization step to the original one.
@@ -159,7 +160,7 @@ def randomization_curve(
     ref = None
     for step, name, exp in randomization_explanations(
         spec, x, explainer, target, mode=mode, granularity=granularity, seed=seed, batch_size=batch_size,
-        max_steps=max_steps, reuse_explainer=reuse_explainer, original=original, steps=steps,
+        max_steps=max_steps, reuse_explainer=reuse_explainer, original=original, only_steps=only_steps,
         in_place=in_place, **explainer_params,
     ):
         cur = exp.attribution if (use_attribution and exp.attribution is not None) else exp.heatmap
