@@ -14,8 +14,10 @@ is ``relu(z) / z`` = the gradient and DeepLIFT equals gradient x input.
 
 Implementation: one compiled function runs the reference forward (keeping each
 nonlinearity's input), then the input forward and backward, where each nonlinearity is a
-``tf.custom_gradient`` reading its reference input: about one forward pass more than a
-gradient.  A layer with a fused activation (``Conv2D(activation="relu")``) runs as a linear clone followed by
+``tf.custom_gradient`` reading its reference input, and picks the target ("top") inside the
+same graph.  A baseline shared by every image of the batch (``"zeros"``, ``"black"``, a number,
+one image) runs its reference forward on one image and broadcasts it, so the cost is about one
+gradient plus the rescale multipliers.  A layer with a fused activation (``Conv2D(activation="relu")``) runs as a linear clone followed by
 the activation; the user's model is never modified.  Any other layer (multiplications,
 softmax inside the network, attention, normalisation over features, subclassed models)
 is refused at construction with :class:`~cnnvis_eval.errors.UnsupportedLayerError` naming it.
@@ -200,15 +202,19 @@ class DeepLift(Explainer):
 
             @tf.function(input_signature=[sig, sig, tf.TensorSpec((None,), tf.int32)])
             def fn(x, ref, indices):
+                # ref has 1 row (shared by every image) or one per image; the stored reference
+                # inputs broadcast against the input's pass either way
                 store: dict = {}
                 ref_value = graph.run(ref, [bound.key], reference_overrides(units, store))[0]
-                ref_scores, _ = bound.select(ref_value, indices)
                 with tf.GradientTape() as tape:
                     tape.watch(x)
                     value = graph.run(x, [bound.key], rescale_overrides(units, store))[0]
-                    scores, _ = bound.select(value, indices)
+                    scores, chosen = bound.select(value, indices)
                 g = tape.gradient(scores, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                return (x - ref) * g, scores, ref_scores
+                n = tf.shape(x)[0]
+                ref_value = tf.broadcast_to(ref_value, tf.concat([[n], tf.shape(ref_value)[1:]], 0))
+                ref_scores, _ = bound.select(ref_value, chosen)
+                return (x - ref) * g, scores, ref_scores, chosen
 
             return fn
 
@@ -216,9 +222,10 @@ class DeepLift(Explainer):
 
     def _explain_batch(self, x, bound):
         ref = resolve_baseline(self.baseline, x, self.spec)
-        _, idx = self.forward(x, bound)
-        bound = bound.fixed(idx)
-        attr, fx, f0 = (t.numpy() for t in self._fn(bound)(x, ref, bound.indices))
+        # a baseline shared by every image (zeros, black, a number, one array) runs its
+        # reference pass once, not once per image: the same values, one forward of 1 image
+        shared = ref[:1] if len(ref) > 1 and (ref == ref[:1]).all() else ref
+        attr, fx, f0, idx = (t.numpy() for t in self._fn(bound)(x, shared, bound.indices))
         delta = fx.astype("float64") - f0
         err = abs(attr.reshape(len(x), -1).sum(1, dtype="float64") - delta) / abs(delta).clip(1e-12)
         meta = {"completeness_error": err.astype("float32")}

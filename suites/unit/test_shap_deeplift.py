@@ -158,6 +158,22 @@ def test_deeplift_matches_numpy_with_a_nonzero_baseline(tiny_model, tiny_x, ref)
     assert np.abs(want - gxi).max() > 1e-2  # not the gradient in disguise
 
 
+def test_deeplift_per_image_and_shared_baselines_agree_with_single_images(tiny_model, tiny_x):
+    """A baseline shared by the batch runs its reference pass on one image and broadcasts it;
+    per-image baselines run one reference per image.  Both equal explaining each image alone."""
+    rng = np.random.default_rng(5)
+    own = rng.normal(0, 0.5, tiny_x.shape)  # a different reference per image
+    shared = np.broadcast_to(own[1], tiny_x.shape).copy()  # one reference, given per image
+    for base in (own, shared):
+        batch = cv.explain("deeplift", tiny_model, tiny_x, target=cv.ClassTarget(CLS), baseline=base)
+        for n in range(len(tiny_x)):
+            one = cv.explain("deeplift", tiny_model, tiny_x[n:n + 1], target=cv.ClassTarget(CLS[n:n + 1]),
+                             baseline=base[n:n + 1])
+            np.testing.assert_allclose(batch.attribution[n], one.attribution[0], rtol=1e-9, atol=1e-12)
+            assert batch.meta["completeness_error"][n] == pytest.approx(one.meta["completeness_error"][0],
+                                                                        abs=1e-9)
+
+
 def test_deeplift_sums_to_delta_without_max_pooling():
     """Summation-to-delta on a net of convolutions, batch normalization, tanh, an addition
     and a sigmoid unit (no max pooling): sum(attribution) = f(x) - f(x0)."""
