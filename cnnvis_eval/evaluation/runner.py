@@ -41,7 +41,7 @@ from .executors import Executor, make_executor
 from .inputs import ImageSet, content_key, display_names, load_inputs, neuron_targets, release
 from .lock import RunLock
 from .stages import NOT_APPLICABLE, randomization_rows, randomize_model, score_model
-from .store import ModelKey, RunStore, digest, versions
+from .store import ModelKey, RunStore, atomic_write, digest, versions
 
 PARTS = ("explain", "score", "randomization")  # the work on one model, in order
 
@@ -429,20 +429,26 @@ class GridRun:
         curves = self.store.load_rows("randomization")
         if not curves.empty:
             frames.append(randomization_rows(curves))
-            curves.to_parquet(self.store.root / "curves.parquet", index=False)
+            _write(self.store.root / "curves.parquet", curves)
         frames = [f for f in frames if not f.empty]
         results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
-        results.to_parquet(self.store.root / "results.parquet", index=False)
-        results.to_csv(self.store.root / "results.csv", index=False)
+        _write(self.store.root / "results.parquet", results)
+        atomic_write(self.store.root / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
         for name in ("reference", "agreement"):
             stored = self.store.load_rows(name)
             if not stored.empty:
-                stored.to_parquet(self.store.root / f"{name}.parquet", index=False)
+                _write(self.store.root / f"{name}.parquet", stored)
         from ..testing.grid import grid_verdicts  # the report's scorecard (testing holds the thresholds)
         from ..testing.verdict import verdict_frame
 
-        verdict_frame(grid_verdicts(results)).to_parquet(self.store.root / "verdicts.parquet", index=False)
+        _write(self.store.root / "verdicts.parquet", verdict_frame(grid_verdicts(results)))
         return results
+
+
+def _write(path: Path, frame: pd.DataFrame) -> None:
+    """``frame`` as parquet at ``path``, atomically: a killed run leaves the previous file or
+    the new one, never half a file."""
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def shard_path(cell_path: Path, shard: tuple[int, int]) -> Path:

@@ -211,6 +211,29 @@ def test_a_damaged_file_is_moved_aside_and_computed_again(base_run, tmp_path, da
         assert json.loads(path.read_text()) == json.loads(original)
 
 
+def test_collect_killed_while_writing_leaves_whole_files(base_run, tmp_path, monkeypatch):
+    """GridRun.collect writes results, curves and verdicts through a temporary file and a
+    rename: a collect killed half way through a write (bytes written, then Ctrl-C) leaves the
+    previous files readable and no temporary file behind."""
+    base, cfg, results = base_run
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    before = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
+    assert {"results.parquet", "verdicts.parquet"} <= before.keys()
+
+    def half_then_interrupt(self, target, *a, **k):
+        Path(target).write_bytes(b"PAR1 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        GridRun(cfg, out, progress=False, log=None).collect()
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == before
+    assert not list(out.glob(".*.tmp"))
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), pd.read_parquet(base / "results.parquet"))
+
+
 @pytest.mark.parametrize("how", ["nan-array", "raises"])
 def test_a_non_finite_heatmap_is_an_error_cell(base_run, tmp_path, monkeypatch, how):
     """A method giving NaN for image 1 (as an array, or raising, as explain() does for
