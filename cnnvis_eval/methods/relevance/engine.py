@@ -376,11 +376,13 @@ def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True) -
     """Relevance of each input of ``op`` from the relevance ``r`` of its output."""
     if op.kind == "linear":
         k = op.inputs[0]
+        recorded = op.rectifier is None and op.output in values
         inputs = Inputs(
             values[k], domains[k] == NONNEG,
             support=lambda: aux.support(k),
             bounds=lambda lo, hi: aux.bounds(k, lo, hi),
             may_lose=may_lose,
+            output=(lambda: values[op.output]) if recorded else None,
         )
         return [rules[op.name].backward(op.lmap, inputs, r)]
     if op.kind in ("pass", "affine"):

@@ -92,6 +92,16 @@ def _vjp(lmap, terms, relevance, bias=None, epsilon: float = 0.0):
     return out, den
 
 
+def _transpose(lmap, variant: str, x, s):
+    """``(d f_V / d x)^T s``: the transposed map only.  The tape's forward value is never
+    read, so the compiled graph drops that forward (a gradient of a linear map does not
+    need its output)."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        z = lmap.apply(x, variant)
+    return tape.gradient(z, x, output_gradients=s, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
 def _fallback(lmap, inputs, relevance, den):
     """w**2 redistribution of the relevance of outputs whose denominator is exactly zero.
 
@@ -120,6 +130,8 @@ class Inputs:
     ----------
     x : tensor
         The recorded layer input.
+    output : callable, optional
+        Returns the recorded layer output (see :meth:`output`).
     nonneg : bool
         The input is known (from the graph) to be >= 0, so ``x- = 0`` terms are skipped.
     may_lose : bool
@@ -127,12 +139,18 @@ class Inputs:
         static analysis); only then do rules with a fallback build it.
     """
 
-    def __init__(self, x, nonneg: bool, support=None, bounds=None, may_lose: bool = True):
+    def __init__(self, x, nonneg: bool, support=None, bounds=None, may_lose: bool = True, output=None):
         self.x = x
         self.nonneg = nonneg
         self.may_lose = may_lose
         self._support = support
         self._bounds = bounds
+        self._output = output
+
+    def output(self):
+        """The layer's recorded output ``z + b`` (the plain map of ``x`` plus its bias), or
+        None where the forward pass did not record it (a fused rectifier follows the map)."""
+        return self._output() if self._output is not None else None
 
     def pos(self):
         return self.x if self.nonneg else tf.nn.relu(self.x)
@@ -208,6 +226,12 @@ class Epsilon(Rule):
         return {"epsilon": self.epsilon, "bias": self.bias}
 
     def backward(self, lmap, inputs, relevance):
+        y = inputs.output()
+        if y is not None and not lmap.is_zero("plain"):
+            # the denominator z + b is the layer's recorded output: no second forward pass
+            b = lmap.bias("plain")
+            den = y if self.bias or b is None else y - b
+            return inputs.x * _transpose(lmap, "plain", inputs.x, safe_divide(relevance, den, self.epsilon))
         b = lmap.bias("plain") if self.bias else None
         (c,), _ = _vjp(lmap, [("plain", inputs.x)], relevance, b, self.epsilon)
         return inputs.x * c
