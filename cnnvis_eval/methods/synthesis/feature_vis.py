@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from ... import params as P
 from ...cache import default_cache
-from ...errors import InputError, TargetError
+from ...errors import TargetError
 from ...models.spec import ModelSpec, as_spec, identity as _identity
 from ...targets import ClassTarget, NeuronTarget, bind
 from .fourier import color_matrix, fft_image_tf, logits_of_rgb, spectrum_of, spectrum_scale, to_valid_rgb_tf
