@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
@@ -69,6 +70,7 @@ class InversionNetwork:
     seconds: float
     spec: ModelSpec | None = field(default=None, repr=False)
     _key: int = field(default=0, repr=False)
+    _decode: Any = field(default=None, repr=False)
 
     def features(self, images) -> np.ndarray:
         """The model's features at :attr:`layer` of preprocessed images (N, H, W, C)."""
@@ -111,18 +113,15 @@ class InversionNetwork:
                                  f"{tuple(self.feature_shape)}, got {arr.shape}")
             feats = arr.astype(np.float32)
         batch_size = P.integer(batch_size, "batch_size")
-        out = [np.asarray(_decode(self.decoder, tf.constant(feats[i:i + batch_size], tf.float32)))
+        if self._decode is None:  # one compiled forward pass per network
+            self._decode = tf.function(lambda f: self.decoder(f, training=False), reduce_retracing=True)
+        out = [np.asarray(self._decode(tf.constant(feats[i:i + batch_size], tf.float32)))
                for i in range(0, len(feats), batch_size)]
         return np.concatenate(out).astype(np.float32)
 
     def display(self, reconstruction) -> np.ndarray:
         """Reconstructions for display: uint8 via the model's deprocess."""
         return display_image(self.spec, reconstruction)
-
-
-@tf.function(reduce_retracing=True)
-def _decode(decoder, feats):
-    return decoder(feats, training=False)
 
 
 def _features(spec, key, arr, dtype, batch: int = 64) -> np.ndarray:

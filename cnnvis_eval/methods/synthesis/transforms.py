@@ -146,7 +146,7 @@ def rotate(x, radians):
     transform = tf.stack([cos, -sin, x_off, sin, cos, y_off, 0.0, 0.0])[None]
     out = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=tf.tile(transform, [shape[0], 1]), output_shape=shape[1:3],
-        fill_value=tf.constant(0.0, x.dtype), interpolation="NEAREST", fill_mode="CONSTANT")
+        fill_value=tf.constant(0.0, tf.float32), interpolation="NEAREST", fill_mode="CONSTANT")
     return out
 
 
