@@ -121,12 +121,14 @@ def test_invert_bad_shape(trained):
 
 @pytest.mark.slow
 def test_longer_training_all_depths():
-    """768 training images, 30 epochs, width 64: the error grows with depth (the paper's
-    finding) and every layer's decoder beats the mean image."""
+    """512 training images, 30 epochs (~130 s on 2 shared cores): the error grows with depth
+    (the paper's finding) and every layer's decoder beats the mean image (measured relative
+    MSE 0.15, 0.63, 0.85 for strides 2, 4, 8)."""
     spec = mini_spec("mini_vgg")
-    train, test = _data(768, spec)
+    train, test = _data(512, spec)
     baseline = _mse(train.mean(0)[None], test)
-    err = {layer: _mse(cv.train_inversion_network(spec, layer, train, epochs=30, width=64, lr=1e-3).invert(test), test)
+    err = {layer: _mse(cv.train_inversion_network(spec, layer, train, epochs=30, width=32, lr=2e-3).invert(test), test)
            for layer in ("block1_pool", "block2_pool", "block3_pool")}
     assert err["block1_pool"] < 0.3 * baseline, err
-    assert err["block1_pool"] < err["block2_pool"] < err["block3_pool"] < baseline, (err, baseline)
+    assert err["block2_pool"] < 0.8 * baseline, err
+    assert err["block1_pool"] < err["block2_pool"] < err["block3_pool"] < 0.95 * baseline, (err, baseline)
