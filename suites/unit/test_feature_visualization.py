@@ -255,6 +255,20 @@ def test_seeded_init_and_model_unchanged():
         np.testing.assert_array_equal(w0, w1)
 
 
+def test_float64_grey_model():
+    """A float64 one-channel model: the standard transforms run in float64 and the colour
+    decorrelation (defined for RGB) is switched off."""
+    import keras
+
+    inp = keras.Input((20, 20, 1), dtype="float64")
+    h = keras.layers.Conv2D(2, 3, name="c1", dtype="float64", kernel_initializer=keras.initializers.Constant(0.1),
+                            bias_initializer=keras.initializers.Constant(0.05))(inp)
+    model = keras.Model(inp, keras.layers.Dense(2, dtype="float64")(keras.layers.Flatten(dtype="float64")(h)))
+    r = cv.feature_visualization(model, cv.NeuronTarget("c1", 0), steps=10)
+    assert r.image.shape == (20, 20, 1) and r.params["decorrelate"] is False
+    assert r.activation > r.start_activation
+
+
 @pytest.mark.parametrize("kwargs, err, match", [
     ({"target": cv.ClassTarget("top")}, TargetError, "concrete class"),
     ({"target": cv.NeuronTarget("nope", 0)}, TargetError, "no layer named"),
