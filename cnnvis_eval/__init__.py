@@ -21,7 +21,12 @@ from . import errors  # noqa: E402
 from .errors import CnnVisError, InputError, TargetError, UnsupportedLayerError  # noqa: E402
 from .methods import Explainer, Explanation, get_method, list_methods  # noqa: E402
 from .methods.base import register  # noqa: E402
-from .methods.synthesis import activation_maximization, network_inversion  # noqa: E402
+from .methods.synthesis import (  # noqa: E402
+    activation_maximization,
+    feature_visualization,
+    network_inversion,
+    train_inversion_network,
+)
 from .models import ModelSpec, list_models, load_model  # noqa: E402
 from .models.spec import as_spec  # noqa: E402
 from .targets import ClassTarget, NeuronTarget  # noqa: E402
@@ -46,10 +51,12 @@ __all__ = [
     "default_cache",
     "errors",
     "explain",
+    "feature_visualization",
     "get_method",
     "list_methods",
     "list_models",
     "load_model",
     "network_inversion",
     "register",
+    "train_inversion_network",
 ]

@@ -49,21 +49,34 @@ before each forward pass (Mahendran & Vedaldi; Mordvintsev et al.).
 All gradients are taken inside one compiled step function (``tf.function``), called once
 per step; the user's model is only read.
 
+Two further syntheses follow other papers (their own module docstrings give the details):
+:func:`feature_visualization` (:mod:`.feature_vis`, Olah, Mordvintsev & Schubert, Distill
+2017: a decorrelated Fourier parameterization, :mod:`.fourier`, and transformation robustness,
+:mod:`.transforms`, as in Lucid) and :func:`train_inversion_network` (:mod:`.inversion_net`,
+Dosovitskiy & Brox, CVPR 2016: an up-convolutional decoder trained to reconstruct images from
+a layer's features).
+
 Layout: :mod:`.priors` (the regularizers and display units), :mod:`.optimize` (the one
 parameter parser, the compiled step cached per model in :mod:`cnnvis_eval.cache`, the step
 loop), :mod:`.maximization` and :mod:`.inversion`.
 """
 
+from .feature_vis import FeatureVisualizationResult, feature_visualization
 from .inversion import NetworkInversionResult, network_inversion
+from .inversion_net import InversionNetwork, train_inversion_network
 from .maximization import ActivationMaximizationResult, activation_maximization
 from .priors import B_RANGE, V_RANGE, regularizers
 
 __all__ = [
     "ActivationMaximizationResult",
     "B_RANGE",
+    "FeatureVisualizationResult",
+    "InversionNetwork",
     "NetworkInversionResult",
     "V_RANGE",
     "activation_maximization",
+    "feature_visualization",
     "network_inversion",
     "regularizers",
+    "train_inversion_network",
 ]

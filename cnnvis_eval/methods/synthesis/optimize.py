@@ -72,6 +72,18 @@ def parse_settings(*, steps, lr, alpha, tv_beta, lambda_alpha, lambda_tv, jitter
     )
 
 
+# ---------------------------------------------------------------------- Adam
+def adam_update(g, m, v, t, lr):
+    """One Adam step (Kingma & Ba) inside a compiled function: gradient ``g``, moments
+    ``m``, ``v``, step count ``t`` (from 1) and rate ``lr`` -> (the step to subtract, m, v)."""
+    dt = g.dtype
+    m = _ADAM_B1 * m + (1 - _ADAM_B1) * g
+    v = _ADAM_B2 * v + (1 - _ADAM_B2) * tf.square(g)
+    mhat = m / (1 - tf.pow(tf.constant(_ADAM_B1, dt), t))
+    vhat = v / (1 - tf.pow(tf.constant(_ADAM_B2, dt), t))
+    return lr * mhat / (tf.sqrt(vhat) + _ADAM_EPS), m, v
+
+
 # ---------------------------------------------------------------------- display
 def display_image(spec, image) -> np.ndarray:
     """Image(s) in model-input space -> uint8 for display, via the model's deprocess
@@ -137,11 +149,8 @@ def _build_step(spec: ModelSpec, kind: str, key: int, bound_target, optimizer: s
             total = tf.reduce_sum(loss)
         g = tape.gradient(total, u, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         if optimizer == "adam":
-            m = _ADAM_B1 * m + (1 - _ADAM_B1) * g
-            v = _ADAM_B2 * v + (1 - _ADAM_B2) * tf.square(g)
-            mhat = m / (1 - tf.pow(tf.constant(_ADAM_B1, dt), t))
-            vhat = v / (1 - tf.pow(tf.constant(_ADAM_B2, dt), t))
-            new_u = u - lr * mhat / (tf.sqrt(vhat) + _ADAM_EPS)
+            delta, m, v = adam_update(g, m, v, t, lr)
+            new_u = u - delta
         else:  # plain gradient step normalized by the mean |gradient| of each image
             norm = tf.reduce_mean(tf.abs(g), axis=[1, 2, 3], keepdims=True)
             new_u = u - lr * g / (norm + tf.constant(1e-12, dt))
@@ -227,6 +236,7 @@ def run_loop(step, u, hp, aux, space, steps, jitter, rng, dtype, lr, lr_end):
 
 __all__ = [
     "OPTIMIZERS",
+    "adam_update",
     "Settings",
     "display_image",
     "features_function",
