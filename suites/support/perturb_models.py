@@ -219,10 +219,32 @@ def exact_shapley(v, m: int) -> np.ndarray:
     z = (codes[:, None] >> np.arange(m)[None, :]) & 1
     values = np.asarray(v(z), np.float64)
     size = z.sum(axis=1)
+    weight = np.array([factorial(k) * factorial(m - k - 1) / factorial(m) for k in range(m)])
     phi = np.zeros(m)
     for i in range(m):
         without = codes[z[:, i] == 0]
-        s = size[without]
-        coef = np.array([factorial(k) * factorial(m - k - 1) / factorial(m) for k in s])
-        phi[i] = np.sum(coef * (values[without | (1 << i)] - values[without]))
+        phi[i] = np.sum(weight[size[without]] * (values[without | (1 << i)] - values[without]))
     return phi
+
+
+def tile_mlp_game(x: np.ndarray, hidden: np.ndarray, w: dict, tile: int, cls: int):
+    """The coalition game of :func:`tile_mlp` on x (H, W, 3) with fill ``hidden`` (H, W, 3):
+    ``v(z)`` (K, n_tiles) 0/1 -> (K,) logits of class ``cls``.  Each tile's features are
+    computed once shown and once hidden (the tile convolution reads one tile), then mixed per
+    coalition: cheap enough for all 2^16 coalitions."""
+    on = tile_features(x, w, tile)  # (tiles, F)
+    off = tile_features(hidden, w, tile)
+
+    def v(z):
+        z = np.asarray(z, np.float64)[:, :, None]
+        f = (z * on[None] + (1 - z) * off[None]).reshape(len(z), -1)
+        return (np.maximum(f @ w["w1"] + w["b1"], 0.0) @ w["w2"] + w["b2"])[:, cls]
+
+    return v
+
+
+def tile_features(x: np.ndarray, w: dict, tile: int) -> np.ndarray:
+    """The ReLU tile features (n_tiles, F) of one image (H, W, 3), tiles row-major."""
+    h, wd, _ = x.shape
+    return np.stack([np.maximum(np.einsum("abc,abcf->f", x[i:i + tile, j:j + tile], w["conv"]) + w["conv_b"], 0.0)
+                     for i in range(0, h, tile) for j in range(0, wd, tile)])
