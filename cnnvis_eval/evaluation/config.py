@@ -27,6 +27,7 @@ GRID_PARAMS: dict[str, dict] = {
     # fast settings for the grid (the methods' own defaults are the papers'); occlusion's
     # window is set per model from its input size (see :func:`method_params`)
     "lime": {"num_samples": 200},
+    "kernel_shap": {"num_samples": 200},
     "rise": {"n_masks": 250},
     "smoothgrad": {"n": 8},
     "vargrad": {"n": 8},

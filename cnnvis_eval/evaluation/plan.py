@@ -16,7 +16,7 @@ The model of one run (per model, with ``n`` images and method cost ``s`` seconds
   (the trained model's map and one per cascading step);
 - faithfulness stage: ``2 curves x n x (faithfulness_steps + 1)`` forward passes per method;
 - cost stage: ``4 x min(n, 8)`` forward+backward passes per model (warm-up + 3 rounds);
-- sample-count parameters scale ``s`` linearly (LIME ``num_samples``, RISE ``n_masks``,
+- sample-count parameters scale ``s`` linearly (LIME and KernelSHAP ``num_samples``, RISE ``n_masks``,
   SmoothGrad/VarGrad ``n``, Integrated Gradients ``steps``, occlusion's window count); a big
   architecture at another input size scales with the area.  A row scaled away from its
   measured parameters is labelled ``estimated``.
@@ -59,7 +59,7 @@ from .config import NEURONS, RunConfig, method_params
 
 COSTS = Path(__file__).with_name("costs.csv")
 MEASURING_CORES = 2  # cores of the machine the cost table was measured on (one worker)
-SAMPLES = {"lime": "num_samples", "rise": "n_masks", "smoothgrad": "n", "vargrad": "n",
+SAMPLES = {"lime": "num_samples", "kernel_shap": "num_samples", "rise": "n_masks", "smoothgrad": "n", "vargrad": "n",
            "integrated_gradients": "steps"}
 
 
@@ -74,6 +74,8 @@ def model_inputs(method: str, side: int, params: dict, channels: int = 0) -> int
     (the unperturbed image included); Score-CAM: ``channels`` + 1."""
     if method in ("lime", "rise"):
         return int(params[SAMPLES[method]]) + 1
+    if method == "kernel_shap":  # the coalitions, the empty one and the image
+        return int(params[SAMPLES[method]]) + 2
     if method == "occlusion":
         from ..methods.perturbation.occlusion import window_positions
 
@@ -107,7 +109,7 @@ def arch_of(source, config: RunConfig) -> tuple[str, str, int, float]:
     raise InputError(f"cnnvis-eval plan has no costs for model {name!r}")
 
 
-PERTURBATION = ("lime", "rise", "occlusion", "score_cam")
+PERTURBATION = ("lime", "kernel_shap", "rise", "occlusion", "score_cam")
 PROBE_BATCH = 4  # images per probed pass
 
 

@@ -1,7 +1,7 @@
-"""LIME, occlusion and RISE against the pure batched inference of as many model inputs.
+"""LIME, KernelSHAP, occlusion and RISE against the pure batched inference of as many model inputs.
 
 Goal (issue 5): each method within 1.15x of the time of the model calls it needs, batched
-the same way (``batch_size`` inputs per call), plus the segmentation for LIME.  The
+the same way (``batch_size`` inputs per call), plus the segmentation for LIME and KernelSHAP.  The
 baseline is the plain compiled forward pass of ``cnnvis_eval.evaluation.cost`` run on the
 same number of inputs (the perturbed samples plus the unperturbed image) in the same run.
 
@@ -48,13 +48,18 @@ def _photo(spec: cv.ModelSpec) -> np.ndarray:
 SLOW = pytest.mark.slow
 CASES = [
     pytest.param("small_cnn", 64, "lime", {"num_samples": 64}, id="lime-small_cnn@64"),
+    pytest.param("small_cnn", 64, "kernel_shap", {"num_samples": 64}, id="kernel_shap-small_cnn@64"),
     pytest.param("small_cnn", 64, "occlusion", {"window": 16, "stride": 16}, id="occlusion-small_cnn@64"),
     pytest.param("small_cnn", 64, "rise", {"n_masks": 64}, id="rise-small_cnn@64"),
     pytest.param("mobilenet_v2", 96, "lime", {"num_samples": 256}, id="lime-mobilenet_v2@96", marks=SLOW),
+    pytest.param("mobilenet_v2", 96, "kernel_shap", {"num_samples": 256}, id="kernel_shap-mobilenet_v2@96",
+                 marks=SLOW),
     pytest.param("mobilenet_v2", 96, "occlusion", {"window": 16, "stride": 8},
                  id="occlusion-mobilenet_v2@96", marks=SLOW),
     pytest.param("mobilenet_v2", 96, "rise", {"n_masks": 256}, id="rise-mobilenet_v2@96", marks=SLOW),
     pytest.param("mobilenet_v2", 224, "lime", {"num_samples": 512}, id="lime-mobilenet_v2@224",
+                 marks=SLOW),
+    pytest.param("mobilenet_v2", 224, "kernel_shap", {"num_samples": 512}, id="kernel_shap-mobilenet_v2@224",
                  marks=SLOW),
     pytest.param("mobilenet_v2", 224, "occlusion", {"window": 32, "stride": 16},
                  id="occlusion-mobilenet_v2@224", marks=SLOW),
@@ -80,8 +85,8 @@ def test_bench_perturbation(bench_ratio, model, size, method, params):
         out = None
         for c in chunks:
             out = forward(c).numpy()
-        if method == "lime":
-            explainer.segment(x)  # the segmentation LIME needs
+        if method in ("lime", "kernel_shap"):
+            explainer.segment(x)  # the segmentation LIME and KernelSHAP need
         return out
 
     def run():

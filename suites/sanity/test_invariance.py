@@ -64,6 +64,7 @@ def grid_segments(image: np.ndarray) -> np.ndarray:
 # few samples: the properties hold for any sample count
 SMALL = {
     "lime": {"num_samples": 48, "segmentation": grid_segments},
+    "kernel_shap": {"num_samples": 48, "segmentation": grid_segments},
     "rise": {"n_masks": 48, "grid_size": 3},
     "occlusion": {"window": 3, "stride": 2},
     "smoothgrad": {"n": 4},

@@ -163,3 +163,88 @@ def flat_tiles(size: int = 48, tile: int = 8, seed: int = 0) -> np.ndarray:
     n = -(-size // tile)
     colours = rng.uniform(-0.9, 0.9, (n, n, 3))
     return np.repeat(np.repeat(colours, tile, 0), tile, 1)[None, :size, :size].astype(np.float32)
+
+
+def tile_mlp(height: int = 8, width: int = 16, tile: int = 4, filters: int = 3, hidden: int = 6,
+             classes: int = 2, seed: int = 0) -> tuple[keras.Model, dict]:
+    """A nonlinear float64 model on ``tile`` px tiles: Conv2D "tiles" (``tile`` x ``tile``,
+    stride ``tile``, ReLU: each output pixel reads one tile) -> Flatten -> Dense "hidden"
+    (ReLU) -> Dense "logits".  Returns (model, weights) with the weights as NumPy arrays
+    (``conv`` (t, t, 3, F), ``conv_b``, ``w1``, ``b1``, ``w2``, ``b2``) for
+    :func:`tile_mlp_numpy`.  Hiding a tile changes only its own features, and the hidden
+    layer mixes the tiles nonlinearly (so Shapley values are not the tile contributions of a
+    linear model)."""
+    rng = np.random.default_rng(seed)
+    n = (height // tile) * (width // tile)
+    w = {"conv": rng.normal(0, 0.5, (tile, tile, 3, filters)), "conv_b": rng.normal(0, 0.3, filters),
+         "w1": rng.normal(0, 1.0, (n * filters, hidden)), "b1": rng.normal(0, 0.3, hidden),
+         "w2": rng.normal(0, 1.0, (hidden, classes)), "b2": rng.normal(0, 0.3, classes)}
+    inp = keras.Input((height, width, 3), dtype="float64", name="image")
+    conv = keras.layers.Conv2D(filters, tile, strides=tile, activation="relu", name="tiles", dtype="float64")
+    d1 = keras.layers.Dense(hidden, activation="relu", name="hidden", dtype="float64")
+    d2 = keras.layers.Dense(classes, name="logits", dtype="float64")
+    model = keras.Model(inp, d2(d1(keras.layers.Flatten(dtype="float64")(conv(inp)))), name="tile_mlp")
+    conv.set_weights([w["conv"], w["conv_b"]])
+    d1.set_weights([w["w1"], w["b1"]])
+    d2.set_weights([w["w2"], w["b2"]])
+    return model, w
+
+
+def tile_mlp_numpy(x: np.ndarray, w: dict, tile: int) -> np.ndarray:
+    """:func:`tile_mlp`'s logits for images x (N, H, W, 3), float64, by loops over the tiles
+    (row-major, as Flatten orders them)."""
+    n, h, wd, _ = x.shape
+    feats = []
+    for i in range(0, h, tile):
+        for j in range(0, wd, tile):
+            patch = x[:, i:i + tile, j:j + tile, :]
+            feats.append(np.maximum(np.einsum("nabc,abcf->nf", patch, w["conv"]) + w["conv_b"], 0.0))
+    f = np.stack(feats, axis=1).reshape(n, -1)  # (N, tiles * filters), tile-major
+    hid = np.maximum(f @ w["w1"] + w["b1"], 0.0)
+    return hid @ w["w2"] + w["b2"]
+
+
+def tile_labels(height: int, width: int, tile: int) -> np.ndarray:
+    """(H, W) labels of the ``tile`` px tiles, row-major 0..n-1."""
+    return (np.arange(height)[:, None] // tile) * (width // tile) + np.arange(width)[None, :] // tile
+
+
+def exact_shapley(v, m: int) -> np.ndarray:
+    """Shapley values (m,) of the game ``v`` by brute force: ``v(z)`` for all 2^m coalitions
+    ``z`` ((2^m, m) 0/1 array in, (2^m,) values out, one call), then
+    ``phi_i = sum_{S not i} |S|! (m - |S| - 1)! / m! (v(S + i) - v(S))``, float64."""
+    from math import factorial
+
+    codes = np.arange(2 ** m)
+    z = (codes[:, None] >> np.arange(m)[None, :]) & 1
+    values = np.asarray(v(z), np.float64)
+    size = z.sum(axis=1)
+    weight = np.array([factorial(k) * factorial(m - k - 1) / factorial(m) for k in range(m)])
+    phi = np.zeros(m)
+    for i in range(m):
+        without = codes[z[:, i] == 0]
+        phi[i] = np.sum(weight[size[without]] * (values[without | (1 << i)] - values[without]))
+    return phi
+
+
+def tile_mlp_game(x: np.ndarray, hidden: np.ndarray, w: dict, tile: int, cls: int):
+    """The coalition game of :func:`tile_mlp` on x (H, W, 3) with fill ``hidden`` (H, W, 3):
+    ``v(z)`` (K, n_tiles) 0/1 -> (K,) logits of class ``cls``.  Each tile's features are
+    computed once shown and once hidden (the tile convolution reads one tile), then mixed per
+    coalition: cheap enough for all 2^16 coalitions."""
+    on = tile_features(x, w, tile)  # (tiles, F)
+    off = tile_features(hidden, w, tile)
+
+    def v(z):
+        z = np.asarray(z, np.float64)[:, :, None]
+        f = (z * on[None] + (1 - z) * off[None]).reshape(len(z), -1)
+        return (np.maximum(f @ w["w1"] + w["b1"], 0.0) @ w["w2"] + w["b2"])[:, cls]
+
+    return v
+
+
+def tile_features(x: np.ndarray, w: dict, tile: int) -> np.ndarray:
+    """The ReLU tile features (n_tiles, F) of one image (H, W, 3), tiles row-major."""
+    h, wd, _ = x.shape
+    return np.stack([np.maximum(np.einsum("abc,abcf->f", x[i:i + tile, j:j + tile], w["conv"]) + w["conv_b"], 0.0)
+                     for i in range(0, h, tile) for j in range(0, wd, tile)])

@@ -22,7 +22,7 @@ from suites.support import tiny
 from suites.support.models import astronaut_face, mtcnn_onet
 
 # small sample counts: these tests check that a method runs and stays finite, not its quality
-FAST = {"lime": {"num_samples": 24}, "rise": {"n_masks": 16, "grid_size": 4},
+FAST = {"lime": {"num_samples": 24}, "kernel_shap": {"num_samples": 24}, "rise": {"n_masks": 16, "grid_size": 4},
         "smoothgrad": {"n": 2}, "vargrad": {"n": 2}, "integrated_gradients": {"steps": 4},
         "occlusion": {"window": 4, "stride": 4}, "guided_ig": {"steps": 4}, "blur_ig": {"steps": 4},
         "xrai": {"steps": 2}, "square_grad": {"n": 2}, "gradient_shap": {"n": 2}}

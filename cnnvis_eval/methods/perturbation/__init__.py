@@ -1,4 +1,4 @@
-"""Perturbation methods: LIME, occlusion, RISE.
+"""Perturbation methods: LIME, KernelSHAP, occlusion, RISE.
 
 These methods only call the model forward: they perturb the input many times and read how
 the explained value (a pre-softmax logit or a reduced channel, see :mod:`cnnvis_eval.targets`)
@@ -15,6 +15,9 @@ model input is the model call plus a few fused element-wise ops.
   its per-sample Python loop that pastes images together (``data_labels``) is replaced by
   the batched equivalent (same random draws, same perturbed images; see
   :class:`BatchedLimeImageExplainer`).
+* ``kernel_shap`` (Lundberg & Lee 2017, :mod:`.kernel_shap`) -- KernelSHAP on LIME's
+  superpixels (:mod:`.superpixels`, shared with ``lime``): Shapley-kernel weighted linear
+  regression with the empty and full coalitions enforced, shap's coalition sampling.
 * ``occlusion`` (Zeiler & Fergus 2014, :mod:`.occlusion`) -- a sliding window set to a
   baseline value.
 * ``rise`` (Petsiuk et al. 2018, :mod:`.rise`) -- random smooth masks, score-weighted average.
@@ -27,13 +30,16 @@ explain call lives in a :class:`Sampling` object, not on the explainer, so one e
 serve several callers at once.
 """
 
+from .kernel_shap import KernelShap, kernel_shap_coalitions, shapley_kernel, solve_kernel_shap
 from .lime import SEGMENTATION_DEFAULTS, BatchedLimeImageExplainer, Lime, display_images
 from .occlusion import Occlusion, window_positions
 from .rise import Rise, linear_resize_matrix
 from .sampling import PROGRESS_THRESHOLD, PerturbationExplainer, Sampling
+from .superpixels import SuperpixelExplainer
 
 __all__ = [
     "BatchedLimeImageExplainer",
+    "KernelShap",
     "Lime",
     "Occlusion",
     "PROGRESS_THRESHOLD",
@@ -41,7 +47,11 @@ __all__ = [
     "Rise",
     "SEGMENTATION_DEFAULTS",
     "Sampling",
+    "SuperpixelExplainer",
     "display_images",
+    "kernel_shap_coalitions",
     "linear_resize_matrix",
+    "shapley_kernel",
+    "solve_kernel_shap",
     "window_positions",
 ]
