@@ -28,7 +28,8 @@ SUITE_PARAMS: dict[str, dict] = {
 #: the shortcut models), beyond the default suite's budget; XRAI segments each image six times
 #: (Felzenszwalb at 224 px, PAIR's), ~1.3 s per image.  They run under ``-m slow``; by default
 #: they are covered by suites/unit/test_path_ig.py, test_shap_deeplift.py and the invariance suite.
-SLOW_METHODS = frozenset({"guided_ig", "blur_ig", "xrai", "square_grad", "gradient_shap", "deeplift"})
+SLOW_METHODS = frozenset({"guided_ig", "blur_ig", "xrai", "square_grad", "gradient_shap", "deeplift",
+                          "sobol", "hsic"})
 #: of those, the ones too slow even for the invariance suite's tiny models (per-image segmentation)
 SEGMENTING = frozenset({"xrai"})
 

@@ -334,3 +334,19 @@ def test_same_maps_as_xplique(region):
         for i in range(2):
             assert np.corrcoef(got[i].ravel(), ref[i].ravel())[0, 1] > 0.999
         np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+
+
+def test_plan_counts_their_model_inputs(linear):
+    """``cnnvis-eval plan`` scales their costs by the model inputs they make (+ the image)."""
+    from cnnvis_eval.evaluation.plan import model_inputs
+
+    model, _, _ = linear
+    for params in ({}, {"nb_design": 4, "grid_size": 3}):
+        for cls in (Sobol, Hsic):
+            ex = cls(model, **params, progress=False)
+            exp = ex.explain(np.zeros((1, 12, 12, 2)), 0) if params else None
+            n = ex.calls_per_image((12, 12)) + 1
+            assert model_inputs(ex.name, 12, params) == n
+            if exp is not None:
+                assert exp.meta["model_calls"] == n
+    assert model_inputs("sobol", 64, {}) == 32 * 66 + 1 and model_inputs("hsic", 64, {}) == 501
