@@ -74,12 +74,9 @@ def linear_outputs(x, w, b, cls, grids, mode="inpainting", baseline=0.0, sigma=1
     """f over the perturbed images of the linear model; the grids are upsampled with
     np.kron (cells of equal size)."""
     cell = x.shape[0] // grids.shape[1]
-    out = []
-    for g in grids:
-        m = np.kron(g, np.ones((cell, cell)))[..., None]
-        xs = x * m + (1 - m) * baseline if mode == "inpainting" else x * (m - 0.5) * sigma
-        out.append(np.sum(xs * w[..., cls]) + b[cls])
-    return np.array(out)
+    m = np.stack([np.kron(g, np.ones((cell, cell))) for g in grids])[..., None]  # (M, H, W, 1)
+    xs = x * m + (1 - m) * baseline if mode == "inpainting" else x * (m - 0.5) * sigma
+    return np.einsum("nhwc,hwc->n", xs, w[..., cls]) + b[cls]
 
 
 # ---------------------------------------------------------------------- registry, design
