@@ -99,6 +99,13 @@ Literature and what the minis show:
   on mini_vgg (.91), across classes on mini_inception (.88).  XRAI (Kapishnikov et al.
   2019; ranks regions by integrated gradients): sensitive in every cell (.33-.86) but after
   re-initializing the lower half of mini_resnet and mini_inception (.63, .61: OPEN).
+* Sobol (Fel et al. 2021) and HSIC (Novello et al. 2022), Xplique's black-box methods (issue
+  19; no randomization claim), measured with 528 / 250 model inputs per image: HSIC is
+  sensitive in every cell (.66-.79 after re-initializing the head, .55-.72 across classes);
+  Sobol keeps the map after re-initializing the head of mini_vgg (.93: xfail, measured),
+  stays near the threshold across classes on mini_vgg and mini_mobilenet (.91, .90) and after
+  re-initializing the lower half of mini_resnet (.58: OPEN), and is sensitive elsewhere
+  (.73-.86 at step 1, .02-.45 after full randomization).
 * The random-logit test is weaker here than on ImageNet: each synthetic image holds one
   object and the four classes are shapes, so every class's evidence is that object and
   even the plain gradient keeps .71-.82 across classes.
