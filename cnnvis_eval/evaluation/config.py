@@ -37,6 +37,9 @@ GRID_PARAMS: dict[str, dict] = {
     "xrai": {"steps": 8},
     "square_grad": {"n": 8},
     "gradient_shap": {"n": 8},
+    # Sobol: 8 x (64 + 2) = 528 model inputs per image (Xplique's 32: 2112); HSIC: 250 (500)
+    "sobol": {"nb_design": 8},
+    "hsic": {"nb_design": 250},
 }
 OCCLUSION_WINDOW_FRACTION = 6  # occlusion window = input side / 6 (11 px at 64, 37 px at 224), stride half
 

@@ -83,12 +83,15 @@ def model_inputs(method: str, side: int, params: dict, channels: int = 0) -> int
         return n * n + 1
     if method == "score_cam":
         return int(channels) + 1
+    if method in ("sobol", "hsic"):  # defaults: Xplique's
+        n = int(params.get("nb_design", 32 if method == "sobol" else 500))
+        return (n * (int(params.get("grid_size", 8)) ** 2 + 2) if method == "sobol" else n) + 1
     raise InputError(f"{method} is not a perturbation method")
 
 
 def _scale(method: str, side: int, params: dict) -> float:
     """How ``method``'s cost grows with its parameters (a relative count)."""
-    if method == "occlusion":
+    if method in ("occlusion", "sobol", "hsic"):
         return float(model_inputs(method, side, params))
     if method in SAMPLES:
         return float(params.get(SAMPLES[method], 1))
@@ -109,7 +112,7 @@ def arch_of(source, config: RunConfig) -> tuple[str, str, int, float]:
     raise InputError(f"cnnvis-eval plan has no costs for model {name!r}")
 
 
-PERTURBATION = ("lime", "kernel_shap", "rise", "occlusion", "score_cam")
+PERTURBATION = ("lime", "kernel_shap", "rise", "occlusion", "score_cam", "sobol", "hsic")
 PROBE_BATCH = 4  # images per probed pass
 
 

@@ -47,7 +47,7 @@ BASELINE = Path("fixtures/benchmarks/Linux-CPython-3.11-64bit/0001_baseline.json
 REFERENCES = Path(__file__).with_name("reference_passes.json")  # measured by measure_references()
 MINI = ("mini_vgg", "mini_resnet", "mini_inception", "mini_xception", "mini_mobilenet")
 BIG_NATIVE = {"vgg16": 224, "inception_v3": 299, "xception": 299, "resnet50": 224, "mobilenet_v2": 224}
-PERTURBATION = ("lime", "kernel_shap", "rise", "occlusion", "score_cam")
+PERTURBATION = ("lime", "kernel_shap", "rise", "occlusion", "score_cam", "sobol", "hsic")
 
 
 def measured(path: Path) -> pd.DataFrame:

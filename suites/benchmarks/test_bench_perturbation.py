@@ -1,7 +1,8 @@
-"""LIME, KernelSHAP, occlusion and RISE against the pure batched inference of as many model inputs.
+"""LIME, KernelSHAP, occlusion, RISE, Sobol and HSIC against the pure batched inference of as many model inputs.
 
 Goal (issue 5): each method within 1.15x of the time of the model calls it needs, batched
-the same way (``batch_size`` inputs per call), plus the segmentation for LIME and KernelSHAP.  The
+the same way (``batch_size`` inputs per call), plus the segmentation for LIME and KernelSHAP;
+issue 19's goal for Sobol and HSIC is 1.1x.  The
 baseline is the plain compiled forward pass of ``cnnvis_eval.evaluation.cost`` run on the
 same number of inputs (the perturbed samples plus the unperturbed image) in the same run.
 
@@ -64,6 +65,13 @@ CASES = [
     pytest.param("mobilenet_v2", 224, "occlusion", {"window": 32, "stride": 16},
                  id="occlusion-mobilenet_v2@224", marks=SLOW),
     pytest.param("mobilenet_v2", 224, "rise", {"n_masks": 512}, id="rise-mobilenet_v2@224", marks=SLOW),
+    # issue 19: Sobol (nb_design x (grid_size^2 + 2) inputs) and HSIC (nb_design inputs)
+    pytest.param("small_cnn", 64, "sobol", {"nb_design": 4}, id="sobol-small_cnn@64"),
+    pytest.param("small_cnn", 64, "hsic", {"nb_design": 64}, id="hsic-small_cnn@64"),
+    pytest.param("mobilenet_v2", 96, "sobol", {"nb_design": 8}, id="sobol-mobilenet_v2@96", marks=SLOW),
+    pytest.param("mobilenet_v2", 96, "hsic", {"nb_design": 500}, id="hsic-mobilenet_v2@96", marks=SLOW),
+    pytest.param("mobilenet_v2", 224, "sobol", {"nb_design": 4}, id="sobol-mobilenet_v2@224", marks=SLOW),
+    pytest.param("mobilenet_v2", 224, "hsic", {"nb_design": 256}, id="hsic-mobilenet_v2@224", marks=SLOW),
 ]
 
 

@@ -102,6 +102,13 @@ Literature and what the minis show:
 * KernelSHAP (issue 19; Lundberg & Lee 2017, no randomization claim), on LIME's superpixels
   greyed out, measured: sensitive in every cell (.07-.75) but after re-initializing the lower
   half of mini_inception (.58: OPEN).
+* Sobol (Fel et al. 2021) and HSIC (Novello et al. 2022), Xplique's black-box methods (issue
+  19; no randomization claim), measured with 528 / 250 model inputs per image: HSIC is
+  sensitive in every cell (.66-.79 after re-initializing the head, .55-.72 across classes);
+  Sobol keeps the map after re-initializing the head of mini_vgg (.93: xfail, measured),
+  stays near the threshold across classes on mini_vgg and mini_mobilenet (.91, .90) and after
+  re-initializing the lower half of mini_resnet (.58: OPEN), and is sensitive elsewhere
+  (.73-.86 at step 1, .02-.45 after full randomization).
 * The random-logit test is weaker here than on ImageNet: each synthetic image holds one
   object and the four classes are shapes, so every class's evidence is that object and
   even the plain gradient keeps .71-.82 across classes.

@@ -26,12 +26,12 @@ SUITE_PARAMS: dict[str, dict] = {
 #: benchmark): the second slice of issue 19.  Measured with the suites' parameters on 2 busy
 #: cores, each added 25-55 s to the localization suite alone (16 images x 5 minis, twice with
 #: the shortcut models), beyond the default suite's budget; XRAI segments each image six times
-#: (Felzenszwalb at 224 px, PAIR's), ~1.3 s per image.  KernelSHAP (issue 19) is a perturbation
-#: method like LIME (200 model inputs and a quickshift segmentation per image).  They run under
+#: (Felzenszwalb at 224 px, PAIR's), ~1.3 s per image.  KernelSHAP, Sobol and HSIC (issue 19) are
+#: perturbation methods like LIME (200, 528 and 250 model inputs per image).  They run under
 #: ``-m slow``; by default they are covered by suites/unit/test_path_ig.py, test_shap_deeplift.py,
-#: test_kernel_shap.py and the invariance suite.
+#: test_kernel_shap.py, test_sobol_hsic.py and the invariance suite.
 SLOW_METHODS = frozenset({"guided_ig", "blur_ig", "xrai", "square_grad", "gradient_shap", "deeplift",
-                          "kernel_shap"})
+                          "kernel_shap", "sobol", "hsic"})
 #: of those, the ones too slow even for the invariance suite's tiny models (per-image segmentation)
 SEGMENTING = frozenset({"xrai"})
 #: methods whose big-architecture rows of the cost table are still ``estimated`` (model inputs

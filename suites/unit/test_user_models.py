@@ -25,7 +25,8 @@ from suites.support.models import astronaut_face, mtcnn_onet
 FAST = {"lime": {"num_samples": 24}, "kernel_shap": {"num_samples": 24}, "rise": {"n_masks": 16, "grid_size": 4},
         "smoothgrad": {"n": 2}, "vargrad": {"n": 2}, "integrated_gradients": {"steps": 4},
         "occlusion": {"window": 4, "stride": 4}, "guided_ig": {"steps": 4}, "blur_ig": {"steps": 4},
-        "xrai": {"steps": 2}, "square_grad": {"n": 2}, "gradient_shap": {"n": 2}}
+        "xrai": {"steps": 2}, "square_grad": {"n": 2}, "gradient_shap": {"n": 2},
+        "sobol": {"grid_size": 4, "nb_design": 4}, "hsic": {"grid_size": 4, "nb_design": 32}}
 
 
 def _twin_weights(source_layers, dest_layers):

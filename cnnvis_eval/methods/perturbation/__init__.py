@@ -1,4 +1,4 @@
-"""Perturbation methods: LIME, KernelSHAP, occlusion, RISE.
+"""Perturbation methods: LIME, KernelSHAP, occlusion, RISE, Sobol, HSIC.
 
 These methods only call the model forward: they perturb the input many times and read how
 the explained value (a pre-softmax logit or a reduced channel, see :mod:`cnnvis_eval.targets`)
@@ -21,6 +21,10 @@ model input is the model call plus a few fused element-wise ops.
 * ``occlusion`` (Zeiler & Fergus 2014, :mod:`.occlusion`) -- a sliding window set to a
   baseline value.
 * ``rise`` (Petsiuk et al. 2018, :mod:`.rise`) -- random smooth masks, score-weighted average.
+* ``sobol`` (Fel et al. 2021, :mod:`.sobol`) and ``hsic`` (Novello et al. 2022, :mod:`.hsic`)
+  -- Xplique's global-sensitivity-analysis methods: a quasi-Monte Carlo design of grid
+  masks, total-order Sobol' indices (Jansen) or HSIC per grid cell; their shared part is
+  :class:`~.gsa.GsaExplainer`.
 
 Perturbation methods process one image at a time (each image gets all its perturbations
 batched); ``batch_size`` -- in the constructor or in ``explain`` -- is the number of model
@@ -34,11 +38,16 @@ from .kernel_shap import KernelShap, kernel_shap_coalitions, shapley_kernel, sol
 from .lime import SEGMENTATION_DEFAULTS, BatchedLimeImageExplainer, Lime, display_images
 from .occlusion import Occlusion, window_positions
 from .rise import Rise, linear_resize_matrix
+from .gsa import GsaExplainer
+from .hsic import Hsic, hsic_scores
 from .sampling import PROGRESS_THRESHOLD, PerturbationExplainer, Sampling
+from .sobol import Sobol, jansen_total_order, replicated_design
 from .superpixels import SuperpixelExplainer
 
 __all__ = [
     "BatchedLimeImageExplainer",
+    "GsaExplainer",
+    "Hsic",
     "KernelShap",
     "Lime",
     "Occlusion",
@@ -47,10 +56,14 @@ __all__ = [
     "Rise",
     "SEGMENTATION_DEFAULTS",
     "Sampling",
+    "Sobol",
     "SuperpixelExplainer",
     "display_images",
+    "hsic_scores",
+    "jansen_total_order",
     "kernel_shap_coalitions",
     "linear_resize_matrix",
+    "replicated_design",
     "shapley_kernel",
     "solve_kernel_shap",
     "window_positions",
