@@ -173,3 +173,25 @@ def test_xrai_integrated_gradients_match_pairs(mini_xrai):
 def test_bad_parameters_are_named(method, params, match):
     with pytest.raises(InputError, match=match):
         cv.get_method(method)(tiny.tiny_cnn(), **params)
+
+
+def test_xrai_segments_are_computed_once_per_image(monkeypatch):
+    """The segments depend on the image only: a second call with an equal image (another
+    array) reuses them; a changed pixel, shape or dtype segments anew; the cached masks are
+    read-only."""
+    from cnnvis_eval.methods import xrai
+
+    calls = []
+    real = xrai._segment_masks
+    monkeypatch.setattr(xrai, "_segment_masks", lambda im: calls.append(1) or real(im))
+    monkeypatch.setattr(xrai, "_SEGMENTS", type(xrai._SEGMENTS)())
+    x = benchmark(2).images[0].astype(np.float32)
+    first = xrai.segment_masks(x)
+    again = xrai.segment_masks(x.copy())
+    assert len(calls) == 1 and again is first and not first.flags.writeable
+    other = x.copy()
+    other[0, 0, 0] += 0.5
+    xrai.segment_masks(other)
+    xrai.segment_masks(x.astype(np.float64))
+    assert len(calls) == 3
+    np.testing.assert_array_equal(xrai.segment_masks(x), real(x))
