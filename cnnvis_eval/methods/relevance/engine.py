@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from ...errors import InputError
 from ...targets import BoundTarget
 from .canonizers import DEFAULT_CANONIZERS, Program, canonize
 from .composites import NONNEG, Composite
@@ -171,14 +172,20 @@ class RelevanceEngine:
         Start from ``max(0, score)`` instead of the score (z+ presets).
     canonizers : sequence
         Rewrite steps applied to the program (default: fold BatchNorm).
+    unit_top : bool
+        Divide the starting relevance by its sum, so it sums to 1 (a class target starts
+        from the one-hot vector; a channel from its share of the channel's total): the
+        probability prior of Excitation Backprop.  An image whose starting relevance
+        sums to 0 starts from zero (``top`` is then 0).
     """
 
     def __init__(self, graph, composite: Composite, method: str, positive_top: bool = False,
-                 canonizers=DEFAULT_CANONIZERS):
+                 canonizers=DEFAULT_CANONIZERS, unit_top: bool = False):
         self.graph = graph
         self.composite = composite
         self.method = method
         self.positive_top = bool(positive_top)
+        self.unit_top = bool(unit_top)
         self.canonizers = tuple(canonizers)
         self._plans: dict[int, Plan] = {}
         self._fns: dict = {}
@@ -223,22 +230,32 @@ class RelevanceEngine:
                 rebuilt += 1
         return rebuilt
 
-    def function(self, bound: BoundTarget, signature):
+    def function(self, bound: BoundTarget, signature, at: int | None = None):
         """Compiled ``f(x, indices) -> (R_input, scores, indices, top, sums)``.
 
         ``R_input`` (N, H, W, C); ``scores``/``indices``/``top`` (N,); ``sums`` (N, L) float64,
         the relevance in flight after each op of :attr:`Plan.layers`.
+
+        ``at``: a tensor key of the program; the pass stops there and returns that
+        tensor's relevance (its shape) instead of the input's, and ``sums`` covers the ops
+        visited until then.
         """
-        cache_key = (bound.key, bound.reduce)
+        cache_key = (bound.key, bound.reduce, at)
         if cache_key not in self._fns:
             plan = self.plan(bound.key)
-            self._fns[cache_key] = self._compile(plan, bound, signature)
+            if at is not None and at != plan.program.input_key and \
+                    not any(op.output == at for op in plan.program.ops):
+                raise InputError(
+                    f"{self.method}: tensor {at} is not on the relevance path of the target "
+                    "(pick a layer that feeds the explained output)"
+                )
+            self._fns[cache_key] = self._compile(plan, bound, signature, at)
         return self._fns[cache_key]
 
     # ------------------------------------------------------------------ compiled body
-    def _compile(self, plan: Plan, bound: BoundTarget, signature):
+    def _compile(self, plan: Plan, bound: BoundTarget, signature, at: int | None = None):
         graph, program, rules, domains = self.graph, plan.program, plan.rules, plan.domains
-        key, positive = bound.key, self.positive_top
+        key, positive, unit = bound.key, self.positive_top, self.unit_top
         producers = {op.output: op for op in program.ops}
         kept = kept_keys(program)
 
@@ -250,11 +267,18 @@ class RelevanceEngine:
             if positive:
                 r0 = r0 * tf.cast(scores > 0, r0.dtype)[(...,) + (None,) * (len(r0.shape) - 1)]
             top = _total(r0)
+            if unit:
+                r0 = tf.math.divide_no_nan(r0, tf.reshape(tf.cast(top, r0.dtype), [-1] + [1] * (len(r0.shape) - 1)))
+                top = _total(r0)
             aux = _Aux(values, producers, program.input_key, kept)
             rel, tot = {key: r0}, {key: top}  # relevance in flight and its per-image sums
             total, sums = top, []
+            stop = None
             for op in reversed(program.ops):
                 r = rel.pop(op.output, None)
+                if op.output == at:  # every consumer of `at` has been visited: r is complete
+                    stop = tf.zeros_like(values[at]) if r is None else r
+                    break
                 if r is None:
                     sums.append(total)
                     continue
@@ -268,7 +292,7 @@ class RelevanceEngine:
                 for k, t, s in zip(op.inputs, r_ins, t_ins):
                     rel[k] = t if k not in rel else rel[k] + t
                     tot[k] = s if k not in tot else tot[k] + s
-            r_in = rel.get(program.input_key)
+            r_in = stop if at is not None and at != program.input_key else rel.get(program.input_key)
             if r_in is None:
                 r_in = tf.zeros_like(x)
             return r_in, scores, idx, top, tf.stack(sums, axis=1)

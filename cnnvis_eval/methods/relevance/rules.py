@@ -24,6 +24,7 @@ inside ``tf.function``.
 ``ZBox(l, h)``     q = x w - l w+ - h w-; Deep Taylor for inputs bounded by ``l <= x <= h``.
 ``Gamma(g)``       q = x+ (w + g w+) + x- (w + g w-); bias ``b + g b+`` in the denominator.
 ``Pass()``         R_in = R (for one-to-one layers such as a BatchNorm that was not folded).
+``Contrast()``     z+ share minus the share of the negated weights (c-MWP's top layer).
 =================  ========================================================================
 
 Merges (a residual ``Add``): ``SignedShare()`` gives each branch a share of ``R`` in
@@ -311,6 +312,27 @@ class AlphaBeta(Rule):
         return out
 
 
+class Contrast(Rule):
+    """Excitation Backprop's contrastive top layer (Zhang et al. 2018, c-MWP): the winning
+    probability of a unit minus that of its *dual*, the same unit with negated weights:
+
+        R_i = sum_j (q+_ij / z+_j - q-_ij / z-_j) R_j,
+
+    ``q+ = (x w)+`` (``x+ w+ + x- w-``), ``q- = (x w)-``, ``z+- = sum_i q+-``; bias ignored.
+    For ``x >= 0`` the second share is ``x_i (-w_ij)+ / sum_i x_i (-w_ij)+``, the dual's
+    MWP.  Input relevance sums to 0 (each share sums to R_j), so it does not conserve.
+    """
+
+    proportional = True
+
+    def backward(self, lmap, inputs, relevance):
+        pos, _ = _signed_terms(lmap, inputs, relevance, "plus")
+        neg, _ = _signed_terms(lmap, inputs, relevance, "minus")
+        if neg is not None:
+            pos = -neg if pos is None else pos - neg
+        return tf.zeros_like(inputs.x) if pos is None else pos
+
+
 class WSquare(Rule):
     """w**2: ``R_i = sum_j w_ij**2 / sum_i w_ij**2 R_j`` (Deep Taylor for unbounded inputs).
 
@@ -430,6 +452,7 @@ __all__ = [
     "Epsilon",
     "ZPlus",
     "AlphaBeta",
+    "Contrast",
     "WSquare",
     "Flat",
     "ZBox",
