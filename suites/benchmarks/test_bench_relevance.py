@@ -29,7 +29,8 @@ from .memory_probe import run as memory_probe
 
 SIZE, BATCH = 224, 8
 ARCHS = ("resnet50", "mobilenet_v2")
-METHODS = ("deep_taylor", "lrp_epsilon", "lrp_alpha1beta0")
+METHODS = ("deep_taylor", "lrp_epsilon", "lrp_alpha1beta0", "lrp_epsilon_gamma_box", "lrp_epsilon_plus_flat",
+           "excitation_backprop")
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ def zennit_reference(name, preset, refnet):
         elif n in AVGPOOL:
             rules[n] = NORM
         elif preset == "lrp_epsilon_gamma_box":
-            rules[n] = ("gamma", 0.25, True, 1e-6)
+            rules[n] = ("gamma_generalized", 0.25, True, 1e-6)
         else:  # Zennit's ZPlus keeps the positive bias in the denominator
             rules[n] = ("alphabeta", 1.0, 0.0, True, True)
     return rules | {n: ("pass",) for n in scale_names(refnet)}
@@ -90,7 +90,7 @@ def test_zennit_presets_defaults_and_errors():
     model, _ = net("residual")
     exp = cv.get_method("lrp_epsilon_gamma_box")(model, low=LOW, high=HIGH)
     rules = exp.rules()
-    assert rules["c1"].startswith("ZBox") and rules["c3"] == "Gamma(gamma=0.25, bias=True, stabilizer=1e-06)"
+    assert rules["c1"].startswith("ZBox") and rules["c3"] == "Gamma(gamma=0.25, bias=True, stabilizer=1e-06, generalized=True)"
     assert rules["out"] == "Epsilon(epsilon=1e-06, bias=True)" and rules["add2"] == "Epsilon(epsilon=1e-06, bias=True)"
     assert cv.get_method("lrp_epsilon_plus_flat")(model).rules()["c1"] == "Flat()"
     with pytest.raises(InputError, match="lrp_epsilon_gamma_box needs the bounds"):

@@ -284,7 +284,9 @@ def _listed(v):
 @register("lrp_epsilon_gamma_box")
 class LRPEpsilonGammaBox(LRP):
     """Zennit's ``EpsilonGammaBox`` composite (Anders et al. 2021, zennit.composites):
-    LRP-epsilon on dense layers, LRP-gamma on convolutions (Montavon et al. 2019), zB on the
+    LRP-epsilon on dense layers, Zennit's generalized LRP-gamma (Montavon et al. 2019; Andeol
+    et al. 2021: ``Gamma(generalized=True)``, mirrored weights for negative outputs) on
+    convolutions, zB on the
     layers reading the pixels (Montavon et al. 2017), Zennit's ``Norm`` (proportional, 1e-6
     stabilizer) on average pooling and residual sums; top = score.
 
@@ -305,10 +307,6 @@ class LRPEpsilonGammaBox(LRP):
     * zB goes to *every* linear layer that reads the pixels (two parallel stems both get
       it) and to a dense first layer too; Zennit gives it to the first convolution in
       module order only.  Identical for every CNN whose stem is one convolution.
-    * Gamma uses one rule for every output, ``x+ (w + g w+) + x- (w + g w-)`` with bias
-      ``b + g b+``; Zennit's generalized gamma uses the mirrored weights for outputs with
-      ``z < 0``.  Identical where relevance only reaches positive outputs (convolutions
-      followed by a ReLU).
     * BatchNorm is folded into the layer before it (Zennit: only with its canonizer); a
       lone BatchNorm passes relevance unchanged (Zennit: its gradient).
     * zB uses safe division (0 where the denominator is 0) where Zennit adds 1e-6; gamma
@@ -324,7 +322,7 @@ class LRPEpsilonGammaBox(LRP):
 
     def make_composite(self):
         b = _zennit_bounds(self.spec, self._low, self._high, self.name)
-        return zennit_composite(Gamma(self.gamma, stabilizer=1e-6), self.epsilon, ZBox(*b))
+        return zennit_composite(Gamma(self.gamma, stabilizer=1e-6, generalized=True), self.epsilon, ZBox(*b))
 
 
 @register("lrp_epsilon_plus_flat")

@@ -388,33 +388,57 @@ class Gamma(Rule):
     """LRP-gamma: weights ``w + g w+`` for positive and ``w + g w-`` for negative inputs;
     denominator ``z + b + g b+`` (``bias=False`` drops the bias) + stabilizer.
 
+    ``generalized=True`` is Zennit's generalized gamma (Andeol et al. 2021): outputs with
+    ``z = x w + b > 0`` as above, outputs with ``z < 0`` with the mirrored weights
+    ``w + g w-`` for positive and ``w + g w+`` for negative inputs and bias ``b + g b-``
+    (amplifying the contributions of the output's own sign), outputs with ``z = 0`` none.
+    The two coincide where relevance only reaches positive outputs.
+
     Parameters
     ----------
     gamma : float
     bias : bool
     stabilizer : float
         ``epsilon`` of :func:`safe_divide` (0: safe division).
+    generalized : bool
     """
 
     proportional = True
 
-    def __init__(self, gamma: float = 0.25, bias: bool = True, stabilizer: float = 0.0):
+    def __init__(self, gamma: float = 0.25, bias: bool = True, stabilizer: float = 0.0,
+                 generalized: bool = False):
         if not gamma >= 0:
             raise InputError(f"Gamma: gamma must be >= 0, got {gamma}")
         self.gamma, self.bias, self.stabilizer = float(gamma), bool(bias), float(stabilizer)
+        self.generalized = bool(generalized)
 
     def _fields(self):
-        return {"gamma": self.gamma, "bias": self.bias, "stabilizer": self.stabilizer}
+        f = {"gamma": self.gamma, "bias": self.bias, "stabilizer": self.stabilizer}
+        if self.generalized:
+            f["generalized"] = True
+        return f
+
+    def _share(self, lmap, inputs, relevance, vp, vn):
+        """Relevance by the weights ``vp`` on positive and ``vn`` on negative inputs, with
+        ``vp``'s bias in the denominator."""
+        b = lmap.bias(vp) if self.bias else None
+        xp, xn = inputs.pos(), inputs.neg()
+        if xn is None:
+            (c,), _ = _vjp(lmap, [(vp, xp)], relevance, b, self.stabilizer)
+            return xp * c
+        (cp, cn), _ = _vjp(lmap, [(vp, xp), (vn, xn)], relevance, b, self.stabilizer)
+        return xp * cp + xn * cn
 
     def backward(self, lmap, inputs, relevance):
         gp, gn = ("gamma+", self.gamma), ("gamma-", self.gamma)
-        b = lmap.bias(gp) if self.bias else None
-        xp, xn = inputs.pos(), inputs.neg()
-        if xn is None:
-            (c,), _ = _vjp(lmap, [(gp, xp)], relevance, b, self.stabilizer)
-            return xp * c
-        (cp, cn), _ = _vjp(lmap, [(gp, xp), (gn, xn)], relevance, b, self.stabilizer)
-        return xp * cp + xn * cn
+        if not self.generalized:
+            return self._share(lmap, inputs, relevance, gp, gn)
+        z = lmap.apply(inputs.x, "plain")
+        b = lmap.bias("plain")
+        z = z if b is None else z + b
+        zero = tf.zeros_like(relevance)
+        up = self._share(lmap, inputs, tf.where(z > 0, relevance, zero), gp, gn)
+        return up + self._share(lmap, inputs, tf.where(z < 0, relevance, zero), gn, gp)
 
 
 class Pass(Rule):
