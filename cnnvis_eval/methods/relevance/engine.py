@@ -137,6 +137,8 @@ class Plan:
     rules: dict
     domains: dict
     may_lose: set
+    #: linear ops whose output relevance can be non-zero only where the output is > 0
+    positive_out: frozenset = frozenset()
 
     @property
     def layers(self) -> list[str]:
@@ -156,7 +158,7 @@ def _structure(plan: Plan) -> tuple:
          None if op.affine is None else tuple(np.asarray(v, np.float64).tobytes() for v in op.affine))
         for op in plan.program.ops)
     return ops, tuple(sorted(plan.describe().items())), tuple(sorted(plan.domains.items())), \
-        tuple(sorted(plan.may_lose))
+        tuple(sorted(plan.may_lose)), tuple(sorted(plan.positive_out))
 
 
 class RelevanceEngine:
@@ -200,8 +202,9 @@ class RelevanceEngine:
         program = canonize(self.graph, key, self.method, self.canonizers)
         rules = self.composite.assign(program)
         domains = self.composite.domains(program)
-        _, may_lose = positive_support(program, rules, domains, self.positive_top)
-        return Plan(program, rules, domains, may_lose)
+        sup, may_lose = positive_support(program, rules, domains, self.positive_top)
+        positive_out = frozenset(op.name for op in program.ops if op.kind == "linear" and sup.get(op.output, True))
+        return Plan(program, rules, domains, may_lose, positive_out)
 
     def sync(self) -> int:
         """Re-read the model's weights after its variables changed in place (randomization).
@@ -285,7 +288,8 @@ class RelevanceEngine:
                 # the rule's own forward (z = f'(x)) only depends on forward values; without
                 # this the executor may run every rule's forward early and keep all z alive
                 with tf.control_dependencies([r]):
-                    r_ins = _backward(op, r, values, rules, domains, aux, op.name in plan.may_lose)
+                    r_ins = _backward(op, r, values, rules, domains, aux, op.name in plan.may_lose,
+                                      op.name in plan.positive_out)
                 t_ins = [_total(t) for t in r_ins]
                 total = total - tot.pop(op.output) + tf.add_n(t_ins)
                 sums.append(total)
@@ -396,7 +400,8 @@ def kept_keys(program: Program) -> frozenset:
     return frozenset(kept)
 
 
-def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True) -> list:
+def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True,
+              positive_out: bool = False) -> list:
     """Relevance of each input of ``op`` from the relevance ``r`` of its output."""
     if op.kind == "linear":
         k = op.inputs[0]
@@ -405,6 +410,7 @@ def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True) -
             support=lambda: aux.support(k),
             bounds=lambda lo, hi: aux.bounds(k, lo, hi),
             may_lose=may_lose,
+            positive_out=positive_out,
         )
         return [rules[op.name].backward(op.lmap, inputs, r)]
     if op.kind in ("pass", "affine"):

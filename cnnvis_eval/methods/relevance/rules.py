@@ -126,12 +126,17 @@ class Inputs:
     may_lose : bool
         Relevance may arrive at an output whose rule denominator is zero (the engine's
         static analysis); only then do rules with a fallback build it.
+    positive_out : bool
+        Relevance can be non-zero only at outputs whose value is > 0 (the engine's static
+        analysis, :func:`~.engine.positive_support`).
     """
 
-    def __init__(self, x, nonneg: bool, support=None, bounds=None, may_lose: bool = True):
+    def __init__(self, x, nonneg: bool, support=None, bounds=None, may_lose: bool = True,
+                 positive_out: bool = False):
         self.x = x
         self.nonneg = nonneg
         self.may_lose = may_lose
+        self.positive_out = positive_out
         self._support = support
         self._bounds = bounds
 
@@ -431,7 +436,7 @@ class Gamma(Rule):
 
     def backward(self, lmap, inputs, relevance):
         gp, gn = ("gamma+", self.gamma), ("gamma-", self.gamma)
-        if not self.generalized:
+        if not self.generalized or inputs.positive_out:  # no relevance at outputs z <= 0
             return self._share(lmap, inputs, relevance, gp, gn)
         z = lmap.apply(inputs.x, "plain")
         b = lmap.bias("plain")
