@@ -27,12 +27,19 @@ KNOWN_FAILURES: dict[tuple[str, str | None, str], str] = {
     ("class_sensitivity", None, "visual_backprop"): VBP,
     **{("randomization", "cascading_top", m): _Z_PLUS for m in Z_PLUS},
     **{("class_sensitivity", None, m): _Z_PLUS for m in Z_PLUS},
+    ("randomization", "cascading_top", "excitation_backprop"): f"{_Z_PLUS} (Excitation Backprop is z+ from a "
+                                                               "one-hot prior)",
+    ("class_sensitivity", None, "excitation_backprop"): f"{_Z_PLUS} (Excitation Backprop is z+ from a one-hot "
+                                                        "prior)",
     ("invariance", "shift", "gradient_x_input"): f"{KINDERMANS}: gradient x input multiplies by the input",
     ("invariance", "shift", "integrated_gradients"): f"{KINDERMANS}: integrated gradients with a zero reference "
                                                      "point is not input invariant",
     ("invariance", "shift", "lrp_epsilon"): f"{KINDERMANS}: LRP with a zero root point is not input invariant",
     ("invariance", "shift", "lrp_alpha1beta0"): f"{KINDERMANS}: the alpha1-beta0 root point does not move with "
                                                 "the input",
+    ("invariance", "shift", "excitation_backprop"): f"{KINDERMANS}: the winning probabilities at the pixels "
+                                                    "are z+ shares of x, whose root point does not move with "
+                                                    "the input",
     ("invariance", "shift", "occlusion"): f"reference-point argument of {KINDERMANS}: the occluding value 0 is "
                                           "fixed in input space",
     ("invariance", "shift", "rise"): f"reference-point argument of {KINDERMANS}: RISE fades masked pixels to 0",

@@ -119,8 +119,41 @@ def test_alpha1beta0_absorbs_positive_bias(name):
     assert np.all(conservation_error(dt)[dt.scores > 0] < TOL)
 
 
+# ---------------------------------------------------------------------- Excitation Backprop
+def check_probability(e, what: str, record_property):
+    """Excitation Backprop's winning probabilities: non-negative, summing to 1 per image."""
+    total = e.attribution.astype(np.float64).reshape(len(e.attribution), -1).sum(1)
+    err = np.abs(total - 1.0)
+    record_property(f"probability_sum_error[{what}]", float(err.max()))
+    assert np.all(e.attribution >= 0), f"{what}: negative probability {e.attribution.min()}"
+    assert np.all(err < TOL), f"{what}: probabilities sum to {total}"
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_excitation_backprop_probabilities_tiny(name, record_property):
+    """The MWP sums to 1 at the input for a class and for a channel (whatever the sign of
+    the score: the prior is the one-hot class); biases of any sign (MWP ignores them)."""
+    model, _ = NETS[name](bias=True)
+    x = net_input(model, n=4, seed=3)
+    exp = cv.get_method("excitation_backprop")(model)
+    check_probability(exp.explain(x, ClassTarget(0)), f"{name} class 0", record_property)
+    e = exp.explain(x, NeuronTarget(INTERMEDIATE[name]))
+    assert np.all(e.scores > 0)
+    check_probability(e, f"{name} {INTERMEDIATE[name]}", record_property)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [p.values[0] for p in big_params()], ids=[p.id for p in big_params()])
+def test_excitation_backprop_probabilities_big(arch, big_input, record_property):
+    spec = big_spec(arch)
+    x = big_input(spec, n=4)
+    e = explainer(spec.name, spec, "excitation_backprop").explain(x, ClassTarget("top"))
+    check_probability(e, f"{spec.name} top class", record_property)
+
+
 # ---------------------------------------------------------------------- epsilon presets
-EPSILON = ("lrp_epsilon", "lrp_composite")
+EPSILON = ("lrp_epsilon", "lrp_composite", "lrp_epsilon_gamma_box", "lrp_epsilon_plus_flat")
+TINY_KW = {"lrp_epsilon_gamma_box": dict(low=-2.0, high=2.0)}  # net_input's range; the nets have no spec
 
 
 @pytest.mark.parametrize("preset", EPSILON)
@@ -128,7 +161,7 @@ EPSILON = ("lrp_epsilon", "lrp_composite")
 def test_absorbed_fraction_tiny(name, preset, record_property):
     model, _ = NETS[name](bias=True)
     x = net_input(model, n=4, seed=3)
-    e = cv.get_method(preset)(model).explain(x)
+    e = cv.get_method(preset)(model, **TINY_KW.get(preset, {})).explain(x)
     frac = e.meta["absorbed_fraction"]
     record_property(f"absorbed_fraction[{name} {preset}]", frac.tolist())
     print(f"absorbed fraction {name} {preset}: {np.round(frac, 4)}")

@@ -14,6 +14,9 @@ wsquare     Q = M_ij ** 2                        den = sum_i Q
 flat        Q = C_ij (1 where i feeds j)         den = sum_i Q
 zbox        Q = x_i M_ij - l_i M+_ij - h_i M-_ij den = sum_i Q
 gamma       Q = x+_i (M + g M+)_ij + x-_i (M + g M-)_ij, den = sum_i Q + b_j + g b+_j
+            (optional stabilizer: den + eps sign(den))
+gamma_gen.  as gamma where z = x M + b > 0; where z < 0 the weights M + g M- for x+ and
+            M + g M+ for x-, bias b + g b-; nothing where z = 0 (``"gamma_generalized"``)
 =========== ======================================================================
 
 ``zplus`` and ``alphabeta`` with ``fallback``: outputs whose denominator is exactly 0 but
@@ -175,7 +178,7 @@ def linear_relevance(rule, x, m, b, r, conn=None):
     rule : tuple
         ``("zplus", fallback)``, ``("epsilon", eps, use_bias)``, ``("alphabeta", a, b,
         use_bias, fallback)``, ``("wsquare",)``, ``("flat",)``, ``("zbox", low, high)``
-        (low/high broadcastable to x), ``("gamma", g, use_bias)``, ``("pass",)``.
+        (low/high broadcastable to x), ``("gamma", g, use_bias[, eps])``, ``("pass",)``.
     x : (N, in); m : (in, out); b : (out,) or None; r : (N, out)
     conn : (in, out) connectivity for "flat" (default: where m != 0)
     """
@@ -216,12 +219,24 @@ def linear_relevance(rule, x, m, b, r, conn=None):
         hi = np.broadcast_to(high, x.shape)
         q = x[:, :, None] * m[None] - lo[:, :, None] * np.maximum(m, 0)[None] - hi[:, :, None] * np.minimum(m, 0)[None]
         return _spread(q, r, q.sum(1))
+    if kind == "gamma_generalized":  # Zennit's: mirrored weights for outputs with z < 0
+        _, g, use_bias, eps = rule
+        xp, xn = np.maximum(x, 0), np.minimum(x, 0)
+        mp, mn = m + g * np.maximum(m, 0), m + g * np.minimum(m, 0)
+        z = x @ m + b
+        out = np.zeros_like(x)
+        for sel, (wa, wb, bb) in ((z > 0, (mp, mn, b + g * np.maximum(b, 0))),
+                                  (z < 0, (mn, mp, b + g * np.minimum(b, 0)))):
+            q = xp[:, :, None] * wa[None] + xn[:, :, None] * wb[None]
+            den = q.sum(1) + (bb if use_bias else 0.0)
+            out += _spread(q, np.where(sel, r, 0.0), den, eps)
+        return out
     if kind == "gamma":
-        _, g, use_bias = rule
+        _, g, use_bias, *stab = rule  # optional 4th element: stabilizer (+eps sign(den))
         xp, xn = np.maximum(x, 0), np.minimum(x, 0)
         q = xp[:, :, None] * (m + g * np.maximum(m, 0))[None] + xn[:, :, None] * (m + g * np.minimum(m, 0))[None]
         den = q.sum(1) + ((b + g * np.maximum(b, 0)) if use_bias else 0.0)
-        return _spread(q, r, den)
+        return _spread(q, r, den, stab[0] if stab else 0.0)
     raise ValueError(f"unknown rule {rule!r}")
 
 

@@ -245,7 +245,7 @@ MIXED_FAST = ("grad_cam", "deep_taylor", "lrp_epsilon", "guided_backprop")
                                     for m in cv.list_methods()])
 def test_mixed_float16_model_is_explained_in_float32(mixed_pair, method):
     mixed, plain = mixed_pair
-    params = dict(FAST.get(method, {}), **({"low": 0.0, "high": 1.0} if method == "deep_taylor_bounded" else {}))
+    params = dict(FAST.get(method, {}), **({"low": 0.0, "high": 1.0} if method in ("deep_taylor_bounded", "lrp_epsilon_gamma_box") else {}))
     x = _x()
     got = cv.explain(method, mixed, x, **params)
     want = cv.explain(method, plain, x, **params)
@@ -285,10 +285,12 @@ PRELU = (errors.UnsupportedLayerError, r"layer 'prelu\d'.*PReLU|PReLU.*'prelu\d'
 ONET_REFUSALS = {
     "cam": (errors.UnsupportedArchitectureError, r"cam needs a classifier head of global average pooling"),
     **{m: PRELU for m in ("deep_taylor", "deep_taylor_bounded", "lrp_alpha1beta0", "lrp_composite",
-                          "lrp_epsilon")},
+                          "lrp_epsilon", "lrp_epsilon_gamma_box", "lrp_epsilon_plus_flat",
+                          "excitation_backprop")},
 }
 ONET_PARAMS = {**FAST, "rise": {"n_masks": 16}, "occlusion": {"window": 8, "stride": 8},
-               "deep_taylor_bounded": {"low": -127.5 / 128, "high": 127.5 / 128}}
+               "deep_taylor_bounded": {"low": -127.5 / 128, "high": 127.5 / 128},
+               "lrp_epsilon_gamma_box": {"low": -127.5 / 128, "high": 127.5 / 128}}
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,18 @@ def epsilon_composite(epsilon: float = 1e-6) -> LayerMapComposite:
     return LayerMapComposite([(DENSE + CONVOLUTION + AVGPOOL, e)], merge=e, batchnorm=e)
 
 
+def zennit_composite(conv: Rule, epsilon: float, first: Rule) -> LayerMapComposite:
+    """The layer map of Zennit's epsilon-* composites (``zennit.composites``): ``conv`` on
+    convolutions, ``Epsilon(epsilon)`` on dense layers, ``first`` on the layers reading the
+    pixels, and Zennit's ``Norm`` -- proportional with a 1e-6 stabilizer, i.e.
+    ``Epsilon(1e-6)`` -- on average pooling and residual sums."""
+    norm = Epsilon(1e-6)
+    return LayerMapComposite([(DENSE, Epsilon(epsilon)), (AVGPOOL, norm), (CONVOLUTION, conv)],
+                             first=first, merge=norm)
+
+
 __all__ = [
+    "zennit_composite",
     "INPUT", "NONNEG", "SIGNED", "DENSE", "CONVOLUTION", "AVGPOOL", "BATCHNORM",
     "Composite", "LayerMapComposite", "DeepTaylor", "input_domains", "epsilon_composite",
 ]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from ...errors import InputError
 from ...targets import BoundTarget
 from .canonizers import DEFAULT_CANONIZERS, Program, canonize
 from .composites import NONNEG, Composite
@@ -136,6 +137,8 @@ class Plan:
     rules: dict
     domains: dict
     may_lose: set
+    #: linear ops whose output relevance can be non-zero only where the output is > 0
+    positive_out: frozenset = frozenset()
 
     @property
     def layers(self) -> list[str]:
@@ -155,7 +158,7 @@ def _structure(plan: Plan) -> tuple:
          None if op.affine is None else tuple(np.asarray(v, np.float64).tobytes() for v in op.affine))
         for op in plan.program.ops)
     return ops, tuple(sorted(plan.describe().items())), tuple(sorted(plan.domains.items())), \
-        tuple(sorted(plan.may_lose))
+        tuple(sorted(plan.may_lose)), tuple(sorted(plan.positive_out))
 
 
 class RelevanceEngine:
@@ -171,14 +174,20 @@ class RelevanceEngine:
         Start from ``max(0, score)`` instead of the score (z+ presets).
     canonizers : sequence
         Rewrite steps applied to the program (default: fold BatchNorm).
+    unit_top : bool
+        Divide the starting relevance by its sum, so it sums to 1 (a class target starts
+        from the one-hot vector; a channel from its share of the channel's total): the
+        probability prior of Excitation Backprop.  An image whose starting relevance
+        sums to 0 starts from zero (``top`` is then 0).
     """
 
     def __init__(self, graph, composite: Composite, method: str, positive_top: bool = False,
-                 canonizers=DEFAULT_CANONIZERS):
+                 canonizers=DEFAULT_CANONIZERS, unit_top: bool = False):
         self.graph = graph
         self.composite = composite
         self.method = method
         self.positive_top = bool(positive_top)
+        self.unit_top = bool(unit_top)
         self.canonizers = tuple(canonizers)
         self._plans: dict[int, Plan] = {}
         self._fns: dict = {}
@@ -193,8 +202,9 @@ class RelevanceEngine:
         program = canonize(self.graph, key, self.method, self.canonizers)
         rules = self.composite.assign(program)
         domains = self.composite.domains(program)
-        _, may_lose = positive_support(program, rules, domains, self.positive_top)
-        return Plan(program, rules, domains, may_lose)
+        sup, may_lose = positive_support(program, rules, domains, self.positive_top)
+        positive_out = frozenset(op.name for op in program.ops if op.kind == "linear" and sup.get(op.output, True))
+        return Plan(program, rules, domains, may_lose, positive_out)
 
     def sync(self) -> int:
         """Re-read the model's weights after its variables changed in place (randomization).
@@ -223,22 +233,32 @@ class RelevanceEngine:
                 rebuilt += 1
         return rebuilt
 
-    def function(self, bound: BoundTarget, signature):
+    def function(self, bound: BoundTarget, signature, at: int | None = None):
         """Compiled ``f(x, indices) -> (R_input, scores, indices, top, sums)``.
 
         ``R_input`` (N, H, W, C); ``scores``/``indices``/``top`` (N,); ``sums`` (N, L) float64,
         the relevance in flight after each op of :attr:`Plan.layers`.
+
+        ``at``: a tensor key of the program; the pass stops there and returns that
+        tensor's relevance (its shape) instead of the input's, and ``sums`` covers the ops
+        visited until then.
         """
-        cache_key = (bound.key, bound.reduce)
+        cache_key = (bound.key, bound.reduce, at)
         if cache_key not in self._fns:
             plan = self.plan(bound.key)
-            self._fns[cache_key] = self._compile(plan, bound, signature)
+            if at is not None and at != plan.program.input_key and \
+                    not any(op.output == at for op in plan.program.ops):
+                raise InputError(
+                    f"{self.method}: tensor {at} is not on the relevance path of the target "
+                    "(pick a layer that feeds the explained output)"
+                )
+            self._fns[cache_key] = self._compile(plan, bound, signature, at)
         return self._fns[cache_key]
 
     # ------------------------------------------------------------------ compiled body
-    def _compile(self, plan: Plan, bound: BoundTarget, signature):
+    def _compile(self, plan: Plan, bound: BoundTarget, signature, at: int | None = None):
         graph, program, rules, domains = self.graph, plan.program, plan.rules, plan.domains
-        key, positive = bound.key, self.positive_top
+        key, positive, unit = bound.key, self.positive_top, self.unit_top
         producers = {op.output: op for op in program.ops}
         kept = kept_keys(program)
 
@@ -250,25 +270,33 @@ class RelevanceEngine:
             if positive:
                 r0 = r0 * tf.cast(scores > 0, r0.dtype)[(...,) + (None,) * (len(r0.shape) - 1)]
             top = _total(r0)
+            if unit:
+                r0 = tf.math.divide_no_nan(r0, tf.reshape(tf.cast(top, r0.dtype), [-1] + [1] * (len(r0.shape) - 1)))
+                top = _total(r0)
             aux = _Aux(values, producers, program.input_key, kept)
             rel, tot = {key: r0}, {key: top}  # relevance in flight and its per-image sums
             total, sums = top, []
+            stop = None
             for op in reversed(program.ops):
                 r = rel.pop(op.output, None)
+                if op.output == at:  # every consumer of `at` has been visited: r is complete
+                    stop = tf.zeros_like(values[at]) if r is None else r
+                    break
                 if r is None:
                     sums.append(total)
                     continue
                 # the rule's own forward (z = f'(x)) only depends on forward values; without
                 # this the executor may run every rule's forward early and keep all z alive
                 with tf.control_dependencies([r]):
-                    r_ins = _backward(op, r, values, rules, domains, aux, op.name in plan.may_lose)
+                    r_ins = _backward(op, r, values, rules, domains, aux, op.name in plan.may_lose,
+                                      op.name in plan.positive_out)
                 t_ins = [_total(t) for t in r_ins]
                 total = total - tot.pop(op.output) + tf.add_n(t_ins)
                 sums.append(total)
                 for k, t, s in zip(op.inputs, r_ins, t_ins):
                     rel[k] = t if k not in rel else rel[k] + t
                     tot[k] = s if k not in tot else tot[k] + s
-            r_in = rel.get(program.input_key)
+            r_in = stop if at is not None and at != program.input_key else rel.get(program.input_key)
             if r_in is None:
                 r_in = tf.zeros_like(x)
             return r_in, scores, idx, top, tf.stack(sums, axis=1)
@@ -372,7 +400,8 @@ def kept_keys(program: Program) -> frozenset:
     return frozenset(kept)
 
 
-def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True) -> list:
+def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True,
+              positive_out: bool = False) -> list:
     """Relevance of each input of ``op`` from the relevance ``r`` of its output."""
     if op.kind == "linear":
         k = op.inputs[0]
@@ -383,6 +412,7 @@ def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True) -
             bounds=lambda lo, hi: aux.bounds(k, lo, hi),
             may_lose=may_lose,
             output=(lambda: values[op.output]) if recorded else None,
+            positive_out=positive_out,
         )
         return [rules[op.name].backward(op.lmap, inputs, r)]
     if op.kind in ("pass", "affine"):

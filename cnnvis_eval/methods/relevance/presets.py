@@ -1,20 +1,26 @@
 """Registered relevance methods: Deep Taylor and LRP presets.
 
-=======================  ==================================================================
-``deep_taylor``          z+ where a layer's input is >= 0, w**2 where it can be negative
-                         and at the pixels (Montavon et al. 2017); top = max(0, score).
-``deep_taylor_bounded``  as ``deep_taylor`` but zB at the pixels, with the bounds of the
-                         model's preprocessed input range; top = max(0, score).
-``lrp_epsilon``          LRP-epsilon on every layer (and sums); top = score.
-``lrp_alpha1beta0``      LRP-alpha1-beta0 (bias in the denominator) on dense, conv and
-                         pooling layers; top = max(0, score).
-``lrp_composite``        LRP-epsilon on dense layers, alpha1-beta0 (or gamma) on
-                         convolutions and pooling, zB (or w**2) at the pixels; top = score.
-=======================  ==================================================================
+=========================  ==================================================================
+``deep_taylor``            z+ where a layer's input is >= 0, w**2 where it can be negative
+                           and at the pixels (Montavon et al. 2017); top = max(0, score).
+``deep_taylor_bounded``    as ``deep_taylor`` but zB at the pixels, with the bounds of the
+                           model's preprocessed input range; top = max(0, score).
+``lrp_epsilon``            LRP-epsilon on every layer (and sums); top = score.
+``lrp_alpha1beta0``        LRP-alpha1-beta0 (bias in the denominator) on dense, conv and
+                           pooling layers; top = max(0, score).
+``lrp_composite``          LRP-epsilon on dense layers, alpha1-beta0 (or gamma) on
+                           convolutions and pooling, zB (or w**2) at the pixels; top = score.
+``lrp_epsilon_gamma_box``  Zennit's ``EpsilonGammaBox``: epsilon on dense layers, gamma on
+                           convolutions, zB at the pixels; top = score.
+``lrp_epsilon_plus_flat``  Zennit's ``EpsilonPlusFlat``: epsilon on dense layers, z+ on
+                           convolutions, flat at the pixels; top = score.
+=========================  ==================================================================
 
 All presets fold BatchNorm into the preceding layer, split a residual ``Add`` with
-:class:`~.rules.SignedShare` (except ``lrp_epsilon``, which uses epsilon there too) and pass
-relevance unchanged through rectifiers and a lone BatchNorm.
+:class:`~.rules.SignedShare` (except ``lrp_epsilon``, which uses epsilon there too, and the
+Zennit presets, which use Zennit's ``Norm``: epsilon 1e-6) and pass relevance unchanged
+through rectifiers and a lone BatchNorm.  ``excitation_backprop`` (:mod:`.excitation`)
+runs on the same engine.
 
 Output: ``attribution`` is the input relevance (N, H, W, C); ``heatmap`` its sum over
 channels (signed).  ``meta`` (per image arrays have the batch first):
@@ -49,9 +55,10 @@ from .composites import (
     DeepTaylor,
     LayerMapComposite,
     epsilon_composite,
+    zennit_composite,
 )
 from .engine import RelevanceEngine
-from .rules import AlphaBeta, Epsilon, Gamma, WSquare, ZBox
+from .rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox
 
 
 class LRP(Explainer):
@@ -68,6 +75,7 @@ class LRP(Explainer):
     signed = True
     default_batch_size = 8
     positive_top = False
+    unit_top = False  # start from relevance 1 (Excitation Backprop's probability prior)
 
     def __init__(self, model, *, composite: Composite | None = None,
                  positive_top: bool | None = None, **params):
@@ -77,7 +85,8 @@ class LRP(Explainer):
         if positive_top is not None:
             self.positive_top = bool(positive_top)
         self.composite = composite
-        self.engine = RelevanceEngine(self.graph, composite, self.name, self.positive_top)
+        self.engine = RelevanceEngine(self.graph, composite, self.name, self.positive_top,
+                                       unit_top=self.unit_top)
         # check every layer now, so an unsupported model fails at construction
         self.engine.plan(self.graph.output_key)
 
@@ -258,8 +267,101 @@ class LRPComposite(LRP):
         )
 
 
+def _zennit_bounds(spec, low, high, method):
+    b = _bounds(spec, low, high, method)
+    if b is None:
+        raise InputError(
+            f"{method} needs the bounds of the model input for zB: pass low=..., high=... (in "
+            "preprocessed units, scalars or per channel) or a ModelSpec with input_range"
+        )
+    return b
+
+
+def _listed(v):
+    return None if v is None else np.asarray(v).tolist()
+
+
+@register("lrp_epsilon_gamma_box")
+class LRPEpsilonGammaBox(LRP):
+    """Zennit's ``EpsilonGammaBox`` composite (Anders et al. 2021, zennit.composites):
+    LRP-epsilon on dense layers, Zennit's generalized LRP-gamma (Montavon et al. 2019; Andeol
+    et al. 2021: ``Gamma(generalized=True)``, mirrored weights for negative outputs) on
+    convolutions, zB on the
+    layers reading the pixels (Montavon et al. 2017), Zennit's ``Norm`` (proportional, 1e-6
+    stabilizer) on average pooling and residual sums; top = score.
+
+    Parameters
+    ----------
+    epsilon : float
+        For dense layers (Zennit's default 1e-6).
+    gamma : float
+        For convolutions (Zennit's default 0.25).
+    low, high : float or array (C,), optional
+        Pixel bounds in model-input units for zB; default: the spec's ``input_range``
+        (required: Zennit requires them too).
+
+    Notes
+    -----
+    Where this differs from Zennit, and why:
+
+    * zB goes to *every* linear layer that reads the pixels (two parallel stems both get
+      it) and to a dense first layer too; Zennit gives it to the first convolution in
+      module order only.  Identical for every CNN whose stem is one convolution.
+    * BatchNorm is folded into the layer before it (Zennit: only with its canonizer); a
+      lone BatchNorm passes relevance unchanged (Zennit: its gradient).
+    * zB uses safe division (0 where the denominator is 0) where Zennit adds 1e-6; gamma
+      and epsilon add the stabilizer as Zennit does.
+    """
+
+    def __init__(self, model, *, epsilon: float = 1e-6, gamma: float = 0.25, low=None, high=None):
+        if not gamma >= 0:
+            raise InputError(f"lrp_epsilon_gamma_box: gamma must be >= 0, got {gamma}")
+        self.epsilon, self.gamma = float(epsilon), float(gamma)
+        self._low, self._high = low, high
+        super().__init__(model, epsilon=self.epsilon, gamma=self.gamma, low=_listed(low), high=_listed(high))
+
+    def make_composite(self):
+        b = _zennit_bounds(self.spec, self._low, self._high, self.name)
+        return zennit_composite(Gamma(self.gamma, stabilizer=1e-6, generalized=True), self.epsilon, ZBox(*b))
+
+
+@register("lrp_epsilon_plus_flat")
+class LRPEpsilonPlusFlat(LRP):
+    """Zennit's ``EpsilonPlusFlat`` composite (Anders et al. 2021, zennit.composites):
+    LRP-epsilon on dense layers, z+ on convolutions, flat on the layers reading the pixels
+    (Lapuschkin et al. 2019), Zennit's ``Norm`` (proportional, 1e-6 stabilizer) on average
+    pooling and residual sums; top = score.
+
+    Parameters
+    ----------
+    epsilon : float
+        For dense layers (Zennit's default 1e-6).
+
+    Notes
+    -----
+    Zennit's ``ZPlus`` is alpha1-beta0 with the positive bias in the denominator, so the
+    convolutions get :class:`~.rules.AlphaBeta` ``(1, 0)`` (not :class:`~.rules.ZPlus`,
+    which ignores the bias).  Where this differs from Zennit, and why:
+
+    * flat goes to every linear layer that reads the pixels; Zennit to the first dense or
+      convolution in module order.  Identical for a single stem.
+    * z+ uses safe division with a w**2 hand-on for outputs without positive contribution
+      (so relevance is not dropped); Zennit adds 1e-6 to the denominator.
+    * BatchNorm folding and a lone BatchNorm as in :class:`LRPEpsilonGammaBox`.
+    """
+
+    def __init__(self, model, *, epsilon: float = 1e-6):
+        self.epsilon = float(epsilon)
+        super().__init__(model, epsilon=self.epsilon)
+
+    def make_composite(self):
+        return zennit_composite(AlphaBeta(1.0, 0.0), self.epsilon, Flat())
+
+
 __all__ = [
     "LRP",
+    "LRPEpsilonGammaBox",
+    "LRPEpsilonPlusFlat",
     "DeepTaylorDecomposition",
     "DeepTaylorBounded",
     "LRPEpsilon",

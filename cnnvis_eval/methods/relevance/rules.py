@@ -24,6 +24,7 @@ inside ``tf.function``.
 ``ZBox(l, h)``     q = x w - l w+ - h w-; Deep Taylor for inputs bounded by ``l <= x <= h``.
 ``Gamma(g)``       q = x+ (w + g w+) + x- (w + g w-); bias ``b + g b+`` in the denominator.
 ``Pass()``         R_in = R (for one-to-one layers such as a BatchNorm that was not folded).
+``Contrast()``     z+ share minus the share of the negated weights (c-MWP's top layer).
 =================  ========================================================================
 
 Merges (a residual ``Add``): ``SignedShare()`` gives each branch a share of ``R`` in
@@ -137,12 +138,17 @@ class Inputs:
     may_lose : bool
         Relevance may arrive at an output whose rule denominator is zero (the engine's
         static analysis); only then do rules with a fallback build it.
+    positive_out : bool
+        Relevance can be non-zero only at outputs whose value is > 0 (the engine's static
+        analysis, :func:`~.engine.positive_support`).
     """
 
-    def __init__(self, x, nonneg: bool, support=None, bounds=None, may_lose: bool = True, output=None):
+    def __init__(self, x, nonneg: bool, support=None, bounds=None, may_lose: bool = True,
+                 positive_out: bool = False, output=None):
         self.x = x
         self.nonneg = nonneg
         self.may_lose = may_lose
+        self.positive_out = positive_out
         self._support = support
         self._bounds = bounds
         self._output = output
@@ -335,6 +341,27 @@ class AlphaBeta(Rule):
         return out
 
 
+class Contrast(Rule):
+    """Excitation Backprop's contrastive top layer (Zhang et al. 2018, c-MWP): the winning
+    probability of a unit minus that of its *dual*, the same unit with negated weights:
+
+        R_i = sum_j (q+_ij / z+_j - q-_ij / z-_j) R_j,
+
+    ``q+ = (x w)+`` (``x+ w+ + x- w-``), ``q- = (x w)-``, ``z+- = sum_i q+-``; bias ignored.
+    For ``x >= 0`` the second share is ``x_i (-w_ij)+ / sum_i x_i (-w_ij)+``, the dual's
+    MWP.  Input relevance sums to 0 (each share sums to R_j), so it does not conserve.
+    """
+
+    proportional = True
+
+    def backward(self, lmap, inputs, relevance):
+        pos, _ = _signed_terms(lmap, inputs, relevance, "plus")
+        neg, _ = _signed_terms(lmap, inputs, relevance, "minus")
+        if neg is not None:
+            pos = -neg if pos is None else pos - neg
+        return tf.zeros_like(inputs.x) if pos is None else pos
+
+
 class WSquare(Rule):
     """w**2: ``R_i = sum_j w_ij**2 / sum_i w_ij**2 R_j`` (Deep Taylor for unbounded inputs).
 
@@ -390,33 +417,57 @@ class Gamma(Rule):
     """LRP-gamma: weights ``w + g w+`` for positive and ``w + g w-`` for negative inputs;
     denominator ``z + b + g b+`` (``bias=False`` drops the bias) + stabilizer.
 
+    ``generalized=True`` is Zennit's generalized gamma (Andeol et al. 2021): outputs with
+    ``z = x w + b > 0`` as above, outputs with ``z < 0`` with the mirrored weights
+    ``w + g w-`` for positive and ``w + g w+`` for negative inputs and bias ``b + g b-``
+    (amplifying the contributions of the output's own sign), outputs with ``z = 0`` none.
+    The two coincide where relevance only reaches positive outputs.
+
     Parameters
     ----------
     gamma : float
     bias : bool
     stabilizer : float
         ``epsilon`` of :func:`safe_divide` (0: safe division).
+    generalized : bool
     """
 
     proportional = True
 
-    def __init__(self, gamma: float = 0.25, bias: bool = True, stabilizer: float = 0.0):
+    def __init__(self, gamma: float = 0.25, bias: bool = True, stabilizer: float = 0.0,
+                 generalized: bool = False):
         if not gamma >= 0:
             raise InputError(f"Gamma: gamma must be >= 0, got {gamma}")
         self.gamma, self.bias, self.stabilizer = float(gamma), bool(bias), float(stabilizer)
+        self.generalized = bool(generalized)
 
     def _fields(self):
-        return {"gamma": self.gamma, "bias": self.bias, "stabilizer": self.stabilizer}
+        f = {"gamma": self.gamma, "bias": self.bias, "stabilizer": self.stabilizer}
+        if self.generalized:
+            f["generalized"] = True
+        return f
+
+    def _share(self, lmap, inputs, relevance, vp, vn):
+        """Relevance by the weights ``vp`` on positive and ``vn`` on negative inputs, with
+        ``vp``'s bias in the denominator."""
+        b = lmap.bias(vp) if self.bias else None
+        xp, xn = inputs.pos(), inputs.neg()
+        if xn is None:
+            (c,), _ = _vjp(lmap, [(vp, xp)], relevance, b, self.stabilizer)
+            return xp * c
+        (cp, cn), _ = _vjp(lmap, [(vp, xp), (vn, xn)], relevance, b, self.stabilizer)
+        return xp * cp + xn * cn
 
     def backward(self, lmap, inputs, relevance):
         gp, gn = ("gamma+", self.gamma), ("gamma-", self.gamma)
-        b = lmap.bias(gp) if self.bias else None
-        xp, xn = inputs.pos(), inputs.neg()
-        if xn is None:
-            (c,), _ = _vjp(lmap, [(gp, xp)], relevance, b, self.stabilizer)
-            return xp * c
-        (cp, cn), _ = _vjp(lmap, [(gp, xp), (gn, xn)], relevance, b, self.stabilizer)
-        return xp * cp + xn * cn
+        if not self.generalized or inputs.positive_out:  # no relevance at outputs z <= 0
+            return self._share(lmap, inputs, relevance, gp, gn)
+        z = lmap.apply(inputs.x, "plain")
+        b = lmap.bias("plain")
+        z = z if b is None else z + b
+        zero = tf.zeros_like(relevance)
+        up = self._share(lmap, inputs, tf.where(z > 0, relevance, zero), gp, gn)
+        return up + self._share(lmap, inputs, tf.where(z < 0, relevance, zero), gn, gp)
 
 
 class Pass(Rule):
@@ -454,6 +505,7 @@ __all__ = [
     "Epsilon",
     "ZPlus",
     "AlphaBeta",
+    "Contrast",
     "WSquare",
     "Flat",
     "ZBox",
