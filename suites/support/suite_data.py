@@ -34,11 +34,6 @@ SLOW_METHODS = frozenset({"guided_ig", "blur_ig", "xrai", "square_grad", "gradie
                           "kernel_shap", "sobol", "hsic"})
 #: of those, the ones too slow even for the invariance suite's tiny models (per-image segmentation)
 SEGMENTING = frozenset({"xrai"})
-#: methods whose big-architecture rows of the cost table are still ``estimated`` (model inputs
-#: x a measured forward pass, ``python -m suites.benchmarks.build_costs``; their mini rows are
-#: the benchmark baseline's) until ``build_costs --measure-missing`` reaches them (minutes per
-#: row on 2 shared cores)
-ESTIMATED_COSTS = frozenset({"kernel_shap"})
 
 
 def method_cases(methods, slow=SLOW_METHODS) -> list:

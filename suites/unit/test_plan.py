@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+import cnnvis_eval as cv
 from cnnvis_eval.errors import InputError
 from cnnvis_eval.evaluation import RunConfig
 from cnnvis_eval.evaluation.plan import COSTS, makespan, plan, study_config
@@ -66,12 +67,11 @@ def test_na_methods_cost_nothing_and_labels():
     for arch, method in [("vgg16@224", "saliency"), ("resnet50@224", "score_cam"), ("xception@299", "xrai"),
                          ("xception@299", "score_cam")]:
         assert method in missing[arch] and table[arch, method]["source"] == "measured", (arch, method)
-    # nothing is estimated any more: every applicable row is the baseline's or measure_missing's
-    # (but the big-architecture rows measure_missing has not reached yet: estimated)
-    from suites.support.suite_data import ESTIMATED_COSTS
-
-    assert {r["source"] for (a, m), r in table.items() if m not in ESTIMATED_COSTS or "@" not in a} <= {
-        "measured", "n/a"}
+    # nothing is estimated: every applicable row is the baseline's or measure_missing's, for
+    # every registered method on every architecture
+    assert {r["source"] for r in table.values()} <= {"measured", "n/a"}
+    archs = {a for a, _ in table}
+    assert len(archs) == 10 and all((a, m) in table for a in archs for m in cv.list_methods())
     assert table["vgg16@224", "cam"]["source"] == "n/a"  # Flatten head: no CAM
     config = RunConfig(models=("vgg16",), methods=("cam", "saliency"), photos=("chelsea",), synthetic=0,
                        stages=STAGES_NONE)
