@@ -205,6 +205,23 @@ def test_full_grad_matches_numpy(tiny_model, tiny_x, tiny_ref):
     np.testing.assert_allclose(exp.heatmap, (total - lo) / (hi - lo + 1e-7), rtol=1e-5, atol=1e-6)
 
 
+def test_full_grad_of_an_intermediate_neuron_matches_numpy(tiny_model, tiny_x, tiny_ref):
+    """A channel of conv1 (mean over its map): the graph stops at conv1, so only the input
+    term and conv1's bias term exist (conv2 is after the target: no gradient).  The grid's
+    intermediate neurons failed with a KeyError on every model before this."""
+    ch = np.array([1, 2, 0])
+    exp = cv.get_method("full_grad")(tiny_model).explain(tiny_x, cv.NeuronTarget("conv1", ch, reduce="mean"))
+    c, w = tiny_ref.forward(tiny_x), tiny_ref.w
+    da1 = np.zeros_like(c["a1"])
+    da1[np.arange(3), :, :, ch] = 1.0 / np.prod(c["a1"].shape[1:3])
+    dz1 = da1 * (c["z1"] > 0)
+    dx = conv2d_backward(dz1, tiny_x.shape, w["w1"])
+    total = _norm_sum(np.abs(dx * tiny_x)) + _norm_sum(np.abs(dz1 * w["b1"]))
+    lo, hi = total.min(axis=(1, 2), keepdims=True), total.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(exp.heatmap, (total - lo) / (hi - lo + 1e-7), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(exp.scores, c["a1"][np.arange(3), :, :, ch].mean(axis=(1, 2)), rtol=1e-6)
+
+
 def _bn_pair():
     """conv 3x3/2 (no bias) -> BatchNorm (set statistics) -> ReLU -> GAP -> Dense, and its twin
     with the BatchNorm folded into the conv (NumPy): kernel * s, bias beta - mean * s,

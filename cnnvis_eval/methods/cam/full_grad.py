@@ -103,10 +103,14 @@ class FullGrad(Explainer):
                     tape.watch(x)
                     values = graph.run(x, [bound.key], overrides, record=True)[1]
                     scores, idx = bound.select(values[bound.key], indices)
-                zs = [pre[n.name] if n.name in split else values[n.outputs[0]] for n in nodes]
+                # the layers the graph ran: an intermediate neuron's graph stops at its layer,
+                # and a layer after it has no gradient (and no value) to contribute
+                ran = [(n, b) for n, b in zip(nodes, biases)
+                       if (n.name in pre if n.name in split else n.outputs[0] in values)]
+                zs = [pre[n.name] if n.name in split else values[n.outputs[0]] for n, _ in ran]
                 grads = tape.gradient(scores, [x] + zs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                 total = _normalised_sum(tf.abs(grads[0] * x))
-                for g, bias in zip(grads[1:], biases):
+                for g, (_, bias) in zip(grads[1:], ran):
                     low = _normalised_sum(tf.abs(g * tf.cast(bias(), g.dtype)))
                     up = tf.image.resize(low[..., None], size, method="bilinear")[..., 0]
                     total += tf.cast(up, total.dtype)  # resize computes in float32
