@@ -62,3 +62,36 @@ def test_gradient_method_cost(bench_ratio, model, method):
     exp = bench_ratio(lambda: explainer.explain(x, batch_size=8), plain, rounds=3,
                       method=method, model=f"{name}@{size}", batch=8, passes=passes)
     assert exp.heatmap.shape == (8, size, size) and np.isfinite(exp.heatmap).all()
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("model", [pytest.param(("mobilenet_v2", 96), id="mobilenet_v2@96", marks=pytest.mark.slow),
+                                   pytest.param(("resnet50", 224), id="resnet50@224", marks=pytest.mark.slow)])
+def test_xrai_cost_is_its_integrated_gradients_plus_segmentation(bench_ratio, model):
+    """Issue 19's goal: XRAI within 1.2x of its integrated gradients (two baselines, ``steps``
+    each) plus its segmentation.  Both sides start with no segments kept (the method keeps
+    the last images' segments; a repeated image would be cheaper)."""
+    from cnnvis_eval.methods import xrai
+
+    name, size = model
+    spec = big_spec(name, size)
+    x = spec.preprocess(smooth_images(4, size))
+    steps = 8
+    explainer = cv.get_method("xrai")(spec, steps=steps)
+    ig = cv.get_method("integrated_gradients")(spec, steps=2 * steps)
+
+    def fresh():
+        xrai._SEGMENTS.clear()
+
+    def parts():
+        fresh()
+        ig.explain(x, batch_size=len(x))
+        return [xrai._segment_masks(im) for im in x]
+
+    def method():
+        fresh()
+        return explainer.explain(x, batch_size=len(x))
+
+    exp = bench_ratio(method, parts, rounds=3, method="xrai", model=f"{name}@{size}", batch=len(x),
+                      goal="<= 1.2 x (integrated gradients with 2 x steps + segmentation)")
+    assert exp.heatmap.shape == (len(x), size, size) and np.isfinite(exp.heatmap).all()
