@@ -47,7 +47,9 @@ def _guided_step(x, x_in, x_base, diff, grad, alpha, max_dist, l1_target, fracti
     PAIR's ``guided_ig`` sub-step loop, with fewer passes over the image: the quantile is
     ``np.partition`` at NumPy's "lower" index, on ``|grad|`` in float32 (the gradient comes
     from a float32 model, so its float64 values are float32 values: the same threshold and
-    the same selection at half the memory traffic), and masked assignments are ``copyto``."""
+    the same selection at half the memory traffic), masked assignments are ``copyto``, and the
+    step's attribution is ``(x_end - x_start) * grad`` (PAIR sums it per sub-step; the sum
+    telescopes, the gradient being fixed within a step)."""
     alpha_max = min(alpha + max_dist, 1.0)
     alpha_min = max(alpha - max_dist, 0.0)
     x_min = x_base + diff * alpha_min
@@ -55,31 +57,31 @@ def _guided_step(x, x_in, x_base, diff, grad, alpha, max_dist, l1_target, fracti
     moving = diff != 0
     a = np.abs(grad).astype(np.float32).ravel()
     k = int(np.floor((a.size - 1) * fraction))  # np.quantile(..., method="lower")'s index
-    attr = np.zeros_like(x)
+    x_start = x.copy()
     x_alpha = np.empty_like(x)
     while True:
-        x_old = x.copy()
         x_alpha.fill(alpha_max)
         np.subtract(x, x_base, out=x_alpha, where=moving)
         np.divide(x_alpha, diff, out=x_alpha, where=moving)
         np.copyto(x, x_min, where=x_alpha < alpha_min)
         l1_current = np.abs(x - x_in).sum()
         if math.isclose(l1_target, l1_current, rel_tol=_EPSILON, abs_tol=_EPSILON):
-            attr += (x - x_old) * grad
             break
         a[(x == x_max).ravel()] = np.inf
         threshold = np.partition(a, k)[k]
-        s = ((a <= threshold) & (a != np.inf)).reshape(x.shape)
-        l1_s = (np.abs(x - x_max) * s).sum()
+        # features already at x_max are inf; a finite threshold leaves them out by itself
+        s = (a <= threshold) if np.isfinite(threshold) else (a != np.inf)
+        s = s.reshape(x.shape)
+        l1_s = np.sum(np.abs(x - x_max), where=s)
         gamma = (l1_current - l1_target) / l1_s if l1_s > 0 else np.inf
         if gamma > 1.0:
             np.copyto(x, x_max, where=s)
         else:
             np.copyto(x, x + (x_max - x) * gamma, where=s)
-        attr += (x - x_old) * grad
-        if gamma <= 1.0:
             break
-    return attr
+    # the gradient is the same for every sub-step: PAIR's sum of (x_new - x_old) * grad over
+    # the sub-steps telescopes to (x_end - x_start) * grad
+    return (x - x_start) * grad
 
 
 @register("guided_ig")
@@ -122,7 +124,7 @@ class GuidedIntegratedGradients(Explainer):
         base = resolve_baseline(self.baseline, x, self.spec).astype(np.float64)
         fx, idx = self.forward(x, bound)
         bound = bound.fixed(idx)
-        fb, _ = self.forward(base.astype(x.dtype), bound)
+        fb = None  # f(baseline): the scores of the first gradient call (the path starts there)
         x_in = x.astype(np.float64)
         cur = base.copy()
         attr = np.zeros_like(x_in)
@@ -134,7 +136,10 @@ class GuidedIntegratedGradients(Explainer):
         # cores the gradient call used; each image moves only its own rows of cur and attr
         with ThreadPoolExecutor(max_workers=max(1, min(len(images), os.cpu_count() or 1))) as pool:
             for step in range(self.steps):
-                g = grad_fn(cur.astype(x.dtype), bound.indices)[0].numpy().astype(np.float64)
+                g, scores, _ = grad_fn(cur.astype(x.dtype), bound.indices)
+                g = g.numpy().astype(np.float64)
+                if fb is None:
+                    fb = scores.numpy()
                 alpha = (step + 1.0) / self.steps
 
                 def move(n, g=g, alpha=alpha, step=step):

@@ -195,3 +195,16 @@ def test_xrai_segments_are_computed_once_per_image(monkeypatch):
     xrai.segment_masks(x.astype(np.float64))
     assert len(calls) == 3
     np.testing.assert_array_equal(xrai.segment_masks(x), real(x))
+
+
+def test_guided_ig_completeness_error_is_against_the_models_own_scores(tiny_pair):
+    """meta["completeness_error"] = |sum(attribution) - (f(x) - f(baseline))| / |f(x) - f(baseline)|
+    with f read off the model directly (the method takes f(baseline) from its first gradient
+    call, where the path starts)."""
+    model, x = tiny_pair
+    exp = cv.explain("guided_ig", model, x, target=cv.ClassTarget(CLS), steps=32)
+    f = lambda v: np.asarray(model(v), np.float64)[np.arange(len(x)), CLS]  # noqa: E731
+    delta = f(x) - f(np.zeros_like(x))
+    want = np.abs(exp.attribution.reshape(len(x), -1).sum(1) - delta) / np.abs(delta)
+    assert np.abs(delta).min() > 1e-2
+    np.testing.assert_allclose(exp.meta["completeness_error"], want, rtol=1e-4, atol=1e-7)
