@@ -49,6 +49,21 @@ def textured_image(size: int = 32, seed: int = 0, tile: int = 8) -> np.ndarray:
     return np.clip(img, -1, 1)[None].astype(np.float32)
 
 
+REGION_CASE_SIZE = 40
+REGION_CASE = (8, 32, 8, 32)  # rows 8:32, cols 8:32 = 3 x 3 of the 8-px tiles
+
+
+def region_case(size: int = REGION_CASE_SIZE, region=REGION_CASE):
+    """``(model, x, inside)``: :func:`region_model` reading ``region``, two textured images
+    (size, size, 3) and the region's (size, size) bool mask -- the perturbation methods'
+    end-to-end case (the region must hold their maxima)."""
+    model = region_model(size, region)
+    inside = np.zeros((size, size), bool)
+    inside[region[0]:region[1], region[2]:region[3]] = True
+    x = np.concatenate([textured_image(size, seed=0), textured_image(size, seed=1)])
+    return model, x, inside
+
+
 def linear_model(size: int = 12, channels: int = 2, classes: int = 3, seed: int = 0,
                  dtype: str = "float64") -> tuple[keras.Model, np.ndarray, np.ndarray]:
     """logits = flatten(x) @ W + b; returns (model, W (size, size, channels, classes), b)."""

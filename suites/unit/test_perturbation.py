@@ -15,17 +15,12 @@ from cnnvis_eval.methods.perturbation import BatchedLimeImageExplainer, Lime, Oc
 from suites.support.models import big_params, big_spec
 from suites.support import perturb_models as pm
 
-SIZE = 40
-REGION = (8, 32, 8, 32)  # rows 8:32, cols 8:32 = 3 x 3 of the 8-px tiles
+SIZE, REGION = pm.REGION_CASE_SIZE, pm.REGION_CASE
 
 
 @pytest.fixture(scope="module")
 def region():
-    model = pm.region_model(SIZE, REGION)
-    inside = np.zeros((SIZE, SIZE), bool)
-    inside[REGION[0]:REGION[1], REGION[2]:REGION[3]] = True
-    x = np.concatenate([pm.textured_image(SIZE, seed=0), pm.textured_image(SIZE, seed=1)])
-    return model, x, inside
+    return pm.region_case()
 
 
 @pytest.fixture(scope="module")

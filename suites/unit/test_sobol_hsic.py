@@ -20,17 +20,12 @@ from cnnvis_eval.methods.perturbation.gsa import upsample_masks
 from cnnvis_eval.methods.perturbation.hsic import binary_design
 from suites.support import perturb_models as pm
 
-SIZE = 40
-REGION = (8, 32, 8, 32)
+SIZE, REGION = pm.REGION_CASE_SIZE, pm.REGION_CASE
 
 
 @pytest.fixture(scope="module")
 def region():
-    model = pm.region_model(SIZE, REGION)
-    inside = np.zeros((SIZE, SIZE), bool)
-    inside[REGION[0]:REGION[1], REGION[2]:REGION[3]] = True
-    x = np.concatenate([pm.textured_image(SIZE, seed=0), pm.textured_image(SIZE, seed=1)])
-    return model, x, inside
+    return pm.region_case()
 
 
 @pytest.fixture(scope="module")
