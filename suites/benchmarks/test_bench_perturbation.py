@@ -72,6 +72,9 @@ CASES = [
     pytest.param("mobilenet_v2", 96, "hsic", {"nb_design": 500}, id="hsic-mobilenet_v2@96", marks=SLOW),
     pytest.param("mobilenet_v2", 224, "sobol", {"nb_design": 4}, id="sobol-mobilenet_v2@224", marks=SLOW),
     pytest.param("mobilenet_v2", 224, "hsic", {"nb_design": 256}, id="hsic-mobilenet_v2@224", marks=SLOW),
+    # the architecture for the goal (ResNet50 224 px)
+    pytest.param("resnet50", 224, "sobol", {"nb_design": 4}, id="sobol-resnet50@224", marks=SLOW),
+    pytest.param("resnet50", 224, "hsic", {"nb_design": 256}, id="hsic-resnet50@224", marks=SLOW),
 ]
 
 

@@ -53,6 +53,10 @@ def test_importing_the_package_stops_large_tensors_faulting_fresh_pages():
     pooled = _probe()
     malloc = _probe(**{runtime.BFC_ENV: "false"})
     assert pooled["env"] == "true" and malloc["env"] == "false"  # the user's choice is kept
-    # malloc: 2 x 64 MB of fresh pages per call = ~32,000 faults; the pool reuses its memory
-    assert malloc["faults"] > 10_000, malloc
-    assert pooled["faults"] < 0.05 * malloc["faults"], (pooled, malloc)
+    # the pool reuses its memory: far fewer faults than one 64 MB temporary's 16,384 pages
+    assert pooled["faults"] < 500, pooled
+    # malloc: 2 x 64 MB of fresh pages per call = ~32,000 faults where glibc maps each anew
+    # (seen on Intel Xeon machines here); where the C library keeps the memory (an AMD EPYC
+    # machine here: 0.2 faults per call) there is nothing to save, and nothing to compare
+    if malloc["faults"] > 10_000:
+        assert pooled["faults"] < 0.05 * malloc["faults"], (pooled, malloc)
