@@ -260,7 +260,10 @@ class RelevanceEngine:
         graph, program, rules, domains = self.graph, plan.program, plan.rules, plan.domains
         key, positive, unit = bound.key, self.positive_top, self.unit_top
         producers = {op.output: op for op in program.ops}
-        kept = kept_keys(program)
+        # outputs an epsilon rule reads from the recording are kept anyway: a residual sum
+        # over them reads them too instead of running their layers again
+        kept = kept_keys(program) | {op.output for op in program.ops if op.kind == "linear"
+                                     and op.rectifier is None and getattr(rules[op.name], "reads_output", False)}
 
         @tf.function(input_signature=[signature, tf.TensorSpec((None,), tf.int32)], autograph=False)
         def explain(x, indices):
