@@ -177,14 +177,12 @@ class Rule:
     """Base class: ``backward(lmap, inputs, R) -> R_in`` for linear layers.
 
     ``proportional``: the input relevance is ``x * c`` (zero wherever the input is zero).
-    ``reads_output``: the rule reads the layer's recorded output (the engine keeps it).
     ``keeps_sign``: (merge rules) a branch gets relevance only where its value has the
     sign of the sum.
     """
 
     proportional = False
     keeps_sign = False
-    reads_output = False  # reads the layer's recorded output (Inputs.output) when it can
 
     def backward(self, lmap, inputs: Inputs, relevance):
         raise NotImplementedError
@@ -224,7 +222,6 @@ class Epsilon(Rule):
     """
 
     proportional = True
-    reads_output = True  # its denominator is the layer's recorded output (see backward)
 
     def __init__(self, epsilon: float = 1e-6, bias: bool = True):
         if not epsilon >= 0:
