@@ -98,21 +98,32 @@ class BatchResult:
 
 
 # ---------------------------------------------------------------------- helpers
+def _over_channels(attr: np.ndarray, op, each=None) -> np.ndarray:
+    """``op``-reduce (N, H, W, C) over C one channel at a time: NumPy's reduction along a
+    short last axis runs an inner loop of C per pixel (an (8, 224, 224, 3) max of |x| took
+    12.7 ms; channel by channel 0.4 ms).  Same values: a max in any order, and a sum in
+    channel order, which is NumPy's own order below 8 summands."""
+    out = np.array(attr[..., 0]) if each is None else each(attr[..., 0])
+    for c in range(1, attr.shape[-1]):
+        op(out, attr[..., c] if each is None else each(attr[..., c]), out=out)
+    return out
+
+
 def reduce_channels(attr: np.ndarray, mode: str) -> np.ndarray:
     """(N, H, W, C) attribution -> (N, H, W) heatmap.
 
     ``"max_abs"`` (Simonyan et al.), ``"sum"`` (signed), ``"sum_abs"``, ``"l2"``, ``"max"``.
     """
     if mode == "max_abs":
-        return np.abs(attr).max(axis=-1)
+        return _over_channels(attr, np.maximum, np.abs)
     if mode == "sum":
-        return attr.sum(axis=-1)
+        return _over_channels(attr, np.add) if attr.shape[-1] < 8 else attr.sum(axis=-1)
     if mode == "sum_abs":
-        return np.abs(attr).sum(axis=-1)
+        return _over_channels(attr, np.add, np.abs) if attr.shape[-1] < 8 else np.abs(attr).sum(axis=-1)
     if mode == "l2":
         return np.sqrt((attr.astype(np.float64) ** 2).sum(axis=-1))
     if mode == "max":
-        return attr.max(axis=-1)
+        return _over_channels(attr, np.maximum)
     raise InputError(f"unknown channel reduction {mode!r}; use max_abs, sum, sum_abs, l2 or max")
 
 
