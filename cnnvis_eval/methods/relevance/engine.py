@@ -309,18 +309,16 @@ class _Aux:
 
     Every forward value a rule or a residual sum reads is taken from the recording (the
     compiled graph keeps a recorded tensor alive until its last reader).  The operands of
-    residual sums used to be recomputed from their layers' inputs to keep fewer tensors alive; measured at 224 px, batch 8, keeping them
-    costs ResNet50's Deep Taylor 1465 -> 1644 MB of peak memory (x1.15 -> x1.29 of a
-    forward+backward pass; issue 20's bound is x1.5) and saves 20 of its 73 convolution calls
-    (ratio to forward+backward 2.03 -> 1.87; MobileNetV2 1.98 -> 1.90).
+    residual sums used to be recomputed from their layers' inputs to keep fewer tensors
+    alive; measured at 224 px, batch 8, reading them costs ResNet50's Deep Taylor 1465 ->
+    1644 MB of peak memory (x1.15 -> x1.29 of a forward+backward pass; issue 20's bound is
+    x1.5) and saves 20 of its 73 convolution calls (ratio to forward+backward 2.03 -> 1.87;
+    MobileNetV2 1.98 -> 1.90).
     """
 
     def __init__(self, values, producers, input_key):
         self.values, self.producers, self.input_key = values, producers, input_key
         self._support: dict = {}
-
-    def value(self, key):
-        return self.values[key]
 
     def _through(self, key):
         """The op that only moves values into ``key`` (padding, reshape, identity), or None."""
@@ -389,7 +387,7 @@ def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True,
         sizes = [int(values[k].shape[op.axis]) for k in op.inputs]
         return list(tf.split(r, sizes, axis=op.axis))
     if op.kind == "add":
-        xs = [aux.value(k) for k in op.inputs]
+        xs = [values[k] for k in op.inputs]
         shares = rules[op.name].merge(xs, _sum(xs), r)
         return [_unbroadcast(s, x.shape) for s, x in zip(shares, xs)]
     if op.kind == "route":

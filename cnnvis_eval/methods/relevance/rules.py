@@ -27,6 +27,11 @@ inside ``tf.function``.
 ``Contrast()``     z+ share minus the share of the negated weights (c-MWP's top layer).
 =================  ========================================================================
 
+One module on purpose (about 500 lines): every rule is a small class over the same
+contribution machinery (:func:`_vjp`, :func:`safe_divide`, the w**2 fallback, :class:`Inputs`),
+and the table above is read as one; splitting the rules from that machinery would spread
+each rule's formula over two files.
+
 Merges (a residual ``Add``): ``SignedShare()`` gives each branch a share of ``R`` in
 proportion to its contribution of the sum's sign (positive parts where the sum is >= 0,
 negative parts where it is < 0), which always conserves relevance; ``Epsilon(e)`` gives
@@ -462,9 +467,11 @@ class Gamma(Rule):
         gp, gn = ("gamma+", self.gamma), ("gamma-", self.gamma)
         if not self.generalized or inputs.positive_out:  # no relevance at outputs z <= 0
             return self._share(lmap, inputs, relevance, gp, gn)
-        z = lmap.apply(inputs.x, "plain")
-        b = lmap.bias("plain")
-        z = z if b is None else z + b
+        z = inputs.output()  # the recorded z + b, else computed here
+        if z is None:
+            b = lmap.bias("plain")
+            z = lmap.apply(inputs.x, "plain")
+            z = z if b is None else z + b
         zero = tf.zeros_like(relevance)
         up = self._share(lmap, inputs, tf.where(z > 0, relevance, zero), gp, gn)
         return up + self._share(lmap, inputs, tf.where(z < 0, relevance, zero), gn, gp)
