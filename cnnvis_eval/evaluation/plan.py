@@ -45,6 +45,7 @@ one method per randomization task.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -83,9 +84,13 @@ def model_inputs(method: str, side: int, params: dict, channels: int = 0) -> int
         return n * n + 1
     if method == "score_cam":
         return int(channels) + 1
-    if method in ("sobol", "hsic"):  # defaults: Xplique's
-        n = int(params.get("nb_design", 32 if method == "sobol" else 500))
-        return (n * (int(params.get("grid_size", 8)) ** 2 + 2) if method == "sobol" else n) + 1
+    if method in ("sobol", "hsic"):  # unset parameters: the method's own defaults (Xplique's)
+        from ..methods import get_method
+
+        sig = inspect.signature(get_method(method)).parameters
+        n = int(params.get("nb_design", sig["nb_design"].default))
+        grid = int(params.get("grid_size", sig["grid_size"].default))
+        return (n * (grid**2 + 2) if method == "sobol" else n) + 1
     raise InputError(f"{method} is not a perturbation method")
 
 
