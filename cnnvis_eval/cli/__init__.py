@@ -141,7 +141,9 @@ def _config_arguments(r) -> None:
                    help="evaluate a saved Keras model (.keras; loaded in safe mode); repeatable")
     r.add_argument("--methods", nargs="*", help="method names (default: all)")
     r.add_argument("--images", nargs="*",
-                   help="photo names and/or synthetic[:N] (N >= 1, default 8); each at most once")
+                   help="photo names and/or synthetic[:N], scenes[:N], birds[:N] (N >= 1, default 8; a scene's "
+                        "objects are ground truth for models trained on benchmark v2: the clean minis); each at "
+                        "most once")
     r.add_argument("--synthetic", type=int, default=None,
                    help="number of synthetic benchmark images (instead of synthetic:N in --images)")
     r.add_argument("--weights", default=None,

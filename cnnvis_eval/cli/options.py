@@ -29,36 +29,39 @@ def check_counts(args, flags=("workers", "images_per_task")) -> None:
             integer(value, f"--{flag.replace('_', '-')}")
 
 
-SYNTHETIC_DEFAULT = 8  # synthetic images of a bare ``synthetic`` in --images
+SYNTHETIC_DEFAULT = 8  # generated images of a bare ``synthetic`` / ``scenes`` / ``birds`` in --images
+GENERATED = ("synthetic", "scenes", "birds")  # the generated image kinds --images may name
 
 
 def _images(entries) -> dict:
-    """``--images`` entries -> ``{"photos": (...), "synthetic": N}``: photo names, and at most
-    one ``synthetic`` (:data:`SYNTHETIC_DEFAULT` images) or ``synthetic:N`` (N >= 1).
+    """``--images`` entries -> ``{"photos": (...), "synthetic": N, "scenes": N, "birds": N}``:
+    photo names, and at most once each of ``synthetic``, ``scenes`` and ``birds``
+    (:data:`SYNTHETIC_DEFAULT` images) or ``<kind>:N`` (N >= 1); a kind not named gets 0.
 
     Raises
     ------
     InputError
-        A malformed or repeated ``synthetic`` entry (photo names are checked by RunConfig).
+        A malformed or repeated generated entry (photo names are checked by RunConfig).
     """
     from ..errors import InputError
 
-    photos, synthetic, given = [], 0, None
+    photos, counts, given = [], dict.fromkeys(GENERATED, 0), {}
     for entry in entries:
-        if entry != "synthetic" and not entry.startswith("synthetic:"):
+        kind, _, n = entry.partition(":")
+        if kind not in GENERATED:
             photos.append(entry)
             continue
-        if given is not None:
-            raise InputError(f"--images gives the synthetic images twice ({given!r} and {entry!r}); "
-                             "give one synthetic:N")
-        given, n = entry, entry.partition(":")[2]
-        if entry == "synthetic":
-            synthetic = SYNTHETIC_DEFAULT
+        if kind in given:
+            raise InputError(f"--images gives the {kind} images twice ({given[kind]!r} and {entry!r}); "
+                             f"give one {kind}:N")
+        given[kind] = entry
+        if entry == kind:
+            counts[kind] = SYNTHETIC_DEFAULT
         elif n.isdigit() and int(n) >= 1:  # isdigit: no sign, no spaces, no decimal point
-            synthetic = int(n)
+            counts[kind] = int(n)
         else:
-            raise InputError(f"--images {entry!r}: N in synthetic:N must be a whole number >= 1, got {n!r}")
-    return {"photos": tuple(photos), "synthetic": synthetic}
+            raise InputError(f"--images {entry!r}: N in {kind}:N must be a whole number >= 1, got {n!r}")
+    return {"photos": tuple(photos), **counts}
 
 
 def _shape(text):

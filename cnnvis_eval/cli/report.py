@@ -49,7 +49,7 @@ def cmd_list(args) -> int:
     print("models: ", ", ".join(cv.list_models()))
     print("metrics:", ", ".join(list_metrics()))
     print("images: ", ", ".join(list_photos()), "(default:", ", ".join(DEFAULT_PHOTOS) + ")",
-          "and synthetic[:N]")
+          "and synthetic[:N], scenes[:N], birds[:N]")
     from ..testing.session import check_names
 
     print("checks: ", ", ".join(check_names()), "(cnnvis-eval check)")

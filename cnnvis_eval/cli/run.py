@@ -47,7 +47,7 @@ def cmd_run(args) -> int:
         for path in config.model_files:  # unreadable or unsafe files: fail before the run starts
             inputs.load_spec(ModelFile(path), config)
         print(f"run {out.name}: {len(config.models) + len(config.model_files)} models x "
-              f"{len(config.methods)} methods x {len(config.photos) + config.synthetic} images x 3 neurons -> {out}")
+              f"{len(config.methods)} methods x {config.n_images} images x 3 neurons -> {out}")
         args.run_folder = out  # named in the message of an interrupted run (main)
         with RunLock(out):  # one run per folder, from the first write to the report
             on = {"executor": executor} if executor is not None else {}  # None: the process pool of --workers

@@ -3,7 +3,7 @@
 In the spirit of FunnyBirds (Hesse et al., ICCV 2023), each image holds one "bird" made of
 four parts (:data:`PARTS`): a **body** (``oval`` or ``box``), a **wing** above it
 (``round``: an ellipse, or ``pointed``: a triangle swept back), a **tail** behind it
-(``fan``: one triangle, or ``fork``: two prongs) and a **head** in front (``round``, or
+(``fan``: one triangle, or ``fork``: a swallow tail, a triangle with a V notch) and a **head** in front (``round``, or
 ``crest``: with a triangle on top).  As in FunnyBirds, the variants of a part differ by
 **shape** only.  A class (:data:`PART_CLASSES`) is one combination of part variants
 (:data:`CLASS_PARTS`); every part type varies across the classes, so every part carries
@@ -120,14 +120,17 @@ def _body(variant, cy, cx, r, size):
 
 
 def _tail(variant, cy, cx, r, d, size):
-    root, end = cx - d * 0.6 * r, cx - d * 1.75 * r
+    root = cx - d * 0.6 * r
     if variant == "fan":
+        end = cx - d * 1.75 * r
         return _draw(size, *polygon([cy, cy - 0.78 * r, cy + 0.78 * r], [root, end, end], (size, size)))
-    m = np.zeros((size, size), bool)
-    for s in (-1, 1):  # two prongs (quadrilaterals), apart from root to tip
-        m |= _draw(size, *polygon([cy + s * 0.1 * r, cy + s * 0.42 * r, cy + s * 0.8 * r, cy + s * 0.42 * r],
-                                  [root, root, end, end], (size, size)))
-    return m
+    # fork: a swallow tail, a longer fan with a V notch cut from the middle of its end (of the
+    # fan's area; a notch rather than two thin prongs, which an edge detector found 20% more
+    # edge-dense per pixel than the fan: 357 vs 297 mean Sobel magnitude, now 309 vs 297)
+    end = cx - d * 1.9 * r
+    fan = _draw(size, *polygon([cy, cy - 0.78 * r, cy + 0.78 * r], [root, end, end], (size, size)))
+    notch = _draw(size, *polygon([cy - 0.3 * r, cy, cy + 0.3 * r], [end, cx - d * 1.5 * r, end], (size, size)))
+    return fan & ~notch
 
 
 def _head(variant, cy, cx, r, d, size):

@@ -179,8 +179,13 @@ class RunConfig:
     model_files : paths of saved Keras models to evaluate too (loaded in safe mode)
     methods : method names (default: all registered)
     photos : bundled photo names (:func:`cnnvis_eval.data.list_photos`)
-    synthetic : number of synthetic benchmark images (with object masks), 0 to
+    synthetic : number of single-shape synthetic benchmark images (with object masks), 0 to
         :data:`MAX_SYNTHETIC`
+    scenes : number of benchmark v2 scenes (2-3 objects of different classes, a mask per
+        object), 0 to :data:`MAX_SYNTHETIC`; scored on class contrast for models whose
+        classes are benchmark v2's (the clean mini models)
+    birds : number of benchmark v2 part-based birds (a mask per part), 0 to
+        :data:`MAX_SYNTHETIC`; scored on part-importance correctness
     weights : weights for the five big architectures (None, "imagenet" or a path); an error
         when the run has none of them (mini models and model files have their own)
     input_size : input side for the big architectures (None: native), within
@@ -204,14 +209,17 @@ class RunConfig:
     model_files: tuple = ()
     methods: tuple = ()
     photos: tuple = ("chelsea", "coffee", "rocket", "grace_hopper")
-    synthetic: int = 8
+    synthetic: int = 2
+    scenes: int = 3
+    birds: int = 3
     weights: str | None = None
     input_size: int | None = None
     seed: int = 0
     randomization_images: int = 2
     randomization_steps: int = 2
     faithfulness_steps: int = 32
-    stages: tuple = ("localization", "faithfulness", "complexity", "agreement", "randomization", "cost")
+    stages: tuple = ("localization", "contrast", "parts", "faithfulness", "complexity", "agreement",
+                     "randomization", "cost")
     method_params: dict = field(default_factory=lambda: {k: dict(v) for k, v in GRID_PARAMS.items()})
     file_input_shape: tuple | None = None
     file_output: int | str | None = None
@@ -233,16 +241,23 @@ class RunConfig:
         for name in self.photos:
             photo_info(name)  # InputError naming the unknown photo, listing the bundled ones
         _unique(self.photos, "photo")
-        self.synthetic = _whole(self.synthetic, "synthetic")
-        if not 0 <= self.synthetic <= MAX_SYNTHETIC:
-            raise InputError(f"synthetic must be >= 0 and at most {MAX_SYNTHETIC}, got {self.synthetic}")
-        if not self.photos and not self.synthetic:
-            raise InputError("a run needs images: photos and/or synthetic > 0")
+        for what in ("synthetic", "scenes", "birds"):
+            value = _whole(getattr(self, what), what)
+            if not 0 <= value <= MAX_SYNTHETIC:
+                raise InputError(f"{what} must be >= 0 and at most {MAX_SYNTHETIC}, got {value}")
+            setattr(self, what, value)
+        if not self.photos and not self.synthetic and not self.scenes and not self.birds:
+            raise InputError("a run needs images: photos and/or synthetic, scenes or birds > 0")
         self.seed = _whole(self.seed, "seed")
         if not 0 <= self.seed <= MAX_SEED:
             raise InputError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
         _check_big_model_options(self)
         _check_file_options(self)
+
+    @property
+    def n_images(self) -> int:
+        """Images every model of the run sees: photos, single shapes, scenes and birds."""
+        return len(self.photos) + self.synthetic + self.scenes + self.birds
 
     def sources(self) -> list:
         """The run's models in order: the names, then a :class:`ModelFile` per model file."""

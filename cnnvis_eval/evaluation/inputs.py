@@ -32,19 +32,75 @@ class ImageSet:
     ----------
     images : ndarray, uint8 (N, H, W, 3)
     ids : list of N str
-        ``"syn000"``, ... for synthetic images, the photo's name for photos.
+        ``"syn000"``, ... for the single shapes of the synthetic benchmark, ``"scene000"``,
+        ... for benchmark v2's scenes, ``"bird000"``, ... for its part-based birds, the
+        photo's name for photos.
     masks : list of N bool (H, W) arrays or None
-        Object masks (synthetic images) or None (photos).
+        The object's mask (single shapes), the bird's silhouette (birds), the union of the
+        objects (scenes; :meth:`target_masks` picks the explained one), or None (photos).
+    objects : list of N entries, None or ``(masks bool (K, H, W), classes int64 (K,))``
+        A scene's objects (visible pixels, disjoint) and their class indices.
+    parts : list of N entries, None or ``(part_masks bool (P, H, W), removed uint8 (P, H, W, 3), label)``
+        A bird's part masks, the image with each part removed (painted with the background
+        drawn under it: the counterfactuals of :func:`cnnvis_eval.metrics.parts.part_importance`)
+        and its class index in the model's classes.
+    knows_classes : bool
+        Whether the model's classes are benchmark v2's (:func:`speaks_benchmark_v2`): only
+        then is a scene's object of the explained class known (else every scene's target
+        mask is empty and its scores undefined: a class index of another model means
+        another class).
     """
 
     images: np.ndarray
     ids: list
     masks: list
+    objects: list | None = None
+    parts: list | None = None
+    knows_classes: bool = True
+
+    def __post_init__(self):
+        n = len(self.ids)
+        self.objects = [None] * n if self.objects is None else list(self.objects)
+        self.parts = [None] * n if self.parts is None else list(self.parts)
 
     @property
     def synthetic_index(self) -> np.ndarray:
         """bool (N,): which images have an object mask."""
         return np.array([m is not None for m in self.masks])
+
+    @property
+    def scene_index(self) -> np.ndarray:
+        """bool (N,): which images are scenes of several objects."""
+        return np.array([o is not None for o in self.objects])
+
+    @property
+    def part_index(self) -> np.ndarray:
+        """bool (N,): which images are part-based birds."""
+        return np.array([p is not None for p in self.parts])
+
+    def target_masks(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """The ground truth of the explained classes ``indices`` (N,) on the masked images.
+
+        Returns ``(mask, other)``, bool ``(M, H, W)`` for the M images with a mask (in
+        order): the object of the explained class (a scene's object of class
+        ``indices[i]``; all False when the scene holds no such object, so the localization
+        scores are undefined there; the one object of a single shape; a bird's silhouette)
+        and the union of the scene's other objects (all False on single-object images).
+        A model that does not know benchmark v2's classes (:attr:`knows_classes`) has no
+        target object in a scene: its masks there are all False.
+        """
+        rows = np.flatnonzero(self.synthetic_index)
+        h, w = self.images.shape[1:3]
+        mask, other = np.zeros((len(rows), h, w), bool), np.zeros((len(rows), h, w), bool)
+        for j, i in enumerate(rows):
+            if self.objects[i] is None:
+                mask[j] = self.masks[i]
+                continue
+            obj, cls = self.objects[i]
+            hit = (cls == int(indices[i])) & self.knows_classes
+            mask[j] = obj[hit].any(0)
+            other[j] = obj[~hit].any(0)
+        return mask, other
 
 
 _FILE_SPECS: dict = {}  # the last user model file loaded, keyed by (path, mtime, size)
@@ -147,41 +203,93 @@ def release(spec: ModelSpec):
     gc.collect()
 
 
+def speaks_benchmark_v2(spec: ModelSpec) -> bool:
+    """Whether ``spec``'s classes begin with benchmark v2's (:data:`~cnnvis_eval.data.benchmark.CLASSES_V2`:
+    the clean mini models): scenes and birds are ground truth only for such a model (a
+    scene's target object is the one of the explained class)."""
+    from ..data.benchmark import CLASSES_V2
+
+    names = tuple(str(c) for c in (spec.class_names or ()))
+    return names[: len(CLASSES_V2)] == CLASSES_V2
+
+
 def image_set(spec: ModelSpec, config: RunConfig) -> ImageSet:
-    """Synthetic benchmark images (first, ``syn000`` ...) and bundled photos at the model's
-    input size.
+    """The run's images at the model's input size: single synthetic shapes (``syn000``
+    ...), benchmark v2's scenes (``scene000`` ...) and birds (``bird000`` ...), then the
+    bundled photos.  Every model of a run sees the same images; a scene's target object is
+    known only to a model with benchmark v2's classes (:attr:`ImageSet.knows_classes`).
 
     Raises
     ------
     InputError
         The model does not take RGB images.
     """
-    from skimage.transform import resize
-
+    from ..data.parts import make_parts
     from ..data.photos import load_photos
+    from ..data.scenes import make_scenes
     from ..data.synthetic import make_synthetic
 
+    if spec.input_shape[-1] != 3:
+        raise InputError(f"model {spec.name!r} takes {spec.input_shape[-1]} channels; the grid's images are RGB")
     h, w = spec.input_shape[:2]
-    imgs, ids, masks = [], [], []
+    side = int(min(max(min(h, w), 48), 128))
+
+    def fit_image(img):
+        if img.shape[:2] == (h, w):
+            return img
+        return np.round(_resize(img, (h, w), preserve_range=True, anti_aliasing=True)).astype(np.uint8)
+
+    def fit_mask(mask):
+        return mask if mask.shape[-2:] == (h, w) else _resize(mask.astype(float), mask.shape[:-2] + (h, w),
+                                                                order=0) > 0.5
+
+    out = ImageSet(np.zeros((0, h, w, 3), np.uint8), [], [], knows_classes=speaks_benchmark_v2(spec))
+    imgs, objects, parts = [], [], []
     if config.synthetic:
-        side = int(min(max(min(h, w), 48), 128))
         syn = make_synthetic(config.synthetic, side, seed=10_000 + config.seed)
         for i in range(len(syn)):
-            img, mask = syn.images[i], syn.masks[i]
-            if (side, side) != (h, w):
-                img = np.round(resize(img, (h, w), preserve_range=True, anti_aliasing=True)).astype(np.uint8)
-                mask = resize(mask.astype(float), (h, w), order=0) > 0.5
-            imgs.append(img)
-            ids.append(f"syn{i:03d}")
-            masks.append(mask)
+            imgs.append(fit_image(syn.images[i]))
+            out.ids.append(f"syn{i:03d}")
+            out.masks.append(fit_mask(syn.masks[i]))
+            objects.append(None)
+            parts.append(None)
+    if config.scenes:
+        sc = make_scenes(config.scenes, side, seed=20_000 + config.seed)
+        for i in range(len(sc)):
+            obj = fit_mask(sc.object_masks[i])
+            imgs.append(fit_image(sc.images[i]))
+            out.ids.append(f"scene{i:03d}")
+            out.masks.append(obj.any(0))
+            objects.append((obj, sc.object_classes[i].astype(np.int64)))
+            parts.append(None)
+    if config.birds:
+        from ..data.benchmark import BIRD_OFFSET
+
+        bd = make_parts(config.birds, side, seed=30_000 + config.seed)
+        removed = bd.counterfactuals()
+        for i in range(len(bd)):
+            pm = fit_mask(bd.part_masks[i])
+            imgs.append(fit_image(bd.images[i]))
+            out.ids.append(f"bird{i:03d}")
+            out.masks.append(pm.any(0))
+            objects.append(None)
+            parts.append((pm, np.stack([fit_image(r) for r in removed[i]]), BIRD_OFFSET + int(bd.labels[i])))
     if config.photos:
         for name, img in zip(config.photos, load_photos(config.photos, (h, w))):
             imgs.append(img)
-            ids.append(name)
-            masks.append(None)
-    if spec.input_shape[-1] != 3:
-        raise InputError(f"model {spec.name!r} takes {spec.input_shape[-1]} channels; the grid's images are RGB")
-    return ImageSet(np.stack(imgs), ids, masks)
+            out.ids.append(name)
+            out.masks.append(None)
+            objects.append(None)
+            parts.append(None)
+    out.images = np.stack(imgs)
+    out.objects, out.parts = objects, parts
+    return out
+
+
+def _resize(*args, **kw):
+    from skimage.transform import resize
+
+    return resize(*args, **kw)
 
 
 def neuron_targets(spec: ModelSpec) -> dict:
@@ -195,4 +303,4 @@ def neuron_targets(spec: ModelSpec) -> dict:
 
 
 __all__ = ["ImageSet", "content_key", "display_names", "image_set", "load_inputs", "load_spec", "neuron_targets",
-           "release"]
+           "release", "speaks_benchmark_v2"]

@@ -14,7 +14,8 @@ The model of one run (per model, with ``n`` images and method cost ``s`` seconds
 - explain: ``3 neurons x n x s`` per method;
 - randomization stage: ``min(randomization_images, n) x (randomization_steps + 1) x s``
   (the trained model's map and one per cascading step);
-- faithfulness stage: ``2 curves x n x (faithfulness_steps + 1)`` forward passes per method;
+- faithfulness stage: ``2 curves x n x (faithfulness_steps + 1)`` forward passes per method,
+  and once per model the random orders the gains are measured against (``2 x 3`` curves);
 - cost stage: ``4 x min(n, 8)`` forward+backward passes per model (warm-up + 3 rounds);
 - sample-count parameters scale ``s`` linearly (LIME and KernelSHAP ``num_samples``, RISE ``n_masks``,
   SmoothGrad/VarGrad ``n``, Integrated Gradients ``steps``, occlusion's window count); a big
@@ -62,6 +63,15 @@ COSTS = Path(__file__).with_name("costs.csv")
 MEASURING_CORES = 2  # cores of the machine the cost table was measured on (one worker)
 SAMPLES = {"lime": "num_samples", "kernel_shap": "num_samples", "rise": "n_masks", "smoothgrad": "n", "vargrad": "n",
            "integrated_gradients": "steps"}
+
+
+def _random_orders() -> int:
+    """Random pixel orders each faithfulness gain is measured against (the metric's default)."""
+    import inspect
+
+    from ..metrics.faithfulness.normalized import DeletionGain
+
+    return int(inspect.signature(DeletionGain.__mro__[1].__init__).parameters["random_orders"].default)
 
 
 def load_costs() -> pd.DataFrame:
@@ -257,7 +267,7 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
     probed = {str(s): probe_costs(s, config, table) for s in files}
     if probed:
         table = pd.concat([table] + [rows for rows, _ in probed.values()], ignore_index=True)
-    n = len(config.photos) + config.synthetic
+    n = config.n_images
     k_rand = min(config.randomization_images, n)
     methods = list(config.methods)
     groups = [tuple(methods[i::max(1, min(len(methods), 4))]) for i in range(max(1, min(len(methods), 4)))]
@@ -295,7 +305,9 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
         rows += per.values()
         reference[name] = 4 * min(n, 8) * fb if "cost" in config.stages else 0.0
         explain_s.append({m: p["explain_s"] for m, p in per.items()})
-        score_tasks.append(reference[name] + sum(p["faithfulness_s"] for p in per.values()))
+        random_orders_s = (2 * _random_orders() * n * (config.faithfulness_steps + 1) * fwd
+                           if "faithfulness" in config.stages and per else 0.0)
+        score_tasks.append(reference[name] + random_orders_s + sum(p["faithfulness_s"] for p in per.values()))
         rand.append({m: p["randomization_s"] for m, p in per.items()})
     frame = pd.DataFrame(rows)
     frame["seconds"] = frame[["explain_s", "randomization_s", "faithfulness_s"]].sum(axis=1)
@@ -337,7 +349,8 @@ def study_config() -> RunConfig:
 
     params = {k: dict(v) for k, v in GRID_PARAMS.items()}
     params["lime"] = {"num_samples": 1000}
-    return RunConfig(models=tuple(BIG_MODELS), photos=tuple(DEFAULT_PHOTOS), synthetic=0, method_params=params)
+    return RunConfig(models=tuple(BIG_MODELS), photos=tuple(DEFAULT_PHOTOS), synthetic=0, scenes=0, birds=0,
+                     method_params=params)
 
 
 class _Sized:

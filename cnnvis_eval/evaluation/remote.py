@@ -125,7 +125,7 @@ def remote_phases(run, executor, sources: list, tick, between=_quiet) -> list[di
         key = rec.get("key") if isinstance(rec, dict) and rec.get("source") == str(s) else None
         shared[str(s)] = executor.share(bundle(root, key))
     per_task, params = getattr(executor, "images_per_task", None), run.config.method_params
-    n_images = len(run.config.photos) + run.config.synthetic
+    n_images = run.config.n_images
     plan = explain_plan(groups, n_images, per_task, len(sources) * len(groups), executor.workers, params)
     note = rounded_note(per_task, [g for g, _ in plan], params)
     if note:

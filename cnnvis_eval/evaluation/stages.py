@@ -52,8 +52,14 @@ class Score:
         The neurons whose heatmaps it scores.
     reads : str
         ``"heatmap"``: ``evaluate(heatmaps)``; ``"masks"``: ``evaluate(heatmaps, masks)`` on
-        the images with object masks; ``"model"``: ``evaluate(spec, x, heatmaps,
-        target=<the classes the cell explained>, pixels_per_step=H * W / faithfulness_steps)``.
+        the images with object masks (a scene's mask is its object of the explained class,
+        :meth:`~cnnvis_eval.evaluation.inputs.ImageSet.target_masks`); ``"contrast"``:
+        ``evaluate(heatmaps, mask, other_mask)`` on the scenes (the explained object, the
+        others); ``"parts"``: ``evaluate(heatmaps, part_masks, importance)`` on the birds,
+        the importance of each part for the explained class from its counterfactual removal
+        on the model (:func:`~cnnvis_eval.metrics.parts.part_importance`); ``"model"``:
+        ``evaluate(spec, x, heatmaps, target=<the classes the cell explained>,
+        pixels_per_step=H * W / faithfulness_steps)``.
     """
 
     metric: str
@@ -76,10 +82,16 @@ class Score:
 SCORES: tuple[Score, ...] = (
     Score("sparseness", "complexity"),
     Score("entropy", "complexity"),
+    Score("compactness", "complexity"),
     *(Score(m, "localization", ("logit",), "masks")
       for m in ("pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "energy_pointing_game")),
-    Score("deletion_auc", "faithfulness", ("logit",), "model"),
-    Score("insertion_auc", "faithfulness", ("logit",), "model"),
+    Score("class_contrast_mass", "contrast", ("logit",), "contrast"),
+    Score("contrast_pointing_game", "contrast", ("logit",), "contrast"),
+    Score("part_importance_correlation", "parts", ("logit",), "parts"),
+    # normalized (issue 16): AUC of the map's order minus that of random orders, per |clean
+    # logit|, so models compare; the random orders' curves are computed once per model
+    Score("deletion_gain", "faithfulness", ("logit",), "model"),
+    Score("insertion_gain", "faithfulness", ("logit",), "model"),
 )
 
 
@@ -146,6 +158,13 @@ class Randomization:
 
 RANDOMIZATION = Randomization()
 
+#: Model-blind control explainers scored beside the methods on the ground-truth scores
+#: (``"masks"``, ``"contrast"``, ``"parts"``): rows ``method="control:<name>"``, so the
+#: report shows where chance lies (DESIGN rule 6); they are not methods (no cells, no
+#: totals).
+CONTROL_PREFIX = "control:"
+CONTROLS = ("edge_sobel", "random")
+
 
 # ---------------------------------------------------------------------- score stage
 def score_model(store: RunStore, config: RunConfig, spec: ModelSpec, images: ImageSet, x: np.ndarray,
@@ -173,9 +192,11 @@ def score_model(store: RunStore, config: RunConfig, spec: ModelSpec, images: Ima
     if path.is_file() and store.read_json(basis_path, keys=("cells",)) == basis:
         return
     frames = []
-    syn = images.synthetic_index
     ids = np.array(images.ids)
-    masks = np.stack([images.masks[i] for i in np.flatnonzero(syn)]) if syn.any() else None
+    truth = _Truth(spec, images, x)
+    logit_idx = None
+    per_step = max(1, -(-int(np.prod(x.shape[1:3])) // max(1, config.faithfulness_steps)))
+    on_model = {s.metric: get_metric(s.metric)(pixels_per_step=per_step) for s in SCORES if s.reads == "model"}
     for (method, neuron), h in heat.items():
         target = None  # the classes the cell explained, read when a score needs them
         for s in SCORES:
@@ -183,18 +204,23 @@ def score_model(store: RunStore, config: RunConfig, spec: ModelSpec, images: Ima
                 continue
             if s.reads == "heatmap":
                 vals, on = get_metric(s.metric)().evaluate(h), ids
-            elif s.reads == "masks":
-                if masks is None:
-                    continue
-                vals, on = get_metric(s.metric)().evaluate(h[syn], masks), ids[syn]
+            elif s.reads == "model":
+                if target is None:
+                    target = _explained(store, model, method, neuron)
+                vals = on_model[s.metric].evaluate(spec, x, h, target=ClassTarget(target))
+                on = ids
             else:
                 if target is None:
-                    idx = store.load_cell(store.heatmap_path(model, method, neuron))["indices"]
-                    target = ClassTarget(idx.astype(np.int64))
-                per_step = max(1, -(-int(np.prod(h.shape[1:])) // max(1, config.faithfulness_steps)))
-                vals = get_metric(s.metric)(pixels_per_step=per_step).evaluate(spec, x, h, target=target)
-                on = ids
+                    target = _explained(store, model, method, neuron)
+                got = truth.score(s, h, target)
+                if got is None:
+                    continue
+                vals, on = got
             frames.append(rows(s.metric, vals, image=on, method=method, model=model, neuron=neuron))
+            if neuron == "logit" and s.reads != "heatmap" and logit_idx is None:
+                logit_idx = target
+    if logit_idx is not None:
+        frames += _control_rows(config, spec, x, truth, logit_idx)
     if AGREEMENT.stage in config.stages:
         frames += _agreement(store, model, ids, heat)
     if "cost" in config.stages:
@@ -210,6 +236,85 @@ def score_model(store: RunStore, config: RunConfig, spec: ModelSpec, images: Ima
     if frames:
         store.save_rows(path, pd.concat(frames, ignore_index=True))
         store.save_json(basis_path, basis)
+
+
+def _explained(store: RunStore, model: str, method: str, neuron: str) -> np.ndarray:
+    """The class (or channel) indices (N,) int64 a stored cell explained."""
+    return store.load_cell(store.heatmap_path(model, method, neuron))["indices"].astype(np.int64)
+
+
+class _Truth:
+    """The ground truth of one model's images for the ``"masks"``, ``"contrast"`` and
+    ``"parts"`` scores; the parts' counterfactual importances are computed once per
+    explained class vector (every method's logit cell explains the same top classes)."""
+
+    def __init__(self, spec: ModelSpec, images: ImageSet, x: np.ndarray):
+        self.spec, self.images, self.x = spec, images, x
+        self.ids = np.array(images.ids)
+        self._importance = {}
+
+    def importance(self, target: np.ndarray) -> np.ndarray:
+        """(B, P) logit drop per part removed, for the birds and their explained classes."""
+        from ..metrics.parts import part_importance
+
+        birds = np.flatnonzero(self.images.part_index)
+        key = target[birds].tobytes()
+        if key not in self._importance:
+            removed = np.stack([self.spec.preprocess(self.images.parts[i][1]) for i in birds])
+            self._importance[key] = part_importance(self.spec, self.x[birds], removed,
+                                                    ClassTarget(target[birds]))
+        return self._importance[key]
+
+    def score(self, s: Score, h: np.ndarray, target: np.ndarray):
+        """``(values, image ids)`` of score ``s`` on heatmaps ``h`` (N, H, W) explaining
+        ``target`` (N,), or None when the run has no image it applies to."""
+        from ..metrics import get_metric
+
+        imgs = self.images
+        metric = get_metric(s.metric)()
+        if s.reads == "masks":
+            syn = imgs.synthetic_index
+            if not syn.any():
+                return None
+            mask, _ = imgs.target_masks(target)
+            return metric.evaluate(h[syn], mask), self.ids[syn]
+        if s.reads == "contrast":
+            sc = imgs.scene_index
+            if not sc.any():
+                return None
+            mask, other = imgs.target_masks(target)
+            keep = sc[imgs.synthetic_index]
+            return metric.evaluate(h[sc], mask[keep], other[keep]), self.ids[sc]
+        if s.reads == "parts":
+            birds = imgs.part_index
+            if not birds.any():
+                return None
+            masks = np.stack([imgs.parts[i][0] for i in np.flatnonzero(birds)])
+            return metric.evaluate(h[birds], masks, self.importance(target)), self.ids[birds]
+        raise ValueError(f"unknown score input {s.reads!r}")
+
+
+def _control_rows(config: RunConfig, spec: ModelSpec, x: np.ndarray, truth: _Truth,
+                  target: np.ndarray) -> list[pd.DataFrame]:
+    """Rows of the :data:`CONTROLS` on the ground-truth scores, for the classes the
+    methods' logit cells explained (``target``)."""
+    from ..metrics.controls import CONTROLS as EXPLAINERS
+
+    frames = []
+    scores = [s for s in SCORES if s.stage in config.stages and s.reads in ("masks", "contrast", "parts")
+              and "logit" in s.neurons]
+    if not scores:
+        return frames
+    for name in CONTROLS:
+        cls = EXPLAINERS[name]
+        explainer = cls(spec, seed=config.seed) if name == "random" else cls(spec)
+        h = explainer.explain(x, ClassTarget(target)).heatmap
+        for s in scores:
+            got = truth.score(s, h, target)
+            if got is not None:
+                frames.append(rows(s.metric, got[0], image=got[1], method=CONTROL_PREFIX + name,
+                                   model=spec.name, neuron="logit"))
+    return frames
 
 
 def _agreement(store: RunStore, model: str, ids: np.ndarray, heat: dict) -> list[pd.DataFrame]:
@@ -322,5 +427,5 @@ def randomization_rows(curves: pd.DataFrame) -> pd.DataFrame:
                 model=last["model"], neuron=RANDOMIZATION.neuron)
 
 
-__all__ = ["AGREEMENT", "RANDOMIZATION", "SCORES", "Z_PLUS", "Agreement", "ParamOverride", "Randomization",
+__all__ = ["AGREEMENT", "CONTROLS", "CONTROL_PREFIX", "RANDOMIZATION", "SCORES", "Z_PLUS", "Agreement", "ParamOverride", "Randomization",
            "Score", "coarse_steps", "randomization_rows", "randomize_model", "reference_seconds", "score_model"]

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from . import benchmarks as bench_io
-from . import figures, html, remedies, scorecard, tables
+from . import figures, html, remedies, scorecard, study, tables
 
-__all__ = ["build_report", "benchmarks", "figures", "html", "remedies", "scorecard", "tables"]
+__all__ = ["build_report", "benchmarks", "figures", "html", "remedies", "scorecard", "study", "tables"]
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -75,8 +75,9 @@ def _grid_figures(root: Path, cells: pd.DataFrame, max_images: int) -> list[dict
     signed = {k: v and k not in OFFSET_METHODS for k, v in _signed_methods().items()}
     common = [i for i in ids[models[0]] if all(i in ids[m] for m in models)]
     # prefer showing photos and synthetic images alike: alternate them
-    photos = [i for i in common if not i.startswith("syn")]
-    syn = [i for i in common if i.startswith("syn")]
+    generated = ("syn", "scene", "bird")  # the generated benchmark images (evaluation.inputs.image_set)
+    photos = [i for i in common if not i.startswith(generated)]
+    syn = [i for i in common if i.startswith(generated)]
     chosen = [v for pair in zip(photos, syn) for v in pair] + photos[len(syn):] + syn[len(photos):]
     chosen = chosen[:max_images]
     out = []
@@ -112,6 +113,27 @@ def _grid_figures(root: Path, cells: pd.DataFrame, max_images: int) -> list[dict
                                        col_labels=labels)
             out.append(html.figure(png, f"{image}, neuron {neuron}"))
     return out
+
+
+def _study_html(root: Path, results: pd.DataFrame) -> str:
+    """The study's Table 2 beside its objective counterpart (:mod:`.study`), or ''."""
+    if results.empty:
+        return ""
+    ours, cells = study.table2(results)
+    if ours.empty:
+        return ""
+    ours.to_csv(root / "table_study_hits.csv")
+    cells.to_csv(root / "table_study_cells.csv")
+    cmp = study.compare(ours)
+    theirs = study.STUDY_TABLE2.copy()
+    theirs["total"] = theirs.sum(axis=1)
+    rho = "n/a" if np.isnan(cmp["rho"]) else f"{cmp['rho']:+.2f}"
+    return (f'<p class="desc">Rule per cell: {study.RULE}</p>'
+            '<div class="side"><div><h3>This run: hits (objective rule)</h3>' + tables.to_html(ours, True)
+            + '<p class="desc">cells scored per method and architecture</p>' + tables.to_html(cells, None)
+            + "</div><div><h3>The study: hits (by eye)</h3>" + tables.to_html(theirs, True) + "</div></div>"
+            + f"<p>Spearman rank correlation between the two method totals: <b>{rho}</b> "
+              f"(over {len(cmp['methods'])} methods). {cmp['sentence']}</p>")
 
 
 def _benchmark_html(root: Path, bench: pd.DataFrame) -> str:
@@ -182,6 +204,7 @@ def build_report(results_dir: str | Path, title: str | None = None, max_images: 
     totals = tables.totals(results)
     if not results.empty:
         totals.to_csv(root / "table_totals.csv")
+    study_html = _study_html(root, results)
 
     agree_figs = []
     if not agreement.empty:
@@ -235,6 +258,7 @@ def build_report(results_dir: str | Path, title: str | None = None, max_images: 
         scorecard=scorecard.section(verdicts),
         tables=score_html,
         totals=tables.to_html(totals, None, "{:.2f}"),
+        study=study_html,
         grids=_grid_figures(root, cells, max_images),
         agreement=agree_figs,
         curves=curve_figs,

@@ -24,7 +24,7 @@ def render(path: str | Path, **context) -> Path:
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,
     )
-    defaults = dict(scorecard="", tables=[], totals="", grids=[], agreement=[], curves=[], cost="", cost_figs=[],
+    defaults = dict(scorecard="", tables=[], totals="", study="", grids=[], agreement=[], curves=[], cost="", cost_figs=[],
                     cells="", remedies="", config="", subtitle="")
     defaults.update(context)
     html = env.get_template("index.html.j2").render(**defaults)

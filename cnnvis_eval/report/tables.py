@@ -18,6 +18,8 @@ from scipy.stats import rankdata
 from ..errors import InputError
 from ..frame import COLUMNS
 
+CONTROL_PREFIX = "control:"  # rows of the model-blind control maps (evaluation.stages.CONTROLS)
+
 
 #: Direction of the report's columns that are not registered metrics (the grid computes
 #: them itself, so there is no Metric class to ask): the similarity after full model
@@ -68,9 +70,31 @@ SCORES: tuple[Score, ...] = (
           description="fraction of synthetic images whose heatmap maximum lies on the target object"),
     Score("relevance_mass", "Localization: relevance mass on the object", "relevance_mass_accuracy",
           description="share of positive relevance that falls inside the ground-truth mask"),
-    Score("deletion", "Faithfulness: deletion AUC", "deletion_auc",
+    Score("class_contrast", "Class contrast: relevance on the explained object vs the others (scenes)",
+          "class_contrast_mass",
+          description="benchmark v2 scenes of 2-3 objects of different classes: (d_target - d_others) / "
+                      "(d_target + d_others), d the mean positive relevance per pixel on the object of the "
+                      "explained class and on the other objects; 1 = only the target, 0 = chance (the "
+                      "control:edge_sobel and control:random rows: model-blind maps), -1 = only the others"),
+    Score("contrast_pointing", "Class contrast: pointing game among the objects (scenes)",
+          "contrast_pointing_game",
+          description="whether the map's maximum over the objects' pixels lies on the object of the explained "
+                      "class (chance: its share of the objects' area, about 0.4)"),
+    Score("part_correctness", "Part correctness: map mass per part vs counterfactual importance (birds)",
+          "part_importance_correlation",
+          description="benchmark v2 part-based birds: Spearman between the map's mean relevance per part and "
+                      "the drop of the explained logit when the part is removed (FunnyBirds' protocol); 0 = "
+                      "chance (the control rows), 1 = the parts ranked as the model uses them"),
+    Score("deletion", "Faithfulness: deletion gain over random orders", "deletion_gain",
+          description="zero-fill deletion, most relevant pixels first: (mean AUC of 3 random orders - AUC of the "
+                      "map's order) / |clean logit|, per image — 0 = no better than random, higher is better; "
+                      "comparable across models (raw logit areas are not)"),
+    Score("insertion", "Faithfulness: insertion gain over random orders", "insertion_gain",
+          description="insertion from a blurred image, most relevant pixels first: (AUC of the map's order - mean "
+                      "AUC of 3 random orders) / |clean logit|, per image — 0 = no better than random"),
+    Score("deletion_auc", "Faithfulness: deletion AUC (raw)", "deletion_auc",
           description="area under the target score while the most relevant pixels are removed (lower is better)"),
-    Score("insertion", "Faithfulness: insertion AUC", "insertion_auc",
+    Score("insertion_auc", "Faithfulness: insertion AUC (raw)", "insertion_auc",
           description="area under the target score while the most relevant pixels are revealed (higher is better)"),
     Score("randomization", "Randomization: similarity after full cascading randomization",
           "randomization_similarity",
@@ -157,6 +181,8 @@ def totals(results: pd.DataFrame, scores=SCORES) -> pd.DataFrame:
     ``rank_score``, then ``sole_best``, then method name.
     """
     df = check_long(results)
+    df = df[~df["method"].astype(str).str.startswith(CONTROL_PREFIX)]  # controls are not ranked
+    results = df
     methods = sorted(df["method"].unique())
     out = pd.DataFrame(index=pd.Index(methods, name="method"))
     scaled, sole = [], pd.Series(0, index=methods)

@@ -14,8 +14,12 @@ images that a grid run does not compute.  :func:`grid_verdicts` decides only the
 - ``cost``: ``cost_ratio`` (already a ratio to one forward+backward pass of the same model)
   against the budget ``THRESHOLDS["cost"]``.
 - ``faithfulness.deletion`` / ``faithfulness.insertion``: always ``inconclusive`` when measured:
-  the check's value is the gain over random pixel orders per mean |logit|, which the grid
-  does not compute (raw AUCs decide nothing without them).
+  the check's value is the gain over random pixel orders per *mean* |logit| of the images;
+  the grid's ``deletion_gain`` / ``insertion_gain`` are gains per image's own |logit|
+  (averaged), a different estimator that the check's threshold was not set for.
+
+The grid's model-blind control rows (``method="control:<name>"``, see
+:data:`cnnvis_eval.evaluation.stages.CONTROLS`) are read as the controls of these names.
 
 Nothing else is derived.  :meth:`GridRun.collect` writes the verdicts to ``verdicts.parquet``.
 """
@@ -40,7 +44,8 @@ _NOT_IN_GRID = "run `cnnvis-eval check` for this verdict"
 def _means(results: pd.DataFrame, metric: str) -> pd.Series:
     """Mean ``value`` of ``metric`` (logit neuron) per (model, method)."""
     df = results[(results["metric"] == metric) & (results["neuron"] == "logit")]
-    return pd.to_numeric(df["value"], errors="coerce").groupby([df["model"], df["method"]]).mean()
+    method = df["method"].astype(str).str.removeprefix("control:")  # the grid's control rows
+    return pd.to_numeric(df["value"], errors="coerce").groupby([df["model"], method]).mean()
 
 
 def _subjects(means: pd.Series):
@@ -100,10 +105,10 @@ def _faithfulness(results: pd.DataFrame) -> list[Verdict]:
     out = []
     for variant in ("deletion", "insertion"):
         key = f"faithfulness.{variant}"
-        for model, method, value in _subjects(_means(results, f"{variant}_auc")):
+        for model, method, value in _subjects(_means(results, f"{variant}_gain")):
             out.append(Verdict(model, method, key, "inconclusive", math.nan, str(THRESHOLDS[key]), {},
-                               f"{variant} AUC {value:.4g}, but the grid computes no random-order control "
-                               f"(the check's gain over random orders); {_NOT_IN_GRID}"))
+                               f"{variant} gain {value:.4g} per image's |logit|; the check's gain is per mean "
+                               f"|logit| of the images, the estimator its threshold was set for; {_NOT_IN_GRID}"))
     return out
 
 

@@ -30,7 +30,7 @@ from cnnvis_eval.evaluation.ray_executor import RayExecutor  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray"), pytest.mark.benchmark(group="ray")]
 
-CONFIG = dict(photos=("chelsea", "coffee"), synthetic=2,
+CONFIG = dict(photos=("chelsea", "coffee"), synthetic=2, scenes=0, birds=0,
               methods=("saliency", "grad_cam", "integrated_gradients", "lrp_epsilon", "rise", "occlusion"))
 
 

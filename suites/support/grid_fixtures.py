@@ -85,7 +85,7 @@ def tiny_config(model_dir: str | Path, **changes):
     from cnnvis_eval.evaluation import RunConfig
 
     kw = dict(models=(), model_files=(save_model("gap_cnn", model_dir), save_model("flat_cnn", model_dir)),
-              methods=RUN_METHODS, photos=("chelsea",), synthetic=2, randomization_images=1,
+              methods=RUN_METHODS, photos=("chelsea",), synthetic=2, scenes=0, birds=0, randomization_images=1,
               randomization_steps=2)
     kw.update(changes)
     return RunConfig(**kw)

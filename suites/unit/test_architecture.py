@@ -36,6 +36,9 @@ EXCEPTIONS = {
     ("cnnvis_eval.models.mini", "cnnvis_eval.data.synthetic"):
         "the mini models are trained on the synthetic benchmark and name its classes "
         "(data.synthetic imports only errors)",
+    ("cnnvis_eval.models.mini", "cnnvis_eval.data.benchmark"):
+        "the clean mini models are trained on benchmark v2 and name its classes "
+        "(data.benchmark imports only data modules, errors and params)",
 }
 # metrics may use the Explainer interface and the method registry, never a concrete method
 METHODS_FOR_METRICS = {"cnnvis_eval.methods", "cnnvis_eval.methods.base"}

@@ -45,7 +45,8 @@ def test_run_then_report(tmp_path, capsys):
     page = runs[0] / "index.html"
     assert f"report: {page}" in out and page.is_file()
     results = pd.read_parquet(runs[0] / "results.parquet")
-    assert set(results["method"]) == {"saliency", "cam"} and set(results["model"]) == {"gap_cnn"}
+    assert set(results["method"]) == {"saliency", "cam", "control:edge_sobel", "control:random"}
+    assert set(results["model"]) == {"gap_cnn"}
     assert set(results["image"]) - {"*"} == {"chelsea", "syn000", "syn001"}
     # the same command again resumes the same run folder (nothing left to compute)
     mtime = cell_file(runs[0], "gap_cnn", "saliency", "logit").stat().st_mtime_ns

@@ -143,7 +143,7 @@ def test_cam_not_applicable_cells(full_run):
 
 def test_cam_on_the_vgg_mini_model_is_not_applicable(tmp_path):
     """The study's case on a committed mini model: VGG's head has no global average pooling."""
-    cfg = RunConfig(models=("mini_vgg",), methods=("cam",), photos=("chelsea",), synthetic=0, stages=())
+    cfg = RunConfig(models=("mini_vgg",), methods=("cam",), photos=("chelsea",), scenes=0, birds=0, synthetic=0, stages=())
     GridRun(cfg, tmp_path, progress=False, log=None).run()
     cells = pd.read_parquet(tmp_path / "cells.parquet")
     assert (cells["status"] == "n/a").all() and len(cells) == 3
@@ -209,7 +209,7 @@ def test_long_frame_and_stored_files(full_run):
     csv = pd.read_csv(root / "results.csv")
     assert list(csv.columns) == list(results.columns) and len(csv) == len(results)
     np.testing.assert_allclose(csv["value"].to_numpy(), results["value"].to_numpy(), rtol=1e-12)
-    assert {"pointing_game", "relevance_mass_accuracy", "deletion_auc", "insertion_auc", "sparseness",
+    assert {"pointing_game", "relevance_mass_accuracy", "deletion_gain", "insertion_gain", "sparseness",
             "agreement", "randomization_similarity", "cost_ratio"} <= set(results["metric"])
     # localization only on the synthetic images (the photo has no mask), for the logit neuron
     loc = results[results["metric"] == "pointing_game"]
@@ -328,7 +328,7 @@ def test_a_full_size_architecture_with_random_weights(tmp_path):
     from cnnvis_eval.evaluation import load_spec
 
     cfg = RunConfig(models=("mobilenet_v2",), methods=("saliency", "grad_cam", "cam"), photos=(),
-                    synthetic=1, input_size=64, stages=("localization",))
+                    scenes=0, birds=0, synthetic=1, input_size=64, stages=("localization",))
     results = GridRun(cfg, tmp_path, progress=False, log=None, workers=1).run()
     cells = pd.read_parquet(tmp_path / "cells.parquet").set_index(["method", "neuron"])
     spec = load_spec("mobilenet_v2", cfg)
@@ -341,7 +341,9 @@ def test_a_full_size_architecture_with_random_weights(tmp_path):
         with np.load(cell_file(tmp_path, "mobilenet_v2", method, "high")) as z:
             assert z["heatmap"].shape == (1, 64, 64) and np.isfinite(z["heatmap"]).all()
     pg = results[results["metric"] == "pointing_game"]
-    assert set(pg["method"]) == set(cfg.methods) and set(pg["image"]) == {"syn000"}
+    # the methods, and the model-blind controls scored beside them (not methods: no cells)
+    assert set(pg["method"]) == set(cfg.methods) | {"control:edge_sobel", "control:random"}
+    assert set(pg["image"]) == {"syn000"}
 
 
 def test_stages_are_data():

@@ -1,4 +1,5 @@
-"""The committed trained mini models: accuracy on unseen data, shortcut reliance, loading."""
+"""The committed trained mini models: accuracy on unseen data (benchmark v2: single shapes,
+scenes, birds), shortcut reliance, loading."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 
 import cnnvis_eval as cv
 from cnnvis_eval import errors
-from cnnvis_eval.data.synthetic import make_synthetic
+from cnnvis_eval.data.benchmark import CLASSES_V2, make_benchmark, set_accuracy
+from cnnvis_eval.data.synthetic import CLASSES, make_synthetic
 from cnnvis_eval.models import mini
 from suites.support.models import MINI, MINI_SHORTCUT, mini_spec
 
@@ -20,7 +22,9 @@ TEST_SEED = 31337  # never used for training (see mini.TRAIN_SEED / mini.TEST_SE
 
 @pytest.fixture(scope="module")
 def fresh():
-    return make_synthetic(400, 64, seed=TEST_SEED)
+    # 1000 scenes: the s.e. of a scene accuracy near 0.96 is 0.006 (0.011 with 300; measured
+    # mini_inception 0.961 on these, 0.951 on another 1000, 0.968 on the trainer's 800)
+    return make_benchmark(200, 1000, 200, 64, seed=TEST_SEED)
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +35,16 @@ def fresh_shortcut():
 
 
 @pytest.mark.parametrize("name", MINI)
-def test_clean_model_accuracy(name, fresh):
+@pytest.mark.parametrize("kind", ["shape", "scene", "bird"])
+def test_clean_model_accuracy(name, kind, fresh):
+    """Issue 16's acceptance: >= 0.95 held out on each kind of benchmark-v2 image — top-1 on
+    single shapes and birds, the exact set of present classes as the top-k logits on
+    scenes of 2-3 objects (every object seen, none imagined)."""
     spec = mini_spec(name)
-    acc = mini.accuracy(spec.model, fresh.images, fresh.labels)
-    assert acc >= 0.95, f"{name}: {acc:.3f} on a fresh test split"
+    on = fresh.kind == kind
+    logits = spec.model.predict(mini.preprocess(fresh.images[on]), verbose=0)
+    acc = float(set_accuracy(logits, fresh.targets[on]).mean())
+    assert acc >= 0.95, f"{name}: {acc:.3f} on fresh {kind}s"
 
 
 @pytest.mark.parametrize("name", MINI_SHORTCUT)
@@ -57,14 +67,16 @@ def test_fixture_loads_offline(name, monkeypatch):
     spec = cv.load_model(name)
     seconds = time.perf_counter() - t0
     print(f"{name} loaded in {seconds:.2f} s")  # recorded, not asserted (no timed assertions)
-    assert spec.input_shape == (64, 64, 3) and spec.model.output_shape == (None, 4)
+    k = len(CLASSES) if name.endswith("_shortcut") else len(CLASSES_V2)
+    assert spec.input_shape == (64, 64, 3) and spec.model.output_shape == (None, k)
     graph = spec.graph
     assert graph.stripped is None
     for layer in (spec.last_conv_layer,) + tuple(spec.intermediate_layers):
         assert len(graph.shape(graph.key(layer))) == 4
     from cnnvis_eval.graph import last_conv_layer
     assert last_conv_layer(graph) == spec.last_conv_layer
-    assert spec.class_names == ("disc", "square", "triangle", "cross")
+    assert spec.class_names == (("disc", "square", "triangle", "cross") if name.endswith("_shortcut") else
+                                ("disc", "square", "triangle", "cross", "finch", "jay", "wren", "heron"))
     assert (mini.mini_models_dir() / f"{name}.keras").stat().st_size < 2 * 2**20
 
 
@@ -88,7 +100,9 @@ def test_manifest_matches_fixtures():
     manifest = json.loads((mini.mini_models_dir() / "manifest.json").read_text())
     assert manifest["command"] == "python -m cnnvis_eval.models.mini --train"
     for name in MINI:
-        assert manifest["models"][name]["test_accuracy"] >= 0.95
+        e = manifest["models"][name]
+        assert min(e[f"test_accuracy_{kind}"] for kind in ("shape", "scene", "bird")) >= 0.95
+        assert e["classes"] == list(CLASSES_V2)
     for name in MINI_SHORTCUT:
         e = manifest["models"][name]
         assert e["test_accuracy_marker_moved"] < e["test_accuracy_marker_as_trained"]

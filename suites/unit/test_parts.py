@@ -53,8 +53,13 @@ def _variants_from_pixels(image, masks):
     wing_fill = wing.sum() / ((np.ptp(r) + 1) * (np.ptp(c) + 1))  # ellipse ~pi/4, triangle ~1/2
     r, c = np.nonzero(head)
     tall = (np.ptp(r) + 1) / (np.ptp(c) + 1)  # a crest makes the head taller than wide
+    # the tail's far end (its 3 columns farthest from the body): one run of pixels for a fan,
+    # two for a fork (the V notch splits it)
+    _, tc = np.nonzero(tail)
+    far = tc.max() if tc.mean() > np.nonzero(body)[1].mean() else tc.min()
+    end = tail & (np.abs(np.arange(tail.shape[1]) - far) <= 2)[None, :]
     return {"body": "box" if fill > 0.88 else "oval", "wing": "round" if wing_fill > 0.65 else "pointed",
-            "tail": {1: "fan", 2: "fork"}.get(label(tail, connectivity=2).max(), "?"),
+            "tail": {1: "fan", 2: "fork"}.get(label(end, connectivity=2).max(), "?"),
             "head": "crest" if tall > 1.3 else "round"}
 
 

@@ -28,7 +28,7 @@ def _s(arch, method) -> float:
 
 def test_two_methods_one_image_by_hand():
     config = RunConfig(models=("mini_resnet",), methods=("saliency", "grad_cam"), photos=("chelsea",),
-                       synthetic=0, stages=STAGES_NONE)
+                       scenes=0, birds=0, synthetic=0, stages=STAGES_NONE)
     sal, gc = _s("mini_resnet", "saliency"), _s("mini_resnet", "grad_cam")
     one = plan(config, workers=1)
     assert one.cells == 6  # 1 model x 2 methods x 3 neurons
@@ -41,7 +41,7 @@ def test_two_methods_one_image_by_hand():
 
 
 def test_stages_and_sample_counts_by_hand():
-    config = RunConfig(models=("mini_vgg",), methods=("lime",), photos=("chelsea", "coffee"), synthetic=1,
+    config = RunConfig(models=("mini_vgg",), methods=("lime",), photos=("chelsea", "coffee"), scenes=0, birds=0, synthetic=1,
                        stages=("randomization", "faithfulness", "cost"), randomization_images=2,
                        randomization_steps=3, faithfulness_steps=10, method_params={"lime": {"num_samples": 1000}})
     row = _table()["mini_vgg", "lime"]
@@ -73,7 +73,7 @@ def test_na_methods_cost_nothing_and_labels():
     archs = {a for a, _ in table}
     assert len(archs) == 10 and all((a, m) in table for a in archs for m in cv.list_methods())
     assert table["vgg16@224", "cam"]["source"] == "n/a"  # Flatten head: no CAM
-    config = RunConfig(models=("vgg16",), methods=("cam", "saliency"), photos=("chelsea",), synthetic=0,
+    config = RunConfig(models=("vgg16",), methods=("cam", "saliency"), photos=("chelsea",), scenes=0, birds=0, synthetic=0,
                        stages=STAGES_NONE)
     p = plan(config)
     assert p.cells == 3 and p.seconds == pytest.approx(3 * _s("vgg16@224", "saliency"), rel=1e-9)
@@ -97,7 +97,7 @@ def test_the_study_grid():
 def test_explain_tasks_split_by_images_by_hand():
     """The explain tasks are (model, method group, image shard), as ``run --executor ray``
     splits them: one model and method on 4 workers is 4 one-image tasks, not one task of 4."""
-    config = RunConfig(models=("mini_vgg",), methods=("lime",), photos=("chelsea", "coffee"), synthetic=2,
+    config = RunConfig(models=("mini_vgg",), methods=("lime",), photos=("chelsea", "coffee"), scenes=0, birds=0, synthetic=2,
                        stages=STAGES_NONE)
     s = _s("mini_vgg", "lime")
     one = plan(config, workers=1)
@@ -115,7 +115,7 @@ def test_explain_shards_hold_whole_batches_by_hand():
     """Shards are rounded up to whole explain batches, as the Ray run splits them: saliency's
     batches of 16 over 4 images leave no split (one task on 4 workers); with batches of 2 (the
     local run's 0 | 1-2 | 3) one image per task becomes shards of 1, 2 and 1 images, said once."""
-    photos = dict(photos=("chelsea", "coffee"), synthetic=2, stages=STAGES_NONE)
+    photos = dict(photos=("chelsea", "coffee"), synthetic=2, scenes=0, birds=0, stages=STAGES_NONE)
     s = _s("mini_vgg", "saliency")
     default = plan(RunConfig(models=("mini_vgg",), methods=("saliency",), **photos), workers=4)
     assert default.tasks[0] == [pytest.approx(3 * 4 * s)] and default.floor_seconds == pytest.approx(3 * 4 * s)
@@ -132,7 +132,7 @@ def test_randomization_tasks_split_by_method_by_hand():
     """Five methods are 4 groups; one model on 8 workers gets one randomization task per
     method (the curves are stored per method), on 1 worker one per group."""
     methods = ("saliency", "grad_cam", "gradient_x_input", "guided_backprop", "smoothgrad")
-    config = RunConfig(models=("mini_vgg",), methods=methods, photos=("chelsea",), synthetic=0,
+    config = RunConfig(models=("mini_vgg",), methods=methods, photos=("chelsea",), scenes=0, birds=0, synthetic=0,
                        stages=("randomization",), randomization_images=1, randomization_steps=3)
     per = {m: 1 * (3 + 1) * _s("mini_vgg", m) for m in methods}
     assert per["smoothgrad"] > per["saliency"]
@@ -150,13 +150,13 @@ def test_makespan_places_longest_first():
 
 
 def test_plan_refuses_what_it_cannot_cost(tmp_path):
-    config = RunConfig(models=("mini_vgg",), methods=("saliency",), photos=("chelsea",), synthetic=0)
+    config = RunConfig(models=("mini_vgg",), methods=("saliency",), photos=("chelsea",), scenes=0, birds=0, synthetic=0)
     with pytest.raises(InputError, match="workers must be >= 1"):
         plan(config, workers=0)
     model = tmp_path / "m.keras"
     model.write_bytes(b"")
     files = RunConfig(models=(), model_files=(str(model),), methods=("saliency",), photos=("chelsea",),
-                      synthetic=0)
+                      scenes=0, birds=0, synthetic=0)
     with pytest.raises(InputError, match="m.keras"):  # the probe cannot load it
         plan(files)
 
@@ -173,7 +173,7 @@ def test_a_model_file_is_planned_from_a_probe(tmp_path):
     path = tmp_path / "mine.keras"
     mini_spec("mini_vgg").model.save(path)
     config = RunConfig(models=(), model_files=(str(path),), methods=("saliency", "lime", "cam"),
-                       photos=("chelsea", "coffee"), synthetic=0, stages=STAGES_NONE)
+                       photos=("chelsea", "coffee"), scenes=0, birds=0, synthetic=0, stages=STAGES_NONE)
     p = plan(config)
     (name, (f, fb)), = p.probed.items()
     assert str(path) in name and 0 < f < fb < 10

@@ -68,7 +68,7 @@ def executor(tasks):
 
 
 def _config(methods, **kw) -> RunConfig:
-    base = dict(models=("mini_vgg",), photos=("chelsea", "coffee"), synthetic=0, randomization_images=1,
+    base = dict(models=("mini_vgg",), photos=("chelsea", "coffee"), synthetic=0, scenes=0, birds=0, randomization_images=1,
                 stages=("complexity", "agreement", "randomization"), method_params={"rise": {"n_masks": 16}})
     return RunConfig(methods=methods, **{**base, **kw})
 

@@ -190,7 +190,7 @@ def grid_results(**similarity) -> pd.DataFrame:
         for image, v in (("syn0", value - 0.05), ("syn1", value + 0.05)):
             rows.append((method, "net", image, "logit", "randomization_similarity", v))
             rows.append((method, "net", image, "high", "randomization_similarity", 0.99))  # not the logit
-            rows.append((method, "net", image, "logit", "deletion_auc", 0.3))
+            rows.append((method, "net", image, "logit", "deletion_gain", 0.3))
     return pd.DataFrame(rows, columns=["method", "model", "image", "neuron", "metric", "value"])
 
 
@@ -202,11 +202,21 @@ def test_grid_randomization_decides_against_the_threshold():
     assert cells.loc[("grad_cam", "randomization.cascading_all"), "value"] == pytest.approx(0.30)
     assert cells.loc[("guided_backprop", "randomization.cascading_all"), "status"] == "fail"
     assert cells.loc[("guided_backprop", "randomization.cascading_all"), "threshold"] == "< 0.6"
-    # faithfulness: the raw AUC without the random-order control decides nothing
+    # faithfulness: the grid's per-image gain is not the check's estimator: it decides nothing
     faith = table[table["metric"].str.startswith("faithfulness")]
     assert set(faith["status"]) == {"inconclusive"} and faith["value"].isna().all()
-    assert faith["reason"].str.contains("no random-order control").all()
+    assert faith["reason"].str.contains("the estimator its threshold was set for").all()
     assert set(table["metric"]) == {"randomization.cascading_all", "faithfulness.deletion"}
+
+
+def test_grid_control_rows_are_read_as_controls():
+    """The grid's own control rows (``control:random``) are the localization verdict's chance."""
+    rows = [(m, "net", f"syn{i}", "logit", "pointing_game", v)
+            for m, v in (("grad_cam", 0.9), ("control:random", 0.3)) for i in range(2)]
+    vs = grid_verdicts(pd.DataFrame(rows, columns=["method", "model", "image", "neuron", "metric", "value"]))
+    pg = {v.method: v for v in vs if v.check == "localization.pointing_game"}
+    assert set(pg) == {"grad_cam"}  # the control is not a subject
+    assert pg["grad_cam"].value == pytest.approx(0.6) and pg["grad_cam"].controls == {"random": 0.3}
 
 
 def test_grid_controls_are_used_when_the_run_has_them():

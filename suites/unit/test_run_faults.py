@@ -142,7 +142,7 @@ def test_a_second_run_into_a_locked_folder_is_refused(tmp_path, capsys):
                        "wait for it to finish, or choose another --out folder"]
         assert [p.name for p in out.iterdir()] == [".lock"]  # the refused run wrote nothing
         with pytest.raises(InputError, match=f"another run \\(pid {holder.pid}\\) is writing into"):
-            GridRun(RunConfig(models=(), model_files=(model,), methods=("saliency",), photos=(), synthetic=1),
+            GridRun(RunConfig(models=(), model_files=(model,), methods=("saliency",), photos=(), scenes=0, birds=0, synthetic=1),
                     out, progress=False, log=None)
         assert [p.name for p in out.iterdir()] == [".lock"]
     finally:
@@ -173,7 +173,7 @@ def test_the_lock_is_reentrant_in_its_thread_only(tmp_path):
 
 def test_the_lock_is_released_when_the_run_fails(tmp_path):
     cfg = RunConfig(models=(), model_files=(tmp_path / "missing.keras",), methods=("saliency",), photos=(),
-                    synthetic=1)
+                    scenes=0, birds=0, synthetic=1)
     with pytest.raises(InputError, match="no model of the run could be loaded"):
         GridRun(cfg, tmp_path / "r", progress=False, log=None).run()
     assert lock_is_free(tmp_path / "r")

@@ -43,7 +43,7 @@ def save_gap(path: Path, scale: float = 1.0) -> Path:
 
 def small_config(*files, models=(), **kw) -> RunConfig:
     return RunConfig(models=models, model_files=tuple(str(f) for f in files), methods=("saliency",), photos=(),
-                     synthetic=2, stages=("complexity",), **kw)
+                     scenes=0, birds=0, synthetic=2, stages=("complexity",), **kw)
 
 
 def run(cfg, out, log=None) -> pd.DataFrame:

@@ -356,7 +356,7 @@ def test_a_run_explains_a_saved_multi_output_file_on_the_chosen_output(tmp_path)
         model(_x(1, size=16, channels=3))
     path = tmp_path / "heads.keras"
     model.save(path)
-    kw = dict(models=(), model_files=(str(path),), methods=("saliency",), photos=(), synthetic=1)
+    kw = dict(models=(), model_files=(str(path),), methods=("saliency",), photos=(), synthetic=1, scenes=0, birds=0)
     with pytest.raises(errors.InputError, match=r"has 2 outputs \(0: 'box', 1: 'cls'\)"):
         inputs.load_spec(ModelFile(path), RunConfig(**kw))
     with pytest.raises(errors.InputError, match=r"file_output 'cls' does not apply: the run has no model file"):

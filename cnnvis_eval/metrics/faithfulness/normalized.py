@@ -17,7 +17,9 @@ whose clean score is within ``min_scale`` of 0 gets NaN (the gain is undefined t
 The random orders are the maps of :class:`cnnvis_eval.metrics.controls.RandomExplainer`
 with seeds ``seed + 1 .. seed + random_orders`` (uniform noise drawn per (seed, image), so
 they do not depend on the batch split; ``seed`` itself seeds ROAD's imputation noise).
-Each evaluation costs ``1 + random_orders`` curves.
+Each evaluation costs ``1 + random_orders`` curves; a metric object keeps the random orders'
+AUCs it computed, keyed by the model's weights, the inputs and the target, so scoring many
+methods' maps of the same images with one object (as a run does) computes them once.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class _Gain(Faithfulness):
             raise InputError(f"min_scale must be >= 0, got {min_scale!r}")
         super().__init__(random_orders=int(random_orders), seed=int(seed), min_scale=float(min_scale), **kw)
         self.random_orders, self.seed, self.min_scale = int(random_orders), int(seed), float(min_scale)
+        self._random_auc: dict = {}  # (model, inputs, target) -> mean AUC of the random orders
 
     def curve(self, model, x, heatmap, target) -> Curve:
         raise NotImplementedError
@@ -57,13 +60,37 @@ class _Gain(Faithfulness):
     def evaluate_batch(self, model, x, heatmap, target=None):
         own = self.curve(model, x, heatmap, target)
         x = np.asarray(x, np.float64 if model.graph.input_dtype == "float64" else np.float32)
-        rand = np.mean([self.curve(model, x, random_maps(x, self.seed + 1 + r), target).auc()
-                        for r in range(self.random_orders)], axis=0)
+        key = self._key(model, x, target)
+        rand = self._random_auc.get(key) if key is not None else None
+        if rand is None:
+            rand = np.mean([self.curve(model, x, random_maps(x, self.seed + 1 + r), target).auc()
+                            for r in range(self.random_orders)], axis=0)
+            if key is not None:
+                self._random_auc[key] = rand
         clean = own.scores[:, self.clean_point]
         scale = np.abs(clean)
         with np.errstate(invalid="ignore", divide="ignore"):
             gain = self.sign * (own.auc() - rand) / np.where(scale > self.min_scale, scale, 1.0)
         return np.where(scale > self.min_scale, gain, np.nan)
+
+
+    @staticmethod
+    def _key(model, x, target) -> tuple:
+        """What the random orders' curves depend on besides the metric's parameters: the
+        model (its weights: a model randomized in place gets a new key), the inputs and
+        the target."""
+        import hashlib
+        import pickle
+
+        h = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+        try:
+            h.update(pickle.dumps(target))
+        except Exception:  # a target that cannot be pickled is not cached
+            return None
+        weights = hashlib.sha256()
+        for w in model.model.weights:
+            weights.update(np.ascontiguousarray(w.numpy()).tobytes())
+        return id(model.model), weights.hexdigest(), h.hexdigest()
 
 
 @register_metric
