@@ -7,11 +7,18 @@ of an image is the drop of the explained logit when each part is removed (painte
 background under it), measured on the model itself (FunnyBirds' single-deletion protocol,
 Hesse et al. 2023; :func:`cnnvis_eval.metrics.part_importance`), and a map is scored by the
 Spearman correlation between its mean relevance per part and those drops
-(``part_importance_correlation``).
+(``part_importance_correlation``, chance 0).
 
-The model-blind controls (Sobel edges, uniform noise) must sit at chance (0): the parts'
-colours and textures are drawn independently of the class, so edges say nothing about which
-part the model needs.  At least one method must beat both controls by a clear margin.
+- The model-blind controls sit near chance on every mini (96 birds, seed 21; s.e. of a mean
+  about 0.06): the random explainer -0.05 to +0.02; the Sobel edge map +0.09 to +0.16, a small
+  positive bias with a measured cause: the parts' colours and textures are drawn
+  independently of the class, yet the minis rely a little more on a part that stands out
+  (removing a textured part drops the logit about 10% more than removing a plain one of the
+  same type: mini_resnet's tail 8.25 vs 7.71, mini_vgg's 15.5 vs 13.9), and an edge map
+  follows contrast (Adebayo et al. 2018: edge detectors resemble saliency maps).  Both stay
+  within :data:`CHANCE` of 0.
+- At least one method beats both controls by :data:`MARGIN` on every mini (measured best:
+  Grad-CAM 0.55-0.77 on four minis, Deep Taylor 0.54 on mini_vgg; the leads 0.37-0.65).
 """
 
 from __future__ import annotations
@@ -27,11 +34,10 @@ from cnnvis_eval.data import make_parts
 from cnnvis_eval.data.benchmark import BIRD_OFFSET
 from suites.support.models import MINI, mini_spec
 
-BIRDS, SEED = 48, 21
-CHANCE_TOLERANCE = 0.2  # |mean| of a control over 48 birds (s.e. of one bird's Spearman over 4 parts ~0.6)
-MARGIN = 0.3  # the best method's lead over both controls
-METHODS = ("saliency", "gradient_x_input", "integrated_gradients", "grad_cam", "lrp_epsilon", "guided_backprop", "occlusion",
-           "lime")
+BIRDS, SEED = 96, 21
+CHANCE = 0.2  # |mean| of a model-blind map over 96 birds (measured 0.00-0.16)
+MARGIN = 0.25  # the best method's lead over both controls
+METHODS = ("saliency", "integrated_gradients", "grad_cam", "guided_backprop", "deep_taylor")
 
 
 @functools.cache
@@ -45,23 +51,32 @@ def birds_of(model: str):
     return spec, birds, x, target, importance
 
 
-def correctness(model: str, h: np.ndarray) -> float:
-    _, birds, _, _, importance = birds_of(model)
+@functools.cache
+def correctness(model: str, method: str) -> float:
+    spec, birds, x, target, importance = birds_of(model)
+    if method == "edge_sobel":
+        h = M.EdgeExplainer(spec).explain(x, target=target, progress=False).heatmap
+    elif method == "random":
+        h = M.RandomExplainer(spec, seed=0).explain(x, target=target, progress=False).heatmap
+    else:
+        h = cv.explain(method, spec, x, target=target, progress=False).heatmap
     return float(np.nanmean(M.evaluate("part_importance_correlation", h, birds.part_masks, importance)))
 
 
 @pytest.mark.parametrize("model", MINI)
-def test_controls_at_chance_and_a_method_clearly_above(model, record):
-    spec, birds, x, target, importance = birds_of(model)
+@pytest.mark.parametrize("control", ["random", "edge_sobel"])
+def test_model_blind_controls_near_chance(control, model, record):
+    _, _, _, _, importance = birds_of(model)
     assert (importance.max(1) > 0).mean() > 0.9, "the model must rely on some part of most birds"
-    controls = {"edge_sobel": M.EdgeExplainer(spec).explain(x, target=target).heatmap,
-                "random": M.RandomExplainer(spec, seed=0).explain(x, target=target).heatmap}
-    scores = {name: correctness(model, h) for name, h in controls.items()}
-    for method in METHODS:
-        scores[method] = correctness(model, cv.explain(method, spec, x, target=target, progress=False).heatmap)
+    value = correctness(model, control)
+    record("part_importance_correlation", [value], method=control, model=model)
+    assert abs(value) < CHANCE
+
+
+@pytest.mark.parametrize("model", MINI)
+def test_a_method_beats_both_controls(model, record):
+    scores = {m: correctness(model, m) for m in METHODS + ("edge_sobel", "random")}
     for name, value in scores.items():
         record("part_importance_correlation", [value], method=name, model=model)
-    for name in controls:
-        assert abs(scores[name]) < CHANCE_TOLERANCE, scores
     best = max(scores[m] for m in METHODS)
-    assert best >= max(scores[c] for c in controls) + MARGIN, scores
+    assert best >= max(scores["edge_sobel"], scores["random"]) + MARGIN, scores
