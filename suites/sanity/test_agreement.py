@@ -72,13 +72,15 @@ def test_gradient_x_input_equals_lrp0_on_bias_free_net(x_for, record):
 
 @pytest.mark.parametrize("name", MINI)
 def test_integrated_gradients_completeness(name, x_for, record):
-    """Integrated gradients sum to f(x) - f(baseline) within 1% at 128 steps (issue 2),
-    wherever that difference is substantial (>= 5 logits).  Where it is close to zero the
+    """Integrated gradients sum to f(x) - f(baseline) within 1% at 512 steps (issue 2),
+    wherever that difference is substantial (>= 5 logits).  (The benchmark-v2 minis' logits
+    are larger and more curved along the path: at 128 steps the error was up to 2.1% on
+    mini_vgg, at 512 steps it is 0.13-0.81%.)  Where it is close to zero the
     relative error is ill-conditioned (a 0.02-logit quadrature error on a 0.85-logit change
     is 2%); those images are recorded, not asserted."""
     spec = mini_spec(name)
     x = x_for(spec, 8)
-    exp = cv.explain("integrated_gradients", spec, x, steps=128)
+    exp = cv.explain("integrated_gradients", spec, x, steps=512)
     err = M.get_metric("conservation_error")().evaluate(exp)
     np.testing.assert_allclose(err, exp.meta["completeness_error"], rtol=1e-3, atol=1e-6)
     record("completeness_error", err, method="integrated_gradients", model=name)

@@ -261,6 +261,9 @@ NOT_INVARIANT = {
     "sobol": f"reference-point argument of {_KINDERMANS}: Xplique's inpainting x * m fades masked cells to 0, "
              "fixed in input space (measured 0.40-2.7 on the five minis; a 'black' fill moves with the input "
              "and is invariant, 0.0: see [black])",
+    "full_grad": f"as gradient x input in {_KINDERMANS}: FullGrad's input term is |x * grad f| (Srinivas & "
+                 "Fleuret 2019), which a shift of x changes (measured 0.0011-0.0036 relative L1 on mini_resnet, "
+                 "small beside the bias-gradient terms)",
     "hsic": f"reference-point argument of {_KINDERMANS}: Xplique's inpainting x * m fades masked cells to 0, "
             "fixed in input space (measured 0.14-0.62 on the five minis; a 'black' fill moves with the input "
             "and is invariant, 0.0: see [black])",
@@ -358,9 +361,22 @@ def test_input_shift_invariance(case, method, extra, record):
     _check_shift(SHIFT_MODEL, case, method, extra, record)
 
 
+# (case, model) where a method of NOT_INVARIANT measured invariant all the same: FullGrad on
+# mini_mobilenet (its input term is too small beside the bias-gradient terms to move the map)
+INVARIANT_ON = {("full_grad", "mini_mobilenet")}
+
+
+def _shift_params_other_minis():
+    out = []
+    for model in (m for m in MINI if m != SHIFT_MODEL):
+        for p in _shift_params():
+            marks = [m for m in p.marks if not (m.name == "xfail" and (p.values[0], model) in INVARIANT_ON)]
+            out.append(pytest.param(model, *p.values, id=f"{p.id}-{model}", marks=marks))
+    return out
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [m for m in MINI if m != SHIFT_MODEL])
-@pytest.mark.parametrize("case, method, extra", _shift_params())
+@pytest.mark.parametrize("model, case, method, extra", _shift_params_other_minis())
 def test_input_shift_invariance_other_minis(model, case, method, extra, record):
     _check_shift(model, case, method, extra, record)
 

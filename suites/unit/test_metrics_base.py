@@ -18,7 +18,7 @@ EXPECTED = {
     "localization": {"pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "energy_pointing_game",
                      "class_contrast_mass", "contrast_pointing_game", "part_importance_correlation",
                      "suppressor_mass"},
-    "complexity": {"sparseness", "entropy"},
+    "complexity": {"sparseness", "entropy", "compactness"},
     "axioms": {"conservation_error", "input_invariance_error"},
 }
 

@@ -265,7 +265,8 @@ def test_bad_inputs_name_the_file(tmp_path):
 
 
 def test_integrated_gradients_completeness_passes_where_it_is_claimed(ctx):
-    c = CheckContext(ctx.spec, ctx.x, params={"integrated_gradients": {"steps": 16}})
+    # 32 steps: the benchmark-v2 mini_vgg's completeness error is 0.12 at 16 steps, 0.034 at 32
+    c = CheckContext(ctx.spec, ctx.x, params={"integrated_gradients": {"steps": 32}})
     v = run_check(c, "conservation", "integrated_gradients")
     assert v.check == "conservation.integrated_gradients" and v.status == "pass", v.message()
     assert 0 < v.value < 0.05
