@@ -21,18 +21,18 @@ def _save(fig, path: str | Path, dpi: int = 90) -> Path:
     smaller (they are embedded in the report as data URIs) at no visible cost for
     colormapped heatmaps, line plots and tables.
     """
-    import io
-
     from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=dpi, format="png")
+    # the Agg canvas's pixels directly (what savefig(dpi=dpi) renders), without encoding a
+    # full-colour PNG only to decode it again: 12 heatmap grids of 39 methods x 5 models
+    # took 9.7 s in savefig alone
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
     plt.close(fig)
-    buf.seek(0)
-    with Image.open(buf) as im:
-        im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(path, format="PNG", optimize=True)
+    Image.fromarray(rgb).quantize(256, method=Image.Quantize.FASTOCTREE).save(path, format="PNG", optimize=True)
     return path
 
 
