@@ -237,3 +237,12 @@ def test_grid_scores_scenes_and_birds_with_controls(tmp_path):
     drop = logits[b, idx[b]] - spec.model.predict(removed, verbose=0)[:, idx[b]]
     want = evaluate("part_importance_correlation", heat[b:b + 1], birds.part_masks[:1], drop[None])[0]
     assert by["part_importance_correlation", "grad_cam", "bird000"] == pytest.approx(want, abs=1e-6)
+    # the random control stands for chance: the mean score of RANDOM_DRAWS seeded random maps
+    from cnnvis_eval.evaluation.stages import RANDOM_DRAWS
+    from cnnvis_eval.metrics import RandomExplainer
+
+    draws = [evaluate("part_importance_correlation",
+                      RandomExplainer(spec, seed=cfg.seed + k).explain(x[b:b + 1], progress=False).heatmap,
+                      birds.part_masks[:1], drop[None])[0] for k in range(RANDOM_DRAWS)]
+    assert by["part_importance_correlation", "control:random", "bird000"] == pytest.approx(np.mean(draws),
+                                                                                            abs=1e-6)
