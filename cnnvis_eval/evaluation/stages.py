@@ -4,8 +4,12 @@ After the explain stage has stored every cell's heatmaps, a model is scored by t
 the configuration names (``RunConfig.stages``):
 
 - :data:`SCORES`: one :class:`Score` per metric: which stage enables it, on which neurons,
-  and what it reads (the heatmaps alone, the object masks of the synthetic images, or the
-  model and the images); whether higher is better comes from the metric class;
+  and what it reads (the heatmaps alone; the object masks, where a scene's mask is its object
+  of the explained class; the scenes' target and other objects for class contrast; the
+  birds' part masks and counterfactual part importances for part correctness; or the model
+  and the images); whether higher is better comes from the metric class;
+- :data:`CONTROLS`: model-blind control maps scored beside the methods on the ground-truth
+  scores (rows ``control:<name>``: where chance lies);
 - :data:`AGREEMENT`: rank agreement of every method with every other method's heatmaps of
   the same image and neuron (:func:`cnnvis_eval.metrics.pairwise_similarity`);
 - :data:`RANDOMIZATION`: similarity of the logit heatmap after cascading re-initialization
