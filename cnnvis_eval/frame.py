@@ -12,6 +12,9 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ("method", "model", "image", "neuron", "metric", "value")
+#: ``method`` of the rows of a model-blind control map (``"control:edge_sobel"``, ...): the grid
+#: scores the controls beside the methods; the report and the scorecard read them as controls
+CONTROL_PREFIX = "control:"
 
 
 def rows(metric: str, values, image=None, **labels) -> pd.DataFrame:
@@ -44,4 +47,4 @@ def rows(metric: str, values, image=None, **labels) -> pd.DataFrame:
     return pd.DataFrame({k: cols[k] for k in order})
 
 
-__all__ = ["COLUMNS", "rows"]
+__all__ = ["COLUMNS", "CONTROL_PREFIX", "rows"]

@@ -101,7 +101,7 @@ def set_accuracy(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     order = np.argsort(-logits, axis=1, kind="stable")
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(logits.shape[1])[None].repeat(len(logits), 0), axis=1)
-    return np.array([(ranks[i] < k[i]).__eq__(targets[i]).all() for i in range(len(logits))], np.float64)
+    return ((ranks < k[:, None]) == targets).all(axis=1).astype(np.float64)
 
 
 __all__ = ["BIRD_OFFSET", "BenchmarkSet", "CLASSES_V2", "KINDS", "make_benchmark", "set_accuracy"]

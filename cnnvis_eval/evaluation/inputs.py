@@ -40,10 +40,10 @@ class ImageSet:
         objects (scenes; :meth:`target_masks` picks the explained one), or None (photos).
     objects : list of N entries, None or ``(masks bool (K, H, W), classes int64 (K,))``
         A scene's objects (visible pixels, disjoint) and their class indices.
-    parts : list of N entries, None or ``(part_masks bool (P, H, W), removed uint8 (P, H, W, 3), label)``
-        A bird's part masks, the image with each part removed (painted with the background
-        drawn under it: the counterfactuals of :func:`cnnvis_eval.metrics.parts.part_importance`)
-        and its class index in the model's classes.
+    parts : list of N entries, None or ``(part_masks bool (P, H, W), removed uint8 (P, H, W, 3))``
+        A bird's part masks and the image with each part removed (painted with the
+        background drawn under it: the counterfactuals of
+        :func:`cnnvis_eval.metrics.parts.part_importance`).
     knows_classes : bool
         Whether the model's classes are benchmark v2's (:func:`speaks_benchmark_v2`): only
         then is a scene's object of the explained class known (else every scene's target
@@ -243,47 +243,32 @@ def image_set(spec: ModelSpec, config: RunConfig) -> ImageSet:
         return mask if mask.shape[-2:] == (h, w) else _resize(mask.astype(float), mask.shape[:-2] + (h, w),
                                                                 order=0) > 0.5
 
-    out = ImageSet(np.zeros((0, h, w, 3), np.uint8), [], [], knows_classes=speaks_benchmark_v2(spec))
-    imgs, objects, parts = [], [], []
+    imgs, ids, masks, objects, parts = [], [], [], [], []
+
+    def add(img, name, mask=None, obj=None, part=None):
+        for seq, value in zip((imgs, ids, masks, objects, parts), (img, name, mask, obj, part)):
+            seq.append(value)
+
     if config.synthetic:
         syn = make_synthetic(config.synthetic, side, seed=10_000 + config.seed)
         for i in range(len(syn)):
-            imgs.append(fit_image(syn.images[i]))
-            out.ids.append(f"syn{i:03d}")
-            out.masks.append(fit_mask(syn.masks[i]))
-            objects.append(None)
-            parts.append(None)
+            add(fit_image(syn.images[i]), f"syn{i:03d}", fit_mask(syn.masks[i]))
     if config.scenes:
         sc = make_scenes(config.scenes, side, seed=20_000 + config.seed)
         for i in range(len(sc)):
             obj = fit_mask(sc.object_masks[i])
-            imgs.append(fit_image(sc.images[i]))
-            out.ids.append(f"scene{i:03d}")
-            out.masks.append(obj.any(0))
-            objects.append((obj, sc.object_classes[i].astype(np.int64)))
-            parts.append(None)
+            add(fit_image(sc.images[i]), f"scene{i:03d}", obj.any(0), obj=(obj, sc.object_classes[i].astype(np.int64)))
     if config.birds:
-        from ..data.benchmark import BIRD_OFFSET
-
         bd = make_parts(config.birds, side, seed=30_000 + config.seed)
         removed = bd.counterfactuals()
         for i in range(len(bd)):
             pm = fit_mask(bd.part_masks[i])
-            imgs.append(fit_image(bd.images[i]))
-            out.ids.append(f"bird{i:03d}")
-            out.masks.append(pm.any(0))
-            objects.append(None)
-            parts.append((pm, np.stack([fit_image(r) for r in removed[i]]), BIRD_OFFSET + int(bd.labels[i])))
+            add(fit_image(bd.images[i]), f"bird{i:03d}", pm.any(0),
+                part=(pm, np.stack([fit_image(r) for r in removed[i]])))
     if config.photos:
         for name, img in zip(config.photos, load_photos(config.photos, (h, w))):
-            imgs.append(img)
-            out.ids.append(name)
-            out.masks.append(None)
-            objects.append(None)
-            parts.append(None)
-    out.images = np.stack(imgs)
-    out.objects, out.parts = objects, parts
-    return out
+            add(img, name)
+    return ImageSet(np.stack(imgs), ids, masks, objects, parts, knows_classes=speaks_benchmark_v2(spec))
 
 
 def _resize(*args, **kw):

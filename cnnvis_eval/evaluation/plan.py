@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..metrics.faithfulness.normalized import RANDOM_ORDERS
 from ..models import ARCHS, BIG_MODELS
 from .config import NEURONS, RunConfig, method_params
 
@@ -63,15 +64,6 @@ COSTS = Path(__file__).with_name("costs.csv")
 MEASURING_CORES = 2  # cores of the machine the cost table was measured on (one worker)
 SAMPLES = {"lime": "num_samples", "kernel_shap": "num_samples", "rise": "n_masks", "smoothgrad": "n", "vargrad": "n",
            "integrated_gradients": "steps"}
-
-
-def _random_orders() -> int:
-    """Random pixel orders each faithfulness gain is measured against (the metric's default)."""
-    import inspect
-
-    from ..metrics.faithfulness.normalized import DeletionGain
-
-    return int(inspect.signature(DeletionGain.__mro__[1].__init__).parameters["random_orders"].default)
 
 
 def load_costs() -> pd.DataFrame:
@@ -305,7 +297,7 @@ def plan(config: RunConfig, workers: int = 1, speed: float = 1.0, costs: pd.Data
         rows += per.values()
         reference[name] = 4 * min(n, 8) * fb if "cost" in config.stages else 0.0
         explain_s.append({m: p["explain_s"] for m, p in per.items()})
-        random_orders_s = (2 * _random_orders() * n * (config.faithfulness_steps + 1) * fwd
+        random_orders_s = (2 * RANDOM_ORDERS * n * (config.faithfulness_steps + 1) * fwd
                            if "faithfulness" in config.stages and per else 0.0)
         score_tasks.append(reference[name] + random_orders_s + sum(p["faithfulness_s"] for p in per.values()))
         rand.append({m: p["randomization_s"] for m, p in per.items()})

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UnsupportedArchitectureError, UnsupportedLayerError
-from ..frame import rows
+from ..frame import CONTROL_PREFIX, rows
 from ..methods.base import get_method
 from ..models.spec import ModelSpec
 from ..targets import ClassTarget
@@ -166,7 +166,6 @@ RANDOMIZATION = Randomization()
 #: (``"masks"``, ``"contrast"``, ``"parts"``): rows ``method="control:<name>"``, so the
 #: report shows where chance lies (DESIGN rule 6); they are not methods (no cells, no
 #: totals).
-CONTROL_PREFIX = "control:"
 CONTROLS = ("edge_sobel", "random")
 #: The random control's score of an image is the mean over this many seeded random maps: it
 #: stands for chance, which one draw per image estimates poorly on a handful of images
@@ -253,13 +252,21 @@ def _explained(store: RunStore, model: str, method: str, neuron: str) -> np.ndar
 
 class _Truth:
     """The ground truth of one model's images for the ``"masks"``, ``"contrast"`` and
-    ``"parts"`` scores; the parts' counterfactual importances are computed once per
-    explained class vector (every method's logit cell explains the same top classes)."""
+    ``"parts"`` scores; the target masks and the parts' counterfactual importances are
+    computed once per explained class vector (every method's logit cell explains the same
+    top classes)."""
 
     def __init__(self, spec: ModelSpec, images: ImageSet, x: np.ndarray):
         self.spec, self.images, self.x = spec, images, x
         self.ids = np.array(images.ids)
-        self._importance = {}
+        self._importance, self._masks = {}, {}
+
+    def target_masks(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`ImageSet.target_masks` of ``target``, computed once per class vector."""
+        key = target.tobytes()
+        if key not in self._masks:
+            self._masks[key] = self.images.target_masks(target)
+        return self._masks[key]
 
     def importance(self, target: np.ndarray) -> np.ndarray:
         """(B, P) logit drop per part removed, for the birds and their explained classes."""
@@ -284,13 +291,13 @@ class _Truth:
             syn = imgs.synthetic_index
             if not syn.any():
                 return None
-            mask, _ = imgs.target_masks(target)
+            mask, _ = self.target_masks(target)
             return metric.evaluate(h[syn], mask), self.ids[syn]
         if s.reads == "contrast":
             sc = imgs.scene_index
             if not sc.any():
                 return None
-            mask, other = imgs.target_masks(target)
+            mask, other = self.target_masks(target)
             keep = sc[imgs.synthetic_index]
             return metric.evaluate(h[sc], mask[keep], other[keep]), self.ids[sc]
         if s.reads == "parts":
@@ -439,5 +446,5 @@ def randomization_rows(curves: pd.DataFrame) -> pd.DataFrame:
                 model=last["model"], neuron=RANDOMIZATION.neuron)
 
 
-__all__ = ["AGREEMENT", "CONTROLS", "CONTROL_PREFIX", "RANDOMIZATION", "RANDOM_DRAWS", "SCORES", "Z_PLUS", "Agreement", "ParamOverride", "Randomization",
+__all__ = ["AGREEMENT", "CONTROLS", "RANDOMIZATION", "RANDOM_DRAWS", "SCORES", "Z_PLUS", "Agreement", "ParamOverride", "Randomization",
            "Score", "coarse_steps", "randomization_rows", "randomize_model", "reference_seconds", "score_model"]

@@ -27,6 +27,11 @@ The trained files ship inside the package as package data (``cnnvis_eval/models/
 wheel needs no repository checkout.  ``$CNNVIS_MINI_MODELS`` names another folder of the same
 files to use instead.  ``python -m cnnvis_eval.models.mini --train`` regenerates every file
 deterministically (fixed seeds, TensorFlow op determinism) into that folder.
+
+One module on purpose: the five architectures, their training recipe (epochs, data,
+loss), the manifest that records it and the loader that reads it back describe one thing,
+the shipped files, and change together (a new layer name must change ``LAYERS``, a new
+recipe the manifest's fields).
 """
 
 from __future__ import annotations

@@ -16,9 +16,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from ..errors import InputError
-from ..frame import COLUMNS
-
-CONTROL_PREFIX = "control:"  # rows of the model-blind control maps (evaluation.stages.CONTROLS)
+from ..frame import COLUMNS, CONTROL_PREFIX
 
 
 #: Direction of the report's columns that are not registered metrics (the grid computes

@@ -30,6 +30,7 @@ import math
 
 import pandas as pd
 
+from ..frame import CONTROL_PREFIX
 from .known import known_failure
 from .thresholds import THRESHOLDS
 from .verdict import Verdict
@@ -44,7 +45,7 @@ _NOT_IN_GRID = "run `cnnvis-eval check` for this verdict"
 def _means(results: pd.DataFrame, metric: str) -> pd.Series:
     """Mean ``value`` of ``metric`` (logit neuron) per (model, method)."""
     df = results[(results["metric"] == metric) & (results["neuron"] == "logit")]
-    method = df["method"].astype(str).str.removeprefix("control:")  # the grid's control rows
+    method = df["method"].astype(str).str.removeprefix(CONTROL_PREFIX)  # the grid's control rows
     return pd.to_numeric(df["value"], errors="coerce").groupby([df["model"], method]).mean()
 
 

@@ -33,6 +33,9 @@ from .curves import Curve, deletion_curve, insertion_curve
 from .road import road_curve
 
 
+RANDOM_ORDERS = 3  # random pixel orders a gain is measured against (the default)
+
+
 def random_maps(x: np.ndarray, seed: int) -> np.ndarray:
     """The uniform random maps (N, H, W) of ``RandomExplainer(seed=seed)`` for images x (N, H, W, C)."""
     return np.stack([image_rng(seed, xi).random(xi.shape[:2]) for xi in x])
@@ -45,7 +48,7 @@ class _Gain(Faithfulness):
     sign = -1.0  # -1: a lower curve is better (removal of the most relevant first)
     clean_point = 0  # the curve's point at the unperturbed image
 
-    def __init__(self, random_orders: int = 3, seed: int = 0, min_scale: float = 1e-6, **kw):
+    def __init__(self, random_orders: int = RANDOM_ORDERS, seed: int = 0, min_scale: float = 1e-6, **kw):
         if isinstance(random_orders, bool) or not isinstance(random_orders, (int, np.integer)) or random_orders < 1:
             raise InputError(f"random_orders must be an integer >= 1, got {random_orders!r}")
         if not (np.isfinite(min_scale) and min_scale >= 0):
@@ -158,4 +161,4 @@ class RoadLeRFGain(_RoadGain):
     order = "lerf"
 
 
-__all__ = ["DeletionGain", "InsertionGain", "RoadLeRFGain", "RoadMoRFGain", "random_maps"]
+__all__ = ["RANDOM_ORDERS", "DeletionGain", "InsertionGain", "RoadLeRFGain", "RoadMoRFGain", "random_maps"]
