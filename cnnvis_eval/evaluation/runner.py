@@ -133,8 +133,8 @@ class GridRun:
 
         In this process (one worker) each model is one task with all its work.  With
         worker processes the work is split into tasks in two phases: the cells of (model,
-        group of methods), then per model its scores and, per group of methods, its
-        randomization curves; a remote executor (``executor.remote``, e.g. Ray) runs the same
+        group of methods) and that group's randomization curves (with the explainers the
+        cells traced), then per model its scores; a remote executor (``executor.remote``, e.g. Ray) runs the same
         phases with the files shipped to its workers and written back here
         (:mod:`~cnnvis_eval.evaluation.remote`).  Results do not depend on the executor.  The
         folder's lock is held throughout (see ``lock``).
@@ -214,7 +214,9 @@ class GridRun:
         groups = self.method_groups()
         n_groups = len(groups)
         root = str(self.store.root)
-        explained = executor.map(_model_worker, [(self.config, root, s, g, ("explain",))
+        # a group's randomization curves in the task that explained it: its explainers are
+        # traced there (stages.randomize_model reuses them)
+        explained = executor.map(_model_worker, [(self.config, root, s, g, ("explain", "randomization"))
                                                  for s in sources for g in groups], tick=tick)
         rows, loaded = [], []
         order = {m: i for i, m in enumerate(methods)}
@@ -226,8 +228,7 @@ class GridRun:
             loaded.append(source)
             rows += sorted(parts, key=lambda r: order[r["method"]])
         between()
-        scoring = [(self.config, root, s, (), ("score",)) for s in loaded] + [
-            (self.config, root, s, g, ("randomization",)) for s in loaded for g in groups]
+        scoring = [(self.config, root, s, (), ("score",)) for s in loaded]
         with tqdm(total=len(scoring), desc="scores", unit="task", disable=not self.progress) as bar:
             executor.map(_model_worker, scoring, tick=tick, on_done=bar.update)
         return rows

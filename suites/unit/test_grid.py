@@ -290,7 +290,8 @@ def test_worker_processes_give_the_same_results(tmp_path, monkeypatch, workers):
         run = GridRun(cfg, tmp_path / "workers", progress=True, log=None, workers=workers)
     results = run.run()
     assert sum(ticks["cells"]) == 2 * len(cfg.methods) * len(NEURONS)
-    assert sum(ticks["scores"]) == 2 * (1 + min(len(cfg.methods), 4))  # per model: scores + randomization per method group
+    # per model one score task; the randomization curves run in the explain tasks (with their explainers)
+    assert sum(ticks["scores"]) == 2
     pd.testing.assert_frame_equal(strip_timing(results), strip_timing(inproc), rtol=1e-5, atol=1e-6)
     assert stored_cells(tmp_path / "workers") == stored_cells(tmp_path / "inproc")
     cols = ["model", "method", "neuron", "layer", "status", "message", "indices"]
@@ -307,16 +308,20 @@ def test_z_plus_presets_start_randomization_from_the_signed_logit(tmp_path, monk
 
     seen, real = {}, metrics.randomization_curve
 
-    def spy(spec, x, method, target, **kw):
-        seen[method] = kw.get("positive_top", "unset")
-        return real(spec, x, method, target, **kw)
+    def spy(spec, x, factory, target, **kw):  # the stage passes a factory of its cached explainer
+        ex = factory(spec)
+        seen[ex.name] = ex.positive_top
+        return real(spec, x, factory, target, **kw)
 
     monkeypatch.setattr(metrics, "randomization_curve", spy)
     cfg = tiny_config(tmp_path / "models", methods=("deep_taylor", "lrp_alpha1beta0", "lrp_epsilon"),
                       stages=("randomization",), randomization_steps=1)
     cfg.model_files = cfg.model_files[:1]  # the GAP model (its Rescaling layer passes relevance on)
     results = GridRun(cfg, tmp_path / "run", progress=False, log=None).run()
-    assert seen == {"deep_taylor": False, "lrp_alpha1beta0": False, "lrp_epsilon": "unset"}
+    from cnnvis_eval.methods.base import get_method
+
+    assert get_method("deep_taylor").positive_top and get_method("lrp_alpha1beta0").positive_top  # the override shows
+    assert seen == {"deep_taylor": False, "lrp_alpha1beta0": False, "lrp_epsilon": get_method("lrp_epsilon").positive_top}
     sim = results[results["metric"] == "randomization_similarity"]
     assert set(sim["method"]) == set(seen) and np.isfinite(sim["value"]).all()
 
