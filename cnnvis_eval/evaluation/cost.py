@@ -26,11 +26,11 @@ def reference_passes(model) -> tuple[Callable, Callable]:
     graph = as_spec(model).graph
     sig = [tf.TensorSpec((None,) + tuple(graph.input_shape[1:]), tf.float32)]
 
-    @tf.function(input_signature=sig)
+    @tf.function(autograph=False, input_signature=sig)
     def forward(x):
         return graph.run(x, [OUTPUT])[0]
 
-    @tf.function(input_signature=sig)
+    @tf.function(autograph=False, input_signature=sig)
     def forward_backward(x):
         with tf.GradientTape() as tape:
             tape.watch(x)

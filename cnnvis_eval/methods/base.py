@@ -354,7 +354,7 @@ class Explainer:
         def build():
             graph = self.graph
 
-            @tf.function(input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
+            @tf.function(autograph=False, input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
             def fwd(x, indices):
                 value = graph.run(x, [bound.key])[0]
                 return bound.select(value, indices)
@@ -396,7 +396,7 @@ class Explainer:
         def build():
             graph = self.graph
 
-            @tf.function(input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
+            @tf.function(autograph=False, input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
             def grad(x, indices):
                 with tf.GradientTape() as tape:
                     tape.watch(x)

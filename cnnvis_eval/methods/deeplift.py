@@ -200,7 +200,7 @@ class DeepLift(Explainer):
             graph, units = self.graph, self.units
             sig = self._signature()
 
-            @tf.function(input_signature=[sig, sig, tf.TensorSpec((None,), tf.int32)])
+            @tf.function(autograph=False, input_signature=[sig, sig, tf.TensorSpec((None,), tf.int32)])
             def fn(x, ref, indices):
                 # ref has 1 row (shared by every image) or one per image; the stored reference
                 # inputs broadcast against the input's pass either way

@@ -119,7 +119,7 @@ class IntegratedGradients(Explainer):
             graph = self.graph
             sig = self._signature()
 
-            @tf.function(
+            @tf.function(autograph=False,
                 input_signature=[sig, sig, tf.TensorSpec((None,), sig.dtype), tf.TensorSpec((None,), tf.int32)]
             )
             def chunk(x, base, alphas, indices):
@@ -209,7 +209,7 @@ class SmoothGrad(Explainer):
             graph = self.graph
             sig = self._signature()
 
-            @tf.function(
+            @tf.function(autograph=False,
                 input_signature=[sig, sig, tf.TensorSpec((None,), sig.dtype), tf.TensorSpec((None,), tf.int32)]
             )
             def chunk(x, noise, scale, indices):
@@ -364,7 +364,7 @@ class GradientShap(Explainer):
             graph = self.graph
             sig = self._signature()
 
-            @tf.function(input_signature=[sig, sig, tf.TensorSpec((None,), sig.dtype), sig,
+            @tf.function(autograph=False, input_signature=[sig, sig, tf.TensorSpec((None,), sig.dtype), sig,
                                           tf.TensorSpec((None,), tf.int32)])
             def chunk(x, bases, alphas, noise, indices):
                 b = bases[:, None]

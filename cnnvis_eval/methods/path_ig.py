@@ -219,7 +219,7 @@ class BlurIntegratedGradients(Explainer):
             sig = self._signature()
             mat = tf.TensorSpec((None, None, None), sig.dtype)
 
-            @tf.function(input_signature=[sig, mat, mat, mat, mat, tf.TensorSpec((None,), sig.dtype),
+            @tf.function(autograph=False, input_signature=[sig, mat, mat, mat, mat, tf.TensorSpec((None,), sig.dtype),
                                           tf.TensorSpec((None,), tf.int32)])
             def chunk(x, kh, kw, dkh, dkw, weights, indices):
                 # kh (k, H, H), kw (k, W, W): blur at sigma_k; dkh, dkw at sigma_k + grad_step

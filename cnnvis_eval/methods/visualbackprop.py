@@ -305,7 +305,7 @@ class VisualBackProp(Explainer):
             rects = [rectifier_of(graph.producer(k).layer) for k in plan.keys]
             rectified = tuple(r is not None and r.threshold >= 0 for r in rects)  # already >= 0
 
-            @tf.function(input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
+            @tf.function(autograph=False, input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
             def fn(x, indices):
                 values = graph.run(x, [tkey, *plan.keys])
                 scores, idx = bound.select(values[0], indices)

@@ -98,7 +98,7 @@ def feature_maps(model, x, layer: str | None = None, batch_size: int = 64, logit
     key = graph.key(name)
 
     def build():
-        @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(spec.input_shape), tf.float32)])
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec((None,) + tuple(spec.input_shape), tf.float32)])
         def forward(batch):
             return graph.run(tf.cast(batch, graph.input_dtype), [key, graph.output_key])
 

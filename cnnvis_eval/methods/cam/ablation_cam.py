@@ -78,7 +78,7 @@ class AblationCam(CamBase):
         graph, tkey = self.graph, bound.key
 
         def build():
-            @tf.function(input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
+            @tf.function(autograph=False, input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
             def fn(x, indices):
                 values = graph.run(x, [tkey, lkey], record=True)[1]
                 scores, idx = bound.select(values[tkey], indices)
@@ -98,7 +98,7 @@ class AblationCam(CamBase):
                      [tf.TensorSpec((None,) + tuple(graph.shape(k)[1:]), dtype) for k in frontier],
                      tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32)]
 
-            @tf.function(input_signature=specs)
+            @tf.function(autograph=False, input_signature=specs)
             def fn(a, kept, indices, channels):
                 m = tf.shape(channels)[0]
                 keep = 1.0 - tf.one_hot(channels, tf.shape(a)[-1], dtype=a.dtype)  # (m, K)

@@ -122,7 +122,7 @@ class CamBase(Explainer):
 
         if gradients:
 
-            @tf.function(input_signature=sig)
+            @tf.function(autograph=False, input_signature=sig)
             def fn(x, indices):
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
                     values = _run_watching(graph, x, [tkey, lkey], lkey, tape)
@@ -133,7 +133,7 @@ class CamBase(Explainer):
 
         else:
 
-            @tf.function(input_signature=sig)
+            @tf.function(autograph=False, input_signature=sig)
             def fn(x, indices):
                 values = _run_watching(graph, x, [tkey, lkey], lkey, None)
                 scores, idx = bound.select(values[tkey], indices)
@@ -159,7 +159,7 @@ class CamBase(Explainer):
             spec = tf.TensorSpec((None, None, None, None), tf.as_dtype(self.dtype))
             combine, relu = self.combine, self.relu
 
-            @tf.function(input_signature=[spec, spec])
+            @tf.function(autograph=False, input_signature=[spec, spec])
             def fn(a, g):
                 low = combine(a, g)
                 if relu:

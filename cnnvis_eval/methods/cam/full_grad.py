@@ -87,7 +87,7 @@ class FullGrad(Explainer):
         biases = [_bias_of(n) for n in nodes]
 
         def build():
-            @tf.function(input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
+            @tf.function(autograph=False, input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
             def fn(x, indices):
                 pre: dict = {}
 

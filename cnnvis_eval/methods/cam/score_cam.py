@@ -68,7 +68,7 @@ class ScoreCam(CamBase):
             size = tuple(graph.input_shape[1:3])
             tkey = bound.key
 
-            @tf.function(input_signature=[
+            @tf.function(autograph=False, input_signature=[
                 sig, tf.TensorSpec((None, h, w, None), sig.dtype), tf.TensorSpec((None,), tf.int32)])
             def fn(x, a, indices):
                 n, k = tf.shape(a)[0], tf.shape(a)[3]

@@ -148,7 +148,7 @@ class GsaExplainer(PerturbationExplainer):
             graph, img = self.graph, self._image_spec()
             dt, i32 = img.dtype, tf.int32
 
-            @tf.function(input_signature=[
+            @tf.function(autograph=False, input_signature=[
                 img, img, tf.TensorSpec((None, None, None), dt), tf.TensorSpec((None,), i32),
                 tf.TensorSpec((None,), i32), tf.TensorSpec((), dt), tf.TensorSpec((None,), i32),
             ])

@@ -87,7 +87,7 @@ class Occlusion(PerturbationExplainer):
             graph, img = self.graph, self._image_spec()
             i32 = tf.int32
 
-            @tf.function(input_signature=[
+            @tf.function(autograph=False, input_signature=[
                 img, img, tf.TensorSpec((None,), i32), tf.TensorSpec((None,), i32),
                 tf.TensorSpec((2,), i32), tf.TensorSpec((), img.dtype), tf.TensorSpec((None,), i32),
             ])

@@ -126,7 +126,7 @@ class Rise(PerturbationExplainer):
             graph, img = self.graph, self._image_spec()
             dt, i32 = img.dtype, tf.int32
 
-            @tf.function(input_signature=[
+            @tf.function(autograph=False, input_signature=[
                 img, img, tf.TensorSpec((None, None, None), dt), tf.TensorSpec((None, 2), i32),
                 tf.TensorSpec((None, None), dt), tf.TensorSpec((None, None), dt),
                 tf.TensorSpec((None,), i32),

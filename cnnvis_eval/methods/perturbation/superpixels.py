@@ -282,7 +282,7 @@ class SuperpixelExplainer(PerturbationExplainer):
         def build():
             graph, img = self.graph, self._image_spec()
 
-            @tf.function(input_signature=[
+            @tf.function(autograph=False, input_signature=[
                 img, img, tf.TensorSpec((None, None), img.dtype),
                 tf.TensorSpec((None, None), img.dtype), tf.TensorSpec((None,), tf.int32),
             ])

@@ -125,7 +125,7 @@ def _build(spec: ModelSpec, key: int, bound, parameterization: str, decorrelate:
               tf.TensorSpec((None,), tf.int32), tf.TensorSpec((channels,), dt),
               tf.TensorSpec((channels,), dt), tf.TensorSpec((channels,), tf.int32)]
 
-    @tf.function(input_signature=[pspec, pspec, pspec, tf.TensorSpec((), dt), tf.TensorSpec((), dt),
+    @tf.function(autograph=False, input_signature=[pspec, pspec, pspec, tf.TensorSpec((), dt), tf.TensorSpec((), dt),
                                   tf.TensorSpec((n_t,), dt)] + consts)
     def step(p, m, v, t, lr, tparams, scale, cmat, aux, low, span, perm):
         with tf.GradientTape() as tape:
@@ -137,7 +137,7 @@ def _build(spec: ModelSpec, key: int, bound, parameterization: str, decorrelate:
         delta, m, v = adam_update(g, m, v, t, lr)
         return p + delta, m, v, f  # gradient ascent
 
-    @tf.function(input_signature=[pspec] + consts)
+    @tf.function(autograph=False, input_signature=[pspec] + consts)
     def evaluate(p, scale, cmat, aux, low, span, perm):
         rgb = rgb_of(p, scale, cmat)
         return rgb, value_of(rgb, aux, low, span, perm)

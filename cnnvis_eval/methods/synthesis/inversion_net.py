@@ -114,7 +114,7 @@ class InversionNetwork:
             feats = arr.astype(np.float32)
         batch_size = P.integer(batch_size, "batch_size")
         if self._decode is None:  # one compiled forward pass per network
-            self._decode = tf.function(lambda f: self.decoder(f, training=False), reduce_retracing=True)
+            self._decode = tf.function(lambda f: self.decoder(f, training=False), reduce_retracing=True, autograph=False)
         out = [np.asarray(self._decode(tf.constant(feats[i:i + batch_size], tf.float32)))
                for i in range(0, len(feats), batch_size)]
         return np.concatenate(out).astype(np.float32)
@@ -229,7 +229,7 @@ def train_inversion_network(
     optimizer = keras.optimizers.Adam(learning_rate=lr)
     optimizer.build(decoder.trainable_variables)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(autograph=False, reduce_retracing=True)
     def train_step(f, x):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(decoder(f, training=True) - x))

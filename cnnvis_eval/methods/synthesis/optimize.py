@@ -138,7 +138,7 @@ def _build_step(spec: ModelSpec, kind: str, key: int, bound_target, optimizer: s
         rt = total_variation(u, hp[4], hp[7])
         return data + hp[1] * ra + hp[2] * rt, data, report, ra, rt
 
-    @tf.function(input_signature=[
+    @tf.function(autograph=False, input_signature=[
         img, img, img, tf.TensorSpec((), dt), tf.TensorSpec((), dt), tf.TensorSpec((2,), tf.int32),
         tf.TensorSpec((9,), dt), aux_spec, tf.TensorSpec((None,), dt), tf.TensorSpec((None,), dt),
     ])
@@ -157,7 +157,7 @@ def _build_step(spec: ModelSpec, kind: str, key: int, bound_target, optimizer: s
         new_u = tf.cond(hp[8] > 0, lambda: tf.clip_by_value(new_u, -127.5, 127.5), lambda: new_u)
         return new_u, m, v, loss, report, ra, rt
 
-    @tf.function(input_signature=[img, tf.TensorSpec((9,), dt), aux_spec,
+    @tf.function(autograph=False, input_signature=[img, tf.TensorSpec((9,), dt), aux_spec,
                                   tf.TensorSpec((None,), dt), tf.TensorSpec((None,), dt)])
     def evaluate(u, hp, aux, center, k):
         loss, data, report, ra, rt = terms(u, tf.zeros((2,), tf.int32), hp, aux, center, k)
@@ -172,7 +172,7 @@ def features_function(spec: ModelSpec, key: int, dtype):
     def build():
         graph = spec.graph
 
-        @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(graph.input_shape[1:]),
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec((None,) + tuple(graph.input_shape[1:]),
                                                     tf.as_dtype(dtype))])
         def features(x):
             return graph.run(x, [key])[0]

@@ -75,7 +75,7 @@ def _build_curve(spec: ModelSpec, bound: BoundTarget, score: str):
     sig_i = tf.TensorSpec((None,), tf.int32)
     fixed = bound.fixed(np.zeros(0, np.int32))  # select() by given indices, never "top"
 
-    @tf.function(input_signature=[sig_x, sig_x, sig_r, sig_i, sig_i])
+    @tf.function(autograph=False, input_signature=[sig_x, sig_x, sig_r, sig_i, sig_i])
     def curve(a, b, rank, thresholds, indices):
         k, n = tf.shape(thresholds)[0], tf.shape(a)[0]
         take_a = rank[None, :, :, :, None] < thresholds[:, None, None, None, None]  # (k, n, H, W, 1)
@@ -99,7 +99,7 @@ def _resolve_indices(spec: ModelSpec, x: np.ndarray, bound: BoundTarget, batch_s
     def build():
         dtype = tf.float64 if graph.input_dtype == "float64" else tf.float32
 
-        @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(graph.input_shape[1:]), dtype),
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec((None,) + tuple(graph.input_shape[1:]), dtype),
                                       tf.TensorSpec((None,), tf.int32)])
         def top(x, indices):
             return bound.select(graph.run(x, [bound.key])[0], indices)[1]
