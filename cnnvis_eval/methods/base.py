@@ -170,6 +170,29 @@ def check_input(x: Any, graph, dtype=np.float32) -> np.ndarray:
     return np.array(arr, dtype=dtype, copy=True)
 
 
+def target_forward(spec: ModelSpec, bound: BoundTarget) -> Callable:
+    """The compiled forward pass ``(x (N, H, W, C), indices (N,) int32) -> (scores (N,),
+    indices (N,))`` of ``bound``'s tensor on ``spec`` (a negative index picks the image's top
+    unit, see :meth:`~cnnvis_eval.targets.BoundTarget.select`).
+
+    It depends on the model's graph, the target tensor and the reduction only, so it is
+    cached once per model (:data:`~cnnvis_eval.cache.default_cache`) for every explainer
+    that resolves "top" or scores its inputs and for the faithfulness curves' "top" (which
+    traced a second copy)."""
+    def build():
+        graph = spec.graph
+        dtype = tf.float64 if graph.input_dtype == "float64" else tf.float32
+
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec((None,) + tuple(graph.input_shape[1:]), dtype),
+                                                       tf.TensorSpec((None,), tf.int32)])
+        def fwd(x, indices):
+            return bound.select(graph.run(x, [bound.key])[0], indices)
+
+        return fwd
+
+    return default_cache.function(spec, ("target_forward", bound.key, bound.reduce), build)
+
+
 def check_finite(heatmap: np.ndarray, scores: np.ndarray, method: str, model: str) -> None:
     """Raise :class:`NonFiniteError` if a heatmap (N, H, W) of finite input has NaN or inf.
 
@@ -348,20 +371,10 @@ class Explainer:
         return self._fns[key]
 
     def forward(self, x: np.ndarray, bound: BoundTarget) -> tuple[np.ndarray, np.ndarray]:
-        """Target scores and indices, shape (N,) each, from one compiled forward pass."""
-        key = ("forward", bound.key, bound.reduce)
-
-        def build():
-            graph = self.graph
-
-            @tf.function(autograph=False, input_signature=[self._signature(), tf.TensorSpec((None,), tf.int32)])
-            def fwd(x, indices):
-                value = graph.run(x, [bound.key])[0]
-                return bound.select(value, indices)
-
-            return fwd
-
-        scores, idx = self._cached(key, build)(x, bound.indices)
+        """Target scores and indices, shape (N,) each, from one compiled forward pass
+        (:func:`target_forward`: one trace per model and target tensor, shared by every
+        explainer and metric of the model)."""
+        scores, idx = target_forward(self.spec, bound)(x, bound.indices)
         return scores.numpy(), idx.numpy()
 
     def resolve_top(self, x: np.ndarray, bound: BoundTarget) -> BoundTarget:
@@ -421,4 +434,5 @@ __all__ = [
     "list_methods",
     "reduce_channels",
     "register",
+    "target_forward",
 ]

@@ -137,9 +137,13 @@ def deeplift_units(graph: FlatGraph, method: str = "deeplift") -> dict:
             def unit(*a, _node=node, **k):
                 return a[0], lambda t: graph.call_layer(_node, t, *a[1:], **k)
         elif kind == "fused":
-            def unit(*a, _lin=linear_part(graph, node), _fn=keras.activations.get(node.layer.activation), **k):
+            lin = linear_part(graph, node)
+
+            def unit(*a, _lin=lin, _fn=keras.activations.get(node.layer.activation), **k):
                 k.pop("training", None)
                 return _lin(*a, **k), _fn
+
+            unit.sync = lin.sync  # the clone's copied weights (DeepLift.sync_weights)
         else:
             continue
         out[node.name] = unit
@@ -187,13 +191,22 @@ class DeepLift(Explainer):
         At construction, naming the first layer the rescale rule does not cover.
     """
 
-    reads_weights_once = True  # the fused layers' linear clones copy the weights
+    reads_weights_once = True  # the fused layers' linear clones copy the weights (sync_weights)
     signed = True
 
     def __init__(self, model, *, baseline="zeros"):
         super().__init__(model, baseline=baseline if isinstance(baseline, str) else "array")
         self.baseline = check_baseline(baseline)
-        self.units = deeplift_units(self.graph, self.name)
+        # one set per model, like the compiled function that closes over it: sync_weights()
+        # must refresh the clones the model's shared trace reads, whichever instance traced it
+        self.units = self._cached(("deeplift_units", self.name), lambda: deeplift_units(self.graph, self.name))
+
+    def sync_weights(self) -> None:
+        """Copy the layers' current weights into the linear clones of fused layers."""
+        for unit in self.units.values():
+            sync = getattr(unit, "sync", None)
+            if sync is not None:
+                sync()
 
     def _fn(self, bound: BoundTarget):
         def build():

@@ -270,7 +270,8 @@ def test_data_randomization_with_an_inline_trainer(trained):
 
 
 # ---------------------------------------------------------------------- explainers that follow weight changes
-@pytest.mark.parametrize("method", ["deep_taylor", "lrp_epsilon", "lrp_alpha1beta0", "deconvnet"])
+@pytest.mark.parametrize("method", ["deep_taylor", "lrp_epsilon", "lrp_alpha1beta0", "deconvnet", "deeplift",
+                                    "full_grad"])
 def test_sync_weights_equals_a_fresh_explainer(method):
     """An explainer with private weight copies (folded BatchNorm, linear clones of fused
     layers), built before the model's variables change in place, gives after
@@ -322,20 +323,27 @@ def test_relevance_sync_rebuilds_when_the_structure_changes():
     np.testing.assert_allclose(got.meta["relevance_input"], fresh.meta["relevance_input"], rtol=1e-5)
 
 
-def test_reused_relevance_curve_equals_rebuilt_and_copying_methods_are_refused():
-    """randomization_curve with one synced Deep Taylor explainer equals the curve with a
-    fresh explainer per step; a method that copies weights and cannot refresh them
-    (DeepLIFT's linear clones) is refused with reuse_explainer=True."""
+@pytest.mark.parametrize("method", ["deep_taylor", "deeplift", "full_grad"])
+def test_reused_curve_equals_rebuilt_and_copying_methods_are_refused(method):
+    """randomization_curve with one synced explainer (Deep Taylor's folded BatchNorm,
+    DeepLIFT's and FullGrad's linear clones of the fused c2) equals the curve with a fresh
+    explainer per step; a method that copies weights and cannot refresh them is refused with
+    reuse_explainer=True (no registered method does today: a saliency that says it copies)."""
     m = bn_model()
     x = np.random.default_rng(3).uniform(0, 1, (3, 8, 8, 2)).astype(np.float32)
     kw = dict(granularity="layer", similarity=("spearman_abs",), mode="independent")
-    a = R.randomization_curve(m, x, "deep_taylor", reuse_explainer=True, **kw)
-    b = R.randomization_curve(m, x, "deep_taylor", reuse_explainer=False, **kw)
+    a = R.randomization_curve(m, x, method, reuse_explainer=True, **kw)
+    b = R.randomization_curve(m, x, method, reuse_explainer=False, **kw)
     np.testing.assert_allclose(a.value.to_numpy(), b.value.to_numpy(), atol=1e-6)
     assert a.value.min() < 0.99  # the curve moves: the comparison is not between constants
-    assert cv.get_method("deep_taylor").follows_weights() and not cv.get_method("deeplift").follows_weights()
-    with pytest.raises(InputError, match="reuse_explainer=True: DeepLift"):
-        R.randomization_curve(m, x, "deeplift", reuse_explainer=True, **kw)
+    assert cv.get_method(method).follows_weights()
+
+    class Copying(cv.get_method("saliency")):
+        reads_weights_once = True  # and no sync_weights
+
+    assert not Copying.follows_weights()
+    with pytest.raises(InputError, match="reuse_explainer=True: Copying"):
+        R.randomization_curve(m, x, Copying, reuse_explainer=True, **kw)
 
 
 @pytest.mark.parametrize("mode", ["cascading", "independent"])
@@ -368,8 +376,7 @@ def test_in_place_randomization_equals_the_clone_and_restores_the_model(method, 
     """``in_place=True`` (the check session's path: its own explainer, no clone, no new trace)
     gives the clone's curve; afterwards the model's weights are bit-identical to before and
     the reused explainer -- synced copies included (Deep Taylor's folded BatchNorm,
-    DeconvNet's linear clones) -- gives its original maps again; DeepLIFT (copies, no sync)
-    is rebuilt per step on the randomized weights."""
+    DeconvNet's and DeepLIFT's linear clones) -- gives its original maps again."""
     m = bn_model()
     spec = cv.models.spec.as_spec(m)
     x = np.random.default_rng(3).uniform(0, 1, (3, 8, 8, 2)).astype(np.float32)

@@ -81,6 +81,12 @@ class FullGrad(Explainer):
             if act is not None and activation_name(act) not in (None, "linear"):
                 self._split[node.name] = (linear_part(self.graph, node), act)
 
+    def sync_weights(self) -> None:
+        """Copy the layers' current weights into the linear clones of fused layers (the
+        biases are read from the variables at call time)."""
+        for lin, _ in self._split.values():
+            lin.sync()
+
     def _fn(self, bound):
         graph, nodes, split = self.graph, self.nodes, self._split
         size = tuple(graph.input_shape[1:3])

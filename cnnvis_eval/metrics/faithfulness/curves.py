@@ -39,7 +39,7 @@ from scipy.ndimage import gaussian_filter
 
 from ...errors import InputError
 from ...cache import default_cache
-from ...methods.base import check_input
+from ...methods.base import check_input, target_forward
 from ...models.spec import ModelSpec, as_spec
 from ...params import chunks, resolve_baseline
 from ...targets import BoundTarget, bind
@@ -94,21 +94,9 @@ def _resolve_indices(spec: ModelSpec, x: np.ndarray, bound: BoundTarget, batch_s
     """Per-image target indices, "top" resolved on the unperturbed images."""
     if not bound.top:
         return bound.indices.astype(np.int32)
-    graph = spec.graph
-
-    def build():
-        dtype = tf.float64 if graph.input_dtype == "float64" else tf.float32
-
-        @tf.function(autograph=False, input_signature=[tf.TensorSpec((None,) + tuple(graph.input_shape[1:]), dtype),
-                                      tf.TensorSpec((None,), tf.int32)])
-        def top(x, indices):
-            return bound.select(graph.run(x, [bound.key])[0], indices)[1]
-
-        return top
-
-    fn = default_cache.function(spec, ("metric_top", bound.key, bound.reduce), build)
+    fn = target_forward(spec, bound)  # the explainers' forward pass of this target (one trace per model)
     return np.concatenate([
-        fn(x[a:b], bound.indices[a:b]).numpy() for a, b in chunks(len(x), batch_size)
+        fn(x[a:b], bound.indices[a:b])[1].numpy() for a, b in chunks(len(x), batch_size)
     ]).astype(np.int32)
 
 
