@@ -20,6 +20,9 @@ the configuration names (``RunConfig.stages``):
 
 Each stage writes its rows through the :class:`~cnnvis_eval.evaluation.store.RunStore`, so
 a resumed run does not score a model again.
+
+One job, in one module (about 470 lines): what the scoring stages are and how one model is
+scored by them -- the declarations and the code reading them change together.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ every structural question asked of a model (graph in, layer names out).
 - :mod:`~cnnvis_eval.graph.layers` — what one layer does (activation, rectifier,
   convolution) and clones of layers with copied weights;
 - :mod:`~cnnvis_eval.graph.queries` — last conv layer, intermediate layers, the feature
-  layer of CAM-style methods, the CAM head;
+  layer of CAM-style methods, the CAM head, the nodes between two tensors;
 - :mod:`~cnnvis_eval.graph.groups` — the layer groups of randomization checks.
 
 This package imports nothing from cnnvis_eval but :mod:`cnnvis_eval.errors` (see
@@ -25,11 +25,12 @@ from .layers import (
     clone_layer,
     is_conv,
     linear_part,
+    sync_clones,
     rectifier_of,
     smooth_unit_of,
 )
 from .precision import is_low_precision
-from .queries import CamHead, feature_layer, find_cam_head, last_conv_layer, pick_intermediate_layers
+from .queries import CamHead, feature_layer, find_cam_head, last_conv_layer, nodes_between, pick_intermediate_layers
 from .trace import known_input_shape, trace_call
 
 __all__ = [
@@ -52,7 +53,9 @@ __all__ = [
     "last_conv_layer",
     "layer_groups",
     "linear_part",
+    "nodes_between",
     "pick_intermediate_layers",
+    "sync_clones",
     "rectifier_of",
     "smooth_unit_of",
     "to_logits",

@@ -193,6 +193,16 @@ class LinearPart:
             mine.assign(theirs)
 
 
+def sync_clones(fns) -> None:
+    """Call ``sync()`` of every callable in ``fns`` that has one: the overrides or units a
+    method built around :class:`LinearPart` clones carry their clone's ``sync`` (the
+    methods' ``sync_weights``)."""
+    for fn in fns:
+        sync = getattr(fn, "sync", None)
+        if sync is not None:
+            sync()
+
+
 def linear_part(graph: FlatGraph, node: FlatNode) -> LinearPart:
     """A callable computing ``node``'s layer without its fused activation (a clone; see
     :class:`LinearPart`)."""
@@ -209,4 +219,5 @@ __all__ = [
     "linear_part",
     "rectifier_of",
     "smooth_unit_of",
+    "sync_clones",
 ]

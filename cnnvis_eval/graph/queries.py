@@ -133,6 +133,18 @@ def _ancestors(graph: FlatGraph, key: int) -> set[int]:
     return keys
 
 
+def nodes_between(graph: FlatGraph, source: int, target: int) -> list[FlatNode]:
+    """The nodes on a path from tensor ``source`` to tensor ``target`` (those computing
+    ``target`` that read ``source`` directly or through another of them), in execution
+    order; empty when ``target`` does not depend on ``source``."""
+    below, out = {source}, []
+    for node in graph.plan([target]):
+        if any(k in below for k in node.inputs):
+            out.append(node)
+            below.update(node.outputs)
+    return out
+
+
 def feature_layer(
     graph: FlatGraph,
     target_key: int,
@@ -378,5 +390,6 @@ __all__ = [
     "find_cam_head",
     "keeps_map",
     "last_conv_layer",
+    "nodes_between",
     "pick_intermediate_layers",
 ]

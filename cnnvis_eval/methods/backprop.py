@@ -57,6 +57,7 @@ from ..graph import (
     linear_part,
     rectifier_of,
     smooth_unit_of,
+    sync_clones,
 )
 from .base import BatchResult, Explainer, reduce_channels, register
 
@@ -226,10 +227,7 @@ class ModifiedBackprop(Explainer):
 
     def sync_weights(self) -> None:
         """Copy the layers' current weights into the linear clones of fused layers (DeconvNet)."""
-        for fn in self.overrides.values():
-            sync = getattr(fn, "sync", None)
-            if sync is not None:
-                sync()
+        sync_clones(self.overrides.values())
 
     def _explain_batch(self, x, bound):
         g, s, i = self.gradients(x, bound, self.overrides, tag=self.name)

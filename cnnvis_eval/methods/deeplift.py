@@ -29,7 +29,7 @@ import keras
 import tensorflow as tf
 
 from ..errors import UnsupportedLayerError
-from ..graph import FlatGraph, FlatNode, linear_part
+from ..graph import FlatGraph, FlatNode, linear_part, sync_clones
 from ..graph.layers import activation_name
 from ..params import check_baseline, resolve_baseline
 from ..targets import BoundTarget
@@ -203,10 +203,7 @@ class DeepLift(Explainer):
 
     def sync_weights(self) -> None:
         """Copy the layers' current weights into the linear clones of fused layers."""
-        for unit in self.units.values():
-            sync = getattr(unit, "sync", None)
-            if sync is not None:
-                sync()
+        sync_clones(self.units.values())
 
     def _fn(self, bound: BoundTarget):
         def build():

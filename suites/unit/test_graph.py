@@ -189,3 +189,21 @@ def test_layer_group_queries():
     ]
     assert [block_key(n) for n in ("block5_conv3", "conv4_block2_out", "block_13_add", "mixed10", "fc1")] == [
         "block5", "conv4_block2", "block_13", "mixed10", None]
+
+
+def test_nodes_between_two_tensors():
+    """The nodes on the way from one tensor to another, by hand on a branching model: from
+    ``b`` the branch that reads ``a`` only (``d``) is not among them; nothing lies between a
+    tensor and one that does not depend on it."""
+    from cnnvis_eval.graph import nodes_between
+
+    inp = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(3, 3, name="a")(inp)
+    b = keras.layers.ReLU(name="b")(a)
+    c = keras.layers.GlobalAveragePooling2D(name="c")(b)
+    d = keras.layers.GlobalAveragePooling2D(name="d")(a)
+    out = keras.layers.Dense(2, name="out")(keras.layers.Concatenate(name="cat")([c, d]))
+    g = FlatGraph(keras.Model(inp, out))
+    assert [n.name for n in nodes_between(g, g.key("a"), g.key("out"))] == ["b", "c", "d", "cat", "out"]
+    assert [n.name for n in nodes_between(g, g.key("b"), g.key("out"))] == ["c", "cat", "out"]
+    assert nodes_between(g, g.key("c"), g.key("d")) == []

@@ -40,15 +40,17 @@ def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out.numpy()[..., 0]
 
 
-def _run_watching(graph: FlatGraph, x, keys, watch: int, tape) -> dict:
-    """Run the nodes needed for ``keys``; ``tape`` starts watching tensor ``watch`` when made.
+def _run_watching(graph: FlatGraph, x, keys, watch: int, tape, overrides: dict | None = None) -> dict:
+    """Run the nodes needed for ``keys`` (``overrides``: layer name -> callable, as in
+    :meth:`FlatGraph.run`); ``tape`` starts watching tensor ``watch`` when made.
 
     With ``watch_accessed_variables=False`` the tape records only what depends on the
     watched tensor, so its gradient stops there.
     """
     values: dict[int, Any] = {graph.input_key: x}
+    overrides = overrides or {}
     for node in graph.plan(keys):
-        out = graph.call_node(node, values)
+        out = graph.call_node(node, values, overrides.get(node.name))
         for k, v in zip(node.outputs, keras.tree.flatten(out)):
             values[k] = v
         if tape is not None and watch in node.outputs:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from ...graph import nodes_between
 from ..backprop import GuidedBackprop, rectifier_units
 from ..base import BatchResult, Explainer, reduce_channels, register
+from .base import _run_watching
 from .gradcam import GradCam
 
 
@@ -77,13 +78,7 @@ class GuidedGradCam(Explainer):
     def _one_pass(self, tkey: int, lkey: int) -> bool:
         """Whether no guided rectifier lies between tensor ``lkey`` and the target ``tkey``
         (then the guided gradient at ``lkey`` is the plain one)."""
-        below, overridden = {lkey}, set(self.guided.overrides)
-        for node in self.graph.plan([tkey]):
-            if any(k in below for k in node.inputs):
-                if node.name in overridden:
-                    return False
-                below.update(node.outputs)
-        return True
+        return not any(n.name in self.guided.overrides for n in nodes_between(self.graph, lkey, tkey))
 
     def _fused_fn(self, bound, lkey: int):
         """Compiled ``(x, indices) -> (A, dscore/dA, guided signal (N, H, W, C), scores,
@@ -97,13 +92,7 @@ class GuidedGradCam(Explainer):
             def fn(x, indices):
                 with tf.GradientTape() as tape:
                     tape.watch(x)
-                    values = {graph.input_key: x}
-                    for node in graph.plan([tkey, lkey]):
-                        out = graph.call_node(node, values, overrides.get(node.name))
-                        for k, v in zip(node.outputs, keras.tree.flatten(out)):
-                            values[k] = v
-                        if lkey in node.outputs:
-                            tape.watch(values[lkey])
+                    values = _run_watching(graph, x, [tkey, lkey], lkey, tape, overrides)
                     scores, idx = bound.select(values[tkey], indices)
                 g_x, g_a = tape.gradient(scores, [x, values[lkey]],
                                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
