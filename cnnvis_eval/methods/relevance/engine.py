@@ -4,7 +4,9 @@ For a bound target the engine builds (once) the canonical program of the explain
 (:func:`~.canonizers.canonize`), lets the composite assign rules, and compiles one
 ``tf.function`` that
 
-1. runs the model graph once, recording every tensor (``graph.run(..., record=True)``);
+1. runs the model graph once, recording every tensor (``graph.run(..., record=True)``),
+   with each folded Conv/Dense + BatchNormalization pair computed as the one folded layer
+   (:func:`folded_forward`);
 2. sets the starting relevance at the explained tensor (see :func:`start_relevance`);
 3. walks the program in reverse topological order, from the target back to the input,
    turning the relevance of each op's output into relevance of its inputs (rules for
@@ -19,12 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from ...errors import InputError
 from ...targets import BoundTarget
 from .canonizers import DEFAULT_CANONIZERS, Program, canonize
+from . import fused
 from .composites import NONNEG, Composite
 from .rules import Inputs
 
@@ -260,10 +264,16 @@ class RelevanceEngine:
         graph, program, rules, domains = self.graph, plan.program, plan.rules, plan.domains
         key, positive, unit = bound.key, self.positive_top, self.unit_top
         producers = {op.output: op for op in program.ops}
+        folded = folded_forward(program)
+        fuse = fused.worth_fusing(graph.input_shape)
 
         @tf.function(input_signature=[signature, tf.TensorSpec((None,), tf.int32)], autograph=False)
         def explain(x, indices):
-            (value,), values = graph.run(x, [key], record=True)
+            with fused.fusing(fuse):  # the rules' elementwise chains, see .fused
+                return _body(x, indices)
+
+        def _body(x, indices):
+            (value,), values = graph.run(x, [key], overrides=folded, record=True)
             scores, idx = bound.select(value, indices)
             r0 = start_relevance(value, idx, bound.reduce)
             if positive:
@@ -303,6 +313,44 @@ class RelevanceEngine:
         return explain
 
 
+_PLAIN_KERNELS = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D,
+                  keras.layers.SeparableConv2D)
+
+
+def folded_forward(program: Program) -> dict:
+    """Graph overrides that run each folded ``Conv/Dense -> BatchNormalization`` pair of the
+    program as the one layer the rules see: the kernel layer computes ``f_W'(x) + b'`` from
+    the folded copies, the BatchNormalization hands its input on.
+
+    The recorded forward pass then computes exactly the network the rules decompose (as
+    Zennit's ``MergeBatchNorm`` canonizer does), and costs less than the model's own
+    forward pass: one fused convolution + bias instead of a convolution followed by the
+    BatchNormalization's multiply and add over the whole activation (measured at 224 px,
+    batch 8: LRP-epsilon's ratio to a forward+backward pass 1.33 -> 1.29 on ResNet50,
+    1.64 -> 1.46 on MobileNetV2).  Values differ from the model's own by float rounding
+    only (the folded weights are computed in float64 and rounded once).  Only the Keras
+    classes themselves are replaced: a subclass of Conv2D or BatchNormalization runs as it
+    is (its ``call`` may compute more than its weights say).
+    """
+    out = {}
+    for op in program.ops:
+        if op.kind != "linear" or len(op.nodes) != 2:
+            continue
+        bn = program.graph.node(op.nodes[1]).layer
+        if type(op.layer) not in _PLAIN_KERNELS or type(bn) is not keras.layers.BatchNormalization:
+            continue  # a subclass may compute more than its weights say (e.g. a bias map)
+        lmap = op.lmap
+
+        def folded(x, *args, _lmap=lmap, **kwargs):
+            y = _lmap.apply(x, "plain")
+            b = _lmap.bias("plain")
+            return y if b is None else tf.nn.bias_add(y, b)
+
+        out[op.nodes[0]] = folded
+        out[op.nodes[1]] = lambda x, *args, **kwargs: x
+    return out
+
+
 class _Aux:
     """Values the backward pass reads, plus supports (1 = real value, 0 = zero-padding)
     and bounds of tensors, built on demand.
@@ -329,6 +377,14 @@ class _Aux:
                 or op.kind == "affine"):
             return op
         return None
+
+    def padded(self, key) -> bool:
+        """True when ``key``'s support can hold zeros: it is reached from a real tensor
+        through a padding/reshaping route (otherwise the support is all ones)."""
+        op = self._through(key) if key != self.input_key else None
+        if op is None:
+            return False
+        return op.kind == "route" or self.padded(op.inputs[0])
 
     def support(self, key):
         if key not in self._support:
@@ -375,6 +431,7 @@ def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True,
         inputs = Inputs(
             values[k], domains[k] == NONNEG,
             support=lambda: aux.support(k),
+            padded=aux.padded(k),
             bounds=lambda lo, hi: aux.bounds(k, lo, hi),
             may_lose=may_lose,
             output=(lambda: values[op.output]) if recorded else None,

@@ -51,15 +51,14 @@ import numpy as np
 import tensorflow as tf
 
 from ...errors import InputError
+from . import fused
 
 
 def safe_divide(r, z, epsilon: float = 0.0):
     """``r / (z + epsilon * sign(z))`` with ``sign(0) = 1``; if ``epsilon == 0``, ``r / z``
-    where ``z != 0`` and 0 where ``z == 0``."""
-    if epsilon:
-        eps = tf.constant(epsilon, z.dtype)
-        return r / (z + tf.where(z >= 0, eps, -eps))
-    return tf.math.divide_no_nan(r, z)
+    where ``z != 0`` and 0 where ``z == 0``.  One fused kernel on large tensors
+    (:mod:`.fused`)."""
+    return fused.divide(r, z, epsilon)[1]
 
 
 def _vjp(lmap, terms, relevance, bias=None, epsilon: float = 0.0):
@@ -78,7 +77,8 @@ def _vjp(lmap, terms, relevance, bias=None, epsilon: float = 0.0):
     -------
     grads : list of tensors ``c_t = (d f_{V_t} / d x)^T s`` with ``s = R / den`` (None for
         skipped terms)
-    den : tensor, the denominator (None when every term is zero)
+    den : :class:`~.fused.Denominator` (None when every term is zero); the division is
+        fused (:mod:`.fused`), so the denominator tensor is only formed if read
     """
     live = [(i, v, x) for i, (v, x) in enumerate(terms) if not lmap.is_zero(v)]
     out: list = [None] * len(terms)
@@ -89,8 +89,7 @@ def _vjp(lmap, terms, relevance, bias=None, epsilon: float = 0.0):
         tape.watch(xs)
         parts = [lmap.apply(x, v) for _, v, x in live]
         z = parts[0] if len(parts) == 1 else tf.add_n(parts)
-    den = z if bias is None else z + bias
-    s = safe_divide(relevance, den, epsilon)
+    den, s = fused.divide(relevance, z, epsilon, bias)
     grads = tape.gradient(z, xs, output_gradients=s,
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
     for (i, _, _), g in zip(live, grads):
@@ -108,25 +107,30 @@ def _transpose(lmap, variant: str, x, s):
     return tape.gradient(z, x, output_gradients=s, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
-def _fallback(lmap, inputs, relevance, den):
-    """w**2 redistribution of the relevance of outputs whose denominator is exactly zero.
+def _fallback(lmap, inputs, relevance, den, out):
+    """``out`` plus the w**2 redistribution of the relevance of outputs whose denominator
+    is exactly zero.
 
     Such an output has no contribution of the rule's kind (e.g. no positive one for z+)
     yet received relevance (e.g. through a w**2 layer above it); rather than dropping that
     relevance it is spread by w**2 over the output's inputs (not onto zero-padding).
-    Runs only when such an output exists (``tf.cond``).
+    Built only where the engine's analysis says it can happen (``inputs.may_lose``), and
+    run only when such an output exists (``tf.cond``; otherwise ``out`` is handed on
+    untouched, with no extra pass over memory).
     """
     if den is None:
-        return None
-    lost = tf.logical_and(tf.equal(den, 0), tf.not_equal(relevance, 0))
-    m = inputs.support()
+        return out
+
+    m = inputs.support() if inputs.padded else None  # (built outside the branch: cached)
 
     def spread():
-        r = tf.where(lost, relevance, tf.zeros_like(relevance))
-        (c,), _ = _vjp(lmap, [("square", m)], r)
-        return m * c
+        d = den.tensor()
+        r = tf.where(tf.logical_and(tf.equal(d, 0), tf.not_equal(relevance, 0)), relevance,
+                     tf.zeros_like(relevance))
+        (c,), _ = _vjp(lmap, [("square", tf.ones_like(inputs.x) if m is None else m)], r)
+        return out + (c if m is None else m * c)
 
-    return tf.cond(tf.reduce_any(lost), spread, lambda: tf.zeros_like(m))
+    return tf.cond(den.any_lost(relevance), spread, lambda: tf.identity(out))
 
 
 class Inputs:
@@ -146,11 +150,15 @@ class Inputs:
     positive_out : bool
         Relevance can be non-zero only at outputs whose value is > 0 (the engine's static
         analysis, :func:`~.engine.positive_support`).
+    padded : bool
+        The support can hold zeros (zero-padding inserted by the graph); when False,
+        :meth:`support` is all ones and a rule may skip multiplying by it.
     """
 
     def __init__(self, x, nonneg: bool, support=None, bounds=None, may_lose: bool = True,
-                 positive_out: bool = False, output=None):
+                 positive_out: bool = False, output=None, padded: bool = True):
         self.x = x
+        self.padded = bool(padded)
         self.nonneg = nonneg
         self.may_lose = may_lose
         self.positive_out = positive_out
@@ -290,9 +298,7 @@ class ZPlus(Rule):
         if out is None:
             out = tf.zeros_like(inputs.x)
         if self.fallback and inputs.may_lose:
-            extra = _fallback(lmap, inputs, relevance, den)
-            if extra is not None:
-                out = out + extra
+            out = _fallback(lmap, inputs, relevance, den, out)
         return out
 
 
@@ -334,9 +340,7 @@ class AlphaBeta(Rule):
         if pos is None:
             pos = tf.zeros_like(inputs.x)
         if self.fallback and inputs.may_lose:
-            extra = _fallback(lmap, inputs, relevance, den)
-            if extra is not None:
-                pos = pos + extra
+            pos = _fallback(lmap, inputs, relevance, den, pos)
         out = self.alpha * pos if self.alpha != 1.0 else pos
         if self.beta:
             b = lmap.bias("minus") if self.bias else None
@@ -376,7 +380,7 @@ class WSquare(Rule):
     def backward(self, lmap, inputs, relevance):
         m = inputs.support()
         (c,), _ = _vjp(lmap, [("square", m)], relevance)
-        return m * c
+        return m * c if inputs.padded else c
 
 
 class Flat(Rule):
@@ -385,7 +389,7 @@ class Flat(Rule):
     def backward(self, lmap, inputs, relevance):
         m = inputs.support()
         (c,), _ = _vjp(lmap, [("ones", m)], relevance)
-        return m * c
+        return m * c if inputs.padded else c
 
 
 class ZBox(Rule):
@@ -497,13 +501,7 @@ class SignedShare(Rule):
     keeps_sign = True
 
     def merge(self, xs, y, relevance):
-        pos = y >= 0
-        ps = [tf.where(pos, tf.nn.relu(x), tf.minimum(x, tf.zeros_like(x))) for x in xs]
-        total = tf.add_n(ps)
-        zero = tf.equal(total, 0)
-        safe = tf.where(zero, tf.ones_like(total), total)
-        equal = tf.constant(1.0 / len(xs), relevance.dtype)
-        return [tf.where(zero, equal * relevance, p / safe * relevance) for p in ps]
+        return fused.shares(xs, y, relevance)
 
 
 __all__ = [
