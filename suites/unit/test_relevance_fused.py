@@ -5,9 +5,11 @@
   the chains branch on (zero and negative-zero denominators, all-zero residual branches).
 * With the fusing size lowered to 1, so that every chain of every rule takes the fused
   path, the library still matches the independent NumPy reference on every tiny net.
-* The recorded forward pass runs each folded Conv + BatchNormalization pair as one layer:
-  the compiled relevance pass reads none of the BatchNormalization's variables, and its
-  relevance still matches the reference.
+* The recorded forward pass runs each folded Conv + BatchNormalization pair as one layer
+  (the compiled relevance pass reads none of the BatchNormalization's variables) and
+  records the pre-activation of layers with a fused rectifier (LRP-epsilon runs each
+  convolution forward once); the relevance equals that of the model's own forward pass.
+* The stem's phase transpose is the gradient of the strided convolution.
 """
 
 from __future__ import annotations
@@ -161,8 +163,86 @@ def test_recorded_forward_runs_batchnorm_folded(method, monkeypatch):
     np.testing.assert_allclose(e.meta["relevance_top"], np.maximum(top, 0) if method == "deep_taylor" else top,
                                rtol=1e-5, atol=1e-5)
     # ... and the relevance of the model's own (unfolded) forward pass, float rounding apart
-    monkeypatch.setattr(engine, "folded_forward", lambda program: {})
+    monkeypatch.setattr(engine, "canonical_forward", lambda program, pre: {})
     plain = cv.get_method(method)(model).explain(x, batch_size=3)
     scale = np.abs(plain.attribution).max()
     assert scale > 0
     np.testing.assert_allclose(e.attribution, plain.attribution, rtol=0, atol=1e-5 * scale)
+
+
+def _conv_relu_model():
+    inp = keras.Input((14, 14, 3))
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c1")(inp)
+    h = keras.layers.Conv2D(5, 3, strides=2, activation="relu", name="c2")(h)
+    h = keras.layers.Flatten(name="flat")(h)
+    h = keras.layers.Dense(7, activation="relu", name="d1")(h)
+    return keras.Model(inp, keras.layers.Dense(4, name="out")(h))
+
+
+def _ops(exp, kind: str) -> int:
+    """Ops of type ``kind`` the compiled pass's outputs depend on (a tape's forward whose
+    value no gradient reads is in the graph but never runs)."""
+    n = 0
+    for fn in exp.engine._fns.values():
+        for cf in fn._list_all_concrete_functions():
+            seen, todo = set(), [t.op for t in cf.graph.outputs]
+            while todo:
+                op = todo.pop()
+                if op.name in seen:
+                    continue
+                seen.add(op.name)
+                todo.extend(t.op for t in op.inputs)
+                todo.extend(op.control_inputs)
+            n += sum(cf.graph.get_operation_by_name(name).type == kind for name in seen)
+    return n
+
+
+def test_fused_rectifier_layers_run_forward_once(monkeypatch):
+    keras.utils.set_random_seed(4)
+    model = _conv_relu_model()
+    x = np.random.default_rng(1).normal(size=(3, 14, 14, 3)).astype(np.float32)
+    exp = cv.get_method("lrp_epsilon")(model)
+    e = exp.explain(x, batch_size=3)
+    assert _ops(exp, "Conv2D") == 2  # each convolution's forward, once
+    monkeypatch.setattr(engine, "canonical_forward", lambda program, pre: {})
+    exp0 = cv.get_method("lrp_epsilon")(model)
+    plain = exp0.explain(x, batch_size=3)
+    assert _ops(exp0, "Conv2D") == 4  # the rule recomputes z + b behind each rectifier
+    scale = np.abs(plain.attribution).max()
+    assert scale > 0
+    np.testing.assert_allclose(e.attribution, plain.attribution, rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("kernel, stride, size, cin", [
+    (7, 2, 30, 3),   # ResNet50's stem (230 -> 112 at 224 px)
+    (3, 2, 17, 3),   # odd size: the last row is read by no output
+    (6, 2, 21, 1),   # even kernel: stride * taps-per-phase > kernel + stride - 1
+    (5, 3, 23, 4),
+    (2, 2, 8, 2),
+])
+def test_phase_transpose_equals_the_convolution_gradient(kernel, stride, size, cin):
+    """The stem's stride-1 phase convolution is the transpose of the strided convolution."""
+    from cnnvis_eval.methods.relevance.linear import KernelMap, _phase_stem, phase_transpose
+
+    rng = np.random.default_rng(kernel * 100 + size)
+    layer = keras.layers.Conv2D(5, kernel, strides=stride, padding="valid", dtype="float64")
+    layer.build((None, size, size, cin))
+    k = rng.normal(size=(kernel, kernel, cin, 5))
+    assert _phase_stem(layer, k)
+    x = tf.constant(rng.normal(size=(2, size, size, cin)))
+    kt = tf.constant(k)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.nn.conv2d(x, kt, stride, "VALID")
+    s = tf.constant(rng.normal(size=y.shape))
+    want = tape.gradient(y, x, output_gradients=s).numpy()
+    got = phase_transpose(s, kt, stride, (size, size)).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+    # through the linear map the rules use: same forward, gradient by the phase transpose
+    lmap = KernelMap("stem", layer, k, None, "float64")
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        z = lmap.apply(x)
+    np.testing.assert_allclose(z.numpy(), y.numpy(), rtol=0, atol=1e-12 * np.abs(y.numpy()).max())
+    g = tape.gradient(z, x, output_gradients=s).numpy()
+    np.testing.assert_allclose(g, want, rtol=0, atol=1e-12 * np.abs(want).max())

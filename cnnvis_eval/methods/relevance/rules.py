@@ -87,8 +87,7 @@ def _vjp(lmap, terms, relevance, bias=None, epsilon: float = 0.0):
     xs = [x for _, _, x in live]
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(xs)
-        parts = [lmap.apply(x, v) for _, v, x in live]
-        z = parts[0] if len(parts) == 1 else tf.add_n(parts)
+        z = lmap.apply_sum([(v, x) for _, v, x in live])
     den, s = fused.divide(relevance, z, epsilon, bias)
     grads = tape.gradient(z, xs, output_gradients=s,
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
