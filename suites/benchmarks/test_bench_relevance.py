@@ -35,9 +35,9 @@ from suites.support.models import big_spec
 from .memory_probe import run as memory_probe
 
 SIZE, BATCH = 224, 8
-ARCHS = ("resnet50", "mobilenet_v2")
-METHODS = ("deep_taylor", "lrp_epsilon", "lrp_alpha1beta0", "lrp_epsilon_gamma_box", "lrp_epsilon_plus_flat",
-           "excitation_backprop")
+ARCHS = ("resnet50", "mobilenet_v2", "vgg16")
+METHODS = ("deep_taylor", "deep_taylor_bounded", "lrp_epsilon", "lrp_alpha1beta0", "lrp_composite",
+           "lrp_epsilon_gamma_box", "lrp_epsilon_plus_flat", "excitation_backprop")
 
 
 @pytest.mark.slow

@@ -404,16 +404,21 @@ class _Aux:
             return False
         return op.kind == "route" or self.padded(op.inputs[0])
 
-    def support(self, key):
-        if key not in self._support:
-            op = self._through(key) if key != self.input_key else None
-            if op is None:
-                self._support[key] = tf.ones_like(self.values[key])
-            elif op.kind in ("pass", "affine"):
-                self._support[key] = self.support(op.inputs[0])
-            else:
-                self._support[key] = op.call(self.support(op.inputs[0]))
-        return self._support[key]
+    def support(self, key, cache: bool = True):
+        """1 where ``key`` holds a real value, 0 at padding; ``cache=False`` builds it anew
+        (inside a ``tf.cond`` branch) without reading or filling the cache."""
+        if cache and key in self._support:
+            return self._support[key]
+        op = self._through(key) if key != self.input_key else None
+        if op is None:
+            m = tf.ones_like(self.values[key])
+        elif op.kind in ("pass", "affine"):
+            m = self.support(op.inputs[0], cache)
+        else:
+            m = op.call(self.support(op.inputs[0], cache))
+        if cache:
+            self._support[key] = m
+        return m
 
     def bounds(self, key, low, high):
         op = self._through(key) if key != self.input_key else None
@@ -453,7 +458,7 @@ def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True,
             recorded = None
         inputs = Inputs(
             values[k], domains[k] == NONNEG,
-            support=lambda: aux.support(k),
+            support=lambda cache=True: aux.support(k, cache),
             padded=aux.padded(k),
             bounds=lambda lo, hi: aux.bounds(k, lo, hi),
             may_lose=may_lose,

@@ -83,7 +83,7 @@ def lost_any_bias(z, b, r):
 def signed_shares(xs, y, relevance):
     """The shares of :class:`~.rules.SignedShare` (see there)."""
     pos = y >= 0
-    ps = [tf.where(pos, tf.nn.relu(x), tf.minimum(x, tf.zeros_like(x))) for x in xs]
+    ps = [tf.where(pos, tf.nn.relu(x), tf.minimum(x, tf.constant(0, x.dtype))) for x in xs]
     total = tf.add_n(ps)
     zero = tf.equal(total, 0)
     safe = tf.where(zero, tf.ones_like(total), total)

@@ -120,14 +120,13 @@ def _fallback(lmap, inputs, relevance, den, out):
     if den is None:
         return out
 
-    m = inputs.support() if inputs.padded else None  # (built outside the branch: cached)
-
     def spread():
         d = den.tensor()
         r = tf.where(tf.logical_and(tf.equal(d, 0), tf.not_equal(relevance, 0)), relevance,
                      tf.zeros_like(relevance))
-        (c,), _ = _vjp(lmap, [("square", tf.ones_like(inputs.x) if m is None else m)], r)
-        return out + (c if m is None else m * c)
+        m = inputs.support(cache=False) if inputs.padded else tf.ones_like(inputs.x)
+        (c,), _ = _vjp(lmap, [("square", m)], r)
+        return out + (m * c if inputs.padded else c)
 
     return tf.cond(den.any_lost(relevance), spread, lambda: tf.identity(out))
 
@@ -174,11 +173,15 @@ class Inputs:
         return self.x if self.nonneg else tf.nn.relu(self.x)
 
     def neg(self):
-        return None if self.nonneg else tf.minimum(self.x, tf.zeros_like(self.x))
+        return None if self.nonneg else tf.minimum(self.x, tf.constant(0, self.x.dtype))
 
-    def support(self):
-        """1 where the input is a real value, 0 at zero-padding inserted by the graph."""
-        return self._support() if self._support is not None else tf.ones_like(self.x)
+    def support(self, cache: bool = True):
+        """1 where the input is a real value, 0 at zero-padding inserted by the graph.
+        ``cache=False`` builds it anew (inside a ``tf.cond`` branch, whose tensors cannot be
+        reused outside it)."""
+        if self._support is None:
+            return tf.ones_like(self.x)
+        return self._support(cache)
 
     def bounds(self, low, high):
         """``(L, H)`` tensors of the input's shape (0 at zero-padding)."""
