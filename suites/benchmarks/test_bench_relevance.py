@@ -12,12 +12,14 @@ and baseline called back to back, which is robust to the load of a shared machin
 changing between the two blocks).  Memory goes to the test's ``record_property`` and
 stdout (``-s``).  Nothing here asserts a time.
 
-Issue 19's presets (goal: 1.3x forward+backward), measured in one run on 2 shared cores
-(paired ratio, ResNet50 / MobileNetV2): ``deep_taylor`` 1.92 / 1.88 (the same run),
-``lrp_epsilon_gamma_box`` 2.56 / 2.68 (generalized gamma: two weight variants per signed
-layer, both halves where relevance reaches negative outputs), ``lrp_epsilon_plus_flat``
-1.85 / 2.32, ``excitation_backprop`` 2.21 / 2.45.  The goal is not met on this machine, by
-these nor by ``deep_taylor``.
+Issue 20's goal: <= 1.3x on ResNet50, MobileNetV2 and VGG16.  Measured 2026-12-01 on 2 idle
+AMD EPYC cores (ratio, ResNet50 / MobileNetV2 / VGG16): ``lrp_epsilon`` 1.14 / 1.28 / 1.05
+(met); ``deep_taylor`` 1.57 / 1.64 / 1.54, ``lrp_alpha1beta0`` 1.60 / 2.08 / 1.53,
+``lrp_epsilon_gamma_box`` 2.08 / 2.04 / 1.54, the other presets between (the README's table).
+The z+ and alpha-beta rules need the layer's forward with modified weights besides the
+recorded forward and the transpose: three convolution passes against the reference's two,
+whose convolutions alone cost 1.29x / 1.46x / 1.37x the whole reference pass (TensorFlow
+profiler), so 1.3 is out of their reach.
 """
 
 from __future__ import annotations
