@@ -21,8 +21,6 @@ Without Xplique the file is skipped (CI does not install it).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -30,6 +28,8 @@ import cnnvis_eval as cv
 from cnnvis_eval.evaluation.cost import reference_passes
 from suites.support.images import smooth_images
 from suites.support.models import big_spec
+
+from .test_bench_relevance import paired_ratio
 
 xplique = pytest.importorskip("xplique", reason="the anchor library (Xplique) is not installed")
 from xplique import attributions as xa  # noqa: E402
@@ -53,18 +53,6 @@ def _anchors(spec):
                                  lambda: xa.IntegratedGradients(m, batch_size=BATCH, steps=STEPS, baseline_value=0.0)),
         "smoothgrad": ({"n": STEPS}, STEPS, lambda: xa.SmoothGrad(m, batch_size=BATCH, nb_samples=STEPS)),
     }
-
-
-def paired(fn, baseline, rounds: int) -> float:
-    """Median over rounds of fn-time / baseline-time, the two called back to back."""
-    ratios = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        t1 = time.perf_counter()
-        baseline()
-        ratios.append((t1 - t0) / (time.perf_counter() - t1))
-    return float(np.median(ratios))
 
 
 @pytest.mark.slow
@@ -100,8 +88,8 @@ def test_bench_beside_xplique(arch, method, bench_ratio, benchmark):
     assert theirs.shape[0] == BATCH and np.isfinite(theirs).all()
     if not benchmark.disabled:
         benchmark.extra_info["anchor"] = f"xplique {xplique.__version__} {type(anchor).__name__}"
-        benchmark.extra_info["anchor_ratio"] = paired(run_anchor, base, rounds)
-        benchmark.extra_info["paired_ratio"] = paired(run, base, rounds)
+        benchmark.extra_info["anchor_ratio"] = paired_ratio(run_anchor, base, rounds)
+        benchmark.extra_info["paired_ratio"] = paired_ratio(run, base, rounds)
         # what the report's cost section shows beside our ratio
         benchmark.extra_info["reference"] = f"{benchmark.extra_info['anchor']}: {benchmark.extra_info['anchor_ratio']:.2f}"
         benchmark.extra_info["goal"] = "issue 20: at or below the anchor's ratio"

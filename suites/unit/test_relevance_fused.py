@@ -20,7 +20,15 @@ import pytest
 import tensorflow as tf
 
 import cnnvis_eval as cv
-from cnnvis_eval.methods.relevance import DENSE, LRP, LayerMapComposite, ZPlus, engine, fused
+from cnnvis_eval.methods.relevance import (
+    DENSE,
+    LRP,
+    LayerMapComposite,
+    ZPlus,
+    engine,
+    fused,
+)
+from cnnvis_eval.methods.relevance.linear import KernelMap, is_phase_stem, phase_transpose
 from cnnvis_eval.targets import ClassTarget
 from suites.support.relevance_nets import NETS, net_input
 from suites.unit.test_relevance_rules import (
@@ -222,13 +230,11 @@ def test_fused_rectifier_layers_run_forward_once(monkeypatch):
 ])
 def test_phase_transpose_equals_the_convolution_gradient(kernel, stride, size, cin):
     """The stem's stride-1 phase convolution is the transpose of the strided convolution."""
-    from cnnvis_eval.methods.relevance.linear import KernelMap, _phase_stem, phase_transpose
-
     rng = np.random.default_rng(kernel * 100 + size)
     layer = keras.layers.Conv2D(5, kernel, strides=stride, padding="valid", dtype="float64")
     layer.build((None, size, size, cin))
     k = rng.normal(size=(kernel, kernel, cin, 5))
-    assert _phase_stem(layer, k)
+    assert is_phase_stem(layer, k)
     x = tf.constant(rng.normal(size=(2, size, size, cin)))
     kt = tf.constant(k)
     with tf.GradientTape() as tape:

@@ -28,8 +28,8 @@ import tensorflow as tf
 from ...errors import InputError
 from ...graph import is_low_precision
 from ...targets import BoundTarget
-from .canonizers import DEFAULT_CANONIZERS, Program, canonize
 from . import fused
+from .canonizers import DEFAULT_CANONIZERS, Program, canonize
 from .composites import NONNEG, Composite
 from .rules import Inputs
 

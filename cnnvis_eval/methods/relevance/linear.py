@@ -188,7 +188,7 @@ class KernelMap(LinearMap):
                        dilation_rate=layer.dilation_rate, data_format=layer.data_format)
             self._op = lambda x, k: keras.ops.conv(x, k, **cfg)
             self._fwd = self._op
-            if _phase_stem(layer, kernel):
+            if is_phase_stem(layer, kernel):
                 self._op = lambda x, k, s=tuple(layer.strides): _conv_phase_grad(x, k, s[0])
 
     def apply(self, x, variant="plain"):
@@ -219,7 +219,7 @@ class KernelMap(LinearMap):
         return b is not None and bool(np.any(b > 0))
 
 
-def _phase_stem(layer, kernel) -> bool:
+def is_phase_stem(layer, kernel) -> bool:
     """A strided 'valid' Conv2D reading few channels with equal strides (ResNet50's 7x7
     stem): its transpose is computed by :func:`phase_transpose`."""
     strides, dilation = tuple(layer.strides), tuple(layer.dilation_rate)
