@@ -165,8 +165,10 @@ class Inputs:
         self._output = output
 
     def output(self):
-        """The layer's recorded output ``z + b`` (the plain map of ``x`` plus its bias), or
-        None where the forward pass did not record it (a fused rectifier follows the map)."""
+        """The layer's recorded ``z + b`` (the plain map of ``x`` plus its bias): its output,
+        or the pre-activation of a fused rectifier (recorded by the engine's canonical
+        forward); None where the forward pass did not record it (a subclassed or
+        mixed-precision layer with a fused rectifier)."""
         return self._output() if self._output is not None else None
 
     def pos(self):
@@ -249,7 +251,7 @@ class Epsilon(Rule):
     def backward(self, lmap, inputs, relevance):
         y = inputs.output()
         if y is not None and not lmap.is_zero("plain"):
-            # the denominator z + b is the layer's recorded output: no second forward pass
+            # the denominator z + b was recorded by the forward pass: no second forward pass
             b = lmap.bias("plain")
             den = y if self.bias or b is None else y - b
             return inputs.x * _transpose(lmap, "plain", inputs.x, safe_divide(relevance, den, self.epsilon))
