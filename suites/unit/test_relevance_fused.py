@@ -92,13 +92,18 @@ def test_fused_kernels_equal_the_plain_ops_bit_for_bit():
             _same(g, w, f"shares k={k}")
 
 
+def _concrete(explainer):
+    """The traced graphs of an explainer's compiled relevance passes."""
+    for fn in explainer.engine._fns.values():
+        yield from fn._list_all_concrete_functions()
+
+
 def _traced_xla(explainer) -> bool:
     """Whether the compiled relevance pass calls an XLA-compiled function."""
-    for fn in explainer.engine._fns.values():
-        for cf in fn._list_all_concrete_functions():
-            for f in cf.graph.as_graph_def().library.function:
-                if f.attr.get("_XlaMustCompile") is not None and f.attr["_XlaMustCompile"].b:
-                    return True
+    for cf in _concrete(explainer):
+        for f in cf.graph.as_graph_def().library.function:
+            if f.attr.get("_XlaMustCompile") is not None and f.attr["_XlaMustCompile"].b:
+                return True
     return False
 
 
@@ -139,6 +144,7 @@ def test_zero_denominator_fallback_on_the_fused_path(fuse_everything):
 
 
 def _conv_bn_model():
+    keras.utils.set_random_seed(3)  # fixed weights: the test must not depend on the run order
     inp = keras.Input((12, 12, 3))
     h = keras.layers.Conv2D(6, 3, padding="same", use_bias=False, name="c1")(inp)
     h = keras.layers.BatchNormalization(name="bn1")(h)
@@ -159,10 +165,7 @@ def test_recorded_forward_runs_batchnorm_folded(method, monkeypatch):
     exp = cv.get_method(method)(model)
     e = exp.explain(x, batch_size=3)
     bn_vars = {id(v.value if hasattr(v, "value") else v) for v in model.get_layer("bn1").weights}
-    captured = set()
-    for fn in exp.engine._fns.values():
-        for cf in fn._list_all_concrete_functions():
-            captured |= {id(v) for v in cf.variables}
+    captured = {id(v) for cf in _concrete(exp) for v in cf.variables}
     assert captured, "no compiled relevance pass was found"
     assert not captured & bn_vars, "the relevance pass still runs the BatchNormalization"
     # the folded pass computes the model's scores (float rounding apart) ...
@@ -191,17 +194,16 @@ def _ops(exp, kind: str) -> int:
     """Ops of type ``kind`` the compiled pass's outputs depend on (a tape's forward whose
     value no gradient reads is in the graph but never runs)."""
     n = 0
-    for fn in exp.engine._fns.values():
-        for cf in fn._list_all_concrete_functions():
-            seen, todo = set(), [t.op for t in cf.graph.outputs]
-            while todo:
-                op = todo.pop()
-                if op.name in seen:
-                    continue
-                seen.add(op.name)
-                todo.extend(t.op for t in op.inputs)
-                todo.extend(op.control_inputs)
-            n += sum(cf.graph.get_operation_by_name(name).type == kind for name in seen)
+    for cf in _concrete(exp):
+        seen, todo = set(), [t.op for t in cf.graph.outputs]
+        while todo:
+            op = todo.pop()
+            if op.name in seen:
+                continue
+            seen.add(op.name)
+            todo.extend(t.op for t in op.inputs)
+            todo.extend(op.control_inputs)
+        n += sum(cf.graph.get_operation_by_name(name).type == kind for name in seen)
     return n
 
 

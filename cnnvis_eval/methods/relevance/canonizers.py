@@ -29,6 +29,10 @@ The rewrite steps are the canonizers proper, applied in order:
 
 Anything else raises :class:`~cnnvis_eval.errors.UnsupportedLayerError` naming the layer,
 its type and the method.
+
+:func:`canonical_forward` gives the graph overrides that make the model's forward pass
+compute this program (folded pairs as one layer, fused rectifiers' pre-activations
+recorded), for the relevance engine to record.
 """
 
 from __future__ import annotations
@@ -348,6 +352,55 @@ class FoldBatchNorm:
 DEFAULT_CANONIZERS = (FoldBatchNorm(),)
 
 
+def canonical_forward(program: Program, pre: dict) -> dict:
+    """Graph overrides that run the model as the program the rules decompose.
+
+    * Each folded ``Conv/Dense -> BatchNormalization`` pair runs as one layer: the kernel
+      layer computes ``f_W'(x) + b'`` from the folded copies, the BatchNormalization hands
+      its input on.  The recorded pass then computes exactly the network the rules see (as
+      Zennit's ``MergeBatchNorm`` canonizer does) and costs less than the model's own
+      forward pass: one fused convolution + bias instead of a convolution followed by the
+      BatchNormalization's multiply and add over the whole activation.  Values differ from
+      the model's own by float rounding only (the folded weights are computed in float64
+      and rounded once).
+    * A kernel layer with a fused rectifier (``Conv2D(..., activation="relu")``, VGG16's
+      layers) runs as its affine map, recorded into ``pre`` (output key -> ``z + b``), then
+      its own activation: the same operations as the layer's ``call``, and the rules read
+      the pre-activation ``z + b`` (LRP-epsilon's denominator) instead of computing the
+      layer's forward a second time.
+
+    Measured at 224 px, batch 8 (ratio to a forward+backward pass): LRP-epsilon on
+    ResNet50 1.33 -> 1.29 and MobileNetV2 1.64 -> 1.46 (the folding), on VGG16
+    1.50 -> 1.05 (the pre-activations).  Only the Keras classes themselves are replaced
+    (a subclass may compute more than its weights say, e.g. a bias map), and no
+    mixed-precision layer (its own call decides how it rounds).
+    """
+    out = {}
+    for op in program.ops:
+        if op.kind != "linear" or type(op.layer) not in _KERNEL or is_low_precision(op.layer):
+            continue
+        lmap = op.lmap
+        if len(op.nodes) == 2:
+            bn = program.graph.node(op.nodes[1]).layer
+            if type(bn) is not keras.layers.BatchNormalization:
+                continue
+
+            def folded(x, *args, _lmap=lmap, **kwargs):
+                return _lmap.forward(x)
+
+            out[op.nodes[0]] = folded
+            out[op.nodes[1]] = lambda x, *args, **kwargs: x
+        elif op.rectifier is not None and len(op.nodes) == 1:
+
+            def rectified(x, *args, _lmap=lmap, _key=op.output, _act=op.layer.activation, **kwargs):
+                z = _lmap.forward(x)
+                pre[_key] = z
+                return _act(z)
+
+            out[op.nodes[0]] = rectified
+    return out
+
+
 def canonize(graph: FlatGraph, key: int, method: str, canonizers=DEFAULT_CANONIZERS) -> Program:
     """The canonical program computing graph tensor ``key`` from the input.
 
@@ -369,5 +422,5 @@ def canonize(graph: FlatGraph, key: int, method: str, canonizers=DEFAULT_CANONIZ
     return Program(ops=ops, input_key=graph.input_key, output_key=key, graph=graph)
 
 
-__all__ = ["Op", "Program", "FoldBatchNorm", "DEFAULT_CANONIZERS", "SHAPE_ONLY", "canonize",
+__all__ = ["Op", "Program", "FoldBatchNorm", "DEFAULT_CANONIZERS", "SHAPE_ONLY", "canonize", "canonical_forward",
            "batchnorm_affine", "SUPPORTED"]

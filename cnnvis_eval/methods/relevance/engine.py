@@ -6,7 +6,7 @@ For a bound target the engine builds (once) the canonical program of the explain
 
 1. runs the model graph once, recording every tensor (``graph.run(..., record=True)``),
    with each folded Conv/Dense + BatchNormalization pair computed as the one folded layer
-   (:func:`canonical_forward`);
+   (:func:`~.canonizers.canonical_forward`);
 2. sets the starting relevance at the explained tensor (see :func:`start_relevance`);
 3. walks the program in reverse topological order, from the target back to the input,
    turning the relevance of each op's output into relevance of its inputs (rules for
@@ -21,15 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from ...errors import InputError
-from ...graph import is_low_precision
 from ...targets import BoundTarget
 from . import fused
-from .canonizers import DEFAULT_CANONIZERS, Program, canonize
+from .canonizers import DEFAULT_CANONIZERS, Program, canonical_forward, canonize
 from .composites import NONNEG, Composite
 from .rules import Inputs
 
@@ -313,59 +311,6 @@ class RelevanceEngine:
             return r_in, scores, idx, top, tf.stack(sums, axis=1)
 
         return explain
-
-
-_PLAIN_KERNELS = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D,
-                  keras.layers.SeparableConv2D)
-
-
-def canonical_forward(program: Program, pre: dict) -> dict:
-    """Graph overrides that run the model as the program the rules decompose.
-
-    * Each folded ``Conv/Dense -> BatchNormalization`` pair runs as one layer: the kernel
-      layer computes ``f_W'(x) + b'`` from the folded copies, the BatchNormalization hands
-      its input on.  The recorded pass then computes exactly the network the rules see (as
-      Zennit's ``MergeBatchNorm`` canonizer does) and costs less than the model's own
-      forward pass: one fused convolution + bias instead of a convolution followed by the
-      BatchNormalization's multiply and add over the whole activation.  Values differ from
-      the model's own by float rounding only (the folded weights are computed in float64
-      and rounded once).
-    * A kernel layer with a fused rectifier (``Conv2D(..., activation="relu")``, VGG16's
-      layers) runs as its affine map, recorded into ``pre`` (output key -> ``z + b``), then
-      its own activation: the same operations as the layer's ``call``, and the rules read
-      the pre-activation ``z + b`` (LRP-epsilon's denominator) instead of computing the
-      layer's forward a second time.
-
-    Measured at 224 px, batch 8 (ratio to a forward+backward pass): LRP-epsilon on
-    ResNet50 1.33 -> 1.29 and MobileNetV2 1.64 -> 1.46 (the folding), on VGG16
-    1.50 -> 1.05 (the pre-activations).  Only the Keras classes themselves are replaced
-    (a subclass may compute more than its weights say, e.g. a bias map), and no
-    mixed-precision layer (its own call decides how it rounds).
-    """
-    out = {}
-    for op in program.ops:
-        if op.kind != "linear" or type(op.layer) not in _PLAIN_KERNELS or is_low_precision(op.layer):
-            continue
-        lmap = op.lmap
-        if len(op.nodes) == 2:
-            bn = program.graph.node(op.nodes[1]).layer
-            if type(bn) is not keras.layers.BatchNormalization:
-                continue
-
-            def folded(x, *args, _lmap=lmap, **kwargs):
-                return _lmap.forward(x)
-
-            out[op.nodes[0]] = folded
-            out[op.nodes[1]] = lambda x, *args, **kwargs: x
-        elif op.rectifier is not None and len(op.nodes) == 1:
-
-            def rectified(x, *args, _lmap=lmap, _key=op.output, _act=op.layer.activation, **kwargs):
-                z = _lmap.forward(x)
-                pre[_key] = z
-                return _act(z)
-
-            out[op.nodes[0]] = rectified
-    return out
 
 
 class _Aux:

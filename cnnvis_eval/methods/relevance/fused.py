@@ -35,14 +35,15 @@ FUSE_MIN = 1 << 17
 _POLICY: contextvars.ContextVar = contextvars.ContextVar("cnnvis_eval_fuse", default=None)
 
 
-def _values(t) -> int | None:
-    return t.shape[1:].num_elements()
+def _holds_many(shape) -> bool:
+    """True when a (batch-first) shape holds >= FUSE_MIN values per image."""
+    n = tf.TensorShape(shape)[1:].num_elements()
+    return n is not None and n >= FUSE_MIN
 
 
 def worth_fusing(input_shape) -> bool:
     """True for a model whose input (batch first) holds >= FUSE_MIN values per image."""
-    n = tf.TensorShape(input_shape)[1:].num_elements()
-    return n is not None and n >= FUSE_MIN
+    return _holds_many(input_shape)
 
 
 @contextlib.contextmanager
@@ -59,10 +60,7 @@ def large(t) -> bool:
     """Whether to fuse a chain over ``t`` (batch first): the policy of the enclosing
     :func:`fusing`, else whether ``t`` holds >= FUSE_MIN values per image."""
     policy = _POLICY.get()
-    if policy is not None:
-        return policy
-    n = _values(t)
-    return n is not None and n >= FUSE_MIN
+    return _holds_many(t.shape) if policy is None else policy
 
 
 # ---------------------------------------------------------------------- plain chains

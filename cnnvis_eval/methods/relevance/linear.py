@@ -187,15 +187,15 @@ class KernelMap(LinearMap):
             cfg = dict(strides=list(layer.strides), padding=layer.padding,
                        dilation_rate=layer.dilation_rate, data_format=layer.data_format)
             self._op = lambda x, k: keras.ops.conv(x, k, **cfg)
-            self._fwd = self._op
-            if is_phase_stem(layer, kernel):
-                self._op = lambda x, k, s=tuple(layer.strides): _conv_phase_grad(x, k, s[0])
+        self._fwd = self._op  # the recorded forward pass: TensorFlow's own op, fusable with its bias
+        if is_phase_stem(layer, kernel):
+            self._op = lambda x, k, s=tuple(layer.strides): _conv_phase_grad(x, k, s[0])
 
     def apply(self, x, variant="plain"):
         return self._op(x, self.w.kernel(variant))
 
     def forward(self, x):
-        y, b = getattr(self, "_fwd", self._op)(x, self.w.kernel("plain")), self.w.bias("plain")
+        y, b = self._fwd(x, self.w.kernel("plain")), self.w.bias("plain")
         return y if b is None else tf.nn.bias_add(y, b)
 
     def apply_sum(self, terms):
@@ -222,8 +222,10 @@ class KernelMap(LinearMap):
 def is_phase_stem(layer, kernel) -> bool:
     """A strided 'valid' Conv2D reading few channels with equal strides (ResNet50's 7x7
     stem): its transpose is computed by :func:`phase_transpose`."""
+    if type(layer) is not keras.layers.Conv2D:
+        return False
     strides, dilation = tuple(layer.strides), tuple(layer.dilation_rate)
-    return (type(layer) is keras.layers.Conv2D and int(getattr(layer, "groups", 1) or 1) == 1
+    return (int(getattr(layer, "groups", 1) or 1) == 1
             and layer.padding == "valid" and dilation == (1, 1) and strides[0] == strides[1] > 1
             and layer.data_format in (None, "channels_last") and kernel.shape[-2] <= FEW_CHANNELS)
 
