@@ -10,7 +10,10 @@ every structural question asked of a model (graph in, layer names out).
   convolution) and clones of layers with copied weights;
 - :mod:`~cnnvis_eval.graph.queries` — last conv layer, intermediate layers, the feature
   layer of CAM-style methods, the CAM head, the nodes between two tensors;
-- :mod:`~cnnvis_eval.graph.groups` — the layer groups of randomization checks.
+- :mod:`~cnnvis_eval.graph.groups` — the layer groups of randomization checks;
+- :mod:`~cnnvis_eval.graph.inference` — the inference forward pass with BatchNormalizations
+  folded into the kernel layer before them (:func:`~cnnvis_eval.graph.inference.run_folded`,
+  for the methods and metrics that only evaluate the model).
 
 This package imports nothing from cnnvis_eval but :mod:`cnnvis_eval.errors` (see
 docs/architecture.md for the allowed arrows).

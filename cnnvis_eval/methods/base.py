@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..cache import default_cache
 from ..errors import InputError, NonFiniteError
+from ..graph.inference import run_folded
 from ..models.spec import ModelSpec, as_spec
 from ..params import integer
 from ..registry import Registry
@@ -186,7 +187,7 @@ def target_forward(spec: ModelSpec, bound: BoundTarget) -> Callable:
         @tf.function(autograph=False, input_signature=[tf.TensorSpec((None,) + tuple(graph.input_shape[1:]), dtype),
                                                        tf.TensorSpec((None,), tf.int32)])
         def fwd(x, indices):
-            return bound.select(graph.run(x, [bound.key])[0], indices)
+            return bound.select(run_folded(graph, x, [bound.key])[0], indices)
 
         return fwd
 

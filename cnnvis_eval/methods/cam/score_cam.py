@@ -9,6 +9,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from ...errors import InputError
+from ...graph.inference import run_folded
 from ...targets import BoundTarget
 from ..base import Explainer, check_input, register
 from .base import CamBase
@@ -80,7 +81,7 @@ class ScoreCam(CamBase):
                                  tf.zeros_like(up))
                 masks = tf.transpose(masks, (0, 3, 1, 2))[..., None]  # (N, k, H, W, 1)
                 xs = tf.reshape(x[:, None] * masks, tf.concat([[n * k], tf.shape(x)[1:]], 0))
-                value = graph.run(xs, [tkey])[0]
+                value = run_folded(graph, xs, [tkey])[0]
                 scores, _ = bound.select(value, tf.repeat(indices, k))
                 return tf.reshape(scores, (n, k))
 

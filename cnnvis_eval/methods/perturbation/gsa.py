@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from ... import params as P
 from ...errors import InputError
+from ...graph.inference import run_folded
 from ...targets import BoundTarget
 from ..base import BatchResult
 from .sampling import PerturbationExplainer
@@ -158,7 +159,7 @@ class GsaExplainer(PerturbationExplainer):
                     xs = x[None] * m + (1.0 - m) * base[None]
                 else:  # amplitude, as Xplique computes it
                     xs = x[None] * (m - 0.5) * sigma
-                value = graph.run(xs, [bound.key])[0]
+                value = run_folded(graph, xs, [bound.key])[0]
                 return bound.select(value, indices)[0]
 
             return score

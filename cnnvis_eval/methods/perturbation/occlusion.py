@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from ... import params as P
 from ...errors import InputError
+from ...graph.inference import run_folded
 from ...targets import BoundTarget
 from ..base import BatchResult, register
 from .sampling import PerturbationExplainer
@@ -99,7 +100,7 @@ class Occlusion(PerturbationExplainer):
                 in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size[1])  # (b, W)
                 mask = in_rows[:, :, None] & in_cols[:, None, :]  # (b, H, W)
                 xs = tf.where(mask[..., None], base[None], x[None])
-                value = graph.run(xs, [bound.key])[0]
+                value = run_folded(graph, xs, [bound.key])[0]
                 scores = bound.select(value, indices)[0]
                 drop = f0 - scores
                 credit = tf.einsum("b,bhw->hw", drop, tf.cast(mask, drop.dtype))

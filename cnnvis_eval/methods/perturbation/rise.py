@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from ... import params as P
 from ...errors import InputError
+from ...graph.inference import run_folded
 from ...targets import BoundTarget
 from ..base import BatchResult, register
 from .sampling import PerturbationExplainer
@@ -137,7 +138,7 @@ class Rise(PerturbationExplainer):
                 c = tf.gather(cols, shifts[:, 1:] + tf.range(shape[1])[None, :])  # (b, W, s)
                 masks = tf.einsum("bhs,bst,bwt->bhw", r, grids, c)
                 xs = base[None] + masks[..., None] * (x - base)[None]
-                value = graph.run(xs, [bound.key])[0]
+                value = run_folded(graph, xs, [bound.key])[0]
                 scores = bound.select(value, indices)[0]
                 return scores, tf.einsum("b,bhw->hw", scores, masks)
 

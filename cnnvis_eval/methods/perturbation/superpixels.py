@@ -22,6 +22,7 @@ from lime.wrappers.scikit_image import SegmentationAlgorithm
 
 from ... import params as P
 from ...errors import InputError
+from ...graph.inference import run_folded
 from ...models.spec import identity as _identity
 from ...targets import BoundTarget
 from ..base import check_input
@@ -290,7 +291,7 @@ class SuperpixelExplainer(PerturbationExplainer):
                 # rows (b, n) 0/1 @ onehot (n, H*W) -> exactly 0/1 per pixel
                 keep = tf.reshape(tf.matmul(rows, onehot), tf.concat([[-1], tf.shape(x)[:2], [1]], 0))
                 xs = tf.where(keep > 0.5, x[None], fudged[None])
-                value = graph.run(xs, [bound.key])[0]
+                value = run_folded(graph, xs, [bound.key])[0]
                 return bound.select(value, indices)[0]
 
             return score

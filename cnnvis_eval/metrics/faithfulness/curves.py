@@ -38,6 +38,7 @@ import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
 from ...errors import InputError
+from ...graph.inference import run_folded
 from ...cache import default_cache
 from ...methods.base import check_input, target_forward
 from ...models.spec import ModelSpec, as_spec
@@ -81,7 +82,7 @@ def _build_curve(spec: ModelSpec, bound: BoundTarget, score: str):
         take_a = rank[None, :, :, :, None] < thresholds[:, None, None, None, None]  # (k, n, H, W, 1)
         imgs = tf.where(take_a, a[None], b[None])
         imgs = tf.reshape(imgs, tf.concat([[k * n], tf.shape(a)[1:]], 0))
-        value = graph.run(imgs, [bound.key])[0]
+        value = run_folded(graph, imgs, [bound.key])[0]
         if score == "probability":
             value = tf.nn.softmax(value, axis=-1)
         scores, _ = fixed.select(value, tf.tile(indices, [k]))
