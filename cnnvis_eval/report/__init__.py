@@ -80,39 +80,41 @@ def _grid_figures(root: Path, cells: pd.DataFrame, max_images: int) -> list[dict
     syn = [i for i in common if i.startswith(generated)]
     chosen = [v for pair in zip(photos, syn) for v in pair] + photos[len(syn):] + syn[len(photos):]
     chosen = chosen[:max_images]
-    out = []
-    neurons = ["logit", "mid", "high"]
-    for image in chosen:
-        for neuron in neurons:
-            maps, labels = {}, {}
-            for m in models:
-                k = ids[m].index(image)
-                for meth in methods:
-                    p = files[m][1].get((meth, neuron))
-                    if p is not None and p.is_file():
-                        with np.load(p) as z:
-                            h = z["heatmap"][k].astype(np.float32)
-                            maps[(meth, m)] = h - h.min() if meth in OFFSET_METHODS else h
-                            idx = int(z["indices"][k])
-                        layer = ""
-                        if not cells.empty:
-                            row = cells[(cells["model"] == m) & (cells["neuron"] == neuron)]
-                            layer = str(row["layer"].iloc[0]) if len(row) else ""
-                        if neuron != "logit":
-                            what = f"{layer}\nchannel {idx}"
-                        elif 0 <= idx < len(classes[m]):
-                            what = f"class {idx}\n{classes[m][idx][:24]}"
-                        else:
-                            what = f"class {idx}"
-                        labels[m] = f"{m}\n{what}"
-            if not maps:
-                continue
-            png = figures.heatmap_grid(root / "figures" / f"grid_{image}_{neuron}.png",
-                                       {m: images[m][ids[m].index(image)] for m in models}, maps, methods,
-                                       models, signed=signed, title=f"{image} — neuron: {neuron}",
-                                       col_labels=labels)
-            out.append(html.figure(png, f"{image}, neuron {neuron}"))
-    return out
+    layers = {}
+    if not cells.empty:
+        for (m, neuron), row in cells.groupby(["model", "neuron"]):
+            layers[(m, neuron)] = str(row["layer"].iloc[0])
+    figs = {}
+    for neuron in ["logit", "mid", "high"]:
+        # each heatmap file read once per neuron, for the chosen images only
+        maps = {image: {} for image in chosen}
+        labels = {image: {} for image in chosen}
+        for m in models:
+            rows = [ids[m].index(image) for image in chosen]
+            for meth in methods:
+                p = files[m][1].get((meth, neuron))
+                if p is None or not p.is_file():
+                    continue
+                with np.load(p) as z:
+                    heat, idx = z["heatmap"][rows].astype(np.float32), z["indices"][rows]
+                for image, h, i in zip(chosen, heat, idx):
+                    maps[image][(meth, m)] = h - h.min() if meth in OFFSET_METHODS else h
+                    i = int(i)
+                    if neuron != "logit":
+                        what = f"{layers.get((m, neuron), '')}\nchannel {i}"
+                    elif 0 <= i < len(classes[m]):
+                        what = f"class {i}\n{classes[m][i][:24]}"
+                    else:
+                        what = f"class {i}"
+                    labels[image][m] = f"{m}\n{what}"
+        for image in chosen:
+            if maps[image]:
+                figs[(image, neuron)] = figures.heatmap_grid(
+                    root / "figures" / f"grid_{image}_{neuron}.png",
+                    {m: images[m][ids[m].index(image)] for m in models}, maps[image], methods, models,
+                    signed=signed, title=f"{image} — neuron: {neuron}", col_labels=labels[image])
+    return [html.figure(figs[(image, neuron)], f"{image}, neuron {neuron}")
+            for image in chosen for neuron in ["logit", "mid", "high"] if (image, neuron) in figs]
 
 
 def _study_html(root: Path, results: pd.DataFrame) -> str:

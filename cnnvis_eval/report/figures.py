@@ -32,7 +32,9 @@ def _save(fig, path: str | Path, dpi: int = 90) -> Path:
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
     plt.close(fig)
-    Image.fromarray(rgb).quantize(256, method=Image.Quantize.FASTOCTREE).save(path, format="PNG", optimize=True)
+    # zlib's default level: Pillow's optimize=True (level 9) took 2.5 s for a run's 19
+    # figures against 0.5 s, for files 4% smaller
+    Image.fromarray(rgb).quantize(256, method=Image.Quantize.FASTOCTREE).save(path, format="PNG", compress_level=6)
     return path
 
 

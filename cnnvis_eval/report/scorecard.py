@@ -63,10 +63,10 @@ def _cell_status(statuses: pd.Series, known: pd.Series) -> tuple[str, bool]:
     return status, status == "fail" and bool((fails != "").all())
 
 
-def _row_text(row, controls: pd.DataFrame) -> str:
-    """One hover line: model, status, value vs threshold, controls, reason, citation."""
-    ctl = controls[(controls["model"] == row.model) & (controls["method"] == row.method)
-                   & (controls["check"] == row.metric)]
+def _row_text(row, controls: dict) -> str:
+    """One hover line: model, status, value vs threshold, controls (``controls``: the control
+    rows by (model, method, check)), reason, citation."""
+    ctl = controls.get((row.model, row.method, row.metric), _NO_CONTROLS)
     parts = [f"{row.model + ': ' if row.model else ''}{row.status}"]
     if not math.isnan(row.value):
         parts.append(f"value {_fmt(row.value)}" + (f" (threshold {row.threshold})" if row.threshold else ""))
@@ -135,7 +135,10 @@ def controls_table(verdicts: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _cell_html(g: pd.DataFrame, controls: pd.DataFrame, notes: dict) -> str:
+_NO_CONTROLS = pd.DataFrame(columns=["control", "value"])
+
+
+def _cell_html(g: pd.DataFrame, controls: dict, notes: dict) -> str:
     status, known = _cell_status(g["status"], g["known_failure"])
     title = html.escape("\n".join(_row_text(r, controls) for r in g.itertuples()), quote=True)
     cls = CSS[status] + (" v-known" if known else "")
@@ -163,10 +166,11 @@ def section(verdicts: pd.DataFrame) -> str:
                 "<code>pytest --cnnvis-model ... --cnnvis-report DIR</code> to score the methods.</em></p>")
     methods, checks = list(dict.fromkeys(cells["method"])), list(dict.fromkeys(cells["metric"]))
     groups = {k: g for k, g in cells.groupby(["method", "metric"], sort=False)}
+    by_cell = {k: g for k, g in controls.groupby(["model", "method", "check"], sort=False)} if len(controls) else {}
     notes: dict[str, int] = {}
     rows = []
     for m in methods:
-        tds = "".join(_cell_html(groups[m, c], controls, notes) if (m, c) in groups else '<td class="v v-none"></td>'
+        tds = "".join(_cell_html(groups[m, c], by_cell, notes) if (m, c) in groups else '<td class="v v-none"></td>'
                       for c in checks)
         rows.append(f"<tr><th>{html.escape(m)}</th>{tds}</tr>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in checks)
