@@ -24,11 +24,10 @@ go to the first mask, as in PAIR.  Segments are computed once per image
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 
 import numpy as np
 
+from ..content_cache import ContentCache
 from ..params import integer, number
 from ..targets import BoundTarget
 from .base import BatchResult, Explainer, register
@@ -42,31 +41,21 @@ DILATION = 5
 
 
 SEGMENT_CACHE = 32  # images whose segments are kept (a grid explains each image for 3 neurons)
-_SEGMENTS: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
-_SEGMENTS_LOCK = threading.Lock()
+SEGMENTS = ContentCache(SEGMENT_CACHE)
+"""XRAI's segments of the last :data:`SEGMENT_CACHE` images (see :func:`segment_masks`)."""
 
 
 def segment_masks(image: np.ndarray) -> np.ndarray:
     """XRAI's candidate regions of one image (H, W, C): (M, H, W) bool masks, in PAIR's
     order (scale by scale, label by label), each dilated by a disk of radius 5.
 
-    The segments depend on the image only, so they are kept for the last
-    :data:`SEGMENT_CACHE` images, keyed by a digest of the image's bytes, shape and dtype
-    (a grid explains each image for several neurons, a randomization curve at every step):
-    the returned array is read-only and shared."""
+    The segments depend on the image only, so they are kept in :data:`SEGMENTS`, keyed by a
+    digest of the image's bytes, shape and dtype (a grid explains each image for several
+    neurons, a randomization curve at every step): the returned array is read-only and
+    shared; the seconds a reused one took are tallied (:mod:`cnnvis_eval.content_cache`)."""
     image = np.ascontiguousarray(image)
     key = (image.shape, image.dtype.str, hashlib.blake2b(image.tobytes(), digest_size=16).digest())
-    with _SEGMENTS_LOCK:
-        if key in _SEGMENTS:
-            _SEGMENTS.move_to_end(key)
-            return _SEGMENTS[key]
-    masks = _segment_masks(image)
-    masks.setflags(write=False)
-    with _SEGMENTS_LOCK:
-        _SEGMENTS[key] = masks
-        while len(_SEGMENTS) > SEGMENT_CACHE:
-            _SEGMENTS.popitem(last=False)
-    return masks
+    return SEGMENTS.get(key, lambda: _segment_masks(image))
 
 
 def _segment_masks(image: np.ndarray) -> np.ndarray:
@@ -196,4 +185,4 @@ class Xrai(Explainer):
         return BatchResult(heat, attr, idx, fx, {"ranks": ranks})
 
 
-__all__ = ["Xrai", "segment_masks", "xrai_regions"]
+__all__ = ["SEGMENTS", "Xrai", "segment_masks", "xrai_regions"]

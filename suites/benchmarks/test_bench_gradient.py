@@ -81,7 +81,7 @@ def test_xrai_cost_is_its_integrated_gradients_plus_segmentation(bench_ratio, mo
     ig = cv.get_method("integrated_gradients")(spec, steps=2 * steps)
 
     def fresh():
-        xrai._SEGMENTS.clear()
+        xrai.SEGMENTS.clear()
 
     def parts():
         fresh()

@@ -20,7 +20,7 @@ DOC = ROOT / "docs" / "architecture.md"
 # may import modules of a lower layer, and of its own layer unless FORBIDDEN says otherwise
 LAYER = {
     "errors": 0,
-    "quiet": 0.5, "runtime": 0.5, "frame": 0.5, "params": 0.5, "registry": 0.5,
+    "quiet": 0.5, "runtime": 0.5, "frame": 0.5, "params": 0.5, "registry": 0.5, "content_cache": 0.5,
     "graph": 1,
     "models": 2, "targets": 2,
     "cache": 2.5,

@@ -184,7 +184,7 @@ def test_xrai_segments_are_computed_once_per_image(monkeypatch):
     calls = []
     real = xrai._segment_masks
     monkeypatch.setattr(xrai, "_segment_masks", lambda im: calls.append(1) or real(im))
-    monkeypatch.setattr(xrai, "_SEGMENTS", type(xrai._SEGMENTS)())
+    monkeypatch.setattr(xrai, "SEGMENTS", type(xrai.SEGMENTS)())
     x = benchmark(2).images[0].astype(np.float32)
     first = xrai.segment_masks(x)
     again = xrai.segment_masks(x.copy())

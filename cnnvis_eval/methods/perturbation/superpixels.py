@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import threading
-from collections import OrderedDict
 
 import numpy as np
 import tensorflow as tf
 from lime.wrappers.scikit_image import SegmentationAlgorithm
 
 from ... import params as P
+from ...content_cache import ContentCache
 from ...errors import InputError
 from ...graph.inference import run_folded
 from ...models.spec import identity as _identity
@@ -29,7 +28,7 @@ from ..base import check_input
 from .sampling import PerturbationExplainer, Sampling
 
 
-class SegmentationCache:
+class SegmentationCache(ContentCache):
     """Superpixels keyed by content: (algorithm, its parameters incl. the seed, the display
     image's shape, dtype and bytes) -> (H, W) int32 labels, the ``maxsize`` most recent.
 
@@ -37,33 +36,8 @@ class SegmentationCache:
     draws its random numbers from the ``random_seed`` parameter), so the maps of the same
     image -- another target, a randomized model, a repeated run, another explainer with
     the same parameters -- reuse it: quickshift takes ~1 s per 224 px image on one core,
-    as long as ~35 forward passes of MobileNetV2.  Returned arrays are read-only."""
-
-    def __init__(self, maxsize: int = 64):
-        self.maxsize = int(maxsize)
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key, compute):
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return self._items[key]
-        labels = compute()
-        labels.setflags(write=False)
-        with self._lock:
-            self.misses += 1
-            self._items[key] = labels
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-        return labels
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.hits = self.misses = 0
+    as long as ~35 forward passes of MobileNetV2.  Returned arrays are read-only; the
+    seconds a reused segmentation took are tallied (:mod:`cnnvis_eval.content_cache`)."""
 
 
 SEGMENTATIONS = SegmentationCache()
