@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from ...graph import FlatGraph, queries
+from ...graph.inference import forward_overrides
 from ...targets import BoundTarget
 from ..base import BatchResult, Explainer
 
@@ -121,13 +122,16 @@ class CamBase(Explainer):
             return self._fns[key]
         sig = [self._signature(), tf.TensorSpec((None,), tf.int32)]
         tkey = bound.key
+        # the forward pass with its BatchNormalizations folded (graph.inference): the maps
+        # and the target are asked for, so their own pairs stay as the model computes them
+        folded = forward_overrides(graph, [tkey, lkey])
 
         if gradients:
 
             @tf.function(autograph=False, input_signature=sig)
             def fn(x, indices):
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
-                    values = _run_watching(graph, x, [tkey, lkey], lkey, tape)
+                    values = _run_watching(graph, x, [tkey, lkey], lkey, tape, folded)
                     scores, idx = bound.select(values[tkey], indices)
                 a = values[lkey]
                 g = tape.gradient(scores, a, unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -137,7 +141,7 @@ class CamBase(Explainer):
 
             @tf.function(autograph=False, input_signature=sig)
             def fn(x, indices):
-                values = _run_watching(graph, x, [tkey, lkey], lkey, None)
+                values = _run_watching(graph, x, [tkey, lkey], lkey, None, folded)
                 scores, idx = bound.select(values[tkey], indices)
                 return values[lkey], scores, idx
 
