@@ -7,21 +7,23 @@ linear activation (``Conv2D``, ``DepthwiseConv2D``, ``SeparableConv2D``, ``Dense
 the same layer with its output channels' kernel scaled by ``s`` and bias ``b * s + t``:
 one convolution + bias (which TensorFlow fuses, with a following ReLU) instead of a
 convolution followed by a multiply and an add over the whole activation.  On the 64 px
-mini models a forward pass of 32 images costs 15-40% less (mini_mobilenet 8.8 -> 5.1 ms);
-values differ from the model's own by float rounding (about 3e-7 of the output's range).
+mini models a forward pass of 32 images costs 11-33% less (mini_mobilenet 9.0 -> 6.0 ms,
+mini_resnet 6.5 -> 5.8 ms); values differ from the model's own by float rounding (about
+3e-7 of the output's range).
 
-:func:`forward_overrides` gives the folds as :meth:`FlatGraph.run` overrides; the methods
-and metrics that only *evaluate* the model (perturbation methods, Score-CAM's masked
-inputs, the target forward, the faithfulness curves) run the graph through
-:func:`run_folded`.  The folded kernel and bias are computed in the graph from the layers'
+:func:`forward_overrides` gives the folds as :meth:`FlatGraph.run` overrides (the CAM
+family's maps/gradient pass uses them); the methods and metrics that only *evaluate* the
+model (perturbation methods, Score-CAM's masked inputs, the target forward, the
+faithfulness curves) run the graph through :func:`run_folded`.  The folded kernel and bias are computed in the graph from the layers'
 own variables on every call, so a model whose weights change in place (the randomization
 checks) is followed without a copy to keep in sync.
 
 A pair is folded only when nothing could tell: both layers are the Keras classes
 themselves (a subclass may compute more than its weights say), neither runs in mixed
 precision, the kernel layer is channels-last, not quantized and not overridden, its output
-is read by the BatchNormalization alone, the BatchNormalization normalizes the last axis,
-and the kernel layer's output is not one of the tensors asked for.
+is read by the BatchNormalization alone, the BatchNormalization normalizes the last axis
+and its output is not read by an ``Add`` (see :func:`foldable_pairs`), and the kernel
+layer's output is not one of the tensors asked for.
 """
 
 from __future__ import annotations
