@@ -35,7 +35,7 @@ import pandas as pd
 
 from ..errors import UnsupportedArchitectureError, UnsupportedLayerError
 from ..frame import CONTROL_PREFIX, rows
-from ..methods.base import get_method
+from ..methods.base import Explanation, get_method
 from ..models.spec import ModelSpec
 from ..targets import ClassTarget
 from .config import NEURONS, RunConfig, method_params
@@ -412,6 +412,10 @@ def randomize_model(store: RunStore, config: RunConfig, spec: ModelSpec, images:
     reuse their trained-model trace at every step.  A method that does not apply is
     skipped; a failing one is logged and the run goes on.
 
+    Step 0 is the stored logit cell's maps of those images when the stage explains with
+    the cell's own parameters (every method but the z+ presets, see :data:`Z_PLUS`): one
+    explanation of the images less per curve, the same curve.
+
     The model is randomized in place (``in_place``: its variables are restored bit for bit
     before the next method, also when one fails) and the explainer is the one the explain
     stage cached for the model, method and parameters (:data:`~cnnvis_eval.cache.default_cache`):
@@ -434,13 +438,20 @@ def randomize_model(store: RunStore, config: RunConfig, spec: ModelSpec, images:
             continue
         cls = get_method(method)
         params = RANDOMIZATION.params(method, method_params(method, spec, config.method_params.get(method, {})))
-        top = store.load_cell(store.heatmap_path(model, method, neuron))["indices"][order]
+        cell = store.load_cell(store.heatmap_path(model, method, neuron))
+        top = cell["indices"][order]
+        target = ClassTarget(top.astype(np.int64))
+        # step 0 is the stored cell when the stage explains with the cell's own parameters:
+        # the same explainer, images and classes (one explanation of the images less per curve)
+        original = None
+        if params == method_params(method, spec, config.method_params.get(method, {})):
+            original = Explanation(heat[(method, neuron)][order], None, method, target, top, cell["scores"][order])
         try:
             cached = default_cache.explainer(spec, method, params, lambda: cls(spec, **params))
-            curve = randomization_curve(spec, xs, _on(spec, cached, cls, params), ClassTarget(top.astype(np.int64)),
+            curve = randomization_curve(spec, xs, _on(spec, cached, cls, params), target,
                                         mode=RANDOMIZATION.mode, granularity=coarse,
                                         similarity=RANDOMIZATION.similarity, seed=config.seed,
-                                        reuse_explainer=cls.follows_weights(), in_place=True)
+                                        reuse_explainer=cls.follows_weights(), in_place=True, original=original)
         except NOT_APPLICABLE:
             continue
         except Exception as err:  # recorded, the run goes on

@@ -326,6 +326,41 @@ def test_z_plus_presets_start_randomization_from_the_signed_logit(tmp_path, monk
     assert set(sim["method"]) == set(seen) and np.isfinite(sim["value"]).all()
 
 
+def test_randomization_starts_from_the_stored_cell(tmp_path, monkeypatch):
+    """Step 0 of a curve is the stored logit cell (its maps of the stage's images, its
+    classes) when the stage explains with the cell's own parameters -- one explanation of
+    the images less per curve -- and the curve equals the one that explains step 0 again;
+    the z+ presets, explained with other parameters here, still explain it."""
+    import cnnvis_eval.metrics as metrics
+
+    given, real = {}, metrics.randomization_curve
+
+    def spy(spec, x, factory, target, **kw):
+        name = factory(spec).name
+        given[name] = kw.get("original")
+        curve = real(spec, x, factory, target, **kw)
+        if kw.get("original") is not None:
+            again = real(spec, x, factory, target, **{**kw, "original": None})
+            np.testing.assert_allclose(curve["value"].to_numpy(), again["value"].to_numpy(), atol=1e-6)
+        return curve
+
+    monkeypatch.setattr(metrics, "randomization_curve", spy)
+    cfg = tiny_config(tmp_path / "models", methods=("deep_taylor", "saliency", "occlusion"),
+                      stages=("randomization",), randomization_steps=1)
+    cfg.model_files = cfg.model_files[:1]
+    GridRun(cfg, tmp_path / "run", progress=False, log=None).run()
+    assert given["deep_taylor"] is None  # positive_top=False here: not the cell's explainer
+    for method in ("saliency", "occlusion"):
+        exp = given[method]
+        assert exp is not None and len(exp) == cfg.randomization_images
+        cells = pd.read_parquet(tmp_path / "run" / "cells.parquet")
+        row = cells[(cells["method"] == method) & (cells["neuron"] == "logit")].iloc[0]
+        with np.load(tmp_path / "run" / row["file"]) as z:
+            stored = z["heatmap"]
+        # the stage's images are rows of the stored cell, and its classes the cell's
+        assert all(any(np.array_equal(h, s) for s in stored) for h in exp.heatmap)
+
+
 def test_a_full_size_architecture_with_random_weights(tmp_path):
     """The grid on a big architecture (MobileNetV2, random weights, at 64 px): every cell
     runs, the intermediate neurons are the architecture's two named layers, CAM is n/a
