@@ -229,7 +229,7 @@ class GridRun:
             loaded.append(source)
             rows += sorted(parts, key=lambda r: order[r["method"]])
         between()
-        scoring = [(self.config, root, s, (), ("score",)) for s in loaded]
+        scoring = [(self.config, root, s, (), ("score",)) for s in heaviest_first(loaded, rows, self.names)]
         with tqdm(total=len(scoring), desc="scores", unit="task", disable=not self.progress) as bar:
             executor.map(_model_worker, scoring, tick=tick, on_done=bar.update)
         return rows
@@ -458,6 +458,19 @@ class GridRun:
 
         _write(self.store.root / "verdicts.parquet", verdict_frame(grid_verdicts(results)))
         return results
+
+
+def heaviest_first(sources: list, rows: list[dict], names: dict) -> list:
+    """``sources`` ordered by the seconds their ok cells took (``rows``; ``names``: source ->
+    model name), longest first: the order of the score phase's tasks, so that no long task
+    starts last while the other workers have nothing left (the phase ends the run's
+    parallel part).  Ties keep their order."""
+    spent: dict = {}
+    for r in rows:
+        sec = r.get("seconds")
+        if r.get("status") == "ok" and sec is not None and np.isfinite(sec):
+            spent[r["model"]] = spent.get(r["model"], 0.0) + float(sec)
+    return sorted(sources, key=lambda s: -spent.get(names[str(s)], 0.0))
 
 
 def _write(path: Path, frame: pd.DataFrame) -> None:

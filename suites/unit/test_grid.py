@@ -399,3 +399,54 @@ def test_stages_are_data():
     assert RANDOMIZATION.params("deep_taylor", {}) == {"positive_top": False}
     assert RANDOMIZATION.params("deep_taylor", {"positive_top": True}) == {"positive_top": True}
     assert RANDOMIZATION.params("lrp_epsilon", {"epsilon": 1.0}) == {"epsilon": 1.0}
+
+
+class _SerialPhases:
+    """An executor running the worker phases one task at a time in this process, recording
+    the tasks (the phases a process pool runs, without the processes)."""
+
+    in_process = False
+    remote = False
+
+    def __init__(self):
+        self.tasks = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def map(self, fn, tasks, tick=lambda n: None, on_done=lambda n: None):
+        out = []
+        for task in tasks:
+            self.tasks.append(task)
+            out.append(fn(*task, tick=tick))
+            on_done(1)
+        return out
+
+
+def test_scoring_starts_with_the_models_whose_cells_took_longest(tmp_path):
+    """The score phase is the end of the run's parallel part: its tasks go out longest first
+    (by the seconds of the model's cells), so that no long task starts while the other
+    workers have nothing left."""
+    cfg = tiny_config(tmp_path / "models", methods=("saliency", "occlusion"), stages=("localization",))
+    cfg.model_files = cfg.model_files[::-1]  # the Flatten-head model first
+    ex = _SerialPhases()
+    run = GridRun(cfg, tmp_path / "run", progress=False, log=None, executor=ex)
+    run.run()
+    scored = [run.names[str(t[2])] for t in ex.tasks if t[4] == ("score",)]
+    cells = pd.read_parquet(tmp_path / "run" / "cells.parquet")
+    spent = cells[cells["status"] == "ok"].groupby("model")["seconds"].sum()
+    assert sorted(scored) == sorted(spent.index) and list(spent[scored]) == sorted(spent, reverse=True)
+
+
+def test_heaviest_first_orders_by_the_seconds_of_ok_cells():
+    from cnnvis_eval.evaluation.runner import heaviest_first
+
+    rows = [{"model": "a", "status": "ok", "seconds": 1.0}, {"model": "b", "status": "ok", "seconds": 2.0},
+            {"model": "a", "status": "ok", "seconds": 1.5}, {"model": "c", "status": "n/a", "seconds": np.nan},
+            {"model": "b", "status": "error", "seconds": 9.0}, {"model": "c", "status": "ok", "seconds": None}]
+    names = {"src_a": "a", "src_b": "b", "src_c": "c"}
+    assert heaviest_first(["src_c", "src_b", "src_a"], rows, names) == ["src_a", "src_b", "src_c"]
+    assert heaviest_first(["src_c"], rows, names) == ["src_c"]
