@@ -58,8 +58,7 @@ class ContentCache:
 
     def __init__(self, maxsize: int = 64):
         self.maxsize = int(maxsize)
-        self._items: OrderedDict = OrderedDict()
-        self._seconds: dict = {}
+        self._items: OrderedDict = OrderedDict()  # key -> (value, seconds its computation took)
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
@@ -69,7 +68,7 @@ class ContentCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 self.hits += 1
-                value, seconds = self._items[key], self._seconds[key]
+                value, seconds = self._items[key]
                 for tally in getattr(_LOCAL, "stack", ()):
                     tally.seconds += seconds
                     tally.hits += 1
@@ -81,17 +80,14 @@ class ContentCache:
             value.setflags(write=False)
         with self._lock:
             self.misses += 1
-            self._items[key] = value
-            self._seconds[key] = seconds
+            self._items[key] = (value, seconds)
             while len(self._items) > self.maxsize:
-                old, _ = self._items.popitem(last=False)
-                self._seconds.pop(old, None)
+                self._items.popitem(last=False)
         return value
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
-            self._seconds.clear()
             self.hits = self.misses = 0
 
     def __len__(self) -> int:

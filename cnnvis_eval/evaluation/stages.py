@@ -437,14 +437,15 @@ def randomize_model(store: RunStore, config: RunConfig, spec: ModelSpec, images:
         if path.is_file() or (method, neuron) not in heat:
             continue
         cls = get_method(method)
-        params = RANDOMIZATION.params(method, method_params(method, spec, config.method_params.get(method, {})))
+        own = method_params(method, spec, config.method_params.get(method, {}))  # the cells'
+        params = RANDOMIZATION.params(method, own)
         cell = store.load_cell(store.heatmap_path(model, method, neuron))
         top = cell["indices"][order]
         target = ClassTarget(top.astype(np.int64))
         # step 0 is the stored cell when the stage explains with the cell's own parameters:
         # the same explainer, images and classes (one explanation of the images less per curve)
         original = None
-        if params == method_params(method, spec, config.method_params.get(method, {})):
+        if params == own:
             original = Explanation(heat[(method, neuron)][order], None, method, target, top, cell["scores"][order])
         try:
             cached = default_cache.explainer(spec, method, params, lambda: cls(spec, **params))

@@ -46,7 +46,10 @@ FOLDABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Sepa
 _CACHE: "weakref.WeakKeyDictionary[FlatGraph, dict]" = weakref.WeakKeyDictionary()
 
 
-def _bn_last_axis(graph: "FlatGraph", node: "FlatNode") -> bool:
+def normalizes_last_axis(graph: "FlatGraph", node: "FlatNode") -> bool:
+    """Whether BatchNormalization ``node`` normalizes the last axis of its input (the
+    channels of a channels-last map: then it is a per-output-channel affine map of the
+    kernel layer before it)."""
     axis = node.layer.axis
     axes = axis if isinstance(axis, (list, tuple)) else [axis]
     rank = len(graph.input_shapes(node)[0])
@@ -72,7 +75,7 @@ def foldable_pairs(graph: "FlatGraph", keep: Sequence[int] = ()) -> list[tuple["
                 or activation_name(getattr(layer, "activation", None)) not in (None, "linear")
                 or getattr(layer, "quantization_mode", None)
                 or getattr(layer, "data_format", "channels_last") != "channels_last"
-                or not _bn_last_axis(graph, bn)
+                or not normalizes_last_axis(graph, bn)
                 or len(graph.consumers(prev.outputs[0])) != 1):
             continue
         pairs.append((prev, bn))
@@ -145,4 +148,4 @@ def run_folded(graph: "FlatGraph", x, outputs: Sequence) -> list:
     return graph.run(x, keys, overrides=forward_overrides(graph, keys))
 
 
-__all__ = ["FOLDABLE", "foldable_pairs", "forward_overrides", "run_folded"]
+__all__ = ["FOLDABLE", "foldable_pairs", "forward_overrides", "normalizes_last_axis", "run_folded"]

@@ -45,6 +45,7 @@ import numpy as np
 
 from ...errors import UnsupportedLayerError
 from ...graph import FlatGraph, FlatNode, Rectifier, activation_name, is_low_precision, rectifier_of
+from ...graph.inference import normalizes_last_axis
 from .linear import KernelMap, LinearMap, PoolMap, ScaleMap, SeparableMap
 
 SUPPORTED = (
@@ -215,13 +216,6 @@ def batchnorm_affine(layer) -> tuple[np.ndarray, np.ndarray]:
     return s, beta - mean * s
 
 
-def _bn_last_axis(node: FlatNode, graph: FlatGraph) -> bool:
-    axis = node.layer.axis
-    axes = axis if isinstance(axis, (list, tuple)) else [axis]
-    rank = len(graph.input_shapes(node)[0])
-    return len(axes) == 1 and axes[0] % rank == rank - 1
-
-
 # ---------------------------------------------------------------------- building
 def _node_op(node: FlatNode, graph: FlatGraph, method: str) -> Op:
     """The op of one graph node, before folding."""
@@ -238,7 +232,7 @@ def _node_op(node: FlatNode, graph: FlatGraph, method: str) -> Op:
         r = _fused(node, graph, method)
         return Op(kind="linear", lmap=_kernel_map(node, node.name), rectifier=r, **base)
     if isinstance(layer, keras.layers.BatchNormalization):
-        if not _bn_last_axis(node, graph):
+        if not normalizes_last_axis(graph, node):
             raise _unsupported(node, method, f"axis={layer.axis}; only the channel (last) axis")
         s, t = batchnorm_affine(layer)
         return Op(kind="linear", lmap=ScaleMap(node.name, layer, s, t, _dtype(layer)), **base)
