@@ -10,6 +10,7 @@
   records the pre-activation of layers with a fused rectifier (LRP-epsilon runs each
   convolution forward once); the relevance equals that of the model's own forward pass.
 * The stem's phase transpose is the gradient of the strided convolution.
+* The w**2 fallback is a ``tf.cond`` on large tensors only, with the same relevance either way.
 """
 
 from __future__ import annotations
@@ -141,6 +142,36 @@ def test_zero_denominator_fallback_on_the_fused_path(fuse_everything):
     rules = {n: ("zplus", True) for n in linear_names(refnet)}
     assert_close(got, reference(refnet, x, rules, idx), "fallback")
     np.testing.assert_allclose(got.reshape(len(x), -1).sum(1), top, rtol=1e-9)
+
+
+def _conds(explainer) -> int:
+    """``tf.cond`` ops in the compiled relevance passes (the w**2 fallback's)."""
+    return sum(op.type in ("If", "StatelessIf") for cf in _concrete(explainer)
+               for op in cf.graph.get_operations())
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
+def test_fallback_is_conditional_on_large_tensors_only(large, monkeypatch):
+    """The w**2 fallback runs under a ``tf.cond`` on large tensors and unconditionally on
+    small ones (there it adds exact zeros where nothing is lost); both give the same
+    relevance, where relevance is lost (class 1: no positive contribution) and where it is
+    not (class 0), and match the NumPy reference."""
+    if large:
+        monkeypatch.setattr(fused, "FUSE_MIN", 1)
+    m2, refnet = NETS["dense"](bias=False)
+    w = m2.get_layer("out").get_weights()
+    w[0][:, 1] = -np.abs(w[0][:, 1])
+    m2.get_layer("out").set_weights(w)
+    refnet.nodes[-1] = dict(refnet.nodes[-1], m=w[0])
+    x = net_input(m2)
+    exp = LRP(m2, composite=LayerMapComposite([(DENSE, ZPlus())]))
+    rules = {n: ("zplus", True) for n in linear_names(refnet)}
+    for cls in (0, 1):
+        got, idx, top, _ = raw(exp, x, ClassTarget(cls))
+        assert_close(got, reference(refnet, x, rules, idx), f"class {cls}")
+        np.testing.assert_allclose(got.reshape(len(x), -1).sum(1), top, rtol=1e-9)
+    n = _conds(exp)
+    assert (n > 0) if large else (n == 0), f"{n} conds with large={large}"
 
 
 def _conv_bn_model():

@@ -57,8 +57,9 @@ def fusing(enabled: bool):
 
 
 def large(t) -> bool:
-    """Whether to fuse a chain over ``t`` (batch first): the policy of the enclosing
-    :func:`fusing`, else whether ``t`` holds >= FUSE_MIN values per image."""
+    """Whether ``t`` (batch first) counts as large: its chains are fused, and the rules'
+    w**2 fallback over it runs under a ``tf.cond`` (:func:`.rules._fallback`).  The policy
+    of the enclosing :func:`fusing`, else whether ``t`` holds >= FUSE_MIN values per image."""
     policy = _POLICY.get()
     return _holds_many(t.shape) if policy is None else policy
 
