@@ -404,6 +404,14 @@ class Explainer:
         g, s, i = fn(x, bound.indices)
         return g.numpy(), s.numpy(), i.numpy()
 
+    def input_gradient(self, bound: BoundTarget) -> Callable:
+        """The compiled ``(x (N, H, W, C), indices (N,) int32) -> (gradient (N, H, W, C),
+        scores (N,), indices (N,))`` of the target through the model's own layers: one
+        trace per model and target tensor, shared by every explainer of the model (the
+        plain :meth:`gradients`, and the multi-sample methods, whose compiled functions call
+        it rather than trace the model's forward and backward pass again)."""
+        return self._grad_fn(bound, None, "plain")
+
     def _grad_fn(self, bound: BoundTarget, overrides: dict | None, tag: str):
         key = ("grad", bound.key, bound.reduce, tag)
 

@@ -18,20 +18,20 @@ from ..targets import BoundTarget
 from .base import BatchResult, Explainer, reduce_channels, register
 
 
-def path_gradients(graph, bound: BoundTarget, xs, indices):
+def path_gradients(grad, xs, indices):
     """Gradients of the target at many points per image, in one batched backward pass.
 
-    For use inside a compiled function.  ``xs`` (k, n, H, W, C): k points for each of n
-    images; ``indices`` (n,) int32: each image's class/channel.  Returns (k, n, H, W, C),
-    the gradient of each point's target value with respect to that point.
+    For use inside a compiled function.  ``grad``: the explainer's compiled input gradient
+    of the target (:meth:`~.base.Explainer.input_gradient`, one trace per model and target
+    layer shared by every gradient method: a method's own compiled function calls it
+    instead of tracing the model's forward and backward pass again).  ``xs`` (k, n, H, W, C):
+    k points for each of n images; ``indices`` (n,) int32: each image's class/channel.
+    Returns (k, n, H, W, C), the gradient of each point's target value with respect to that
+    point.
     """
     k = tf.shape(xs)[0]
     flat = tf.reshape(xs, tf.concat([[-1], tf.shape(xs)[2:]], 0))
-    with tf.GradientTape() as tape:
-        tape.watch(flat)
-        value = graph.run(flat, [bound.key])[0]
-        scores, _ = bound.select(value, tf.tile(indices, [k]))
-    g = tape.gradient(scores, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    g = grad(flat, tf.tile(indices, [k]))[0]
     return tf.reshape(g, tf.shape(xs))
 
 
@@ -116,7 +116,7 @@ class IntegratedGradients(Explainer):
 
     def _chunk_fn(self, bound: BoundTarget):
         def build():
-            graph = self.graph
+            grad = self.input_gradient(bound)
             sig = self._signature()
 
             @tf.function(autograph=False,
@@ -125,7 +125,7 @@ class IntegratedGradients(Explainer):
             def chunk(x, base, alphas, indices):
                 a = tf.reshape(alphas, (-1, 1, 1, 1, 1))
                 xs = base[None] + a * (x - base)[None]  # (k, n, H, W, C)
-                return tf.reduce_sum(path_gradients(graph, bound, xs, indices), axis=0)
+                return tf.reduce_sum(path_gradients(grad, xs, indices), axis=0)
 
             return chunk
 
@@ -206,22 +206,15 @@ class SmoothGrad(Explainer):
 
     def _chunk_fn(self, bound: BoundTarget):
         def build():
-            graph = self.graph
+            grad = self.input_gradient(bound)
             sig = self._signature()
 
             @tf.function(autograph=False,
                 input_signature=[sig, sig, tf.TensorSpec((None,), sig.dtype), tf.TensorSpec((None,), tf.int32)]
             )
             def chunk(x, noise, scale, indices):
-                n, k = tf.shape(x)[0], tf.shape(noise)[0]
-                xs = x[None] + tf.reshape(scale, (1, -1, 1, 1, 1)) * noise[:, None]
-                xs = tf.reshape(xs, tf.concat([[k * n], tf.shape(x)[1:]], 0))
-                with tf.GradientTape() as tape:
-                    tape.watch(xs)
-                    value = graph.run(xs, [bound.key])[0]
-                    scores, _ = bound.select(value, tf.tile(indices, [k]))
-                g = tape.gradient(scores, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                g = tf.reshape(g, tf.concat([[k, n], tf.shape(x)[1:]], 0))
+                xs = x[None] + tf.reshape(scale, (1, -1, 1, 1, 1)) * noise[:, None]  # (k, n, H, W, C)
+                g = path_gradients(grad, xs, indices)
                 return tf.reduce_sum(g, axis=0), tf.reduce_sum(g * g, axis=0)
 
             return chunk
@@ -361,7 +354,7 @@ class GradientShap(Explainer):
 
     def _chunk_fn(self, bound: BoundTarget):
         def build():
-            graph = self.graph
+            grad = self.input_gradient(bound)
             sig = self._signature()
 
             @tf.function(autograph=False, input_signature=[sig, sig, tf.TensorSpec((None,), sig.dtype), sig,
@@ -369,7 +362,7 @@ class GradientShap(Explainer):
             def chunk(x, bases, alphas, noise, indices):
                 b = bases[:, None]
                 xs = b + tf.reshape(alphas, (-1, 1, 1, 1, 1)) * (x[None] + noise[:, None] - b)
-                return tf.reduce_sum(path_gradients(graph, bound, xs, indices) * (x[None] - b), axis=0)
+                return tf.reduce_sum(path_gradients(grad, xs, indices) * (x[None] - b), axis=0)
 
             return chunk
 

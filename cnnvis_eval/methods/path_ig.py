@@ -215,7 +215,7 @@ class BlurIntegratedGradients(Explainer):
 
     def _chunk_fn(self, bound: BoundTarget):
         def build():
-            graph = self.graph
+            grad = self.input_gradient(bound)
             sig = self._signature()
             mat = tf.TensorSpec((None, None, None), sig.dtype)
 
@@ -225,7 +225,7 @@ class BlurIntegratedGradients(Explainer):
                 # kh (k, H, H), kw (k, W, W): blur at sigma_k; dkh, dkw at sigma_k + grad_step
                 xs = tf.einsum("kab,nbwc,kvw->knavc", kh, x, kw)
                 dx = tf.einsum("kab,nbwc,kvw->knavc", dkh, x, dkw) - xs
-                g = path_gradients(graph, bound, xs, indices)
+                g = path_gradients(grad, xs, indices)
                 return tf.reduce_sum(tf.reshape(weights, (-1, 1, 1, 1, 1)) * dx * g, axis=0)
 
             return chunk

@@ -223,3 +223,23 @@ def test_channel_reductions_equal_numpys_own(shape, dtype):
         got = reduce_channels(a, mode)
         assert got.dtype == ref.dtype and np.array_equal(got, ref), mode
         assert not np.shares_memory(got, a)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "smoothgrad", "gradient_shap", "blur_ig"])
+def test_multi_sample_methods_call_the_shared_gradient(tiny_model, x, method):
+    """The multi-sample methods' compiled functions call the model's one compiled input
+    gradient (one trace per model and target tensor) instead of tracing the model again:
+    their own graphs hold no convolution, and saliency's gradient function is that one."""
+    from cnnvis_eval.cache import default_cache
+
+    exp = cv.get_method(method)(tiny_model, **({"n": 2} if method in ("smoothgrad", "gradient_shap") else {"steps": 2}))
+    exp.explain(x[:2])
+    fns = default_cache.functions(exp.spec)
+    shared = [k for k in fns if k[0] == "grad" and k[-1] == "plain"]
+    chunks = [f for k, f in fns.items() if k[0] in ("ig", "noise", "gradient_shap", "blur_ig")]
+    assert shared and chunks, sorted(map(str, fns))
+    for fn in chunks:
+        for cf in fn._list_all_concrete_functions():
+            types = {op.type for op in cf.graph.get_operations()}
+            assert not types & {"Conv2D", "Conv2DBackpropInput"}, f"{method} traced the model itself"
+            assert types & {"StatefulPartitionedCall", "PartitionedCall"}
