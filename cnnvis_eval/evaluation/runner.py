@@ -18,7 +18,7 @@ head) are recorded as ``n/a`` (and remembered as ``<neuron>.<tag>.na.txt``); a f
 or one whose heatmap is not finite, is recorded with its error message, the run goes on, and
 running again retries it.
 
-One job, in one module (about 490 lines): running one configuration's grid -- :class:`GridRun`
+One job, in one module (about 520 lines): running one configuration's grid -- :class:`GridRun`
 (phases, worker dispatch, collection) and the worker-side entry points it sends tasks to, which
 share its cell and store conventions.  The declared stages live in :mod:`.stages`, the
 executors in :mod:`.executors`; planning the phases is the next piece to move out.

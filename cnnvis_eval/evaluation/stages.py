@@ -21,7 +21,7 @@ the configuration names (``RunConfig.stages``):
 Each stage writes its rows through the :class:`~cnnvis_eval.evaluation.store.RunStore`, so
 a resumed run does not score a model again.
 
-One job, in one module (about 470 lines): what the scoring stages are and how one model is
+One job, in one module (about 480 lines): what the scoring stages are and how one model is
 scored by them -- the declarations and the code reading them change together.
 """
 
