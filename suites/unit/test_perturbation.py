@@ -469,3 +469,27 @@ def test_one_explainer_serves_a_nested_call(region):
     np.testing.assert_allclose(outer.heatmap, ref_outer.heatmap, rtol=1e-6, atol=1e-6)
     assert outer.meta["batch_size"] == 16 and holder["nested"].meta["batch_size"] == 5
     assert np.ptp(holder["nested"].heatmap) > 0
+
+
+@pytest.mark.parametrize("method, params", [
+    ("occlusion", {"window": 8, "stride": 8}), ("rise", {"n_masks": 8}), ("lime", {"num_samples": 8}),
+    ("sobol", {"nb_design": 2}), ("hsic", {"nb_design": 8}),
+])
+def test_score_functions_call_the_models_one_forward(region, method, params):
+    """The perturbation methods' compiled score functions build their perturbed inputs and
+    call the model's one compiled forward pass of the target (``target_forward``, which also
+    resolves "top") rather than trace the model themselves: their graphs hold no
+    convolution."""
+    from cnnvis_eval.cache import default_cache
+
+    model, x, _ = region
+    exp = cv.get_method(method)(model, progress=False, **params)
+    exp.explain(x[:1])
+    fns = default_cache.functions(exp.spec)
+    own = [f for k, f in fns.items() if k[0] not in ("target_forward", "grad")]
+    assert own and any(k[0] == "target_forward" for k in fns), sorted(map(str, fns))
+    for fn in own:
+        for cf in fn._list_all_concrete_functions():
+            types = {op.type for op in cf.graph.get_operations()}
+            assert "Conv2D" not in types, f"{method} traced the model itself"
+            assert types & {"StatefulPartitionedCall", "PartitionedCall"}

@@ -9,9 +9,8 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from ...errors import InputError
-from ...graph.inference import run_folded
 from ...targets import BoundTarget
-from ..base import Explainer, check_input, register
+from ..base import Explainer, check_input, register, target_forward
 from .base import CamBase
 
 
@@ -67,7 +66,7 @@ class ScoreCam(CamBase):
         def build():
             sig = self._signature()
             size = tuple(graph.input_shape[1:3])
-            tkey = bound.key
+            fwd = target_forward(self.spec, bound)  # the model's one forward trace of the target
 
             @tf.function(autograph=False, input_signature=[
                 sig, tf.TensorSpec((None, h, w, None), sig.dtype), tf.TensorSpec((None,), tf.int32)])
@@ -81,8 +80,7 @@ class ScoreCam(CamBase):
                                  tf.zeros_like(up))
                 masks = tf.transpose(masks, (0, 3, 1, 2))[..., None]  # (N, k, H, W, 1)
                 xs = tf.reshape(x[:, None] * masks, tf.concat([[n * k], tf.shape(x)[1:]], 0))
-                value = run_folded(graph, xs, [tkey])[0]
-                scores, _ = bound.select(value, tf.repeat(indices, k))
+                scores, _ = fwd(xs, tf.repeat(indices, k))
                 return tf.reshape(scores, (n, k))
 
             return fn

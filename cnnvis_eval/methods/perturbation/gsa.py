@@ -23,9 +23,8 @@ import tensorflow as tf
 
 from ... import params as P
 from ...errors import InputError
-from ...graph.inference import run_folded
 from ...targets import BoundTarget
-from ..base import BatchResult
+from ..base import BatchResult, target_forward
 from .sampling import PerturbationExplainer
 
 #: Xplique's perturbation functions that we provide (``blurring`` needs OpenCV's box blur).
@@ -146,7 +145,7 @@ class GsaExplainer(PerturbationExplainer):
         mode = self.perturbation
 
         def build():
-            graph, img = self.graph, self._image_spec()
+            fwd, img = target_forward(self.spec, bound), self._image_spec()  # the model's one forward trace
             dt, i32 = img.dtype, tf.int32
 
             @tf.function(autograph=False, input_signature=[
@@ -159,8 +158,7 @@ class GsaExplainer(PerturbationExplainer):
                     xs = x[None] * m + (1.0 - m) * base[None]
                 else:  # amplitude, as Xplique computes it
                     xs = x[None] * (m - 0.5) * sigma
-                value = run_folded(graph, xs, [bound.key])[0]
-                return bound.select(value, indices)[0]
+                return fwd(xs, indices)[0]
 
             return score
 

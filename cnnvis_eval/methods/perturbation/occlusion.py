@@ -7,9 +7,8 @@ import tensorflow as tf
 
 from ... import params as P
 from ...errors import InputError
-from ...graph.inference import run_folded
 from ...targets import BoundTarget
-from ..base import BatchResult, register
+from ..base import BatchResult, register, target_forward
 from .sampling import PerturbationExplainer
 
 def window_positions(size: int, window: int, stride: int) -> np.ndarray:
@@ -85,7 +84,7 @@ class Occlusion(PerturbationExplainer):
 
     def _occlusion_fn(self, bound: BoundTarget):
         def build():
-            graph, img = self.graph, self._image_spec()
+            fwd, img = target_forward(self.spec, bound), self._image_spec()  # the model's one forward trace
             i32 = tf.int32
 
             @tf.function(autograph=False, input_signature=[
@@ -100,8 +99,7 @@ class Occlusion(PerturbationExplainer):
                 in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size[1])  # (b, W)
                 mask = in_rows[:, :, None] & in_cols[:, None, :]  # (b, H, W)
                 xs = tf.where(mask[..., None], base[None], x[None])
-                value = run_folded(graph, xs, [bound.key])[0]
-                scores = bound.select(value, indices)[0]
+                scores = fwd(xs, indices)[0]
                 drop = f0 - scores
                 credit = tf.einsum("b,bhw->hw", drop, tf.cast(mask, drop.dtype))
                 return scores, credit

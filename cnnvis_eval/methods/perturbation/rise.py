@@ -8,9 +8,8 @@ import tensorflow as tf
 
 from ... import params as P
 from ...errors import InputError
-from ...graph.inference import run_folded
 from ...targets import BoundTarget
-from ..base import BatchResult, register
+from ..base import BatchResult, register, target_forward
 from .sampling import PerturbationExplainer
 
 def linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -124,7 +123,7 @@ class Rise(PerturbationExplainer):
 
     def _rise_fn(self, bound: BoundTarget):
         def build():
-            graph, img = self.graph, self._image_spec()
+            fwd, img = target_forward(self.spec, bound), self._image_spec()  # the model's one forward trace
             dt, i32 = img.dtype, tf.int32
 
             @tf.function(autograph=False, input_signature=[
@@ -138,8 +137,7 @@ class Rise(PerturbationExplainer):
                 c = tf.gather(cols, shifts[:, 1:] + tf.range(shape[1])[None, :])  # (b, W, s)
                 masks = tf.einsum("bhs,bst,bwt->bhw", r, grids, c)
                 xs = base[None] + masks[..., None] * (x - base)[None]
-                value = run_folded(graph, xs, [bound.key])[0]
-                scores = bound.select(value, indices)[0]
+                scores = fwd(xs, indices)[0]
                 return scores, tf.einsum("b,bhw->hw", scores, masks)
 
             return score

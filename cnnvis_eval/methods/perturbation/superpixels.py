@@ -21,10 +21,9 @@ from lime.wrappers.scikit_image import SegmentationAlgorithm
 from ... import params as P
 from ...content_cache import ContentCache
 from ...errors import InputError
-from ...graph.inference import run_folded
 from ...models.spec import identity as _identity
 from ...targets import BoundTarget
-from ..base import check_input
+from ..base import check_input, target_forward
 from .sampling import PerturbationExplainer, Sampling
 
 
@@ -255,7 +254,7 @@ class SuperpixelExplainer(PerturbationExplainer):
 
     def _rows_fn(self, bound: BoundTarget):
         def build():
-            graph, img = self.graph, self._image_spec()
+            fwd, img = target_forward(self.spec, bound), self._image_spec()  # the model's one forward trace
 
             @tf.function(autograph=False, input_signature=[
                 img, img, tf.TensorSpec((None, None), img.dtype),
@@ -265,8 +264,7 @@ class SuperpixelExplainer(PerturbationExplainer):
                 # rows (b, n) 0/1 @ onehot (n, H*W) -> exactly 0/1 per pixel
                 keep = tf.reshape(tf.matmul(rows, onehot), tf.concat([[-1], tf.shape(x)[:2], [1]], 0))
                 xs = tf.where(keep > 0.5, x[None], fudged[None])
-                value = run_folded(graph, xs, [bound.key])[0]
-                return bound.select(value, indices)[0]
+                return fwd(xs, indices)[0]
 
             return score
 

@@ -75,6 +75,7 @@ def _build_curve(spec: ModelSpec, bound: BoundTarget, score: str):
     sig_r = tf.TensorSpec(shape[:-1], tf.int32)
     sig_i = tf.TensorSpec((None,), tf.int32)
     fixed = bound.fixed(np.zeros(0, np.int32))  # select() by given indices, never "top"
+    fwd = target_forward(spec, bound) if score != "probability" else None
 
     @tf.function(autograph=False, input_signature=[sig_x, sig_x, sig_r, sig_i, sig_i])
     def curve(a, b, rank, thresholds, indices):
@@ -82,10 +83,11 @@ def _build_curve(spec: ModelSpec, bound: BoundTarget, score: str):
         take_a = rank[None, :, :, :, None] < thresholds[:, None, None, None, None]  # (k, n, H, W, 1)
         imgs = tf.where(take_a, a[None], b[None])
         imgs = tf.reshape(imgs, tf.concat([[k * n], tf.shape(a)[1:]], 0))
-        value = run_folded(graph, imgs, [bound.key])[0]
         if score == "probability":
-            value = tf.nn.softmax(value, axis=-1)
-        scores, _ = fixed.select(value, tf.tile(indices, [k]))
+            value = tf.nn.softmax(run_folded(graph, imgs, [bound.key])[0], axis=-1)
+            scores, _ = fixed.select(value, tf.tile(indices, [k]))
+        else:  # the model's one forward trace of the target (the explainers' "top" pass)
+            scores, _ = fwd(imgs, tf.tile(indices, [k]))
         return tf.reshape(scores, (k, n))
 
     return curve
