@@ -30,7 +30,7 @@ from .methods.synthesis import (  # noqa: E402
 from .models import ModelSpec, list_models, load_model  # noqa: E402
 from .models.spec import as_spec  # noqa: E402
 from .targets import ClassTarget, NeuronTarget  # noqa: E402
-from .api import explain  # noqa: E402
+from .api import explain, explain_targets  # noqa: E402
 from .cache import ModelCache, default_cache  # noqa: E402
 
 __version__ = "0.1.0"
@@ -51,6 +51,7 @@ __all__ = [
     "default_cache",
     "errors",
     "explain",
+    "explain_targets",
     "feature_visualization",
     "get_method",
     "list_methods",

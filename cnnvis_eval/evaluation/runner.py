@@ -16,9 +16,10 @@ is stored and a changed model is evaluated anew.  The run's models get unique di
 (``*.corrupt``), logged and computed again.  Cells that do not apply (e.g. CAM without a GAP
 head) are recorded as ``n/a`` (and remembered as ``<neuron>.<tag>.na.txt``); a failing cell,
 or one whose heatmap is not finite, is recorded with its error message, the run goes on, and
-running again retries it.
+running again retries it.  The perturbation methods explain a model's neurons in one pass of
+their perturbed inputs (:func:`joint_targets`); those cells share the pass's seconds.
 
-One job, in one module (about 520 lines): running one configuration's grid -- :class:`GridRun`
+One job, in one module (about 560 lines): running one configuration's grid -- :class:`GridRun`
 (phases, worker dispatch, collection) and the worker-side entry points it sends tasks to, which
 share its cell and store conventions.  The declared stages live in :mod:`.stages`, the
 executors in :mod:`.executors`; planning the phases is the next piece to move out.
@@ -340,6 +341,7 @@ class GridRun:
         heat: dict = {}
         for method in methods:
             params = method_params(method, spec, cfg.method_params.get(method, {}))
+            found: dict = {}  # neuron -> (target, path, info, stored); info None: to explain
             for neuron in NEURONS:
                 target = targets.get(neuron)
                 path = whole = self.store.heatmap_path(spec.name, method, neuron)
@@ -347,6 +349,7 @@ class GridRun:
                 if shard is not None and stored is None and target is not None:  # this shard's part
                     path = shard_path(whole, shard)
                     stored = self.store.read_cell(path, (hi - lo,) + shape[1:])
+                info = None
                 if target is None:
                     info = {"status": "n/a", "message": f"{spec.name} has no {neuron} intermediate layer"}
                 elif stored is not None:
@@ -355,14 +358,23 @@ class GridRun:
                     info = {"status": "n/a", "message": self.store.na_path(whole).read_text(encoding="utf-8")}
                 elif not explain:
                     info = {"status": "missing", "message": "not explained yet"}
-                else:
-                    # a shard after the first starts at a batch boundary of the local run (see
-                    # remote.image_shards): its first call is one whole explain batch
-                    first = 1 if lo == 0 else explain_batch(method, params)
-                    info, stored = self._explain_cell(spec, method, params, x[lo:hi], target, path,
-                                                      None if ids is None else ids[lo:hi], first)
-                    if info["status"] == "n/a":
-                        self.store.save_text(self.store.na_path(whole), info["message"])
+                found[neuron] = (target, path, info, stored)
+            todo = [n for n in NEURONS if n in found and found[n][2] is None]
+            if todo:
+                # a shard after the first starts at a batch boundary of the local run (see
+                # remote.image_shards): its first call is one whole explain batch
+                first = 1 if lo == 0 else explain_batch(method, params)
+                groups = [todo] if joint_targets(method) else [[n] for n in todo]
+                for group in groups:
+                    done = self._explain_cells(spec, method, params, x[lo:hi], [found[n][0] for n in group],
+                                               [found[n][1] for n in group],
+                                               None if ids is None else ids[lo:hi], first)
+                    for n, (info, stored) in zip(group, done):
+                        if info["status"] == "n/a":
+                            self.store.save_text(self.store.na_path(self.store.heatmap_path(spec.name, method, n)),
+                                                 info["message"])
+                        found[n] = found[n][:2] + (info, stored)
+            for neuron, (target, path, info, stored) in found.items():
                 cells.append({"model": spec.name, "method": method, "neuron": neuron,
                               "layer": "" if target is None else getattr(target, "layer", "__output__"),
                               **{k: info.get(k) for k in ("status", "message", "seconds", "seconds_per_image",
@@ -381,41 +393,61 @@ class GridRun:
                 "seconds_per_image": float(z["seconds_per_image"]),
                 "indices": " ".join(map(str, z["indices"].tolist()))}
 
-    def _explain_cell(self, spec, method, params, x, target, path, ids=None,
-                      first: int = 1) -> tuple[dict, dict | None]:
-        """Explain one cell of ``x`` (N, H, W, C) and store it: ``(info, stored arrays)``
-        (arrays None unless ok).  Two calls: images ``:first`` warm up (trace) the method,
-        the rest is timed warm (the seconds per image; the first call's when N <= ``first``);
-        per-image work reused from a content cache (XRAI's segments, superpixels) is counted
-        at the seconds it took (:func:`~cnnvis_eval.content_cache.reused_seconds`), so the
-        timings do not depend on which cell came first.
+    def _explain_cells(self, spec, method, params, x, targets: list, paths: list, ids=None,
+                       first: int = 1) -> list[tuple[dict, dict | None]]:
+        """Explain the cells of ``targets`` (one per neuron) on ``x`` (N, H, W, C) and store
+        each at its ``paths`` entry: ``[(info, stored arrays)]`` in order (arrays None unless
+        ok).  Two calls: images ``:first`` warm up (trace) the method, the rest is timed warm
+        (the seconds per image; the first call's when N <= ``first``); per-image work reused
+        from a content cache (XRAI's segments, superpixels) is counted at the seconds it took
+        (:func:`~cnnvis_eval.content_cache.reused_seconds`), so the timings do not depend on
+        which cell came first.
+
+        Several targets are explained in one pass of the method's perturbed inputs
+        (:func:`cnnvis_eval.explain_targets`, for the ``joint_targets`` methods only): the
+        cells carry that pass's seconds, which the logit's read-out dominates (the cost
+        stage reads the logit cells).  If the joint call fails, each target is explained
+        alone, so every cell gets its own status and message.
         A heatmap that is not finite, or not (N, H, W), is an error cell, not stored."""
         import cnnvis_eval as cv
+
+        def run(xs):
+            if len(targets) == 1:
+                return [cv.explain(method, spec, xs, target=targets[0], progress=False, **params)]
+            return cv.explain_targets(method, spec, xs, targets, progress=False, **params)
 
         t0 = time.perf_counter()
         try:
             with reused_seconds() as cold:
-                parts = [cv.explain(method, spec, x[:first], target=target, progress=False, **params)]
+                parts = [run(x[:first])]
             t1 = time.perf_counter()
             with reused_seconds() as warm_reuse:
                 if len(x) > first:
-                    parts.append(cv.explain(method, spec, x[first:], target=target, progress=False, **params))
+                    parts.append(run(x[first:]))
             t2 = time.perf_counter()
             # per-image work another cell left in a content cache counts as if done here
             t1 += cold.seconds
             t2 += cold.seconds + warm_reuse.seconds
-        except NOT_APPLICABLE as err:
-            return {"status": "n/a", "message": str(err)}, None
-        except TargetError as err:
-            return {"status": "n/a", "message": str(err)}, None
         except Exception as err:  # recorded, the run goes on
-            return {"status": "error", "message": f"{type(err).__name__}: {err}",
-                    "traceback": traceback.format_exc()}, None
+            if len(targets) > 1:  # each alone: every cell gets its own status and message
+                return [self._explain_cells(spec, method, params, x, [t], [p], ids, first)[0]
+                        for t, p in zip(targets, paths)]
+            if isinstance(err, (NOT_APPLICABLE, TargetError)):
+                return [({"status": "n/a", "message": str(err)}, None)]
+            return [({"status": "error", "message": f"{type(err).__name__}: {err}",
+                      "traceback": traceback.format_exc()}, None)]
+        warm = (t2 - t1) / (len(x) - first) if len(x) > first else (t1 - t0) / len(x)
+        return [self._store_cell(method, path, [p[i] for p in parts], t2 - t0, warm, ids, np.shape(x))
+                for i, path in enumerate(paths)]
+
+    def _store_cell(self, method: str, path: Path, parts: list, seconds: float, warm: float, ids,
+                    shape: tuple) -> tuple[dict, dict | None]:
+        """Check and store one cell from its Explanations ``parts`` (the warm-up call's and
+        the timed call's): ``(info, stored arrays)``."""
         heat = np.concatenate([p.heatmap for p in parts])
         indices = np.concatenate([p.indices for p in parts])
         scores = np.concatenate([p.scores for p in parts])
-        warm = (t2 - t1) / (len(x) - first) if len(x) > first else (t1 - t0) / len(x)
-        expected = tuple(np.shape(x)[:3])
+        expected = tuple(shape[:3])
         if heat.shape != expected:
             return {"status": "error", "message": f"{method} returned heatmaps of shape {heat.shape}, "
                                                   f"expected {expected}"}, None
@@ -425,9 +457,9 @@ class GridRun:
             return {"status": "error", "message": f"{method} gave a non-finite heatmap (NaN or inf) for image "
                                                   f"{', '.join(bad)}"}, None
         arrays = dict(heatmap=heat.astype(np.float32), indices=indices, scores=scores,
-                      seconds=np.float64(t2 - t0), seconds_per_image=np.float64(warm))
+                      seconds=np.float64(seconds), seconds_per_image=np.float64(warm))
         self.store.save_cell(path, **arrays)
-        return {"status": "ok", "message": "", "seconds": t2 - t0, "seconds_per_image": warm,
+        return {"status": "ok", "message": "", "seconds": seconds, "seconds_per_image": warm,
                 "indices": " ".join(map(str, indices.tolist()))}, arrays
 
     # -- results -----------------------------------------------------------------
@@ -458,6 +490,15 @@ class GridRun:
 
         _write(self.store.root / "verdicts.parquet", verdict_frame(grid_verdicts(results)))
         return results
+
+
+def joint_targets(method: str) -> bool:
+    """Whether the grid explains ``method``'s neurons of a model in one call (the methods
+    with ``joint_targets``, whose perturbed inputs do not depend on the target: one forward
+    pass of each reads the logit and the layer neurons)."""
+    from ..methods import get_method
+
+    return bool(get_method(method).joint_targets)
 
 
 def heaviest_first(sources: list, rows: list[dict], names: dict) -> list:
@@ -517,4 +558,4 @@ def run_grid(config: RunConfig, out: str | Path, progress: bool = True, workers:
     return GridRun(config, out, progress=progress, workers=workers).run()
 
 
-__all__ = ["GridRun", "PARTS", "run_grid", "shard_path"]
+__all__ = ["GridRun", "PARTS", "joint_targets", "run_grid", "shard_path"]

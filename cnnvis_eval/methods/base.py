@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -194,6 +194,43 @@ def target_forward(spec: ModelSpec, bound: BoundTarget) -> Callable:
     return default_cache.function(spec, ("target_forward", bound.key, bound.reduce), build)
 
 
+def targets_forward(spec: ModelSpec, bounds: Sequence[BoundTarget]) -> Callable:
+    """The compiled forward pass ``(x (N, H, W, C), indices (N, T) int32) -> (scores (N, T),
+    indices (N, T))`` of the ``T`` targets ``bounds`` (column ``t`` is ``bounds[t]``'s, as
+    :func:`target_forward` gives it) in **one** pass of ``x``: a layer target below the
+    logits is read on the way, so explaining the logit and two layer neurons of the same
+    inputs costs the deepest target's forward pass, not three.
+
+    One target calls :func:`target_forward` (its trace is the model's one forward trace);
+    several are one trace per model and tuple of target tensors."""
+    bounds = tuple(bounds)
+    if not bounds:
+        raise ValueError("targets_forward needs at least one target")
+    if len(bounds) == 1:
+        one = target_forward(spec, bounds[0])
+
+        def single(x, indices):
+            scores, idx = one(x, indices[:, 0])
+            return scores[:, None], idx[:, None]
+
+        return single
+
+    def build():
+        graph = spec.graph
+        dtype = tf.float64 if graph.input_dtype == "float64" else tf.float32
+
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec((None,) + tuple(graph.input_shape[1:]), dtype),
+                                                       tf.TensorSpec((None, len(bounds)), tf.int32)])
+        def fwd(x, indices):
+            values = run_folded(graph, x, [b.key for b in bounds])
+            picked = [b.select(v, indices[:, t]) for t, (b, v) in enumerate(zip(bounds, values))]
+            return tf.stack([s for s, _ in picked], axis=1), tf.stack([i for _, i in picked], axis=1)
+
+        return fwd
+
+    return default_cache.function(spec, ("targets_forward",) + tuple((b.key, b.reduce) for b in bounds), build)
+
+
 def check_finite(heatmap: np.ndarray, scores: np.ndarray, method: str, model: str) -> None:
     """Raise :class:`NonFiniteError` if a heatmap (N, H, W) of finite input has NaN or inf.
 
@@ -253,7 +290,7 @@ class Explainer:
 
     Subclasses implement :meth:`_explain_batch`.  Class attributes: ``name`` (set by
     :func:`register`), ``signed`` (heatmap may be negative), ``stochastic`` (takes a
-    ``seed``), ``default_batch_size``, ``reads_weights_once``.
+    ``seed``), ``default_batch_size``, ``reads_weights_once``, ``joint_targets``.
     """
 
     name: ClassVar[str] = "explainer"
@@ -264,6 +301,9 @@ class Explainer:
     #: (clones, folded layers), so it must be rebuilt after the weights change; False when
     #: its compiled functions read the model's variables at call time.
     reads_weights_once: ClassVar[bool] = True
+    #: True when :meth:`explain_targets` explains several targets on one set of model
+    #: evaluations (its cost then hardly grows with the number of targets).
+    joint_targets: ClassVar[bool] = False
 
     def sync_weights(self) -> None:
         """Re-read what this explainer derived from the model's weights when it was built
@@ -319,6 +359,19 @@ class Explainer:
 
     __call__ = explain
 
+    def explain_targets(self, x, targets: Sequence, batch_size: int | None = None,
+                        progress: bool | None = None) -> list[Explanation]:
+        """Explain the same images for several targets: one :class:`Explanation` per target,
+        in order, each equal to ``explain(x, target)``.
+
+        Here one :meth:`explain` call per target; methods whose model evaluations do not
+        depend on the target (``joint_targets``: the perturbation methods) evaluate each
+        perturbed input once for all targets (:func:`targets_forward`)."""
+        targets = list(targets)
+        if not targets:
+            raise InputError("explain_targets needs at least one target")
+        return [self.explain(x, target=t, batch_size=batch_size, progress=progress) for t in targets]
+
     def _explain_batches(self, arr: np.ndarray, target, batch_size: int | None,
                          progress: bool | None, explain_batch) -> Explanation:
         """Bind ``target``, run ``explain_batch(x, bound) -> BatchResult`` batch by batch
@@ -336,7 +389,11 @@ class Explainer:
         for s in tqdm(starts, desc=self.name, unit="batch", disable=not show, leave=False):
             sl = slice(s, s + bs)
             parts.append(explain_batch(arr[sl], bound.batch(sl)))
-        seconds = time.perf_counter() - t0
+        return self._assemble(parts, bound, len(arr), time.perf_counter() - t0, bs)
+
+    def _assemble(self, parts: list[BatchResult], bound: BoundTarget, n: int, seconds: float,
+                  bs: int) -> Explanation:
+        """The Explanation of ``n`` images from their batches' results ``parts``."""
         heat = np.concatenate([p.heatmap for p in parts]).astype(np.float32, copy=False)
         scores = np.concatenate([p.scores for p in parts]).astype(np.float32)
         check_finite(heat, scores, self.name, self.graph.model.name)
@@ -347,7 +404,7 @@ class Explainer:
         meta = {"params": dict(self.params), "seconds": seconds, "batch_size": bs}
         if self.graph.stripped:
             meta["stripped_softmax"] = self.graph.stripped
-        meta.update(_concat_meta([p.meta for p in parts], len(arr)) if parts[0].meta else {})
+        meta.update(_concat_meta([p.meta for p in parts], n) if parts[0].meta else {})
         return Explanation(
             heatmap=heat,
             attribution=attr,
@@ -444,4 +501,5 @@ __all__ = [
     "reduce_channels",
     "register",
     "target_forward",
+    "targets_forward",
 ]

@@ -182,6 +182,75 @@ def test_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     assert scored < rescored
 
 
+class TargetsSpy:
+    """Replaces ``cnnvis_eval.explain_targets``: logs (model, method, targets, images) of
+    each call; ``fail`` raises it on every call."""
+
+    def __init__(self, monkeypatch, fail=None):
+        self.calls: list[tuple[str, str, int, int]] = []
+        self.fail = fail
+        self.real = cnnvis_eval.explain_targets
+        monkeypatch.setattr(cnnvis_eval, "explain_targets", self)
+
+    def __call__(self, method, model, x, targets, **kw):
+        self.calls.append((model.name, method, len(targets), len(x)))
+        if self.fail is not None:
+            raise self.fail
+        return self.real(method, model, x, targets, **kw)
+
+
+def _cell(root, model, method, neuron):
+    with np.load(cell_file(root, model, method, neuron)) as z:
+        return {k: z[k] for k in ("heatmap", "indices", "scores", "seconds", "seconds_per_image")}
+
+
+def test_perturbation_cells_of_a_model_are_one_pass(tmp_path, monkeypatch):
+    """Occlusion's three neurons of a model are explained by one explain_targets call per
+    explain half (the first image, then the rest): the cells equal those of a run that
+    explains each neuron alone, bit for bit, and carry the joint pass's seconds; saliency
+    is explained neuron by neuron.  A cell missing later is explained alone; a failing
+    joint call falls back to one call per neuron, so each cell gets its own status."""
+    import cnnvis_eval.evaluation.runner as runner
+
+    cfg = tiny_config(tmp_path / "models", methods=("saliency", "occlusion"), stages=("complexity",))
+    spy = TargetsSpy(monkeypatch)
+    GridRun(cfg, tmp_path / "joint", progress=False, log=None).run()
+    models = ("gap_cnn", "flat_cnn")
+    assert sorted(spy.calls) == sorted((m, "occlusion", 3, n) for m in models for n in (1, 2))
+    monkeypatch.setattr(runner, "joint_targets", lambda method: False)
+    GridRun(cfg, tmp_path / "alone", progress=False, log=None).run()
+    assert len(spy.calls) == 4  # no joint call when the grid explains one neuron at a time
+    for m in models:
+        for neuron in NEURONS:
+            for method in ("saliency", "occlusion"):
+                joint, alone = _cell(tmp_path / "joint", m, method, neuron), _cell(tmp_path / "alone", m, method, neuron)
+                for k in ("heatmap", "indices", "scores"):
+                    np.testing.assert_array_equal(joint[k], alone[k], err_msg=f"{m} {method} {neuron} {k}")
+        occ = [_cell(tmp_path / "joint", m, "occlusion", n) for n in NEURONS]
+        assert len({float(c["seconds"]) for c in occ}) == 1 and len({float(c["seconds_per_image"]) for c in occ}) == 1
+    monkeypatch.undo()
+
+    # the mid cell lost: the next run explains it alone (explain, not explain_targets)
+    cell_file(tmp_path / "joint", "gap_cnn", "occlusion", "mid").unlink()
+    spy, cells = TargetsSpy(monkeypatch), ExplainSpy(monkeypatch)
+    GridRun(cfg, tmp_path / "joint", progress=False, log=None).run()
+    assert spy.calls == [] and cells.started == [("gap_cnn", "occlusion", "mid")]
+    monkeypatch.undo()
+
+    # the joint call fails: each neuron alone, the failing one recorded, the others stored
+    TargetsSpy(monkeypatch, fail=RuntimeError("joint pass lost"))
+    ExplainSpy(monkeypatch, fail={("occlusion", "high"): RuntimeError("boom: high only")})
+    GridRun(cfg, tmp_path / "fallback", progress=False, log=None).run()
+    cells = pd.read_parquet(tmp_path / "fallback" / "cells.parquet")
+    occ = cells[cells["method"] == "occlusion"].set_index(["model", "neuron"])
+    for m in models:
+        assert occ.loc[(m, "high"), "status"] == "error"
+        assert occ.loc[(m, "high"), "message"] == "RuntimeError: boom: high only"
+        assert (occ.loc[[(m, "logit"), (m, "mid")], "status"] == "ok").all()
+        np.testing.assert_array_equal(_cell(tmp_path / "fallback", m, "occlusion", "mid")["heatmap"],
+                                      _cell(tmp_path / "alone", m, "occlusion", "mid")["heatmap"])
+
+
 def test_unreadable_model_file_is_recorded_and_other_models_run(tmp_path):
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip archive")

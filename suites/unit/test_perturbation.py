@@ -486,10 +486,79 @@ def test_score_functions_call_the_models_one_forward(region, method, params):
     exp = cv.get_method(method)(model, progress=False, **params)
     exp.explain(x[:1])
     fns = default_cache.functions(exp.spec)
-    own = [f for k, f in fns.items() if k[0] not in ("target_forward", "grad")]
+    own = [f for k, f in fns.items() if k[0] not in ("target_forward", "targets_forward", "grad")]
     assert own and any(k[0] == "target_forward" for k in fns), sorted(map(str, fns))
     for fn in own:
         for cf in fn._list_all_concrete_functions():
             types = {op.type for op in cf.graph.get_operations()}
             assert "Conv2D" not in types, f"{method} traced the model itself"
             assert types & {"StatefulPartitionedCall", "PartitionedCall"}
+
+
+# ------------------------------------------------------------ several targets, one pass
+JOINT_CASES = [
+    ("occlusion", {}), ("rise", {"n_masks": 24}), ("lime", {"num_samples": 24}),
+    ("kernel_shap", {"num_samples": 24}), ("sobol", {"nb_design": 2}), ("hsic", {"nb_design": 16}),
+]
+
+
+@pytest.fixture(scope="module")
+def mini_neurons():
+    """mini_inception, two photos and the grid's three neurons (logit, mid and high layer)."""
+    from cnnvis_eval.evaluation.inputs import neuron_targets
+    from skimage import data, transform
+
+    spec = cv.load_model("mini_inception")
+    photos = np.stack([transform.resize(img, (64, 64), preserve_range=True, anti_aliasing=True)
+                       for img in (data.chelsea(), data.astronaut())])
+    x = spec.preprocess(photos.astype(np.uint8))
+    return spec, x, list(neuron_targets(spec).values())
+
+
+@pytest.mark.parametrize("method, params", JOINT_CASES, ids=[c[0] for c in JOINT_CASES])
+def test_explain_targets_reads_every_target_from_one_pass(mini_neurons, method, params):
+    """explain_targets gives, for the logit and two layer neurons, what explain gives for each
+    alone (maps, classes, scores and the per-target meta: LIME's R^2 and local prediction of
+    each label, not the last label's), from one evaluation of each perturbed input: it
+    traces the method's score function and the model's forward pass once for the three
+    targets, and no single-target score function."""
+    from cnnvis_eval.cache import default_cache
+
+    spec, x, targets = mini_neurons
+    assert [type(t).__name__ for t in targets] == ["ClassTarget", "NeuronTarget", "NeuronTarget"]
+    default_cache.drop(spec)
+    explainer = cv.get_method(method)(spec, progress=False, **params)
+    assert explainer.joint_targets
+    joint = explainer.explain_targets(x, targets)
+    keys = [k for k in default_cache.functions(spec) if k[0] not in ("target_forward",)]
+    assert any(k[0] == "targets_forward" and len(k) == 4 for k in keys), keys
+    own = [k for k in keys if k[0] != "targets_forward"]
+    assert own and all(len([p for p in k if isinstance(p, tuple)]) == 3 for k in own), own
+    alone = [explainer.explain(x, t) for t in targets]
+    assert len(joint) == 3
+    for j, a in zip(joint, alone):
+        assert j.target == a.target
+        np.testing.assert_array_equal(j.indices, a.indices)
+        np.testing.assert_allclose(j.scores, a.scores, rtol=1e-6, atol=1e-6)
+        scale = float(np.abs(a.heatmap).max())
+        assert scale > 0
+        np.testing.assert_allclose(j.heatmap, a.heatmap, rtol=1e-5, atol=1e-6 * scale)
+        assert j.meta["model_calls"] == a.meta["model_calls"]
+        for k in ("r2", "local_pred", "intercept", "base_value", "mask_score_mean"):
+            if k in a.meta:
+                np.testing.assert_allclose(j.meta[k], a.meta[k], rtol=1e-5, atol=1e-7)
+    # the maps differ between targets: each column is its own target's
+    assert not np.allclose(joint[0].heatmap, joint[2].heatmap)
+
+
+def test_explain_targets_of_any_method_and_bad_input(mini_neurons):
+    """cnnvis_eval.explain_targets: a method without a joint pass explains the targets one
+    after the other (the same maps as explain); no target is one clear error."""
+    spec, x, targets = mini_neurons
+    got = cv.explain_targets("grad_cam", spec, x, targets[1:])
+    for g, t in zip(got, targets[1:]):
+        np.testing.assert_array_equal(g.heatmap, cv.explain("grad_cam", spec, x, target=t).heatmap)
+    assert not cv.get_method("grad_cam").joint_targets
+    for method in ("grad_cam", "occlusion"):
+        with pytest.raises(InputError, match="at least one target"):
+            cv.explain_targets(method, spec, x, [])

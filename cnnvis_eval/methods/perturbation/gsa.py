@@ -24,7 +24,7 @@ import tensorflow as tf
 from ... import params as P
 from ...errors import InputError
 from ...targets import BoundTarget
-from ..base import BatchResult, target_forward
+from ..base import targets_forward
 from .sampling import PerturbationExplainer
 
 #: Xplique's perturbation functions that we provide (``blurring`` needs OpenCV's box blur).
@@ -141,16 +141,16 @@ class GsaExplainer(PerturbationExplainer):
             self._design = d.reshape(len(d), self.grid_size, self.grid_size)
         return self._design
 
-    def _gsa_fn(self, bound: BoundTarget):
+    def _gsa_fn(self, bounds: list[BoundTarget]):
         mode = self.perturbation
 
         def build():
-            fwd, img = target_forward(self.spec, bound), self._image_spec()  # the model's one forward trace
+            fwd, img = targets_forward(self.spec, bounds), self._image_spec()  # one forward of every target
             dt, i32 = img.dtype, tf.int32
 
             @tf.function(autograph=False, input_signature=[
                 img, img, tf.TensorSpec((None, None, None), dt), tf.TensorSpec((None,), i32),
-                tf.TensorSpec((None,), i32), tf.TensorSpec((), dt), tf.TensorSpec((None,), i32),
+                tf.TensorSpec((None,), i32), tf.TensorSpec((), dt), tf.TensorSpec((None, len(bounds)), i32),
             ])
             def score(x, base, grids, rows, cols, sigma, indices):
                 m = tf.gather(tf.gather(grids, rows, axis=1), cols, axis=2)[..., None]  # (b, H, W, 1)
@@ -158,34 +158,36 @@ class GsaExplainer(PerturbationExplainer):
                     xs = x[None] * m + (1.0 - m) * base[None]
                 else:  # amplitude, as Xplique computes it
                     xs = x[None] * (m - 0.5) * sigma
-                return fwd(xs, indices)[0]
+                return fwd(xs, indices)[0]  # (b, T)
 
             return score
 
-        return self._cached(("gsa", mode, bound.key, bound.reduce), build)
+        return self._cached(("gsa", mode) + tuple((b.key, b.reduce) for b in bounds), build)
 
-    def _explain_image(self, x, bound, sampling):
-        scores, bound = self._score(x, bound, sampling)
+    def _explain_image(self, x, bounds, sampling):
+        scores, bounds = self._score(x, bounds, sampling)
         image = x[0]
         h, w = image.shape[:2]
         base = self._baseline_image(self.baseline, image)
         grids = self._grids()
         g = self.grid_size
         rows, cols = nearest_indices(g, h), nearest_indices(g, w)
-        fn = self._gsa_fn(bound)
-        idx = bound.indices[0]
+        fn = self._gsa_fn(bounds)
         sigma = np.asarray(self.sigma, self.dtype)
         parts = sampling.feed(
             fn, len(grids),
-            lambda a, b: (grids[a:b], rows, cols, sigma, np.full(b - a, idx, np.int32)),
+            lambda a, b: (grids[a:b], rows, cols, sigma, self._index_rows(bounds, b - a)),
             image, base,
         )
-        outputs = np.concatenate(parts).astype(np.float64)
-        cell, meta = self.estimate(outputs)
-        cell = cell.reshape(g, g)
-        heat = tf.image.resize(cell[..., None].astype(np.float32), (h, w), method="bicubic")
-        meta = {"cell_scores": cell[None].astype(np.float32), **meta}
-        return BatchResult(np.asarray(heat)[None, ..., 0], None, bound.indices, scores, meta)
+        outputs = np.concatenate(parts).astype(np.float64)  # (M, T)
+        heats, metas = [], []
+        for t in range(len(bounds)):
+            cell, meta = self.estimate(outputs[:, t])
+            cell = cell.reshape(g, g)
+            heat = tf.image.resize(cell[..., None].astype(np.float32), (h, w), method="bicubic")
+            heats.append(np.asarray(heat)[..., 0])
+            metas.append({"cell_scores": cell[None].astype(np.float32), **meta})
+        return self._results(heats, bounds, scores, metas)
 
 
 __all__ = ["GsaExplainer", "PERTURBATIONS", "nearest_indices", "sobol_points", "upsample_masks"]

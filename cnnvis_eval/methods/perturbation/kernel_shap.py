@@ -32,7 +32,7 @@ from math import comb
 import numpy as np
 
 from ... import params as P
-from ..base import BatchResult, Explanation, register
+from ..base import Explanation, register
 from .superpixels import SuperpixelExplainer, _object_array
 
 
@@ -228,32 +228,35 @@ class KernelShap(SuperpixelExplainer):
         # at most: the coalitions and the empty one (explain adds the unperturbed image)
         return self.num_samples + 1
 
-    def explain(self, x, target=None, batch_size: int | None = None,
-                progress: bool | None = None) -> Explanation:
-        exp = super().explain(x, target, batch_size=batch_size, progress=progress)
-        # fewer when 2^M - 2 < num_samples: the count actually evaluated
-        exp.meta["model_calls"] = int(np.sum(exp.meta["coalitions"]) + 2 * len(exp.heatmap))
-        return exp
+    def explain_targets(self, x, targets, batch_size: int | None = None,
+                        progress: bool | None = None) -> list[Explanation]:
+        exps = super().explain_targets(x, targets, batch_size=batch_size, progress=progress)
+        for exp in exps:
+            # fewer when 2^M - 2 < num_samples: the count actually evaluated
+            exp.meta["model_calls"] = int(np.sum(exp.meta["coalitions"]) + 2 * len(exp.heatmap))
+        return exps
 
-    explain.__doc__ = SuperpixelExplainer.explain.__doc__
-    __call__ = explain
+    explain_targets.__doc__ = SuperpixelExplainer.explain_targets.__doc__
 
-    def _explain_image(self, x, bound, sampling):
-        scores, bound = self._score(x, bound, sampling)
-        segments, m, scorer = self._scorer(x, bound, sampling)
+    def _explain_image(self, x, bounds, sampling):
+        scores, bounds = self._score(x, bounds, sampling)
+        segments, m, scorer = self._scorer(x, bounds, sampling)
         rows, weights = kernel_shap_coalitions(m, self.num_samples, np.random.default_rng(self.seed))
-        values = scorer.score_all(np.concatenate([np.zeros((1, m), np.uint8), rows]))
-        f_empty, f_full = float(values[0]), float(scores[0])
-        phi = solve_kernel_shap(rows, weights, values[1:], f_full, f_empty)
-        meta = {
-            "segments": segments[None],
-            "num_segments": np.array([m]),
-            "shapley_values": _object_array(phi),
-            "base_value": np.array([f_empty]),
-            "coalitions": np.array([len(rows)]),
-            "exact": np.array([m < 63 and len(rows) == 2 ** m - 2]),
-        }
-        return BatchResult(phi[segments][None].astype(np.float32), None, bound.indices, scores, meta)
+        values = scorer.score_all(np.concatenate([np.zeros((1, m), np.uint8), rows]))  # (1 + S, T)
+        heats, metas = [], []
+        for t in range(len(bounds)):
+            f_empty, f_full = float(values[0, t]), float(scores[0, t])
+            phi = solve_kernel_shap(rows, weights, values[1:, t], f_full, f_empty)
+            heats.append(phi[segments])
+            metas.append({
+                "segments": segments[None],
+                "num_segments": np.array([m]),
+                "shapley_values": _object_array(phi),
+                "base_value": np.array([f_empty]),
+                "coalitions": np.array([len(rows)]),
+                "exact": np.array([m < 63 and len(rows) == 2 ** m - 2]),
+            })
+        return self._results(heats, bounds, scores, metas)
 
 
 __all__ = ["KernelShap", "kernel_shap_coalitions", "shapley_kernel", "solve_kernel_shap"]

@@ -12,12 +12,28 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from lime import lime_image
+from lime import lime_base, lime_image
 
 from ... import params as P
-from ..base import BatchResult, register
+from ..base import register
 from .superpixels import (SEGMENTATION_DEFAULTS, SEGMENTATIONS, SegmentationCache, SuperpixelExplainer,
                           _object_array, display_images)
+
+
+class _RecordingLimeBase(lime_base.LimeBase):
+    """lime's ``LimeBase`` that keeps each label's weighted R^2 and local prediction:
+    ``LimeImageExplainer.explain_instance`` keeps only the last label's on its explanation."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fits: dict = {}  # label -> (score, local_pred)
+
+    def explain_instance_with_data(self, neighborhood_data, neighborhood_labels, distances, label,
+                                   num_features, *args, **kwargs):
+        out = super().explain_instance_with_data(neighborhood_data, neighborhood_labels, distances, label,
+                                                 num_features, *args, **kwargs)
+        self.fits[label] = (out[2], out[3])
+        return out
 
 
 class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
@@ -39,6 +55,11 @@ class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
     Everything else (segmentation call, distances, kernel, ridge regression, explanation
     object) is lime's own code.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.base = _RecordingLimeBase(self.base.kernel_fn, self.base.verbose, random_state=self.base.random_state)
+        self.fits = self.base.fits
 
     def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
         n_features = np.unique(segments).shape[0]
@@ -133,36 +154,41 @@ class Lime(SuperpixelExplainer):
     def calls_per_image(self, shape) -> int:
         return self.num_samples
 
-    def _explain_image(self, x, bound, sampling):
-        scores, bound = self._score(x, bound, sampling)
+    def _explain_image(self, x, bounds, sampling):
+        scores, bounds = self._score(x, bounds, sampling)
         image = x[0]
-        segments, n, scorer = self._scorer(x, bound, sampling)
+        segments, n, scorer = self._scorer(x, bounds, sampling)
         lime_exp = BatchedLimeImageExplainer(
             kernel_width=self.kernel_width, feature_selection="none",
             random_state=np.random.RandomState(self.seed),
         )
         t0 = time.perf_counter()
+        labels = tuple(range(len(bounds)))  # one fit per target, on the same samples
         exp = lime_exp.explain_instance(
-            image, scorer, labels=(0,), hide_color=0, top_labels=None, num_features=n,
+            image, scorer, labels=labels, hide_color=0, top_labels=None, num_features=n,
             num_samples=self.num_samples, batch_size=sampling.batch_size,
             segmentation_fn=lambda _img: segments, random_seed=self.seed,
         )
         seconds = time.perf_counter() - t0
-        feats, w = zip(*exp.local_exp[0])
-        weights = np.zeros(n, np.float64)
-        weights[np.asarray(feats, int)] = w
-        _, mask = exp.get_image_and_mask(0, positive_only=True, num_features=self.top_k, hide_rest=False)
-        meta = {
-            "segments": segments[None],
-            "top_mask": (mask > 0)[None],
-            "num_segments": np.array([n]),
-            "intercept": np.array([float(np.ravel(exp.intercept[0])[0])]),
-            "r2": np.array([float(exp.score)]),
-            "local_pred": np.array([float(np.ravel(exp.local_pred)[0])]),
-            "weights": _object_array(weights.astype(np.float32)),
-            "lime_seconds": np.array([seconds]),
-        }
-        return BatchResult(weights[segments][None].astype(np.float32), None, bound.indices, scores, meta)
+        heats, metas = [], []
+        for t in labels:
+            feats, w = zip(*exp.local_exp[t])
+            weights = np.zeros(n, np.float64)
+            weights[np.asarray(feats, int)] = w
+            _, mask = exp.get_image_and_mask(t, positive_only=True, num_features=self.top_k, hide_rest=False)
+            r2, local_pred = lime_exp.fits[t]
+            heats.append(weights[segments])
+            metas.append({
+                "segments": segments[None],
+                "top_mask": (mask > 0)[None],
+                "num_segments": np.array([n]),
+                "intercept": np.array([float(np.ravel(exp.intercept[t])[0])]),
+                "r2": np.array([float(r2)]),
+                "local_pred": np.array([float(np.ravel(local_pred)[0])]),
+                "weights": _object_array(weights.astype(np.float32)),
+                "lime_seconds": np.array([seconds]),
+            })
+        return self._results(heats, bounds, scores, metas)
 
 
 __all__ = ["BatchedLimeImageExplainer", "Lime", "SEGMENTATIONS", "SEGMENTATION_DEFAULTS", "SegmentationCache", "display_images"]

@@ -8,7 +8,7 @@ import tensorflow as tf
 from ... import params as P
 from ...errors import InputError
 from ...targets import BoundTarget
-from ..base import BatchResult, register, target_forward
+from ..base import register, targets_forward
 from .sampling import PerturbationExplainer
 
 def window_positions(size: int, window: int, stride: int) -> np.ndarray:
@@ -82,14 +82,15 @@ class Occlusion(PerturbationExplainer):
     def calls_per_image(self, shape) -> int:
         return len(self.positions(shape)[0])
 
-    def _occlusion_fn(self, bound: BoundTarget):
+    def _occlusion_fn(self, bounds: list[BoundTarget]):
         def build():
-            fwd, img = target_forward(self.spec, bound), self._image_spec()  # the model's one forward trace
+            fwd, img = targets_forward(self.spec, bounds), self._image_spec()  # one forward of every target
             i32 = tf.int32
 
             @tf.function(autograph=False, input_signature=[
                 img, img, tf.TensorSpec((None,), i32), tf.TensorSpec((None,), i32),
-                tf.TensorSpec((2,), i32), tf.TensorSpec((), img.dtype), tf.TensorSpec((None,), i32),
+                tf.TensorSpec((2,), i32), tf.TensorSpec((len(bounds),), img.dtype),
+                tf.TensorSpec((None, len(bounds)), i32),
             ])
             def score(x, base, top, left, size, f0, indices):
                 shape = tf.shape(x)
@@ -99,31 +100,30 @@ class Occlusion(PerturbationExplainer):
                 in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size[1])  # (b, W)
                 mask = in_rows[:, :, None] & in_cols[:, None, :]  # (b, H, W)
                 xs = tf.where(mask[..., None], base[None], x[None])
-                scores = fwd(xs, indices)[0]
-                drop = f0 - scores
-                credit = tf.einsum("b,bhw->hw", drop, tf.cast(mask, drop.dtype))
+                scores = fwd(xs, indices)[0]  # (b, T)
+                drop = f0[None, :] - scores
+                credit = tf.einsum("bt,bhw->thw", drop, tf.cast(mask, drop.dtype))
                 return scores, credit
 
             return score
 
-        return self._cached(("occlusion", bound.key, bound.reduce), build)
+        return self._cached(("occlusion",) + tuple((b.key, b.reduce) for b in bounds), build)
 
-    def _explain_image(self, x, bound, sampling):
-        scores, bound = self._score(x, bound, sampling)
+    def _explain_image(self, x, bounds, sampling):
+        scores, bounds = self._score(x, bounds, sampling)
         image = x[0]
         base = self._baseline_image(self.baseline, image)
         top, left = self.positions(image.shape)
         (wh, ww), (sh, sw) = self.geometry(image.shape)
-        fn = self._occlusion_fn(bound)
-        idx = bound.indices[0]
+        fn = self._occlusion_fn(bounds)
         size = np.array([wh, ww], np.int32)
-        f0 = np.asarray(scores[0], self.dtype)
+        f0 = np.asarray(scores[0], self.dtype)  # (T,)
         parts = sampling.feed(
             fn, len(top),
-            lambda a, b: (top[a:b], left[a:b], size, f0, np.full(b - a, idx, np.int32)),
+            lambda a, b: (top[a:b], left[a:b], size, f0, self._index_rows(bounds, b - a)),
             image, base,
         )
-        credit = np.sum([p[1].astype(np.float64) for p in parts], axis=0)
+        credit = np.sum([p[1].astype(np.float64) for p in parts], axis=0)  # (T, H, W)
         ys = window_positions(image.shape[0], wh, sh)
         xs = window_positions(image.shape[1], ww, sw)
         cover_r = np.zeros(image.shape[0], np.int64)
@@ -132,9 +132,9 @@ class Occlusion(PerturbationExplainer):
         np.add.at(cover_c, (xs[:, None] + np.arange(ww)).ravel(), 1)
         coverage = np.outer(cover_r, cover_c)
         # pixels no window covers (stride > window) get 0
-        heat = np.divide(credit, coverage, out=np.zeros_like(credit), where=coverage > 0)
+        heats = [np.divide(c, coverage, out=np.zeros_like(c), where=coverage > 0) for c in credit]
         meta = {"windows": len(top), "window": (wh, ww), "stride": (sh, sw), "coverage": coverage}
-        return BatchResult(heat[None].astype(np.float32), None, bound.indices, scores, meta)
+        return self._results(heats, bounds, scores, [dict(meta) for _ in bounds])
 
 
 __all__ = ["Occlusion", "window_positions"]

@@ -9,7 +9,7 @@ import tensorflow as tf
 from ... import params as P
 from ...errors import InputError
 from ...targets import BoundTarget
-from ..base import BatchResult, register, target_forward
+from ..base import register, targets_forward
 from .sampling import PerturbationExplainer
 
 def linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -121,15 +121,15 @@ class Rise(PerturbationExplainer):
         c = d["cols"][d["shifts"][sl, 1][:, None] + np.arange(w)]  # (n, W, s)
         return np.einsum("nhs,nst,nwt->nhw", r, d["grids"][sl], c)
 
-    def _rise_fn(self, bound: BoundTarget):
+    def _rise_fn(self, bounds: list[BoundTarget]):
         def build():
-            fwd, img = target_forward(self.spec, bound), self._image_spec()  # the model's one forward trace
+            fwd, img = targets_forward(self.spec, bounds), self._image_spec()  # one forward of every target
             dt, i32 = img.dtype, tf.int32
 
             @tf.function(autograph=False, input_signature=[
                 img, img, tf.TensorSpec((None, None, None), dt), tf.TensorSpec((None, 2), i32),
                 tf.TensorSpec((None, None), dt), tf.TensorSpec((None, None), dt),
-                tf.TensorSpec((None,), i32),
+                tf.TensorSpec((None, len(bounds)), i32),
             ])
             def score(x, base, grids, shifts, rows, cols, indices):
                 shape = tf.shape(x)
@@ -137,31 +137,31 @@ class Rise(PerturbationExplainer):
                 c = tf.gather(cols, shifts[:, 1:] + tf.range(shape[1])[None, :])  # (b, W, s)
                 masks = tf.einsum("bhs,bst,bwt->bhw", r, grids, c)
                 xs = base[None] + masks[..., None] * (x - base)[None]
-                scores = fwd(xs, indices)[0]
-                return scores, tf.einsum("b,bhw->hw", scores, masks)
+                scores = fwd(xs, indices)[0]  # (b, T)
+                return scores, tf.einsum("bt,bhw->thw", scores, masks)
 
             return score
 
-        return self._cached(("rise", bound.key, bound.reduce), build)
+        return self._cached(("rise",) + tuple((b.key, b.reduce) for b in bounds), build)
 
-    def _explain_image(self, x, bound, sampling):
-        scores, bound = self._score(x, bound, sampling)
+    def _explain_image(self, x, bounds, sampling):
+        scores, bounds = self._score(x, bounds, sampling)
         image = x[0]
         base = self._baseline_image(self.baseline, image)
         d = self.draws(image.shape)
-        fn = self._rise_fn(bound)
-        idx = bound.indices[0]
+        fn = self._rise_fn(bounds)
         parts = sampling.feed(
             fn, self.n_masks,
             lambda a, b: (d["grids"][a:b], d["shifts"][a:b], d["rows"], d["cols"],
-                          np.full(b - a, idx, np.int32)),
+                          self._index_rows(bounds, b - a)),
             image, base,
         )
-        total = np.sum([p[1].astype(np.float64) for p in parts], axis=0)
-        heat = total / (self.n_masks * self.p_keep)
-        mask_scores = np.concatenate([p[0] for p in parts]).astype(np.float32)
-        meta = {"mask_score_mean": np.array([mask_scores.mean()]), "cell": d["cell"]}
-        return BatchResult(heat[None].astype(np.float32), None, bound.indices, scores, meta)
+        total = np.sum([p[1].astype(np.float64) for p in parts], axis=0)  # (T, H, W)
+        heats = total / (self.n_masks * self.p_keep)
+        mask_scores = np.concatenate([p[0] for p in parts]).astype(np.float32)  # (M, T)
+        metas = [{"mask_score_mean": np.array([mask_scores[:, t].mean()]), "cell": d["cell"]}
+                 for t in range(len(bounds))]
+        return self._results(heats, bounds, scores, metas)
 
 
 __all__ = ["Rise", "linear_resize_matrix"]

@@ -9,6 +9,7 @@ explainer can serve several callers at once.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -17,8 +18,9 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from ... import params as P
-from ...targets import BoundTarget
-from ..base import BatchResult, Explainer, Explanation, check_input
+from ...errors import InputError
+from ...targets import BoundTarget, bind
+from ..base import BatchResult, Explainer, Explanation, check_input, targets_forward
 
 #: More model inputs than this (per explain call) show a progress bar by default.
 PROGRESS_THRESHOLD = 300
@@ -71,13 +73,14 @@ class PerturbationExplainer(Explainer):
         :data:`PROGRESS_THRESHOLD` model calls; False never; True always.
 
     Subclasses implement :meth:`calls_per_image` and :meth:`_explain_image` (called with
-    one image at a time and the call's :class:`Sampling`) and run their chunks through
-    :meth:`Sampling.feed`.
+    one image at a time, the targets and the call's :class:`Sampling`) and run their chunks
+    through :meth:`Sampling.feed`, scoring every target of a chunk in one forward pass.
     """
 
     signed = True
     default_batch_size = 1  # images per _explain_image; their perturbations are batched
     reads_weights_once = False  # only calls the model, through compiled functions
+    joint_targets = True  # the perturbed inputs do not depend on the target
 
     def __init__(self, model, *, batch_size: int = 32, progress: bool | None = None, **params):
         super().__init__(model, batch_size=batch_size, progress=progress, **params)
@@ -118,41 +121,102 @@ class PerturbationExplainer(Explainer):
             ``heatmap`` float32 (N, H, W); ``meta["batch_size"]`` is the number of model
             inputs per call, ``meta["model_calls"]`` the number of model inputs evaluated.
         """
+        return self.explain_targets(x, [target], batch_size=batch_size, progress=progress)[0]
+
+    __call__ = explain
+
+    def explain_targets(self, x, targets, batch_size: int | None = None,
+                        progress: bool | None = None) -> list[Explanation]:
+        """Explain the same images for several targets on **one** set of perturbed inputs.
+
+        The perturbed inputs of an image do not depend on the target (the masks, samples and
+        windows are drawn from the method's parameters and seed), so each is evaluated once
+        and every target is read from that pass (:func:`~cnnvis_eval.methods.base.targets_forward`:
+        the deepest target's forward pass).  Explanation ``t`` equals ``explain(x, targets[t])``
+        up to float32 rounding (the same inputs, read from a graph that also computes the
+        other targets).
+
+        Parameters
+        ----------
+        x : array, shape (N, H, W, C), float
+            Model inputs (already preprocessed). Not modified.
+        targets : sequence of ClassTarget, NeuronTarget, int or None
+            At least one; "top" is resolved per target and image on the unperturbed image.
+        batch_size, progress
+            As in :meth:`explain`.
+
+        Returns
+        -------
+        list of Explanation
+            One per target, in order; ``meta["model_calls"]`` counts the model inputs of the
+            joint pass (each perturbed input once, the unperturbed image once per image), and
+            ``meta["seconds"]`` is the joint pass's time.
+        """
+        targets = list(targets)
+        if not targets:
+            raise InputError("explain_targets needs at least one target")
         arr = check_input(x, self.graph, self.dtype)
         self._check_image_shape(arr.shape[1:])
         bs = self.batch_size if batch_size is None else P.integer(batch_size, "batch_size")
+        bounds = [bind(t, self.graph, len(arr)) for t in targets]
         total = len(arr) * (self.calls_per_image(arr.shape[1:]) + 1)
         show = progress if progress is not None else self.progress
         if show is None:
             show = total > PROGRESS_THRESHOLD
         bar = tqdm(total=total, desc=self.name, unit="input", disable=not show, leave=False)
         sampling = Sampling(bs, bar)
+        parts: list[list[BatchResult]] = []
+        t0 = time.perf_counter()
         try:
-            exp = self._explain_batches(arr, target, 1, False,
-                                        lambda xb, bound: self._explain_image(xb, bound, sampling))
+            for i in range(len(arr)):
+                sl = slice(i, i + 1)
+                parts.append(self._explain_image(arr[sl], [b.batch(sl) for b in bounds], sampling))
         finally:
             bar.close()
-        exp.meta["batch_size"] = bs
-        exp.meta["model_calls"] = total
-        return exp
-
-    __call__ = explain
+        seconds = time.perf_counter() - t0
+        out = []
+        for t, bound in enumerate(bounds):
+            exp = self._assemble([p[t] for p in parts], bound, len(arr), seconds, 1)
+            exp.meta["batch_size"] = bs
+            exp.meta["model_calls"] = total
+            out.append(exp)
+        return out
 
     def _explain_batch(self, x: np.ndarray, bound: BoundTarget) -> BatchResult:
         # one image, no progress bar, the constructor's batch size
-        return self._explain_image(x, bound, Sampling(self.batch_size))
+        return self._explain_image(x, [bound], Sampling(self.batch_size))[0]
 
-    def _explain_image(self, x: np.ndarray, bound: BoundTarget, sampling: Sampling) -> BatchResult:
-        """Explain one image ``x`` (1, H, W, C); the call's state is ``sampling``."""
+    def _explain_image(self, x: np.ndarray, bounds: list[BoundTarget],
+                       sampling: Sampling) -> list[BatchResult]:
+        """Explain one image ``x`` (1, H, W, C) for each of ``bounds`` (one BatchResult per
+        target, from one evaluation of each perturbed input); the call's state is ``sampling``."""
         raise NotImplementedError
 
     # -- helpers for subclasses ----------------------------------------------
-    def _score(self, x: np.ndarray, bound: BoundTarget,
-               sampling: Sampling) -> tuple[np.ndarray, BoundTarget]:
-        """Score of the unperturbed image(s) and the target with "top" resolved."""
-        scores, idx = self.forward(x, bound)
+    def _score(self, x: np.ndarray, bounds: list[BoundTarget],
+               sampling: Sampling) -> tuple[np.ndarray, list[BoundTarget]]:
+        """Scores (1, T) of the unperturbed image for the T targets (one forward pass) and
+        the targets with "top" resolved."""
+        scores, idx = self._forward_targets(x, bounds)
         sampling.tick(len(x))
-        return scores, bound.fixed(idx)
+        return scores, [b.fixed(idx[:, t]) for t, b in enumerate(bounds)]
+
+    def _forward_targets(self, x: np.ndarray, bounds: list[BoundTarget]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, T) scores and indices of ``x`` (N, H, W, C) for the T targets in one pass."""
+        idx = np.stack([b.indices for b in bounds], axis=1).astype(np.int32)
+        scores, picked = targets_forward(self.spec, bounds)(x, idx)
+        return scores.numpy(), picked.numpy()
+
+    @staticmethod
+    def _index_rows(bounds: list[BoundTarget], n: int) -> np.ndarray:
+        """(n, T) int32: the targets' indices of the image, one row per perturbed input."""
+        return np.tile(np.array([b.indices[0] for b in bounds], np.int32), (n, 1))
+
+    @staticmethod
+    def _results(heats, bounds: list[BoundTarget], scores: np.ndarray, metas) -> list[BatchResult]:
+        """One BatchResult per target from per-target heatmaps (H, W) and metas."""
+        return [BatchResult(np.asarray(h, np.float32)[None], None, b.indices, scores[:, t], m)
+                for t, (h, b, m) in enumerate(zip(heats, bounds, metas))]
 
     def _image_spec(self):
         return tf.TensorSpec(tuple(self.graph.input_shape[1:]), tf.as_dtype(self.dtype))

@@ -23,7 +23,7 @@ from ...content_cache import ContentCache
 from ...errors import InputError
 from ...models.spec import identity as _identity
 from ...targets import BoundTarget
-from ..base import check_input, target_forward
+from ..base import check_input, targets_forward
 from .sampling import PerturbationExplainer, Sampling
 
 
@@ -83,50 +83,50 @@ def _relabel(segments: np.ndarray) -> np.ndarray:
 
 
 class _RowScorer:
-    """Scores superpixel on/off rows of one image, composing the perturbed images on the device
-    (and lime's ``classifier_fn``).
+    """Scores superpixel on/off rows of one image for T targets, composing the perturbed
+    images on the device (and lime's ``classifier_fn``).
 
-    ``score_rows(rows (b, n_segments) 0/1)`` -> (b, 1) target values (one chunk, for
-    lime's loop); ``score_all(rows)`` -> (S,) values of any number of rows, chunked by the
-    sampling loop; calling it with images (lime's contract) is supported too.  Holds the state of one image's explanation
-    (the image, its target, the call's :class:`Sampling`), so the explainer holds none.
+    ``score_rows(rows (b, n_segments) 0/1)`` -> (b, T) target values (one chunk, for
+    lime's loop); ``score_all(rows)`` -> (S, T) values of any number of rows, chunked by the
+    sampling loop; calling it with images (lime's contract) is supported too.  Every target
+    is read from one forward pass of each perturbed image.  Holds the state of one image's
+    explanation (the image, its targets with "top" resolved, the call's :class:`Sampling`),
+    so the explainer holds none.
     """
 
-    def __init__(self, owner: "SuperpixelExplainer", bound: BoundTarget, sampling: Sampling, x, fudged,
-                 segments, index):
+    def __init__(self, owner: "SuperpixelExplainer", bounds: list[BoundTarget], sampling: Sampling, x, fudged,
+                 segments):
         n = int(segments.max()) + 1
         onehot = np.zeros((n, segments.size), owner.dtype)
         onehot[segments.reshape(-1), np.arange(segments.size)] = 1
-        self.owner, self.bound, self.sampling = owner, bound, sampling
+        self.owner, self.bounds, self.sampling = owner, bounds, sampling
         self.x, self.fudged = tf.constant(x), tf.constant(fudged)
         self.onehot = tf.constant(onehot)
-        self.index = np.int32(index)
 
     def score_rows(self, rows):
-        fn = self.owner._rows_fn(self.bound)
+        fn = self.owner._rows_fn(self.bounds)
         rows = np.asarray(rows, self.owner.dtype)
-        idx = np.full(len(rows), self.index, np.int32)
-        s = fn(self.x, self.fudged, self.onehot, rows, idx).numpy()
+        s = fn(self.x, self.fudged, self.onehot, rows, self.owner._index_rows(self.bounds, len(rows))).numpy()
         self.sampling.tick(len(rows))
-        return s.astype(np.float64)[:, None]
+        return s.astype(np.float64)
 
     def score_all(self, rows) -> np.ndarray:
-        """Target values (S,) float64 of all ``rows`` (S, n_segments) 0/1, in chunks of the
+        """Target values (S, T) float64 of all ``rows`` (S, n_segments) 0/1, in chunks of the
         call's ``batch_size`` through :meth:`Sampling.feed` (the progress bar advances)."""
         rows = np.asarray(rows, self.owner.dtype)
         if not len(rows):
-            return np.zeros(0)
-        idx = np.full(min(len(rows), self.sampling.batch_size), self.index, np.int32)
-        parts = self.sampling.feed(self.owner._rows_fn(self.bound), len(rows),
+            return np.zeros((0, len(self.bounds)))
+        idx = self.owner._index_rows(self.bounds, min(len(rows), self.sampling.batch_size))
+        parts = self.sampling.feed(self.owner._rows_fn(self.bounds), len(rows),
                                    lambda a, b: (rows[a:b], idx[:b - a]), self.x, self.fudged, self.onehot)
         return np.concatenate(parts).astype(np.float64)
 
     def __call__(self, images):
         images = np.asarray(images, self.owner.dtype)
-        bound = self.bound.fixed(np.full(len(images), self.index))
-        s, _ = self.owner.forward(images, bound)
+        bounds = [b.fixed(np.full(len(images), b.indices[0])) for b in self.bounds]
+        s, _ = self.owner._forward_targets(images, bounds)
         self.sampling.tick(len(images))
-        return s.astype(np.float64)[:, None]
+        return s.astype(np.float64)
 
 
 def _check_hide_color(hide_color):
@@ -252,23 +252,23 @@ class SuperpixelExplainer(PerturbationExplainer):
             )
         return _relabel(labels)
 
-    def _rows_fn(self, bound: BoundTarget):
+    def _rows_fn(self, bounds: list[BoundTarget]):
         def build():
-            fwd, img = target_forward(self.spec, bound), self._image_spec()  # the model's one forward trace
+            fwd, img = targets_forward(self.spec, bounds), self._image_spec()  # one forward of every target
 
             @tf.function(autograph=False, input_signature=[
                 img, img, tf.TensorSpec((None, None), img.dtype),
-                tf.TensorSpec((None, None), img.dtype), tf.TensorSpec((None,), tf.int32),
+                tf.TensorSpec((None, None), img.dtype), tf.TensorSpec((None, len(bounds)), tf.int32),
             ])
             def score(x, fudged, onehot, rows, indices):
                 # rows (b, n) 0/1 @ onehot (n, H*W) -> exactly 0/1 per pixel
                 keep = tf.reshape(tf.matmul(rows, onehot), tf.concat([[-1], tf.shape(x)[:2], [1]], 0))
                 xs = tf.where(keep > 0.5, x[None], fudged[None])
-                return fwd(xs, indices)[0]
+                return fwd(xs, indices)[0]  # (b, T)
 
             return score
 
-        return self._cached(("superpixel_rows", bound.key, bound.reduce), build)
+        return self._cached(("superpixel_rows",) + tuple((b.key, b.reduce) for b in bounds), build)
 
     def _fudged(self, x: np.ndarray, segments: np.ndarray, n: int) -> np.ndarray:
         """The image (H, W, C) with every pixel replaced by the hide colour.
@@ -300,17 +300,16 @@ class SuperpixelExplainer(PerturbationExplainer):
         ) / counts[:, None]
         return means[segments].astype(x.dtype)
 
-    def _scorer(self, x: np.ndarray, bound: BoundTarget, sampling: Sampling):
+    def _scorer(self, x: np.ndarray, bounds: list[BoundTarget], sampling: Sampling):
         """Superpixels of one image ``x`` (1, H, W, C) and the scorer of its on/off rows.
 
-        Returns ``(segments (H, W) int32 labels 0..n-1, n, _RowScorer)``; ``bound`` has
+        Returns ``(segments (H, W) int32 labels 0..n-1, n, _RowScorer)``; ``bounds`` have
         "top" resolved already.
         """
         image = x[0]
         segments = self._segment_one(display_images(self.spec, x)[0])
         n = int(segments.max()) + 1
-        scorer = _RowScorer(self, bound, sampling, image, self._fudged(image, segments, n),
-                            segments, bound.indices[0])
+        scorer = _RowScorer(self, bounds, sampling, image, self._fudged(image, segments, n), segments)
         return segments, n, scorer
 
 
