@@ -15,9 +15,10 @@ As PAIR ``saliency.core.XRAI`` (algorithm ``"full"``):
    ``area_threshold`` of the image is covered; every pixel gets the gain of the mask that
    added it; pixels never added get the mean attribution over them.
 
-The greedy step runs on all remaining masks at once (one matrix product per added region,
-new pixels and their attribution sum together, instead of PAIR's loop over the masks); ties
-go to the first mask, as in PAIR.  Segments are computed once per image
+The greedy step runs on all remaining masks at once (instead of PAIR's loop over the masks):
+each mask's new pixels and their attribution sum are kept and updated by the pixels each added
+region covers, the masks within rounding of the best are scored exactly, and ties go to the
+first mask, as in PAIR.  Segments are computed once per image
 (:func:`segment_masks` keeps the last few).
 """
 
@@ -102,27 +103,39 @@ def xrai_regions(attr: np.ndarray, masks: np.ndarray, area_threshold: float = 1.
     mf = m.astype(np.float64)
     out = np.full(a.shape, -np.inf)
     current = np.zeros(a.shape, bool)
-    remaining = np.arange(len(m))
+    # new pixels and their attribution sum per mask, updated by the pixels each added region
+    # covers (every pixel is subtracted once over the whole loop), not recomputed over all
+    # pixels per region
+    mt = np.ascontiguousarray(mf.T)  # (pixels, masks): the rows of the covered pixels
+    counts = m.sum(axis=1).astype(np.float64)
+    sums = mf @ a
+    alive = np.ones(len(m), bool)
+    scale = float(np.abs(a).max()) if a.size else 0.0
     trace: list[tuple[np.ndarray, float]] = []
     area = 0.0
     while area <= area_threshold:
-        free = ~current
-        # new pixels and their attribution sum of every remaining mask: one pass over them
-        both = mf[remaining] @ np.stack([free, np.where(free, a, 0.0)], axis=1)
-        counts = both[:, 0]
-        keep = counts >= min_pixel_diff
-        remaining, counts = remaining[keep], counts[keep]
-        if not len(remaining):
+        alive &= counts >= min_pixel_diff
+        if not alive.any():
             break
-        gains = both[keep, 1] / counts
-        j = int(np.argmax(gains))
-        best = remaining[j]
+        gains = np.full(len(m), -np.inf)
+        gains[alive] = sums[alive] / counts[alive]
+        # the updated sums carry rounding: the masks within a margin of the best are scored
+        # exactly over the free pixels, and the first exact maximum wins (PAIR's tie rule)
+        near = np.flatnonzero(gains >= gains.max() - 1e-9 * max(scale, 1e-300))
+        free = ~current
+        exact = (mf[near] @ np.where(free, a, 0.0)) / (mf[near] @ free)
+        j = int(np.argmax(exact))
+        best, gain = int(near[j]), float(exact[j])
         diff = m[best] & free
-        trace.append((diff, float(gains[j])))
-        out[diff] = gains[j]
-        current |= m[best]
+        trace.append((diff, gain))
+        out[diff] = gain
+        current |= diff
         area = current.mean()
-        remaining = np.delete(remaining, j)
+        alive[best] = False
+        covered = np.flatnonzero(diff)
+        rows = mt[covered]
+        counts -= rows.sum(axis=0)
+        sums -= a[covered] @ rows
     rest = out == -np.inf
     if rest.any():
         out[rest] = a[rest].mean()

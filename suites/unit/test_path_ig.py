@@ -19,7 +19,7 @@ import tensorflow as tf
 import cnnvis_eval as cv
 from cnnvis_eval.errors import InputError
 from cnnvis_eval.methods.path_ig import gaussian_matrix
-from cnnvis_eval.methods.xrai import segment_masks
+from cnnvis_eval.methods.xrai import segment_masks, xrai_regions
 from suites.support import tiny
 from suites.support.models import mini_spec
 from suites.support.suite_data import benchmark
@@ -148,6 +148,27 @@ def test_xrai_regions_match_pair_on_the_same_attributions(mini_xrai):
                                atol=1e-6 * np.abs(ref.attribution_mask).max())
     np.testing.assert_array_equal(exp.meta["ranks"][0], ref.segments)
     assert len(np.unique(exp.meta["ranks"][0])) > 3
+
+
+@pytest.mark.parametrize("kind", ["half_zero", "constant", "ramp", "noise"])
+def test_xrai_greedy_picks_pairs_regions_under_ties(mini_xrai, kind):
+    """The greedy step keeps each mask's new-pixel count and attribution sum up to date (the
+    pixels each added region covers are subtracted) instead of recomputing them over the
+    image; on attributions with exact ties (a zero half, a constant map: equal gains, the
+    first mask wins) and without, it picks PAIR's regions in PAIR's order, and the gains
+    are PAIR's."""
+    _, x, _, _, masks = mini_xrai
+    h, w = masks.shape[1:]
+    attr = {"half_zero": np.where(np.arange(h)[:, None] < h // 2, 0.0, np.random.default_rng(0).normal(size=(h, w))),
+            "constant": np.zeros((h, w)),
+            "ramp": np.add.outer(np.linspace(0, 1, h), np.linspace(1, 0, w)),
+            "noise": np.random.default_rng(1).normal(size=(h, w))}[kind]
+    ref = sc.XRAI().GetMaskWithDetails(
+        x[0], None, base_attribution=np.repeat(attr[..., None], 3, axis=-1), segments=list(masks),
+        extra_parameters=pair_xrai.XRAIParameters(return_xrai_segments=True))
+    heat, ranks = xrai_regions(attr, masks)
+    np.testing.assert_array_equal(ranks, ref.segments)
+    np.testing.assert_allclose(heat, ref.attribution_mask, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.slow
