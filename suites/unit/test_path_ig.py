@@ -173,16 +173,19 @@ def test_xrai_greedy_picks_pairs_regions_under_ties(mini_xrai, kind):
 
 @pytest.mark.slow
 def test_xrai_integrated_gradients_match_pairs(mini_xrai):
-    """Our IG (midpoint rule, 32 steps) against PAIR's (``linspace(0, 1, steps)``: both end
-    points, a biased rule: 0.989 at 32 steps against our 32), both from the image's min and
-    max baselines; PAIR at 256 steps is close to the integral both approximate."""
+    """Our IG (midpoint rule) against PAIR's (``linspace(0, 1, steps)``: both end points, a
+    biased rule), both from the image's min and max baselines, at 256 steps each, where both
+    are close to the integral they approximate (PAIR's 256 vs 1024 steps: r = 0.9995).  At 32
+    steps ours is still r = 0.968 from it on this mini_vgg image (measured 2026-12-02; the
+    test used to claim 0.99 at 32 steps, which the retrained minis and benchmark v2's images
+    no longer give: a statement about convergence speed, not about correctness)."""
     spec, x, label, _, _ = mini_xrai
-    exp = cv.explain("xrai", spec, x, target=cv.ClassTarget([label]), steps=32)
+    exp = cv.explain("xrai", spec, x, target=cv.ClassTarget([label]), steps=256)
     call = call_model_function(lambda xb: spec.graph.run(xb)[0], label, np.float32)
     ig = np.mean([sc.IntegratedGradients().GetMask(x[0], call, x_baseline=np.full_like(x[0], v),
                                                    x_steps=256, batch_size=64)
                   for v in (x[0].min(), x[0].max())], axis=0)
-    assert pearson(exp.attribution[0], ig) > 0.99
+    assert pearson(exp.attribution[0], ig) > 0.998
 
 
 @pytest.mark.parametrize("method, params, match", [
