@@ -11,6 +11,11 @@ The base class does what all methods share: it accepts a ModelSpec or any Keras 
 input into batches (with a progress bar on long runs), and assembles the
 :class:`Explanation`.  Gradients are always taken inside ``tf.function`` (see docs/architecture.md:
 eager gradients of strided 1x1 convolutions crash TensorFlow 2.21 with oneDNN).
+
+One job, in one module (about 510 lines): the contract every method implements and the
+compiled passes they all share (:func:`target_forward`, :func:`targets_forward`, the
+gradient functions), which are cached per model and keyed alike; splitting them from the
+class that calls them would split one cache convention in two.
 """
 
 from __future__ import annotations
@@ -182,10 +187,8 @@ def target_forward(spec: ModelSpec, bound: BoundTarget) -> Callable:
     traced a second copy)."""
     def build():
         graph = spec.graph
-        dtype = tf.float64 if graph.input_dtype == "float64" else tf.float32
 
-        @tf.function(autograph=False, input_signature=[tf.TensorSpec((None,) + tuple(graph.input_shape[1:]), dtype),
-                                                       tf.TensorSpec((None,), tf.int32)])
+        @tf.function(autograph=False, input_signature=[_input_batch(graph), tf.TensorSpec((None,), tf.int32)])
         def fwd(x, indices):
             return bound.select(run_folded(graph, x, [bound.key])[0], indices)
 
@@ -217,9 +220,8 @@ def targets_forward(spec: ModelSpec, bounds: Sequence[BoundTarget]) -> Callable:
 
     def build():
         graph = spec.graph
-        dtype = tf.float64 if graph.input_dtype == "float64" else tf.float32
 
-        @tf.function(autograph=False, input_signature=[tf.TensorSpec((None,) + tuple(graph.input_shape[1:]), dtype),
+        @tf.function(autograph=False, input_signature=[_input_batch(graph),
                                                        tf.TensorSpec((None, len(bounds)), tf.int32)])
         def fwd(x, indices):
             values = run_folded(graph, x, [b.key for b in bounds])
@@ -228,7 +230,19 @@ def targets_forward(spec: ModelSpec, bounds: Sequence[BoundTarget]) -> Callable:
 
         return fwd
 
-    return default_cache.function(spec, ("targets_forward",) + tuple((b.key, b.reduce) for b in bounds), build)
+    return default_cache.function(spec, ("targets_forward",) + targets_key(bounds), build)
+
+
+def targets_key(bounds: Sequence[BoundTarget]) -> tuple:
+    """What a compiled function of ``bounds`` depends on: each target's tensor and reduction
+    (not its indices, which the functions read), for the cache keys."""
+    return tuple((b.key, b.reduce) for b in bounds)
+
+
+def _input_batch(graph) -> tf.TensorSpec:
+    """The TensorSpec of a batch of ``graph``'s inputs (any batch size; float64 models in float64)."""
+    dtype = tf.float64 if graph.input_dtype == "float64" else tf.float32
+    return tf.TensorSpec((None,) + tuple(graph.input_shape[1:]), dtype)
 
 
 def check_finite(heatmap: np.ndarray, scores: np.ndarray, method: str, model: str) -> None:
@@ -420,8 +434,7 @@ class Explainer:
 
     # -- shared compiled pieces -----------------------------------------------
     def _signature(self):
-        shape = (None,) + tuple(self.graph.input_shape[1:])
-        return tf.TensorSpec(shape, tf.as_dtype(self.dtype))
+        return _input_batch(self.graph)
 
     def _cached(self, key, build: Callable[[], Callable]) -> Callable:
         if key not in self._fns:
@@ -502,4 +515,5 @@ __all__ = [
     "register",
     "target_forward",
     "targets_forward",
+    "targets_key",
 ]

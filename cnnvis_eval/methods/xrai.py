@@ -100,15 +100,14 @@ def xrai_regions(attr: np.ndarray, masks: np.ndarray, area_threshold: float = 1.
     shape = attr.shape
     a = attr.reshape(-1).astype(np.float64)
     m = masks.reshape(len(masks), -1)
-    mf = m.astype(np.float64)
     out = np.full(a.shape, -np.inf)
     current = np.zeros(a.shape, bool)
     # new pixels and their attribution sum per mask, updated by the pixels each added region
     # covers (every pixel is subtracted once over the whole loop), not recomputed over all
     # pixels per region
-    mt = np.ascontiguousarray(mf.T)  # (pixels, masks): the rows of the covered pixels
+    mt = np.ascontiguousarray(m.T, dtype=np.float64)  # (pixels, masks): rows of covered pixels
     counts = m.sum(axis=1).astype(np.float64)
-    sums = mf @ a
+    sums = a @ mt
     alive = np.ones(len(m), bool)
     scale = float(np.abs(a).max()) if a.size else 0.0
     trace: list[tuple[np.ndarray, float]] = []
@@ -123,7 +122,8 @@ def xrai_regions(attr: np.ndarray, masks: np.ndarray, area_threshold: float = 1.
         # exactly over the free pixels, and the first exact maximum wins (PAIR's tie rule)
         near = np.flatnonzero(gains >= gains.max() - 1e-9 * max(scale, 1e-300))
         free = ~current
-        exact = (mf[near] @ np.where(free, a, 0.0)) / (mf[near] @ free)
+        cand = mt[:, near]
+        exact = (np.where(free, a, 0.0) @ cand) / (free @ cand)
         j = int(np.argmax(exact))
         best, gain = int(near[j]), float(exact[j])
         diff = m[best] & free

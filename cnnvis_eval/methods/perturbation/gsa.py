@@ -24,7 +24,7 @@ import tensorflow as tf
 from ... import params as P
 from ...errors import InputError
 from ...targets import BoundTarget
-from ..base import targets_forward
+from ..base import targets_forward, targets_key
 from .sampling import PerturbationExplainer
 
 #: Xplique's perturbation functions that we provide (``blurring`` needs OpenCV's box blur).
@@ -162,7 +162,7 @@ class GsaExplainer(PerturbationExplainer):
 
             return score
 
-        return self._cached(("gsa", mode) + tuple((b.key, b.reduce) for b in bounds), build)
+        return self._cached(("gsa", mode) + targets_key(bounds), build)
 
     def _explain_image(self, x, bounds, sampling):
         scores, bounds = self._score(x, bounds, sampling)

@@ -8,7 +8,7 @@ import tensorflow as tf
 from ... import params as P
 from ...errors import InputError
 from ...targets import BoundTarget
-from ..base import register, targets_forward
+from ..base import register, targets_forward, targets_key
 from .sampling import PerturbationExplainer
 
 def window_positions(size: int, window: int, stride: int) -> np.ndarray:
@@ -107,7 +107,7 @@ class Occlusion(PerturbationExplainer):
 
             return score
 
-        return self._cached(("occlusion",) + tuple((b.key, b.reduce) for b in bounds), build)
+        return self._cached(("occlusion",) + targets_key(bounds), build)
 
     def _explain_image(self, x, bounds, sampling):
         scores, bounds = self._score(x, bounds, sampling)

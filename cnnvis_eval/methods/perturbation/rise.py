@@ -9,7 +9,7 @@ import tensorflow as tf
 from ... import params as P
 from ...errors import InputError
 from ...targets import BoundTarget
-from ..base import register, targets_forward
+from ..base import register, targets_forward, targets_key
 from .sampling import PerturbationExplainer
 
 def linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -142,7 +142,7 @@ class Rise(PerturbationExplainer):
 
             return score
 
-        return self._cached(("rise",) + tuple((b.key, b.reduce) for b in bounds), build)
+        return self._cached(("rise",) + targets_key(bounds), build)
 
     def _explain_image(self, x, bounds, sampling):
         scores, bounds = self._score(x, bounds, sampling)

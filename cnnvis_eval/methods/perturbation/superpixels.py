@@ -23,7 +23,7 @@ from ...content_cache import ContentCache
 from ...errors import InputError
 from ...models.spec import identity as _identity
 from ...targets import BoundTarget
-from ..base import check_input, targets_forward
+from ..base import check_input, targets_forward, targets_key
 from .sampling import PerturbationExplainer, Sampling
 
 
@@ -268,7 +268,7 @@ class SuperpixelExplainer(PerturbationExplainer):
 
             return score
 
-        return self._cached(("superpixel_rows",) + tuple((b.key, b.reduce) for b in bounds), build)
+        return self._cached(("superpixel_rows",) + targets_key(bounds), build)
 
     def _fudged(self, x: np.ndarray, segments: np.ndarray, n: int) -> np.ndarray:
         """The image (H, W, C) with every pixel replaced by the hide colour.
