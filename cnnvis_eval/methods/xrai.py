@@ -19,7 +19,8 @@ The greedy step runs on all remaining masks at once (instead of PAIR's loop over
 each mask's new pixels and their attribution sum are kept and updated by the pixels each added
 region covers, the masks within rounding of the best are scored exactly, and ties go to the
 first mask, as in PAIR.  Segments are computed once per image
-(:func:`segment_masks` keeps the last few).
+(:func:`segment_masks` keeps the last few); the masks of one scale are dilated together
+(:func:`dilated_labels`, equal to skimage's dilation label by label).
 """
 
 from __future__ import annotations
@@ -61,7 +62,6 @@ def segment_masks(image: np.ndarray) -> np.ndarray:
 
 def _segment_masks(image: np.ndarray) -> np.ndarray:
     from skimage import segmentation
-    from skimage.morphology import dilation, disk
     from skimage.transform import resize
 
     h, w = image.shape[:2]
@@ -70,15 +70,52 @@ def _segment_masks(image: np.ndarray) -> np.ndarray:
     im = (im - lo) / (hi - lo) if hi > lo else np.zeros_like(im)
     im = resize(im * 2.0 - 1.0, SEGMENT_SIZE, order=3, mode="constant", preserve_range=True,
                 anti_aliasing=True)
+    back = _nearest_index(SEGMENT_SIZE, (h, w))
     masks = []
-    footprint = disk(DILATION)
     for scale in SCALES:
         seg = segmentation.felzenszwalb(im, scale=scale, sigma=SEGMENT_SIGMA, min_size=MIN_SEGMENT)
-        seg = resize(seg, (h, w), order=0, preserve_range=True, mode="constant",
-                     anti_aliasing=False).astype(int)
-        for label in range(seg.min(), seg.max() + 1):
-            masks.append(dilation(seg == label, footprint=footprint))
-    return np.stack(masks)
+        masks.append(dilated_labels(seg.reshape(-1)[back], DILATION))
+    return np.concatenate(masks)
+
+
+def _nearest_index(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """(dst) int: the pixel of a ``src`` image (raster index) that skimage's nearest-neighbour
+    ``resize(..., order=0, mode="constant", anti_aliasing=False)`` puts at each ``dst`` pixel.
+
+    Nearest-neighbour interpolation picks a source pixel by coordinates alone, so resizing the
+    image of raster indices (exact in float64) gives them; the label maps are then indexed
+    instead of resized one by one."""
+    from skimage.transform import resize
+
+    index = np.arange(src[0] * src[1], dtype=np.float64).reshape(src)
+    return resize(index, dst, order=0, preserve_range=True, mode="constant",
+                  anti_aliasing=False).astype(np.int64)
+
+
+def dilated_labels(seg: np.ndarray, radius: int) -> np.ndarray:
+    """One mask per label of ``seg`` (H, W) int, from ``seg.min()`` to ``seg.max()`` (a label
+    absent from ``seg`` gives an empty mask), each dilated by ``disk(radius)``: (L, H, W) bool,
+    equal to ``skimage.morphology.dilation(seg == label, disk(radius))`` label by label (its
+    default ``mode="reflect"``: the border mirrored, edge pixel included).
+
+    Pixel p of label L's dilated mask is set iff some pixel p + o, o in the disk, has label L:
+    every offset of the disk marks ``masks[seg[p + o], p]`` for all p at once (one pass per
+    offset instead of one dilation per label)."""
+    from skimage.morphology import dilation, disk
+
+    footprint = disk(radius)
+    first = int(seg.min())
+    n_labels = int(seg.max()) - first + 1
+    h, w = seg.shape
+    if min(h, w) <= radius:  # the mirrored border would need more than one reflection
+        return np.stack([dilation(seg == label, footprint=footprint)
+                         for label in range(first, first + n_labels)])
+    padded = np.pad(seg - first, radius, mode="symmetric")  # scipy's "reflect"
+    masks = np.zeros((n_labels, h * w), bool)
+    pixels = np.arange(h * w)
+    for dy, dx in zip(*np.nonzero(footprint)):
+        masks[padded[dy:dy + h, dx:dx + w].reshape(-1), pixels] = True
+    return masks.reshape(n_labels, h, w)
 
 
 def xrai_regions(attr: np.ndarray, masks: np.ndarray, area_threshold: float = 1.0,

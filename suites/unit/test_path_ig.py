@@ -15,6 +15,7 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import ndimage
 
 import cnnvis_eval as cv
 from cnnvis_eval.errors import InputError
@@ -25,8 +26,8 @@ from suites.support.models import mini_spec
 from suites.support.suite_data import benchmark
 
 sc = pytest.importorskip("saliency.core")
-from saliency.core import guided_ig as pair_gig  # noqa: E402
-from saliency.core import xrai as pair_xrai  # noqa: E402
+from saliency.core import guided_ig as pair_gig
+from saliency.core import xrai as pair_xrai
 
 CLS = np.array([0, 2])
 
@@ -138,6 +139,33 @@ def test_xrai_segments_are_pairs(mini_xrai):
     assert all(np.array_equal(a, b) for a, b in zip(ours, ref))
 
 
+@pytest.mark.parametrize("shape", [(48, 80), (250, 250)])
+def test_xrai_segments_are_pairs_at_other_sizes(shape):
+    """Non-square, and larger than the 224 px segmentation size (the labels resized up)."""
+    img = np.random.default_rng(sum(shape)).random(shape + (3,)).astype(np.float32)
+    img = ndimage.gaussian_filter(img, sigma=(3, 3, 0))  # regions, not noise
+    ours = segment_masks(img)
+    ref = pair_xrai._get_segments_felzenszwalb(img)
+    assert len(ours) == len(ref) > 6
+    assert all(np.array_equal(a, b) for a, b in zip(ours, ref))
+
+
+@pytest.mark.parametrize("shape,radius", [((20, 31), 5), ((64, 64), 5), ((4, 9), 5), ((12, 12), 2)])
+def test_dilated_labels_are_skimages_dilation_per_label(shape, radius):
+    """Every label from min to max (one absent), against skimage's dilation of each label's
+    mask with its default mirrored border; (4, 9) is smaller than the disk (the per-label path)."""
+    from skimage.morphology import dilation, disk
+
+    from cnnvis_eval.methods.xrai import dilated_labels
+
+    seg = np.random.default_rng(radius).integers(3, 9, size=shape)
+    seg[seg == 5] = 6  # label 5 absent: an empty mask, as the per-label loop gives
+    ours = dilated_labels(seg, radius)
+    ref = np.stack([dilation(seg == k, footprint=disk(radius)) for k in range(3, 9)])
+    assert ours.dtype == bool and ours.shape == ref.shape and not ours[2].any()
+    np.testing.assert_array_equal(ours, ref)
+
+
 def test_xrai_regions_match_pair_on_the_same_attributions(mini_xrai):
     """Same integrated gradients and segments given to both: PAIR's greedy region ranking."""
     _, x, _, exp, masks = mini_xrai
@@ -227,7 +255,7 @@ def test_guided_ig_completeness_error_is_against_the_models_own_scores(tiny_pair
     call, where the path starts)."""
     model, x = tiny_pair
     exp = cv.explain("guided_ig", model, x, target=cv.ClassTarget(CLS), steps=32)
-    f = lambda v: np.asarray(model(v), np.float64)[np.arange(len(x)), CLS]  # noqa: E731
+    f = lambda v: np.asarray(model(v), np.float64)[np.arange(len(x)), CLS]
     delta = f(x) - f(np.zeros_like(x))
     want = np.abs(exp.attribution.reshape(len(x), -1).sum(1) - delta) / np.abs(delta)
     assert np.abs(delta).min() > 1e-2
