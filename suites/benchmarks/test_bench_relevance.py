@@ -1,5 +1,6 @@
 """Cost of the relevance methods: time (pytest-benchmark, as a ratio to a plain
-forward+backward pass of the same model and batch) and peak memory (fresh processes).
+forward+backward pass of the same model and batch); their working memory, with every other
+method's: ``test_bench_memory.py``.
 
 Goal (issue 4): one explanation within 3x the time of a forward+backward pass at batch 8
 (ResNet50 224 px; also MobileNetV2), peak working memory within 2x.  Run with::
@@ -9,8 +10,7 @@ Goal (issue 4): one explanation within 3x the time of a forward+backward pass at
 The ratios land in the benchmark's ``extra_info``: ``ratio`` (the shared fixture: the
 method's rounds, then the baseline's) and ``paired_ratio`` (median over rounds of method
 and baseline called back to back, which is robust to the load of a shared machine
-changing between the two blocks).  Memory goes to the test's ``record_property`` and
-stdout (``-s``).  Nothing here asserts a time.
+changing between the two blocks).  Nothing here asserts a time.
 
 Issue 20's goal: <= 1.3x on ResNet50, MobileNetV2 and VGG16.  Measured 2026-12-01 on 2 idle
 AMD EPYC cores (ratio, ResNet50 / MobileNetV2 / VGG16): ``lrp_epsilon`` 1.14 / 1.28 / 1.05
@@ -34,7 +34,6 @@ from cnnvis_eval.evaluation.cost import reference_passes
 from suites.support.images import smooth_images
 from suites.support.models import big_spec
 
-from .memory_probe import run as memory_probe
 
 SIZE, BATCH = 224, 8
 ARCHS = ("resnet50", "mobilenet_v2", "vgg16")
@@ -70,19 +69,3 @@ def paired_ratio(fn, baseline, rounds: int = 5) -> float:
         ratios.append((t1 - t0) / (t2 - t1))
     return float(np.median(ratios))
 
-
-@pytest.mark.slow
-@pytest.mark.benchmark(group="relevance-memory")
-@pytest.mark.parametrize("arch", ARCHS)
-def test_memory_relevance(arch, record_property):
-    ref = memory_probe(arch, SIZE, BATCH, "reference")
-    print(f"\n{arch}@{SIZE} batch {BATCH} forward+backward: call {ref['call_mb']:.0f} MB, "
-          f"peak {ref['peak_mb']:.0f} MB")
-    for method in ("deep_taylor", "lrp_epsilon"):
-        m = memory_probe(arch, SIZE, BATCH, method)
-        ratio = m["call_mb"] / ref["call_mb"]
-        record_property(f"memory_ratio[{method}]", ratio)
-        record_property(f"memory[{method}]", m)
-        print(f"{arch}@{SIZE} {method}: call {m['call_mb']:.0f} MB (x{ratio:.2f}), "
-              f"peak {m['peak_mb']:.0f} MB (x{m['peak_mb'] / ref['peak_mb']:.2f}), "
-              f"resident before the call {m['base_mb']:.0f} MB vs {ref['base_mb']:.0f} MB")
