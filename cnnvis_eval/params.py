@@ -7,7 +7,9 @@ One place for what methods and metrics used to check each on their own:
   naming the parameter;
 * baselines (:func:`check_baseline`, :func:`resolve_baseline`): "zeros", "black", "mean",
   a number or an array, resolved against the images they replace;
-* chunking (:func:`chunks`): ``(start, stop)`` ranges of at most ``size`` items.
+* chunking (:func:`chunks`): ``(start, stop)`` ranges of at most ``size`` items; how many
+  model inputs one compiled call of a multi-sample method evaluates (:func:`internal_batch`,
+  :func:`samples_per_call`, :data:`CALL_PIXELS`).
 
 Depends only on :mod:`cnnvis_eval.errors` and NumPy (see docs/architecture.md).
 """
@@ -112,6 +114,43 @@ def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` of consecutive chunks of at most ``size`` out of ``total`` items."""
     for start in range(0, total, size):
         yield start, min(total, start + size)
+
+
+#: Model-input pixels one compiled call of a multi-sample method (integrated gradients,
+#: SmoothGrad, GradientSHAP, Blur IG) evaluates by default: a batch of 8 images at 224 x 224,
+#: so that a call's working memory stays near that of one forward+backward pass of such a
+#: batch (issue 20: <= 1.5x at batch 8; 32 inputs per call at 224 px held 4.1-4.6x on
+#: MobileNetV2).  A call that only runs the model forward (the perturbation methods,
+#: Score-CAM) frees each activation once the next layer has read it and takes twice as many
+#: (32 forward inputs held 1.9-2.0x; 16 run 2-8% slower than 32 on MobileNetV2 and ResNet50,
+#: 8 up to 25%).  Small images are batched up to :data:`MAX_CALL_INPUTS` inputs (the 64 px
+#: minis: 32, as before).
+CALL_PIXELS = 8 * 224 * 224
+MAX_CALL_INPUTS = 32
+
+
+def internal_batch(value: Any, name: str = "internal_batch_size") -> int | None:
+    """``None`` (the default: :func:`call_inputs`) or an integer >= 1 (model inputs per call)."""
+    return None if value is None else integer(value, name)
+
+
+def call_inputs(internal: int | None, image_shape: Sequence[int], forward_only: bool = False) -> int:
+    """Model inputs per compiled call: ``internal`` when given, else as many images of
+    ``image_shape`` (H, W, ...) as hold :data:`CALL_PIXELS` pixels (twice that for calls that
+    only run the model forward), 1 to :data:`MAX_CALL_INPUTS`."""
+    if internal is not None:
+        return int(internal)
+    pixels = max(1, int(image_shape[0]) * int(image_shape[1]))
+    budget = CALL_PIXELS * (2 if forward_only else 1)
+    return max(1, min(MAX_CALL_INPUTS, budget // pixels))
+
+
+def samples_per_call(internal: int | None, x: np.ndarray, forward_only: bool = False) -> int:
+    """Samples (steps, noise draws, baselines, masks) of every image of the batch ``x``
+    (N, H, W, C) per compiled call: ``call_inputs(internal, (H, W), forward_only) // N``, at
+    least 1 (a batch larger than the budget is evaluated one sample at a time, all its images
+    at once)."""
+    return max(1, call_inputs(internal, x.shape[1:3], forward_only) // max(1, len(x)))
 
 
 # ---------------------------------------------------------------------- baselines

@@ -32,7 +32,7 @@ from ..cache import default_cache
 from ..errors import InputError, NonFiniteError
 from ..graph.inference import run_folded
 from ..models.spec import ModelSpec, as_spec
-from ..params import integer
+from ..params import call_inputs, integer
 from ..registry import Registry
 from ..targets import BoundTarget, Target, bind
 
@@ -304,13 +304,18 @@ class Explainer:
 
     Subclasses implement :meth:`_explain_batch`.  Class attributes: ``name`` (set by
     :func:`register`), ``signed`` (heatmap may be negative), ``stochastic`` (takes a
-    ``seed``), ``default_batch_size``, ``reads_weights_once``, ``joint_targets``.
+    ``seed``), ``default_batch_size``, ``inputs_per_image``, ``reads_weights_once``,
+    ``joint_targets``.
     """
 
     name: ClassVar[str] = "explainer"
     signed: ClassVar[bool] = False
     stochastic: ClassVar[bool] = False
     default_batch_size: ClassVar[int] = 16
+    #: Model inputs' worth of activations one image holds in a call (DeepLIFT: the input's and
+    #: the reference's; LRP-epsilon: each layer's recorded pre-activation beside its output).
+    #: Above 1, large images are explained fewer at a time (:meth:`batch_images`).
+    inputs_per_image: ClassVar[int] = 1
     #: True when the explainer copies or derives state from the weights when it is built
     #: (clones, folded layers), so it must be rebuilt after the weights change; False when
     #: its compiled functions read the model's variables at call time.
@@ -359,7 +364,8 @@ class Explainer:
         target : ClassTarget, NeuronTarget, int or None
             What to explain; default ``ClassTarget("top")``.
         batch_size : int, optional
-            Images per batch (default ``default_batch_size``).
+            Images per batch (default :meth:`batch_images`: ``default_batch_size``, fewer
+            at large sizes for methods holding several inputs' activations per image).
         progress : bool, optional
             Show a progress bar; default: only when there are several batches.
 
@@ -386,6 +392,16 @@ class Explainer:
             raise InputError("explain_targets needs at least one target")
         return [self.explain(x, target=t, batch_size=batch_size, progress=progress) for t in targets]
 
+    def batch_images(self, image_shape) -> int:
+        """Images per batch when the caller gives no ``batch_size``: ``default_batch_size``;
+        for a method holding several inputs' activations per image (``inputs_per_image``) at
+        most ``call_inputs(None, image_shape) // inputs_per_image`` (at 224 px: 4 for 2, so
+        its working memory stays near one forward+backward pass of 8 images; the 64 px minis
+        are unaffected)."""
+        if self.inputs_per_image <= 1:
+            return self.default_batch_size
+        return max(1, min(self.default_batch_size, call_inputs(None, image_shape) // self.inputs_per_image))
+
     def _explain_batches(self, arr: np.ndarray, target, batch_size: int | None,
                          progress: bool | None, explain_batch) -> Explanation:
         """Bind ``target``, run ``explain_batch(x, bound) -> BatchResult`` batch by batch
@@ -395,7 +411,7 @@ class Explainer:
         a closure over it as ``explain_batch`` instead of storing it on ``self``, so one
         explainer can serve several callers at once."""
         bound = bind(target, self.graph, len(arr))
-        bs = self.default_batch_size if batch_size is None else integer(batch_size, "batch_size")
+        bs = self.batch_images(arr.shape[1:3]) if batch_size is None else integer(batch_size, "batch_size")
         starts = range(0, len(arr), bs)
         show = progress if progress is not None else len(starts) > 4
         parts: list[BatchResult] = []

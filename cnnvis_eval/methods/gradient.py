@@ -4,7 +4,8 @@ SquareGrad, GradientSHAP.
 All take gradients of the explained scalar (a pre-softmax logit or a reduced channel)
 with respect to the model input inside compiled TensorFlow functions.  Multi-sample
 methods batch their samples: each compiled call evaluates ``internal_batch_size`` model
-inputs (images x samples) and accumulates gradient sums on the device.
+inputs (images x samples; by default as many as a batch of 8 images at 224 px holds pixels,
+at most 32: :func:`cnnvis_eval.params.call_inputs`) and accumulates gradient sums on the device.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import InputError
-from ..params import check_baseline, chunks, integer, number, resolve_baseline
+from ..params import check_baseline, chunks, integer, internal_batch, number, resolve_baseline, samples_per_call
 from ..targets import BoundTarget
 from .base import BatchResult, Explainer, reduce_channels, register
 
@@ -91,8 +92,9 @@ class IntegratedGradients(Explainer):
         ``"zeros"`` is the all-zero model input; ``"black"`` is the lowest value of the
         model's preprocessed input range (a black image), where the spec knows it;
         ``"mean"`` each image's per-channel mean (see :func:`cnnvis_eval.params.resolve_baseline`).
-    internal_batch_size : int
-        Model inputs (images x steps) per compiled gradient call.
+    internal_batch_size : int or None
+        Model inputs (images x steps) per compiled gradient call; None (default): as many as
+        a batch of 8 images at 224 px holds pixels, at most 32 (:func:`~cnnvis_eval.params.call_inputs`).
 
     ``meta["completeness_error"]`` (N,): |sum(attribution) - (f(x) - f(baseline))| /
     |f(x) - f(baseline)|, the completeness axiom's relative error.
@@ -102,11 +104,11 @@ class IntegratedGradients(Explainer):
 
     signed = True
 
-    def __init__(self, model, *, steps: int = 64, baseline="zeros", internal_batch_size: int = 32):
+    def __init__(self, model, *, steps: int = 64, baseline="zeros", internal_batch_size: int | None = None):
         super().__init__(model, steps=steps, baseline=baseline if isinstance(baseline, str) else "array",
                          internal_batch_size=internal_batch_size)
         self.steps = integer(steps, "steps")
-        self.internal = max(1, int(internal_batch_size))
+        self.internal = internal_batch(internal_batch_size)
         self.baseline = check_baseline(baseline)
 
     def _baseline(self, x: np.ndarray) -> np.ndarray:
@@ -135,7 +137,7 @@ class IntegratedGradients(Explainer):
         """``(x - base) * mean_k grad(base + a_k (x - base))``, (N, H, W, C) float64, for a
         target with fixed indices (``steps`` gradients per image, batched)."""
         alphas = ((np.arange(self.steps) + 0.5) / self.steps).astype(x.dtype)
-        per_call = max(1, self.internal // len(x))
+        per_call = samples_per_call(self.internal, x)
         chunk = self._chunk_fn(bound)
         total = np.zeros(x.shape, np.float64)
         for a, b in chunks(self.steps, per_call):
@@ -171,8 +173,9 @@ class SmoothGrad(Explainer):
     seed : int
     squared : bool
         Average the squared gradient instead (SmoothGrad-Squared).
-    internal_batch_size : int
-        Model inputs (images x samples) per compiled gradient call.
+    internal_batch_size : int or None
+        Model inputs (images x samples) per compiled gradient call; None (default): as many
+        as a batch of 8 images at 224 px holds pixels, at most 32.
 
     heatmap = max over channels of |mean gradient| (or of the mean squared gradient).
     """
@@ -184,12 +187,12 @@ class SmoothGrad(Explainer):
     relative_noise: bool = True
 
     def __init__(self, model, *, n: int = 50, sigma: float = 0.15, seed: int = 0,
-                 squared: bool = False, internal_batch_size: int = 32):
+                 squared: bool = False, internal_batch_size: int | None = None):
         super().__init__(model, n=n, sigma=sigma, seed=seed, squared=squared,
                          internal_batch_size=internal_batch_size)
         self.n, self.sigma = integer(n, "n"), number(sigma, "sigma")
         self.seed, self.squared = integer(seed, "seed", 0), bool(squared)
-        self.internal = max(1, int(internal_batch_size))
+        self.internal = internal_batch(internal_batch_size)
         self._noise: tuple | None = None  # (shape, noise) of the last image size
 
     def noise(self, shape) -> np.ndarray:
@@ -231,7 +234,7 @@ class SmoothGrad(Explainer):
         else:
             scale = np.full(len(x), self.sigma)
         scale = scale.astype(x.dtype)
-        per_call = max(1, self.internal // len(x))
+        per_call = samples_per_call(self.internal, x)
         chunk = self._chunk_fn(bound)
         s1 = np.zeros(x.shape, np.float64)
         s2 = np.zeros(x.shape, np.float64)
@@ -277,7 +280,7 @@ class SquareGrad(SmoothGrad):
     relative_noise = False
 
     def __init__(self, model, *, n: int = 50, sigma: float = 0.2, seed: int = 0,
-                 internal_batch_size: int = 32):
+                 internal_batch_size: int | None = None):
         super().__init__(model, n=n, sigma=sigma, seed=seed, squared=True,
                          internal_batch_size=internal_batch_size)
         self.params.pop("squared", None)
@@ -315,8 +318,9 @@ class GradientShap(Explainer):
     stdevs : float
         Standard deviation of the input noise (model-input units; 0: none, Captum's default).
     seed : int
-    internal_batch_size : int
-        Model inputs (images x samples) per compiled gradient call.
+    internal_batch_size : int or None
+        Model inputs (images x samples) per compiled gradient call; None (default): as many
+        as a batch of 8 images at 224 px holds pixels, at most 32.
 
     heatmap (N, H, W) = sum over channels of the attribution (signed).
     """
@@ -326,12 +330,12 @@ class GradientShap(Explainer):
     stochastic = True
 
     def __init__(self, model, *, baselines="zeros", n: int = 50, stdevs: float = 0.0, seed: int = 0,
-                 internal_batch_size: int = 32):
+                 internal_batch_size: int | None = None):
         super().__init__(model, baselines=baselines if isinstance(baselines, str) else "array", n=n,
                          stdevs=stdevs, seed=seed, internal_batch_size=internal_batch_size)
         self.n, self.stdevs = integer(n, "n"), number(stdevs, "stdevs")
         self.seed = integer(seed, "seed", 0)
-        self.internal = integer(internal_batch_size, "internal_batch_size")
+        self.internal = internal_batch(internal_batch_size)
         self.baselines = check_baseline(baselines, "baselines")
 
     def _distribution(self, x: np.ndarray) -> np.ndarray:
@@ -379,7 +383,7 @@ class GradientShap(Explainer):
         chunk = self._chunk_fn(bound)
         total = np.zeros(x.shape, np.float64)
         dt = x.dtype
-        for a, b in chunks(self.n, max(1, self.internal // len(x))):
+        for a, b in chunks(self.n, samples_per_call(self.internal, x)):
             total += chunk(x, dist[which[a:b]].astype(dt), alphas[a:b].astype(dt),
                            noise[a:b].astype(dt), bound.indices).numpy()
         attr = total / self.n

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import InputError
-from ..params import check_baseline, chunks, integer, number, resolve_baseline
+from ..params import check_baseline, chunks, integer, internal_batch, number, resolve_baseline, samples_per_call
 from ..targets import BoundTarget
 from .base import BatchResult, Explainer, reduce_channels, register
 from .gradient import path_gradients
@@ -189,8 +189,9 @@ class BlurIntegratedGradients(Explainer):
         Finite-difference step of the blur's derivative by sigma.
     sqrt : bool
         Square-root spacing of the sigmas.
-    internal_batch_size : int
-        Model inputs (images x steps) per compiled gradient call.
+    internal_batch_size : int or None
+        Model inputs (images x steps) per compiled gradient call; None (default): as many as
+        a batch of 8 images at 224 px holds pixels, at most 32.
 
     ``attribution`` (N, H, W, C); heatmap (N, H, W) = sum over channels (signed).
     """
@@ -199,14 +200,14 @@ class BlurIntegratedGradients(Explainer):
     signed = True
 
     def __init__(self, model, *, max_sigma: float = 50.0, steps: int = 100, grad_step: float = 0.01,
-                 sqrt: bool = False, internal_batch_size: int = 32):
+                 sqrt: bool = False, internal_batch_size: int | None = None):
         super().__init__(model, max_sigma=max_sigma, steps=steps, grad_step=grad_step, sqrt=sqrt,
                          internal_batch_size=internal_batch_size)
         self.max_sigma = number(max_sigma, "max_sigma", strict=True)
         self.steps = integer(steps, "steps")
         self.grad_step = number(grad_step, "grad_step", strict=True)
         self.sqrt = bool(sqrt)
-        self.internal = integer(internal_batch_size, "internal_batch_size")
+        self.internal = internal_batch(internal_batch_size)
 
     def sigmas(self) -> np.ndarray:
         """The ``steps + 1`` sigmas of the path, float64 (first 0, last ``max_sigma``)."""
@@ -241,7 +242,7 @@ class BlurIntegratedGradients(Explainer):
         weights = -(sig[1:] - sig[:-1]) / self.grad_step
         chunk = self._chunk_fn(bound)
         total = np.zeros(x.shape, np.float64)
-        per_call = max(1, self.internal // len(x))
+        per_call = samples_per_call(self.internal, x)
         dt = x.dtype
         for a, b in chunks(self.steps, per_call):
             mats = [np.stack([gaussian_matrix(size, s + d) for s in sig[a:b]]).astype(dt)

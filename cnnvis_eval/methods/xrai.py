@@ -195,8 +195,9 @@ class Xrai(Explainer):
         Fraction of the image covered by ranked regions before the rest is filled.
     min_pixel_diff : int
         Regions adding fewer new pixels are dropped.
-    internal_batch_size : int
-        Model inputs (images x steps) per compiled gradient call.
+    internal_batch_size : int or None
+        Model inputs (images x steps) per compiled gradient call (None: as
+        :class:`~cnnvis_eval.methods.gradient.IntegratedGradients`).
 
     heatmap (N, H, W): the gain of each pixel's region (signed; constant over a region);
     ``attribution`` (N, H, W, C): the integrated gradients (mean of the two baselines) it
@@ -207,7 +208,7 @@ class Xrai(Explainer):
     signed = True
 
     def __init__(self, model, *, steps: int = 100, area_threshold: float = 1.0,
-                 min_pixel_diff: int = 50, internal_batch_size: int = 32):
+                 min_pixel_diff: int = 50, internal_batch_size: int | None = None):
         super().__init__(model, steps=steps, area_threshold=area_threshold,
                          min_pixel_diff=min_pixel_diff, internal_batch_size=internal_batch_size)
         self.ig = IntegratedGradients(self.spec, steps=steps, internal_batch_size=internal_batch_size)

@@ -9,6 +9,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from ...errors import InputError
+from ...params import internal_batch, samples_per_call
 from ...targets import BoundTarget
 from ..base import Explainer, check_input, register, target_forward
 from .base import CamBase
@@ -28,8 +29,10 @@ class ScoreCam(CamBase):
     ----------
     layer : str, optional
     relu : bool
-    internal_batch_size : int
-        Masked inputs per compiled forward pass (images x channels).
+    internal_batch_size : int or None
+        Masked inputs per compiled forward pass (images x channels); None (default): as many
+        as 16 images at 224 px hold pixels, at most 32 (:func:`~cnnvis_eval.params.call_inputs`;
+        32 at 224 px held 1.9x the memory of a forward+backward pass of 8 images on MobileNetV2).
     max_channels : int, optional
         Evaluate only the ``max_channels`` channels with the largest spatial variance per
         image (the "Faster Score-CAM" shortcut); default all channels.
@@ -40,14 +43,12 @@ class ScoreCam(CamBase):
     """
 
     def __init__(self, model, *, layer: str | None = None, relu: bool = True,
-                 internal_batch_size: int = 32, max_channels: int | None = None):
+                 internal_batch_size: int | None = None, max_channels: int | None = None):
         super().__init__(model, layer=layer, relu=relu, internal_batch_size=internal_batch_size,
                          max_channels=max_channels)
-        if int(internal_batch_size) < 1:
-            raise InputError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
         if max_channels is not None and int(max_channels) < 1:
             raise InputError(f"max_channels must be >= 1 or None, got {max_channels}")
-        self.internal = int(internal_batch_size)
+        self.internal = internal_batch(internal_batch_size)
         self.max_channels = None if max_channels is None else int(max_channels)
 
     def explain(self, x, target=None, batch_size=None, progress=None):
@@ -102,7 +103,7 @@ class ScoreCam(CamBase):
         valid = np.take_along_axis(var, order, axis=1) > 0  # constant maps have no mask
         need = int(valid.sum(axis=1).max())
         sel = np.take_along_axis(a, order[:, None, None, :], axis=3)  # (N, h, w, m)
-        per_call = max(1, self.internal // n)
+        per_call = samples_per_call(self.internal, x, forward_only=True)
         fn = self._score_fn(bound, h, w)
         starts = range(0, need, per_call)
         show = progress if progress is not None else len(starts) > 4

@@ -99,7 +99,7 @@ class GsaExplainer(PerturbationExplainer):
 
     def __init__(self, model, *, grid_size: int, nb_design: int, perturbation: str = "inpainting",
                  baseline=0.0, sigma: float = 1.0, scramble: bool = False, seed: int = 0,
-                 batch_size: int = 32, progress: bool | None = None, **extra):
+                 batch_size: int | None = None, progress: bool | None = None, **extra):
         super().__init__(model, batch_size=batch_size, progress=progress, grid_size=grid_size,
                          nb_design=nb_design, perturbation=perturbation,
                          baseline=baseline if np.ndim(baseline) == 0 else "array", sigma=sigma,

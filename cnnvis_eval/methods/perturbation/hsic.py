@@ -110,7 +110,7 @@ class Hsic(GsaExplainer):
 
     def __init__(self, model, *, grid_size: int = 8, nb_design: int = 500, bandwidth="pairwise",
                  perturbation: str = "inpainting", baseline=0.0, sigma: float = 1.0,
-                 scramble: bool = False, seed: int = 0, batch_size: int = 32,
+                 scramble: bool = False, seed: int = 0, batch_size: int | None = None,
                  progress: bool | None = None):
         super().__init__(model, grid_size=grid_size, nb_design=nb_design, perturbation=perturbation,
                          baseline=baseline, sigma=sigma, scramble=scramble, seed=seed,

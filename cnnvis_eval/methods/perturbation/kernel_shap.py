@@ -217,7 +217,7 @@ class KernelShap(SuperpixelExplainer):
 
     def __init__(self, model, *, num_samples: int = 800, seed: int = 0,
                  segmentation="quickshift", segmentation_params: dict | None = None,
-                 hide_color="grey", batch_size: int = 32, progress: bool | None = None):
+                 hide_color="grey", batch_size: int | None = None, progress: bool | None = None):
         super().__init__(
             model, seed=seed, segmentation=segmentation, segmentation_params=segmentation_params,
             hide_color=hide_color, batch_size=batch_size, progress=progress, num_samples=num_samples,

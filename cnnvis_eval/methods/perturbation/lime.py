@@ -123,8 +123,8 @@ class Lime(SuperpixelExplainer):
         in model-input units.
     kernel_width : float
         lime's exponential kernel width on cosine distance (lime's default 0.25).
-    batch_size : int
-        Model inputs per compiled call.
+    batch_size : int or None
+        Model inputs per compiled call (None: see :class:`PerturbationExplainer`).
     progress : bool or None
         Progress bar over model inputs (see :class:`PerturbationExplainer`).
 
@@ -141,7 +141,7 @@ class Lime(SuperpixelExplainer):
     def __init__(self, model, *, num_samples: int = 1000, seed: int = 0,
                  segmentation="quickshift", segmentation_params: dict | None = None,
                  top_k: int = 5, hide_color="grey", kernel_width: float = 0.25,
-                 batch_size: int = 32, progress: bool | None = None):
+                 batch_size: int | None = None, progress: bool | None = None):
         super().__init__(
             model, seed=seed, segmentation=segmentation, segmentation_params=segmentation_params,
             hide_color=hide_color, batch_size=batch_size, progress=progress,

@@ -49,7 +49,7 @@ class Occlusion(PerturbationExplainer):
     """
 
     def __init__(self, model, *, window=None, stride=None, baseline=0.0,
-                 batch_size: int = 32, progress: bool | None = None):
+                 batch_size: int | None = None, progress: bool | None = None):
         super().__init__(model, batch_size=batch_size, progress=progress, window=window,
                          stride=stride, baseline=baseline if np.ndim(baseline) == 0 else "array")
         self.window = None if window is None else P.pair(window, "window")

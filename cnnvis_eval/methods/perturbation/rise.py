@@ -64,7 +64,7 @@ class Rise(PerturbationExplainer):
     stochastic = True
 
     def __init__(self, model, *, n_masks: int = 4000, grid_size: int = 7, p_keep: float = 0.5,
-                 seed: int = 0, baseline=0.0, batch_size: int = 32, progress: bool | None = None):
+                 seed: int = 0, baseline=0.0, batch_size: int | None = None, progress: bool | None = None):
         super().__init__(model, batch_size=batch_size, progress=progress, n_masks=n_masks,
                          grid_size=grid_size, p_keep=p_keep, seed=seed,
                          baseline=baseline if np.ndim(baseline) == 0 else "array")
@@ -150,15 +150,22 @@ class Rise(PerturbationExplainer):
         base = self._baseline_image(self.baseline, image)
         d = self.draws(image.shape)
         fn = self._rise_fn(bounds)
-        parts = sampling.feed(
+        total = np.zeros((len(bounds),) + image.shape[:2], np.float64)  # (T, H, W), summed chunk by chunk
+        chunk_scores = []
+
+        def add(part):
+            nonlocal total
+            total += part[1]
+            chunk_scores.append(part[0])
+
+        sampling.feed(
             fn, self.n_masks,
             lambda a, b: (d["grids"][a:b], d["shifts"][a:b], d["rows"], d["cols"],
                           self._index_rows(bounds, b - a)),
-            image, base,
+            image, base, into=add,
         )
-        total = np.sum([p[1].astype(np.float64) for p in parts], axis=0)  # (T, H, W)
         heats = total / (self.n_masks * self.p_keep)
-        mask_scores = np.concatenate([p[0] for p in parts]).astype(np.float32)  # (M, T)
+        mask_scores = np.concatenate(chunk_scores).astype(np.float32)  # (M, T)
         metas = [{"mask_score_mean": np.array([mask_scores[:, t].mean()]), "cell": d["cell"]}
                  for t in range(len(bounds))]
         return self._results(heats, bounds, scores, metas)

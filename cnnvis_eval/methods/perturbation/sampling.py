@@ -46,16 +46,21 @@ class Sampling:
         if self.bar is not None:
             self.bar.update(n)
 
-    def feed(self, fn: Callable, total: int, chunk_args: Callable, *fixed) -> list:
+    def feed(self, fn: Callable, total: int, chunk_args: Callable, *fixed, into: Callable | None = None) -> list:
         """Call compiled ``fn(*fixed, *chunk_args(a, b))`` for chunks ``[a, b)`` of ``total``
         model inputs, at most ``batch_size`` each.
 
-        Returns the list of per-chunk results (as NumPy); the progress bar advances by chunk.
+        Returns the list of per-chunk results (as NumPy); with ``into``, each chunk's result
+        is handed to ``into(result)`` instead and the list is empty (a sum over the chunks
+        then holds one map, not one per chunk).  The progress bar advances by chunk.
         """
         out = []
         for a, b in P.chunks(total, self.batch_size):
-            res = fn(*fixed, *chunk_args(a, b))
-            out.append(tf.nest.map_structure(lambda t: t.numpy(), res))
+            res = tf.nest.map_structure(lambda t: t.numpy(), fn(*fixed, *chunk_args(a, b)))
+            if into is None:
+                out.append(res)
+            else:
+                into(res)
             self.tick(b - a)
         return out
 
@@ -65,9 +70,11 @@ class PerturbationExplainer(Explainer):
 
     Parameters
     ----------
-    batch_size : int
+    batch_size : int or None
         Model inputs per compiled forward call (``explain(batch_size=...)`` overrides it
-        for one call).
+        for one call); None (default): as many as 16 images at 224 px hold pixels, at most 32
+        (:func:`~cnnvis_eval.params.call_inputs`; the 64 px minis: 32; 32 at 224 px held 2x
+        the memory of a forward+backward pass of 8 images on MobileNetV2).
     progress : bool or None
         Progress bar over model inputs: None shows it when an explain call makes more than
         :data:`PROGRESS_THRESHOLD` model calls; False never; True always.
@@ -82,9 +89,9 @@ class PerturbationExplainer(Explainer):
     reads_weights_once = False  # only calls the model, through compiled functions
     joint_targets = True  # the perturbed inputs do not depend on the target
 
-    def __init__(self, model, *, batch_size: int = 32, progress: bool | None = None, **params):
+    def __init__(self, model, *, batch_size: int | None = None, progress: bool | None = None, **params):
         super().__init__(model, batch_size=batch_size, progress=progress, **params)
-        self.batch_size = P.integer(batch_size, "batch_size")
+        self.batch_size = P.internal_batch(batch_size, "batch_size")
         self.progress = progress
 
     def calls_per_image(self, shape: tuple) -> int:
@@ -111,7 +118,8 @@ class PerturbationExplainer(Explainer):
             Default ``ClassTarget("top")``; "top" is resolved once per image, on the
             unperturbed image.
         batch_size : int, optional
-            Model inputs per compiled call for this call (default: the constructor's).
+            Model inputs per compiled call for this call (default: the constructor's, see
+            the class).
         progress : bool, optional
             Overrides the constructor's ``progress`` for this call.
 
@@ -157,7 +165,8 @@ class PerturbationExplainer(Explainer):
             raise InputError("explain_targets needs at least one target")
         arr = check_input(x, self.graph, self.dtype)
         self._check_image_shape(arr.shape[1:])
-        bs = self.batch_size if batch_size is None else P.integer(batch_size, "batch_size")
+        bs = P.call_inputs(self.batch_size if batch_size is None else P.integer(batch_size, "batch_size"),
+                           arr.shape[1:3], forward_only=True)
         bounds = [bind(t, self.graph, len(arr)) for t in targets]
         total = len(arr) * (self.calls_per_image(arr.shape[1:]) + 1)
         show = progress if progress is not None else self.progress
@@ -184,7 +193,8 @@ class PerturbationExplainer(Explainer):
 
     def _explain_batch(self, x: np.ndarray, bound: BoundTarget) -> BatchResult:
         # one image, no progress bar, the constructor's batch size
-        return self._explain_image(x, [bound], Sampling(self.batch_size))[0]
+        return self._explain_image(x, [bound], Sampling(P.call_inputs(self.batch_size, x.shape[1:3],
+                                                                      forward_only=True)))[0]
 
     def _explain_image(self, x: np.ndarray, bounds: list[BoundTarget],
                        sampling: Sampling) -> list[BatchResult]:

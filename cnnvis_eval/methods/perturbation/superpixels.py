@@ -170,7 +170,7 @@ class SuperpixelExplainer(PerturbationExplainer):
     stochastic = True
 
     def __init__(self, model, *, seed: int, segmentation, segmentation_params: dict | None,
-                 hide_color, batch_size: int = 32, progress: bool | None = None, **params):
+                 hide_color, batch_size: int | None = None, progress: bool | None = None, **params):
         super().__init__(
             model, batch_size=batch_size, progress=progress, **params, seed=seed,
             segmentation=segmentation if isinstance(segmentation, str) else "callable",
