@@ -26,8 +26,8 @@ from suites.support.models import mini_spec
 from suites.support.suite_data import benchmark
 
 sc = pytest.importorskip("saliency.core")
-from saliency.core import guided_ig as pair_gig
-from saliency.core import xrai as pair_xrai
+from saliency.core import guided_ig as pair_gig  # noqa: E402
+from saliency.core import xrai as pair_xrai  # noqa: E402
 
 CLS = np.array([0, 2])
 
@@ -255,7 +255,7 @@ def test_guided_ig_completeness_error_is_against_the_models_own_scores(tiny_pair
     call, where the path starts)."""
     model, x = tiny_pair
     exp = cv.explain("guided_ig", model, x, target=cv.ClassTarget(CLS), steps=32)
-    f = lambda v: np.asarray(model(v), np.float64)[np.arange(len(x)), CLS]
+    f = lambda v: np.asarray(model(v), np.float64)[np.arange(len(x)), CLS]  # noqa: E731
     delta = f(x) - f(np.zeros_like(x))
     want = np.abs(exp.attribution.reshape(len(x), -1).sum(1) - delta) / np.abs(delta)
     assert np.abs(delta).min() > 1e-2
