@@ -313,8 +313,8 @@ class Explainer:
     stochastic: ClassVar[bool] = False
     default_batch_size: ClassVar[int] = 16
     #: Model inputs' worth of activations one image holds in a call (DeepLIFT: the input's and
-    #: the reference's; LRP-epsilon: each layer's recorded pre-activation beside its output).
-    #: Above 1, large images are explained fewer at a time (:meth:`batch_images`).
+    #: the reference's).  Above 1, large images are explained fewer at a time
+    #: (:meth:`batch_images`).
     inputs_per_image: ClassVar[int] = 1
     #: True when the explainer copies or derives state from the weights when it is built
     #: (clones, folded layers), so it must be rebuilt after the weights change; False when

@@ -190,10 +190,6 @@ class LRPEpsilon(LRP):
         Stabilizer added to every denominator (with its sign); biases are included.
     """
 
-    # every layer's recorded pre-activation is kept beside its output (the rule reads it
-    # instead of running the convolution again: MobileNetV2 224 px 2.2x the fb pass's memory)
-    inputs_per_image = 2
-
     def __init__(self, model, *, epsilon: float = 1e-6):
         self.epsilon = float(epsilon)
         super().__init__(model, epsilon=self.epsilon)
@@ -353,10 +349,6 @@ class LRPEpsilonPlusFlat(LRP):
       (so relevance is not dropped); Zennit adds 1e-6 to the denominator.
     * BatchNorm folding and a lone BatchNorm as in :class:`LRPEpsilonGammaBox`.
     """
-
-    # every layer's recorded pre-activation is kept beside its output (the rule reads it
-    # instead of running the convolution again: MobileNetV2 224 px 2.2x the fb pass's memory)
-    inputs_per_image = 2
 
     def __init__(self, model, *, epsilon: float = 1e-6):
         self.epsilon = float(epsilon)
