@@ -12,7 +12,7 @@ input into batches (with a progress bar on long runs), and assembles the
 :class:`Explanation`.  Gradients are always taken inside ``tf.function`` (see docs/architecture.md:
 eager gradients of strided 1x1 convolutions crash TensorFlow 2.21 with oneDNN).
 
-One job, in one module (about 510 lines): the contract every method implements and the
+One job, in one module (about 535 lines): the contract every method implements and the
 compiled passes they all share (:func:`target_forward`, :func:`targets_forward`, the
 gradient functions), which are cached per model and keyed alike; splitting them from the
 class that calls them would split one cache convention in two.
