@@ -122,8 +122,9 @@ def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
 #: batch (issue 20: <= 1.5x at batch 8; 32 inputs per call at 224 px held 4.1-4.6x on
 #: MobileNetV2, and ran 7-15% faster per step, since a batch of 32 is more efficient than one
 #: of 8: integrated gradients per step 0.88 -> 1.02 of the batch-8 pass on MobileNetV2, 0.96
-#: -> 1.08 on ResNet50; pass ``internal_batch_size`` to trade memory for that).  A call that only runs the model forward (the perturbation methods,
-#: Score-CAM) frees each activation once the next layer has read it and takes twice as many
+#: -> 1.08 on ResNet50; pass ``internal_batch_size`` to trade memory for that).  A call that
+#: only runs the model forward (the perturbation methods, Score-CAM) frees each activation
+#: once the next layer has read it and takes twice as many
 #: (32 forward inputs held 1.9-2.0x; 16 run 2-8% slower than 32 on MobileNetV2 and ResNet50,
 #: 8 up to 25%).  Small images are batched up to :data:`MAX_CALL_INPUTS` inputs (the 64 px
 #: minis: 32, as before).

@@ -25,6 +25,7 @@ first mask, as in PAIR.  Segments are computed once per image
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -78,18 +79,22 @@ def _segment_masks(image: np.ndarray) -> np.ndarray:
     return np.concatenate(masks)
 
 
+@functools.lru_cache(maxsize=8)
 def _nearest_index(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
     """(dst) int: the pixel of a ``src`` image (raster index) that skimage's nearest-neighbour
     ``resize(..., order=0, mode="constant", anti_aliasing=False)`` puts at each ``dst`` pixel.
 
     Nearest-neighbour interpolation picks a source pixel by coordinates alone, so resizing the
     image of raster indices (exact in float64) gives them; the label maps are then indexed
-    instead of resized one by one."""
+    instead of resized one by one.  Kept per (src, dst) (read-only): every image of a size
+    shares it."""
     from skimage.transform import resize
 
     index = np.arange(src[0] * src[1], dtype=np.float64).reshape(src)
-    return resize(index, dst, order=0, preserve_range=True, mode="constant",
-                  anti_aliasing=False).astype(np.int64)
+    out = resize(index, dst, order=0, preserve_range=True, mode="constant",
+                 anti_aliasing=False).astype(np.int64)
+    out.setflags(write=False)
+    return out
 
 
 def dilated_labels(seg: np.ndarray, radius: int) -> np.ndarray:

@@ -165,8 +165,7 @@ class PerturbationExplainer(Explainer):
             raise InputError("explain_targets needs at least one target")
         arr = check_input(x, self.graph, self.dtype)
         self._check_image_shape(arr.shape[1:])
-        bs = P.call_inputs(self.batch_size if batch_size is None else P.integer(batch_size, "batch_size"),
-                           arr.shape[1:3], forward_only=True)
+        bs = self._call_inputs(arr.shape[1:3], None if batch_size is None else P.integer(batch_size, "batch_size"))
         bounds = [bind(t, self.graph, len(arr)) for t in targets]
         total = len(arr) * (self.calls_per_image(arr.shape[1:]) + 1)
         show = progress if progress is not None else self.progress
@@ -193,8 +192,12 @@ class PerturbationExplainer(Explainer):
 
     def _explain_batch(self, x: np.ndarray, bound: BoundTarget) -> BatchResult:
         # one image, no progress bar, the constructor's batch size
-        return self._explain_image(x, [bound], Sampling(P.call_inputs(self.batch_size, x.shape[1:3],
-                                                                      forward_only=True)))[0]
+        return self._explain_image(x, [bound], Sampling(self._call_inputs(x.shape[1:3])))[0]
+
+    def _call_inputs(self, image_shape, batch_size: int | None = None) -> int:
+        """Model inputs per compiled call for images of ``image_shape`` (H, W): ``batch_size``,
+        else the constructor's, else the forward-only default of :func:`~cnnvis_eval.params.call_inputs`."""
+        return P.call_inputs(self.batch_size if batch_size is None else batch_size, image_shape, forward_only=True)
 
     def _explain_image(self, x: np.ndarray, bounds: list[BoundTarget],
                        sampling: Sampling) -> list[BatchResult]:
