@@ -212,6 +212,12 @@ class Rule:
     def backward(self, lmap, inputs: Inputs, relevance):
         raise NotImplementedError
 
+    def reads_output(self, positive_out: bool) -> bool:
+        """True when :meth:`backward` reads the layer's recorded ``z + b``
+        (:meth:`Inputs.output`); the engine then keeps that tensor for the backward pass and
+        recomputes the layer's rectified output from it instead of keeping both."""
+        return False
+
     def merge(self, xs: Sequence, y, relevance):
         """Relevance of each input of an elementwise sum ``y = sum_k xs[k]``."""
         raise NotImplementedError(f"{self!r} has no rule for a sum (Add) layer")
@@ -255,6 +261,9 @@ class Epsilon(Rule):
 
     def _fields(self):
         return {"epsilon": self.epsilon, "bias": self.bias}
+
+    def reads_output(self, positive_out: bool) -> bool:
+        return True
 
     def backward(self, lmap, inputs, relevance):
         y = inputs.output()
@@ -478,6 +487,9 @@ class Gamma(Rule):
             return xp * c
         (cp, cn), _ = _vjp(lmap, [(vp, xp), (vn, xn)], relevance, b, self.stabilizer)
         return xp * cp + xn * cn
+
+    def reads_output(self, positive_out: bool) -> bool:
+        return self.generalized and not positive_out
 
     def backward(self, lmap, inputs, relevance):
         gp, gn = ("gamma+", self.gamma), ("gamma-", self.gamma)
