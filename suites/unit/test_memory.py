@@ -129,23 +129,49 @@ def test_rise_sums_its_chunks_as_they_come(native):
     assert host[512] - host[64] < 3.0, host  # a map per chunk: 32 chunks x 0.6 MB more
 
 
-def test_lrp_epsilon_keeps_one_tensor_per_layer():
-    """LRP-epsilon reads each layer's recorded ``z + b`` (its denominator) and each layer's
-    input; where that input is a rectifier's output it is computed again from the recorded
-    ``z + b`` during the backward pass instead of being kept from the forward pass
-    (``_Aux.layer_input``), so a Conv -> BatchNorm -> ReLU6 chain keeps one tensor per layer,
-    as the forward+backward pass does (ReLU6's gradient reads its input).  Keeping both held
-    1.84x the pass on this chain (MobileNetV2 at 224 px: 2.21x -> 1.40x); now within the
-    Deep Taylor preset's memory, which keeps only the layers' inputs, and within 1.5x."""
-    keras.utils.set_random_seed(5)
-    inp = keras.Input((SIZE, SIZE, 3), name="image")
+def _chain(inp):
+    """Conv -> BatchNorm -> ReLU6, six times (8 channels at 224 px)."""
     h = inp
     for i in range(6):
         h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name=f"conv{i}")(h)
         h = keras.layers.BatchNormalization(name=f"bn{i}")(h)
         h = keras.layers.ReLU(6.0, name=f"relu{i}")(h)
-    out = keras.layers.Dense(5, name="logits")(keras.layers.GlobalAveragePooling2D(name="gap")(h))
-    spec = cv.as_spec(keras.Model(inp, out, name="chain224"))
+    return h
+
+
+def _residual(inp):
+    """A stem and eight identity blocks (conv-BN-ReLU, conv-BN, Add, ReLU; 8 channels at 224 px)."""
+    h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inp)
+    h = keras.layers.ReLU(name="stem_relu")(keras.layers.BatchNormalization(name="stem_bn")(h))
+    for i in range(8):
+        b = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name=f"b{i}_conv1")(h)
+        b = keras.layers.ReLU(name=f"b{i}_relu")(keras.layers.BatchNormalization(name=f"b{i}_bn1")(b))
+        b = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name=f"b{i}_conv2")(b)
+        b = keras.layers.BatchNormalization(name=f"b{i}_bn2")(b)
+        h = keras.layers.ReLU(name=f"b{i}_out")(keras.layers.Add(name=f"b{i}_add")([h, b]))
+    return h
+
+
+#: (body, bound x the pass, bound x Deep Taylor's memory); measured (2026-12-02) with the
+#: recomputation / without it: chain 1.26 / 1.84 and 1.00 / 1.23; residual 1.14 / 1.50 and
+#: 0.78 / 1.05 (without recomputing the sums, rectifier outputs only)
+LRP_EPSILON_NETS = [(_chain, 1.5, 1.15), (_residual, 1.3, 0.9)]
+
+
+@pytest.mark.parametrize("body,vs_pass,vs_taylor", LRP_EPSILON_NETS, ids=["chain", "residual"])
+def test_lrp_epsilon_keeps_one_tensor_per_layer(body, vs_pass, vs_taylor):
+    """LRP-epsilon reads each layer's recorded ``z + b`` (its denominator) and each layer's
+    input.  Where that input is a rectifier's output, or a residual stream (sums of recorded
+    ``z + b`` and earlier stream values), it is computed again from the recorded ``z + b``
+    during the backward pass instead of being kept from the forward pass
+    (``_Aux.layer_input``), so the pass keeps one tensor per layer, as the forward+backward
+    pass does (ReLU's gradient reads its output).  Keeping them held 1.84x the pass on the
+    chain (MobileNetV2 at 224 px: 2.21x -> 1.33x; ResNet50 2.14x -> 1.36x); now within the
+    goal of 1.5x and below Deep Taylor's memory (which keeps every layer's input)."""
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((SIZE, SIZE, 3), name="image")
+    out = keras.layers.Dense(5, name="logits")(keras.layers.GlobalAveragePooling2D(name="gap")(body(inp)))
+    spec = cv.as_spec(keras.Model(inp, out, name=f"{body.__name__[1:]}224"))
     x = smooth_images(BATCH, SIZE).astype(np.float32) / 255.0
     _, fb = reference_passes(spec)
     fb(x).numpy()
@@ -155,6 +181,5 @@ def test_lrp_epsilon_keeps_one_tensor_per_layer():
         exp = cv.get_method(method)(spec)
         exp.explain(x, progress=False)
         mem[method] = measure(lambda e=exp: e.explain(x, progress=False))["call_mb"]
-    assert mem["lrp_epsilon"] <= 1.5 * ref, (mem, ref)
-    assert mem["lrp_epsilon"] <= 1.15 * mem["deep_taylor"], (mem, ref)
-
+    assert mem["lrp_epsilon"] <= vs_pass * ref, (mem, ref)
+    assert mem["lrp_epsilon"] <= vs_taylor * mem["deep_taylor"], (mem, ref)

@@ -335,29 +335,49 @@ class _Aux:
         self.graph, self.overrides = graph, overrides or {}
         self.kept = frozenset(kept)  # linear ops' outputs whose z + b the backward reads
         self._support: dict = {}
+        self._inputs: dict = {}  # key -> what layer_input gave its first reader
 
     def layer_input(self, key):
-        """The value of ``key`` for a rule to read: the recording, or, where ``key`` is a
-        rectifier's output (possibly through padding) whose input ``z + b`` the backward pass
-        reads anyway (:meth:`~.rules.Rule.reads_output`), ``key`` computed again from that
-        input by the same layer calls.
+        """The value of ``key`` for a rule (or a residual sum's merge) to read: the recording,
+        or, where ``key`` can be computed again from tensors the backward pass holds anyway
+        (the recorded ``z + b`` of layers whose rule reads it, :meth:`~.rules.Rule.reads_output`,
+        and the model input), ``key`` computed again from them by the same layer calls
+        (:meth:`_rebuilt`: rectifiers, zero-padding, residual sums and chains of them).
 
         Called under the rule's control dependency on its arriving relevance, so the
         recomputation runs during the backward pass (the control input also keeps graph
-        optimization from merging it with the forward's call) and the recorded rectified
-        output is freed once the forward pass has read it: a rule then keeps one tensor per
-        layer (``z + b``) instead of two.  Same operations on the same inputs, so the same
-        values.  Measured for LRP-epsilon at 224 px, batch 8, as a ratio to the peak memory
-        of a forward+backward pass (issue 20): MobileNetV2 2.21 -> 1.40, VGG16 1.74 -> 1.31,
-        ResNet50 2.14 -> 1.86 (its residual sums read their operands, the blocks' inputs
-        among them); time unchanged (MobileNetV2 1.28 -> 1.25, ResNet50 1.17 -> 1.14, VGG16
-        1.09 -> 1.09).
-        Through zero-padding the recomputation briefly holds the rectified and the padded
-        tensor together (MobileNetV2 without it: 1.70)."""
-        t = self._rebuilt(key)
-        return self.values[key] if t is None else t
+        optimization from merging it with the forward's call) and the recorded value is freed
+        once the forward pass has read it: LRP-epsilon then keeps one tensor per layer
+        (``z + b``) instead of also every rectified output and every residual stream value.
+        Same operations on the same inputs, so the same values.  The first reader's value is
+        reused by the others (a block's sum and its first convolution); a residual stream is
+        rebuilt from the start of its stage, elementwise sums and rectifiers only.
+
+        Measured for LRP-epsilon at 224 px, batch 8, as a ratio to the peak memory of a
+        forward+backward pass (issue 20), before / rectified outputs only / with the sums:
+        MobileNetV2 2.21 / 1.40 / 1.33, ResNet50 2.14 / 1.86 / 1.36, VGG16 1.74 / 1.31 (no
+        sums); time, back to back: ResNet50 1.17 -> 1.20-1.21 (the stage chains), MobileNetV2
+        1.28 -> 1.23, VGG16 1.09 -> 1.09.  Through zero-padding the recomputation briefly holds
+        the rectified and the padded tensor together (MobileNetV2 without it: 1.70)."""
+        if key not in self._inputs:
+            t = self._rebuilt(key)
+            self._inputs[key] = self.values[key] if t is None else t
+        return self._inputs[key]
+
+    def _source(self, key):
+        """``key``'s value where the backward pass holds it anyway (the model input, a kept
+        ``z + b``) or can compute it again (:meth:`_rebuilt`), else None."""
+        if key == self.input_key:
+            return self.values[key]
+        op = self.producers.get(key)
+        if op is not None and op.kind == "linear" and key in self.kept and key not in self.pre:
+            return self.values[key]  # z + b, read by the rule of key's layer
+        return self._rebuilt(key)
 
     def _rebuilt(self, key):
+        """``key`` computed again from tensors the backward pass holds anyway, by the layer
+        calls that computed it (rectifiers, zero-padding and reshaping, residual sums), or
+        None where it cannot be."""
         op = self.producers.get(key)
         if op is None or self.graph is None:
             return None
@@ -365,20 +385,19 @@ class _Aux:
             if key in self.kept and key in self.pre and op.rectifier is not None:
                 return op.layer.activation(self.pre[key])
             return None
-        if len(op.nodes) != 1 or len(op.inputs) != 1:
+        if len(op.nodes) != 1:
             return None
-        if not ((op.kind == "pass" and op.rectifier is not None) or (op.kind == "route" and op.shape_only)):
+        if not ((op.kind == "pass" and op.rectifier is not None and len(op.inputs) == 1)
+                or (op.kind == "route" and op.shape_only and len(op.inputs) == 1) or op.kind == "add"):
             return None
-        src = op.inputs[0]
-        head = self.producers.get(src)
-        if head is not None and head.kind == "linear" and src in self.kept and src not in self.pre:
-            t = self.values[src]  # z + b, read by the rule of src's layer
-        else:
-            t = self._rebuilt(src)
+        parts = {}
+        for src in op.inputs:
+            t = self._source(src)
             if t is None:
                 return None
+            parts[src] = t
         name = op.nodes[0]
-        return self.graph.call_node(self.graph.node(name), {src: t}, self.overrides.get(name))
+        return self.graph.call_node(self.graph.node(name), parts, self.overrides.get(name))
 
     def _through(self, key):
         """The op that only moves values into ``key`` (padding, reshape, identity), or None."""
@@ -466,7 +485,7 @@ def _backward(op, r, values, rules, domains, aux: _Aux, may_lose: bool = True,
         sizes = [int(values[k].shape[op.axis]) for k in op.inputs]
         return list(tf.split(r, sizes, axis=op.axis))
     if op.kind == "add":
-        xs = [values[k] for k in op.inputs]
+        xs = [aux.layer_input(k) for k in op.inputs]
         shares = rules[op.name].merge(xs, _sum(xs), r)
         return [_unbroadcast(s, x.shape) for s, x in zip(shares, xs)]
     if op.kind == "route":
