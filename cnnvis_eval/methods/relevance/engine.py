@@ -282,10 +282,14 @@ class RelevanceEngine:
             if unit:
                 r0 = tf.math.divide_no_nan(r0, tf.reshape(tf.cast(top, r0.dtype), [-1] + [1] * (len(r0.shape) - 1)))
                 top = _total(r0)
-            # tensors the backward pass reads anyway: the recorded z + b of rules that read it
+            # tensors the backward pass reads anyway: the recorded z + b of rules that read it,
+            # and layers' z + b that residual sums add (their merges read the operands)
             kept = {op.output for op in program.ops if op.kind == "linear"
                     and rules[op.name].reads_output(op.name in plan.positive_out)}
-            aux = _Aux(values, producers, program.input_key, pre, graph, overrides, kept)
+            kept |= {k for op in program.ops if op.kind == "add" for k in op.inputs
+                     if k in producers and producers[k].kind == "linear" and k not in pre}
+            read = {k for op in program.ops if op.kind in ("linear", "add") for k in op.inputs}
+            aux = _Aux(values, producers, program.input_key, pre, graph, overrides, kept, read)
             rel, tot = {key: r0}, {key: top}  # relevance in flight and its per-image sums
             total, sums = top, []
             stop = None
@@ -329,36 +333,43 @@ class _Aux:
     MobileNetV2 1.98 -> 1.90).
     """
 
-    def __init__(self, values, producers, input_key, pre=None, graph=None, overrides=None, kept=()):
+    def __init__(self, values, producers, input_key, pre=None, graph=None, overrides=None, kept=(), read=()):
         self.values, self.producers, self.input_key = values, producers, input_key
         self.pre = pre or {}  # output key -> pre-activation z + b (fused rectifiers)
         self.graph, self.overrides = graph, overrides or {}
         self.kept = frozenset(kept)  # linear ops' outputs whose z + b the backward reads
+        self.read = frozenset(read)  # the inputs of linear ops and residual sums
         self._support: dict = {}
         self._inputs: dict = {}  # key -> what layer_input gave its first reader
 
     def layer_input(self, key):
         """The value of ``key`` for a rule (or a residual sum's merge) to read: the recording,
         or, where ``key`` can be computed again from tensors the backward pass holds anyway
-        (the recorded ``z + b`` of layers whose rule reads it, :meth:`~.rules.Rule.reads_output`,
-        and the model input), ``key`` computed again from them by the same layer calls
+        (the model input, the recorded ``z + b`` of layers whose rule reads it,
+        :meth:`~.rules.Rule.reads_output`, or whose sum's merge reads it, and layer inputs that
+        cannot be recomputed), ``key`` computed again from them by the same layer calls
         (:meth:`_rebuilt`: rectifiers, zero-padding, residual sums and chains of them).
 
         Called under the rule's control dependency on its arriving relevance, so the
         recomputation runs during the backward pass (the control input also keeps graph
         optimization from merging it with the forward's call) and the recorded value is freed
-        once the forward pass has read it: LRP-epsilon then keeps one tensor per layer
-        (``z + b``) instead of also every rectified output and every residual stream value.
-        Same operations on the same inputs, so the same values.  The first reader's value is
-        reused by the others (a block's sum and its first convolution); a residual stream is
-        rebuilt from the start of its stage, elementwise sums and rectifiers only.
+        once the forward pass has read it: LRP-epsilon keeps one tensor per layer (``z + b``)
+        instead of also every rectified output, and every preset keeps a residual network's
+        branch outputs instead of also its stream.  Same operations on the same inputs, so the
+        same values (checked bit for bit on the minis, MobileNetV2 and ResNet50; a sum of a
+        sum is not recomputed, since graph optimization may fold such a chain into one AddN
+        that adds in another order).  The first reader's value is reused by the others (a
+        block's sum and its first convolution); a stream is rebuilt from the start of its
+        stage, elementwise sums and rectifiers only.
 
-        Measured for LRP-epsilon at 224 px, batch 8, as a ratio to the peak memory of a
-        forward+backward pass (issue 20), before / rectified outputs only / with the sums:
-        MobileNetV2 2.21 / 1.40 / 1.33, ResNet50 2.14 / 1.86 / 1.36, VGG16 1.74 / 1.31 (no
-        sums); time, back to back: ResNet50 1.17 -> 1.20-1.21 (the stage chains), MobileNetV2
-        1.28 -> 1.23, VGG16 1.09 -> 1.09.  Through zero-padding the recomputation briefly holds
-        the rectified and the padded tensor together (MobileNetV2 without it: 1.70)."""
+        Measured at 224 px, batch 8, as a ratio to the peak memory of a forward+backward pass
+        (issue 20), before -> after: LRP-epsilon MobileNetV2 2.21 -> 1.36, ResNet50 2.14 ->
+        1.31, VGG16 1.74 -> 1.31; the z+ / alpha-beta presets and Excitation Backprop on
+        ResNet50 1.73-1.84 -> 1.24-1.34 (MobileNetV2 1.35-1.47, unchanged).  Time, back to back:
+        ResNet50 +3% (the streams' elementwise chains: LRP-epsilon 1.19 -> 1.23, Deep Taylor
+        1.50 -> 1.55), MobileNetV2 and VGG16 unchanged.  Through zero-padding the recomputation
+        briefly holds the rectified and the padded tensor together (LRP-epsilon on MobileNetV2
+        without it: 1.70)."""
         if key not in self._inputs:
             t = self._rebuilt(key)
             self._inputs[key] = self.values[key] if t is None else t
@@ -372,7 +383,10 @@ class _Aux:
         op = self.producers.get(key)
         if op is not None and op.kind == "linear" and key in self.kept and key not in self.pre:
             return self.values[key]  # z + b, read by the rule of key's layer
-        return self._rebuilt(key)
+        t = self._rebuilt(key)
+        if t is None and key in self.read:
+            return self.values[key]  # kept anyway: a rule or a sum reads it and it cannot be rebuilt
+        return t
 
     def _rebuilt(self, key):
         """``key`` computed again from tensors the backward pass holds anyway, by the layer
@@ -392,6 +406,10 @@ class _Aux:
             return None
         parts = {}
         for src in op.inputs:
+            # not a sum of a sum: graph optimization may rewrite a chain of sums into one
+            # AddN, which adds in another order (MobileNetV2's residual streams)
+            if op.kind == "add" and src in self.producers and self.producers[src].kind == "add":
+                return None
             t = self._source(src)
             if t is None:
                 return None
