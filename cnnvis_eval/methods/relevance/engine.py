@@ -324,13 +324,13 @@ class _Aux:
     """Values the backward pass reads, plus supports (1 = real value, 0 = zero-padding)
     and bounds of tensors, built on demand.
 
-    Every forward value a rule or a residual sum reads is taken from the recording (the
-    compiled graph keeps a recorded tensor alive until its last reader).  The operands of
-    residual sums used to be recomputed from their layers' inputs to keep fewer tensors
-    alive; measured at 224 px, batch 8, reading them costs ResNet50's Deep Taylor 1465 ->
-    1644 MB of peak memory (x1.15 -> x1.29 of a forward+backward pass; issue 20's bound is
-    x1.5) and saves 20 of its 73 convolution calls (ratio to forward+backward 2.03 -> 1.87;
-    MobileNetV2 1.98 -> 1.90).
+    A rule or a residual sum reads a layer input through :meth:`layer_input`: the recording
+    (the compiled graph keeps a recorded tensor alive until its last reader), or the value
+    computed again by elementwise layer calls from tensors the backward pass holds anyway.
+    The branch outputs of residual sums are read from the recording: recomputing them from
+    their layers' inputs (as was once done) costs convolutions; measured at 224 px, batch 8,
+    reading them saves 20 of ResNet50's Deep Taylor's 73 convolution calls (ratio to
+    forward+backward 2.03 -> 1.87; MobileNetV2 1.98 -> 1.90).
     """
 
     def __init__(self, values, producers, input_key, pre=None, graph=None, overrides=None, kept=(), read=()):
