@@ -158,9 +158,9 @@ def _bottleneck(inp):
 def _memory(body, monkeypatch):
     """(forward+backward MB, {(method, recompute): MB}) of LRP-epsilon and Deep Taylor on
     ``body`` at 224 px, with the relevance engine's recomputation (``recompute=True``) and
-    without it (``_Aux._rebuilt`` patched to give up: every recorded value is kept), in one
+    without it (``ForwardValues._rebuilt`` patched to give up: every recorded value is kept), in one
     process, so that both see the same executor and load."""
-    from cnnvis_eval.methods.relevance import engine
+    from cnnvis_eval.methods.relevance import recorded
 
     keras.utils.set_random_seed(5)
     inp = keras.Input((SIZE, SIZE, 3), name="image")
@@ -174,7 +174,7 @@ def _memory(body, monkeypatch):
     for recompute in (True, False):
         with monkeypatch.context() as patch:
             if not recompute:
-                patch.setattr(engine._Aux, "_rebuilt", lambda self, key: None)
+                patch.setattr(recorded.ForwardValues, "_rebuilt", lambda self, key: None)
             for method in ("lrp_epsilon", "deep_taylor"):
                 exp = cv.get_method(method)(spec)  # a new instance: traced under the patch
                 maps[method, recompute] = exp.explain(x, progress=False).attribution
@@ -189,7 +189,7 @@ def test_lrp_epsilon_keeps_one_tensor_per_layer(monkeypatch):
     """LRP-epsilon reads each layer's recorded ``z + b`` (its denominator) and each layer's
     input; where that input is a rectifier's output it is computed again from the recorded
     ``z + b`` during the backward pass instead of being kept from the forward pass
-    (``_Aux.layer_input``), so a Conv -> BN -> ReLU6 chain keeps one tensor per layer, as the
+    (``ForwardValues.layer_input``), so a Conv -> BN -> ReLU6 chain keeps one tensor per layer, as the
     forward+backward pass does (ReLU6's gradient reads its input).  Keeping both held 1.84x
     the pass here, recomputing 1.24x (MobileNetV2 at 224 px: 2.21x -> 1.36x); the maps are the
     same bit for bit."""

@@ -27,7 +27,7 @@ inside ``tf.function``.
 ``Contrast()``     z+ share minus the share of the negated weights (c-MWP's top layer).
 =================  ========================================================================
 
-One module on purpose (about 530 lines): every rule is a small class over the same
+One module on purpose (about 545 lines): every rule is a small class over the same
 contribution machinery (:func:`_vjp`, :func:`safe_divide`, the w**2 fallback, :class:`Inputs`),
 and the table above is read as one; splitting the rules from that machinery would spread
 each rule's formula over two files.
